@@ -1,0 +1,40 @@
+"""Exit codes, the same for every command. A service manager stops restarting on 2, 3 and 4."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    CONFIG = 3
+    WALLET = 4
+    CHAIN = 5
+    MODEL = 6
+    DOES_NOT_FIT = 7
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """Map a typed error from any layer to its documented exit code."""
+    from chain.errors import ChainError, WalletError
+    from cortensor_desktop.config import ConfigError
+    from engine.database import DatabaseError
+    from engine.errors import ModelError
+    from profiler.errors import DoesNotFitError, GGUFReadError, HardwareFileError
+
+    table: list[tuple[type[BaseException], ExitCode]] = [
+        (ConfigError, ExitCode.CONFIG),
+        (HardwareFileError, ExitCode.CONFIG),
+        (DatabaseError, ExitCode.CONFIG),
+        (WalletError, ExitCode.WALLET),
+        (ChainError, ExitCode.CHAIN),
+        (ModelError, ExitCode.MODEL),
+        (GGUFReadError, ExitCode.MODEL),
+        (DoesNotFitError, ExitCode.DOES_NOT_FIT),
+    ]
+    for error_type, code in table:
+        if isinstance(exc, error_type):
+            return code
+    return ExitCode.UNEXPECTED

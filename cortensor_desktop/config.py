@@ -1,0 +1,275 @@
+"""The one TOML config file: typed, validated, every key defaulted, unknown keys refused.
+
+Each section is a frozen dataclass. A field's metadata may carry `choices`, `min`/`max`, `secret`
+(masked by `config show`) and `help` (written as a comment by `config init`). Environment
+variables `CORTENSOR_<SECTION>__<KEY>` override the file; a few `CORTENSOR_*` names are reserved
+for things that are not config keys (home folder, passphrase sources).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CORTENSOR_"
+RESERVED_ENV = frozenset({"CORTENSOR_HOME", "CORTENSOR_PASSPHRASE", "CORTENSOR_PASSPHRASE_FILE"})
+MASK = "********"
+
+
+class ConfigError(Exception):
+    """A config problem, phrased for the user in one line (exit code 3)."""
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class NetworkSection:
+    profile: str = _opt(
+        "embedded",
+        "Network profile: 'embedded' (in-process chain), 'local' (written by `devnet up`) "
+        "or the name of a file in the config folder's networks/",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+    )
+
+
+@dataclass(frozen=True)
+class ModelsSection:
+    dir: str = _opt("", "Model folder shared by every home; empty means the user cache folder")
+
+
+@dataclass(frozen=True)
+class LoggingSection:
+    level: str = _opt("info", "Log level", choices=("debug", "info", "warning", "error"))
+    format: str = _opt(
+        "text", "Log line format: text, or json (one object a line)", choices=("text", "json")
+    )
+    file_max_bytes: int = _opt(5_000_000, "Rotate the log file at this size", min=10_000)
+    file_backups: int = _opt(3, "Rotated log files kept", min=0, max=100)
+
+
+@dataclass(frozen=True)
+class Config:
+    network: NetworkSection = field(default_factory=NetworkSection)
+    models: ModelsSection = field(default_factory=ModelsSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    source: Path | None  # None when no file exists and defaults were used
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> LoadedConfig:
+    env = os.environ if environ is None else environ
+    raw, source = _read_toml(path)
+    locate = _KeyLocator(path, source)
+    merged = _apply_env(raw, env)
+    return LoadedConfig(config=_build(Config, merged, locate, ""), source=source)
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], Path | None]:
+    if not path.exists():
+        return {}, None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+    try:
+        return tomllib.loads(text), path
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+class _KeyLocator:
+    """Finds the line of `section.key` so a semantic error can point at it like a syntax error."""
+
+    def __init__(self, path: Path, source: Path | None) -> None:
+        self.path = path
+        self.lines = path.read_text(encoding="utf-8").splitlines() if source else []
+
+    def where(self, dotted: str, from_env: bool) -> str:
+        if from_env:
+            return f"environment variable {env_name(dotted)}"
+        line = self._line_of(dotted)
+        suffix = f" (line {line})" if line else ""
+        return f"{self.path}: key '{dotted}'{suffix}"
+
+    def _line_of(self, dotted: str) -> int | None:
+        section, _, key = dotted.rpartition(".")
+        current = ""
+        for number, text in enumerate(self.lines, start=1):
+            header = re.match(r"^\s*\[([^\]]+)\]", text)
+            if header:
+                current = header.group(1).strip()
+            elif re.match(rf"^\s*{re.escape(key)}\s*=", text) and current == section:
+                return number
+        return None
+
+
+def env_name(dotted: str) -> str:
+    section, _, key = dotted.partition(".")
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+
+
+_FROM_ENV = "__from_env__"
+
+
+def _apply_env(raw: dict[str, Any], env: typing.Mapping[str, str]) -> dict[str, Any]:
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        target = merged.setdefault(section, {})
+        if isinstance(target, dict):
+            target[key] = value
+            target.setdefault(_FROM_ENV, set()).add(key)
+    return merged
+
+
+def _build(cls: type, raw: Any, locate: _KeyLocator, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{locate.where(prefix, False)}: expected a table [{prefix}]")
+    from_env: set[str] = raw.pop(_FROM_ENV, set())
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        dotted = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        allowed = ", ".join(sorted(fields))
+        raise ConfigError(
+            f"{locate.where(dotted, unknown[0] in from_env)}: unknown key; "
+            f"{'[' + prefix + '] takes' if prefix else 'sections are'}: {allowed}"
+        )
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, locate, dotted)  # type: ignore[arg-type]
+        else:
+            where = locate.where(dotted, name in from_env)
+            values[name] = _coerce(hint, value, fields[name].metadata, where, name in from_env)
+    return cls(**values)
+
+
+def _coerce(
+    hint: Any, value: Any, meta: typing.Mapping[str, Any], where: str, from_env: bool
+) -> Any:
+    if from_env:
+        value = _parse_env_value(hint, value)
+    checked = _check_type(hint, value)
+    if checked is None:
+        raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
+    _check_meta(checked, meta, where)
+    return checked
+
+
+def _parse_env_value(hint: Any, text: str) -> Any:
+    """Environment values are strings; read them as TOML values where the type is not a string."""
+    if hint is str:
+        return text
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _check_type(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            checked = _check_type(option, value)
+            if checked is not None:
+                return checked
+        return None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return None
+        items = [_check_type(item, v) for v in value]
+        return None if any(i is None for i in items) else items
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        return None
+    return value if isinstance(value, hint) else None
+
+
+def _describe(hint: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if typing.get_origin(hint) is list:
+        item = _describe(typing.get_args(hint)[0]).removeprefix("a ").removeprefix("an ")
+        return f"a list of {item}s"
+    return names.get(hint, str(hint))
+
+
+def _check_meta(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{where}: expected at least {meta['min']}, got {value!r}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{where}: expected at most {meta['max']}, got {value!r}")
+    pattern = meta.get("pattern")
+    if pattern and not re.match(pattern, value):
+        raise ConfigError(f"{where}: expected a value matching {pattern}, got {value!r}")
+
+
+def config_as_dict(config: Config, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
+    for section_field in dataclasses.fields(config):
+        section = getattr(config, section_field.name)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            values[f.name] = (
+                MASK if (mask_secrets and f.metadata.get("secret") and value) else value
+            )
+        result[section_field.name] = values
+    return result
+
+
+def default_config_text() -> str:
+    """A config file with every key at its default, each explained, for `config init`."""
+    lines = [
+        "# cortensor-desktop configuration. Every key is optional; shown at its default.",
+        "# Environment variables CORTENSOR_<SECTION>__<KEY> override this file.",
+        "",
+    ]
+    for section_field in dataclasses.fields(Config):
+        section_cls = typing.get_type_hints(Config)[section_field.name]
+        lines.append(f"[{section_field.name}]")
+        for f in dataclasses.fields(section_cls):
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            lines.append(f"# {f.metadata.get('help', '')}")
+            lines.append(f"{f.name} = {_toml_literal(default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    return repr(value)

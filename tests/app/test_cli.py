@@ -1,0 +1,95 @@
+"""The CLI's contract: --version, --help everywhere, --json purity, exit code 2 on bad usage."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from cortensor_desktop import __version__
+from cortensor_desktop.cli.main import build_parser
+
+
+def test_version_prints_the_package_version(cli) -> None:
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"cortensor-desktop {__version__}"
+
+
+def test_python_dash_m_matches_console_script_help(cli) -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    assert "exit codes:" in result.stdout
+    assert "CORTENSOR_HOME" in result.stdout
+
+
+def _all_subcommand_paths() -> list[list[str]]:
+    paths: list[list[str]] = []
+
+    def walk(parser, prefix):  # type: ignore[no-untyped-def]
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():
+                    paths.append([*prefix, name])
+                    walk(sub, [*prefix, name])
+
+    walk(build_parser(), [])
+    return paths
+
+
+def test_every_subcommand_has_help_that_explains(cli) -> None:
+    for path in _all_subcommand_paths():
+        result = cli(*path, "--help")
+        assert result.returncode == 0, (path, result.stderr)
+        assert "usage:" in result.stdout
+        # the help explains: more than a usage line
+        assert len(result.stdout.strip().splitlines()) >= 3, path
+
+
+def test_unknown_command_is_usage_error(cli) -> None:
+    result = cli("no-such-command")
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_flag_is_usage_error(cli) -> None:
+    result = cli("config", "show", "--no-such-flag")
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_global_options_work_after_the_subcommand(cli, home: Path) -> None:
+    result = cli("config", "show", "--json", "--network", "embedded", "--log-level", "debug")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["network"]["active"] == "embedded"
+
+
+def test_config_show_json_is_exactly_one_document(cli) -> None:
+    result = cli("config", "show", "--json", "--log-level", "debug")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # raises if anything else is on stdout
+    assert document["config"]["network"]["profile"] == "embedded"
+
+
+def test_every_file_written_lands_under_home(cli, home: Path, tmp_path: Path) -> None:
+    before = set(tmp_path.rglob("*"))
+    assert cli("config", "init").returncode == 0
+    assert cli("config", "show", "--json").returncode == 0
+    written = set(tmp_path.rglob("*")) - before
+    assert written, "the commands wrote nothing at all"
+    assert all(home in p.parents or p == home for p in written)
+    assert (home / "config" / "config.toml").is_file()
+
+
+def test_env_override_is_applied_and_reported(cli) -> None:
+    result = cli("config", "show", "--json", env={"CORTENSOR_LOGGING__LEVEL": "debug"})
+    assert json.loads(result.stdout)["config"]["logging"]["level"] == "debug"
+
+
+def test_config_init_refuses_to_overwrite(cli) -> None:
+    assert cli("config", "init").returncode == 0
+    again = cli("config", "init")
+    assert again.returncode == 3
+    assert re.search(r"already exists; use --force", again.stderr)
+    assert cli("config", "init", "--force").returncode == 0

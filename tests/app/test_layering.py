@@ -1,0 +1,93 @@
+"""The architecture, enforced: lower layers never import upward, and never import textual/rich."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LOWER = ("profiler", "engine", "chain")
+OURS = ("cortensor_desktop", *LOWER)
+# What each package may import of ours; anything else is an upward or sideways import.
+ALLOWED = {
+    "profiler": {"profiler"},
+    "chain": {"chain"},
+    "engine": {"engine", "profiler", "chain"},
+    "cortensor_desktop": set(OURS),
+}
+
+
+def _modules(package: str) -> list[str]:
+    names = [package]
+    for info in pkgutil.walk_packages([str(REPO / package)], prefix=f"{package}."):
+        names.append(info.name)
+    return names
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", OURS)
+def test_no_import_runs_upward(package: str) -> None:
+    offenders = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        forbidden = (_imported_roots(path) & set(OURS)) - ALLOWED[package]
+        if forbidden:
+            offenders.append(f"{path.relative_to(REPO)} imports {sorted(forbidden)}")
+    assert not offenders, offenders
+
+
+def _loaded_after_import(modules: list[str]) -> set[str]:
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=True,
+    )
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("package", LOWER)
+def test_lower_layers_never_load_textual_or_rich(package: str) -> None:
+    modules = _modules(package)
+    assert len(modules) >= 2, f"{package} has no modules to check"
+    loaded = _loaded_after_import(modules)
+    assert not {m for m in loaded if m.split(".")[0] in {"textual", "rich"}}
+
+
+def test_cli_entry_and_config_path_never_load_textual_or_rich() -> None:
+    loaded = _loaded_after_import(
+        ["cortensor_desktop.cli.main", "cortensor_desktop.config", "cortensor_desktop.logs"]
+    )
+    assert "textual" not in loaded
+    assert "rich" not in loaded
+
+
+def test_import_linter_contracts_hold() -> None:
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.exists():
+        pytest.fail("import-linter is not installed: install the dev extra (scripts/bootstrap.sh)")
+    proc = subprocess.run([str(lint)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "broken" not in proc.stdout.lower().replace("0 broken", "")
