@@ -452,6 +452,12 @@ class Subscription:
             self._cond.notify()
             self._wake_async()
 
+    def note_missed(self, count: int) -> None:
+        """Events this reader will never see (history too short); reported before the next one."""
+        with self._cond:
+            self._missed += count
+            self.missed_total += count
+
     def _wake_async(self) -> None:
         for loop, future in self._waiters:
             # A reader whose loop has closed is gone; that must not hurt the publisher.
@@ -528,6 +534,7 @@ class EventBus:
         node: str = "",
         role: NodeRole | None = None,
         clock: Callable[[], float] = time.time,
+        history: int = 1000,
     ) -> None:
         self.node = node
         self.role = role
@@ -535,14 +542,29 @@ class EventBus:
         self._seq = 0
         self._lock = threading.Lock()
         self._subscribers: list[Subscription] = []
+        # Recent events, so a reader that (re)connects late (SSE Last-Event-ID, attach) catches up.
+        self._history: deque[Event] = deque(maxlen=history)
 
     @property
     def last_seq(self) -> int:
         return self._seq
 
-    def subscribe(self, *, maxsize: int = 1000, name: str = "") -> Subscription:
+    def subscribe(
+        self, *, maxsize: int = 1000, name: str = "", after_seq: int | None = None
+    ) -> Subscription:
+        """A new reader; with `after_seq` it first gets the kept history after that number.
+
+        If the history no longer reaches back to `after_seq + 1`, the reader is told how many it
+        missed (`EventsDropped`) before the events that are still there.
+        """
         sub = Subscription(self, maxsize, name)
         with self._lock:
+            if after_seq is not None:
+                backlog = [e for e in self._history if e.seq > after_seq]
+                oldest = backlog[0].seq if backlog else self._seq + 1
+                sub.note_missed(max(0, oldest - after_seq - 1))
+                for event in backlog:
+                    sub.offer(event)
             self._subscribers.append(sub)
         return sub
 
@@ -568,6 +590,7 @@ class EventBus:
                 )
             else:
                 self._seq = max(self._seq, event.seq)
+            self._history.append(event)
             # Offer under the bus lock so every subscriber sees events in `seq` order.
             for sub in self._subscribers:
                 sub.offer(event)

@@ -193,6 +193,24 @@ def test_subscribers_are_independent_and_a_slow_one_is_told_what_it_missed() -> 
     assert slow.missed_total == 7
 
 
+def test_a_late_reader_catches_up_from_the_history_after_a_sequence_number() -> None:
+    bus = EventBus(history=5)
+    for i in range(1, 9):
+        bus.publish(_log(str(i)))
+    # Reconnecting after seq 5 (an SSE client's Last-Event-ID): 6, 7, 8 are still kept.
+    resumed = bus.subscribe(after_seq=5)
+    assert [e.seq for e in resumed.drain()] == [6, 7, 8]
+    # After seq 1: the history starts at 4, so 2 and 3 are reported missing first.
+    behind = bus.subscribe(after_seq=1)
+    events = behind.drain()
+    assert isinstance(events[0], EventsDropped) and events[0].count == 2
+    assert [e.seq for e in events[1:]] == [4, 5, 6, 7, 8]
+    # Up to date, or no history wanted: only what comes next.
+    current, fresh = bus.subscribe(after_seq=8), bus.subscribe()
+    bus.publish(_log("9"))
+    assert [e.seq for e in current.drain()] == [e.seq for e in fresh.drain()] == [9]
+
+
 def test_publishing_never_blocks_on_a_reader_that_never_reads() -> None:
     bus = EventBus()
     bus.subscribe(maxsize=1)
