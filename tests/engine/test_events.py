@@ -328,3 +328,22 @@ def test_replay_skips_a_line_cut_short_by_a_crash_and_keeps_unknown_events(tmp_p
     assert sum('"format"' in line for line in path.read_text().splitlines()) == 1
     last = list(read_events(path))[-1]
     assert isinstance(last, NodeStateChanged) and last.state is NodeState.STOPPED
+
+
+def _doc_rows(text: str) -> dict[str, str]:
+    return {line.split("|")[1].strip(" `"): line for line in text.splitlines() if line[:3] == "| `"}
+
+
+def test_docs_list_every_event_command_and_field() -> None:
+    from engine.commands import COMMAND_TYPES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "EVENTS.md").read_text(encoding="utf-8")
+    events_part, commands_part = doc.split("## Commands")
+    common = {"seq", "ts", "node", "role", "id", "issued_at", "source"}
+    for part, types_ in [(events_part, EVENT_TYPES), (commands_part, COMMAND_TYPES)]:
+        rows = _doc_rows(part)
+        for name, cls in types_.items():
+            assert name in rows, f"docs/EVENTS.md does not describe {name}"
+            for f in dataclasses.fields(cls):
+                if f.name not in common:
+                    assert f"`{f.name}`" in rows[name], f"{name}.{f.name} missing from the docs"
