@@ -126,6 +126,10 @@ class TaskRef:
     def key(self) -> str:
         return f"{self.kind.value}:{self.session_id}:{self.task_id}"
 
+    def intent_key(self, action: str) -> str:
+        """The transaction-intent key of one action on this task, e.g. "user:3:7:precommit"."""
+        return f"{self.key}:{action}"
+
 
 @dataclass(frozen=True)
 class CommitRecord:

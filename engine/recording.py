@@ -59,14 +59,12 @@ class Recorder:
             self.write(event)
 
     def close(self) -> None:
-        """Stop recording, write out what is queued, and close the file."""
+        """Stop recording, write out what is queued (in order), and close the file."""
         if self._sub is not None:
-            pending = self._sub.drain()
+            # A closed subscription still hands out what it holds, then ends the thread's loop.
             self._sub.close()
             if self._thread is not None:
-                self._thread.join(timeout=5)
-            for event in pending:
-                self.write(event)
+                self._thread.join(timeout=10)
         with self._lock:
             self._file.close()
 

@@ -6,11 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from engine.database import MIGRATIONS, Database
 from engine.journal import (
@@ -277,3 +282,107 @@ def test_verdict_window_keeps_the_last_n_and_feeds_the_removal_rule(tmp_path: Pa
     )
     window = journal.recent_verdicts(miner)
     assert [v.passed for v in window].count(False) == 2 and len(window) == 10
+
+
+# --- any sequence of steps and crashes: the reopened journal says exactly what to resume --------
+
+ORDER = list(CommitState)[:5]  # prepared .. committed, the happy path
+TASKS = [NET, USER, TaskRef(TaskKind.USER, 3, 8)]
+# Per stage: (the least state the record needs, the state the step reaches), as documented.
+SEND = {
+    CommitStage.PRECOMMIT: (CommitState.PREPARED, CommitState.PRECOMMIT_SENT),
+    CommitStage.COMMIT: (CommitState.PRECOMMIT_SENT, CommitState.COMMIT_SENT),
+}
+CONFIRM = {
+    CommitStage.PRECOMMIT: (CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED),
+    CommitStage.COMMIT: (CommitState.COMMIT_SENT, CommitState.COMMITTED),
+}
+
+
+class JournalMachine(RuleBasedStateMachine):
+    """A plain model of the documented states, checked against the journal across restarts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = Path(self.dir.name) / "db"
+        self.journal = _journal(self.path)
+        self.model: dict[TaskRef, tuple[CommitState, str, str]] = {}  # state, answer, salt
+
+    def _expect(self, task: TaskRef, needed: CommitState, target: CommitState) -> None:
+        known = self.model.get(task)
+        ok = (
+            known is not None
+            and known[0] is not CommitState.ABANDONED
+            and ORDER.index(known[0]) >= ORDER.index(needed)
+        )
+        if not ok:
+            raise JournalError("expected refusal")
+        assert known is not None
+        state = max(known[0], target, key=ORDER.index)
+        self.model[task] = (state, known[1], known[2])
+
+    def _step(self, task: TaskRef, needed: CommitState, target: CommitState, act: Any) -> None:
+        try:
+            self._expect(task, needed, target)
+        except JournalError:
+            with pytest.raises(JournalError):
+                act()
+            return
+        assert act().state is self.model[task][0]
+
+    @rule(task=st.sampled_from(TASKS), answer=st.sampled_from(["a", "b"]))
+    def prepare(self, task: TaskRef, answer: str) -> None:
+        known = self.model.get(task)
+        if known is not None and known[1] != answer:
+            with pytest.raises(JournalError):
+                self.journal.prepare_commit(task, TaskRole.ANSWERER, answer)
+            return
+        salt = self.journal.prepare_commit(task, TaskRole.ANSWERER, answer)
+        if known is None:
+            self.model[task] = (CommitState.PREPARED, answer, salt)
+        assert salt == self.model[task][2]
+
+    @rule(task=st.sampled_from(TASKS), stage=st.sampled_from(list(CommitStage)))
+    def send(self, task: TaskRef, stage: CommitStage) -> None:
+        self._step(task, *SEND[stage], lambda: self.journal.mark_sent(task, stage, "0xtx"))
+
+    @rule(task=st.sampled_from(TASKS), stage=st.sampled_from(list(CommitStage)))
+    def confirm(self, task: TaskRef, stage: CommitStage) -> None:
+        self._step(task, *CONFIRM[stage], lambda: self.journal.mark_confirmed(task, stage))
+
+    @rule(task=st.sampled_from(TASKS))
+    def abandon(self, task: TaskRef) -> None:
+        known = self.model.get(task)
+        if known is None:
+            with pytest.raises(JournalError):
+                self.journal.abandon(task, "closed")
+            return
+        if known[0] is not CommitState.COMMITTED:
+            self.model[task] = (CommitState.ABANDONED, known[1], known[2])
+        assert self.journal.abandon(task, "closed").state is self.model[task][0]
+
+    @rule()
+    def crash_and_restart(self) -> None:
+        self.journal.db.close()
+        self.journal = _journal(self.path)
+
+    @invariant()
+    def journal_says_exactly_what_to_resume(self) -> None:
+        def expected(states: set[CommitState]) -> set[tuple[TaskRef, str, str]]:
+            return {(t, a, s) for t, (st_, a, s) in self.model.items() if st_ in states}
+
+        def got(records: list[Any]) -> set[tuple[TaskRef, str, str]]:
+            return {(r.task, r.answer, r.salt) for r in records}
+
+        reveal = {CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED, CommitState.COMMIT_SENT}
+        assert got(self.journal.pending_precommits()) == expected({CommitState.PREPARED})
+        assert got(self.journal.pending_reveals()) == expected(reveal)
+
+    def teardown(self) -> None:
+        self.journal.db.close()
+        self.dir.cleanup()
+
+
+JournalMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
+test_journal_state_machine_across_crashes = JournalMachine.TestCase
