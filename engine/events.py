@@ -382,23 +382,25 @@ class UnknownEvent(Event):
 def event_from_dict(data: dict[str, Any]) -> Event:
     """Decode one event; anything this version cannot represent becomes an `UnknownEvent`."""
     type_name = str(data.get("type", ""))
-    common = {"seq": data.get("seq", 0), "ts": data.get("ts", 0.0)}
-    common = {k: v for k, v in common.items() if isinstance(v, (int, float))}
     version = data.get("v", SCHEMA_VERSION)
     cls = EVENT_TYPES.get(type_name)
-    if cls is None or version != SCHEMA_VERSION:
-        reason = "unknown type" if cls is None else f"schema version {version}"
-        return _unknown(type_name, data, reason, common)
+    if cls is None:
+        return _unknown(type_name, data, "unknown type")
+    if version != SCHEMA_VERSION:
+        return _unknown(type_name, data, f"schema version {version}")
     try:
         return from_plain(cls, data)
     except WireError as exc:
-        return _unknown(type_name, data, str(exc), common)
+        return _unknown(type_name, data, str(exc))
 
 
-def _unknown(type_name: str, data: dict[str, Any], reason: str, common: dict[str, Any]) -> Event:
+def _unknown(type_name: str, data: dict[str, Any], reason: str) -> UnknownEvent:
+    # Keep what ordering and filtering need (seq, ts, node) when the document has them right.
+    seq, ts, node = data.get("seq"), data.get("ts"), data.get("node")
     return UnknownEvent(
-        seq=int(common.get("seq", 0)),
-        ts=float(common.get("ts", 0.0)),
+        seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else 0,
+        ts=float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else 0.0,
+        node=node if isinstance(node, str) else "",
         type_name=type_name,
         payload=dict(data),
         reason=reason,

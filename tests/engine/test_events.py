@@ -127,13 +127,13 @@ def test_what_this_version_cannot_represent_is_kept_not_fatal(
     patch: dict[str, Any], reason: str
 ) -> None:
     data = Alert(
-        seq=7, ts=1.5, kind=AlertKind.STALL, severity=Severity.ERROR, message="m"
+        seq=7, ts=1.5, node="0xn", kind=AlertKind.STALL, severity=Severity.ERROR, message="m"
     ).to_dict()
     data.update(patch)
     event = event_from_json(json.dumps(data))
     assert isinstance(event, UnknownEvent)
     assert reason in event.reason
-    assert (event.seq, event.ts) == (7, 1.5)
+    assert (event.seq, event.ts, event.node) == (7, 1.5, "0xn")
     # Passed through unchanged, so a recorder or SSE relay loses nothing.
     assert json.loads(event.to_json()) == data
 
