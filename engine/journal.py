@@ -47,6 +47,7 @@ from enum import StrEnum
 from engine.database import Database
 from engine.errors import EngineError
 from engine.protocol import TaskKind, TaskRole
+from engine.validation import Verdict
 
 
 class JournalError(EngineError):
@@ -180,6 +181,20 @@ class VerdictRecord:
     failed_checks: tuple[str, ...]
     top1_agreement: float | None
     cosine: float | None
+
+    @classmethod
+    def from_verdict(
+        cls, verdict: Verdict, *, miner: str, task: TaskRef, at: float
+    ) -> VerdictRecord:
+        return cls(
+            miner=miner,
+            task=task,
+            at=at,
+            passed=verdict.passed,
+            failed_checks=tuple(c.value for c in verdict.failed_checks),
+            top1_agreement=verdict.top1_agreement,
+            cosine=verdict.cosine,
+        )
 
 
 def new_salt() -> str:

@@ -33,7 +33,13 @@ from engine.journal import (
     resume_decision,
 )
 from engine.protocol import TaskKind, TaskRole
-from engine.validation import WindowPolicy, should_remove
+from engine.validation import (
+    AnswerLikelihood,
+    ValidationThresholds,
+    WindowPolicy,
+    judge_answer,
+    should_remove,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CHAIN = ChainKey(31337, "0x" + "ab" * 32)
@@ -386,3 +392,18 @@ class JournalMachine(RuleBasedStateMachine):
 
 JournalMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
 test_journal_state_machine_across_crashes = JournalMachine.TestCase
+
+
+def test_a_verdict_is_stored_as_judged(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "db")
+    verdict = judge_answer(
+        AnswerLikelihood(top1=(True, True, False), eos_expected_after=False),
+        cosine=0.2,
+        thresholds=ValidationThresholds(),
+    )
+    record = VerdictRecord.from_verdict(verdict, miner="0xM", task=USER, at=5.0)
+    journal.record_verdict(record)
+    [stored] = journal.recent_verdicts("0xm")
+    assert stored == VerdictRecord(
+        "0xm", USER, 5.0, False, ("top1", "ending", "cosine"), 2 / 3, 0.2
+    )
