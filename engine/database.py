@@ -42,6 +42,83 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX benchmarks_model ON benchmarks (model_id, quant, created_at);
     """,
+    # 3: the crash-safe journal (engine/journal.py): salt + answer bound before a precommit is sent,
+    # and every transaction's intent (nonce, hash) recorded before it is broadcast. Keyed by chain
+    # id + genesis hash + node, so a reset devnet or another chain is never mistaken for this one.
+    """
+    CREATE TABLE journal_commits (
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        node TEXT NOT NULL,
+        task_kind TEXT NOT NULL,
+        session_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        state TEXT NOT NULL,
+        salt TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        precommit_tx TEXT,
+        commit_tx TEXT,
+        note TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (chain_id, genesis_hash, node, task_kind, session_id, task_id)
+    );
+    CREATE INDEX journal_commits_state ON journal_commits (chain_id, genesis_hash, node, state);
+    CREATE TABLE journal_txs (
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        node TEXT NOT NULL,
+        intent_key TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        nonce INTEGER NOT NULL,
+        tx_hash TEXT,
+        raw_tx TEXT,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (chain_id, genesis_hash, node, intent_key)
+    );
+    CREATE INDEX journal_txs_state ON journal_txs (chain_id, genesis_hash, node, state);
+    """,
+    # 4: history for the wallet screen (earnings/points, CSV export) and the last verdicts per
+    # miner (the pool-removal window). Amounts are decimal TEXT: wei overflow SQLite's 64 bits.
+    """
+    CREATE TABLE earnings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        node TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        amount_wei TEXT NOT NULL,
+        points INTEGER NOT NULL,
+        task_kind TEXT,
+        session_id INTEGER,
+        task_id INTEGER,
+        tx_hash TEXT,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX earnings_node_time ON earnings (chain_id, genesis_hash, node, at);
+    CREATE TABLE verdicts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        miner TEXT NOT NULL,
+        at REAL NOT NULL,
+        task_kind TEXT NOT NULL,
+        session_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        passed INTEGER NOT NULL,
+        failed_checks TEXT NOT NULL,
+        top1_agreement REAL,
+        cosine REAL
+    );
+    CREATE INDEX verdicts_miner ON verdicts (chain_id, genesis_hash, miner, id);
+    CREATE UNIQUE INDEX verdicts_task
+        ON verdicts (chain_id, genesis_hash, miner, task_kind, session_id, task_id);
+    """,
 ]
 
 

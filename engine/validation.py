@@ -1,0 +1,321 @@
+"""Proof of Inference and Proof of Useful Work as pure functions on plain numbers.
+
+The I/O lives elsewhere: the runtime scores prompt + answer (likelihood figures) and embeds
+answers; the oracle loop feeds those figures here and publishes the `Verdict`. Nothing in this
+module touches a model, a file or the chain, so every rule is tested with plain values.
+
+Layers of one answer's check (docs/VALIDATION.md has the measurements behind the defaults):
+1. likelihood: the share of answer tokens that are the validator's own top-1 choice, and whether
+   the answer ends where the model would end (EOS expected after its last token, or the limit);
+2. semantic: cosine between the answer's embedding and the validator's own greedy answer;
+3. checksum: exact equality, only meaningful between identical builds.
+
+Per node, a window of recent verdicts decides removal from the pool with a binomial rule, so an
+honest node's rare false flags do not remove it (`should_remove`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Check(StrEnum):
+    """Which check an answer failed; the order of the members is the order they are reported."""
+
+    EMPTY = "empty"
+    TOP1 = "top1"
+    ENDING = "ending"
+    COSINE = "cosine"
+    CHECKSUM = "checksum"
+
+
+@dataclass(frozen=True)
+class ValidationThresholds:
+    """Settings. Defaults measured on SmolLM2-135M, AVX-512 vs AVX2 builds (docs/VALIDATION.md)."""
+
+    # Honest cross-build answers: min 0.82, median 0.97; cheaters mostly far lower.
+    top1_min: float = 0.80
+    # Cosine to the validator's own greedy answer; None turns the semantic layer off.
+    cosine_min: float | None = 0.30
+    require_proper_ending: bool = True
+    # Exact equality only holds between identical builds (10/40 across builds), so opt-in.
+    require_checksum: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.top1_min <= 1.0:
+            raise ValueError(f"top1_min must be within [0, 1], got {self.top1_min}")
+        if self.cosine_min is not None and not -1.0 <= self.cosine_min <= 1.0:
+            raise ValueError(f"cosine_min must be within [-1, 1], got {self.cosine_min}")
+
+
+@dataclass(frozen=True)
+class AnswerLikelihood:
+    """What the validator's prefill of prompt + answer says about the answer's tokens.
+
+    `top1[i]` is True when answer token i is the validator's own most likely next token;
+    `logprobs[i]` is the validator's log-probability of that token. `eos_expected_after` says
+    whether the validator's top-1 after the last answer token is end-of-sequence, and
+    `hit_token_limit` whether the answer has exactly the task's token limit (the validator counts
+    this itself; it is never taken from the miner).
+    """
+
+    top1: tuple[bool, ...]
+    logprobs: tuple[float, ...] = ()
+    eos_expected_after: bool = False
+    hit_token_limit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.logprobs and len(self.logprobs) != len(self.top1):
+            raise ValueError(
+                f"logprobs has {len(self.logprobs)} entries for {len(self.top1)} tokens"
+            )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One answer's scores, the thresholds they were judged against, and the outcome."""
+
+    top1_agreement: float
+    mean_logprob: float | None
+    ended_properly: bool
+    cosine: float | None
+    checksum_match: bool | None
+    tokens: int
+    thresholds: ValidationThresholds
+    failed_checks: tuple[Check, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed_checks
+
+    @property
+    def failed_check(self) -> Check | None:
+        """The first failed check, for a one-word reason in tables and logs."""
+        return self.failed_checks[0] if self.failed_checks else None
+
+
+def top1_agreement(top1: Sequence[bool]) -> float:
+    """Share of answer tokens that were the validator's own top-1 choice (0 for no tokens)."""
+    return sum(1 for hit in top1 if hit) / len(top1) if top1 else 0.0
+
+
+def ended_properly(likelihood: AnswerLikelihood) -> bool:
+    """An answer ends properly where the model would stop: EOS expected, or at the token limit."""
+    return likelihood.eos_expected_after or likelihood.hit_token_limit
+
+
+def judge_answer(
+    likelihood: AnswerLikelihood,
+    cosine: float | None,
+    thresholds: ValidationThresholds,
+    checksum_match: bool | None = None,
+) -> Verdict:
+    """The per-answer verdict that decides payment for one task."""
+    agreement = top1_agreement(likelihood.top1)
+    ending = ended_properly(likelihood)
+    mean_lp = (
+        math.fsum(likelihood.logprobs) / len(likelihood.logprobs) if likelihood.logprobs else None
+    )
+    return Verdict(
+        top1_agreement=agreement,
+        mean_logprob=mean_lp,
+        ended_properly=ending,
+        cosine=cosine,
+        checksum_match=checksum_match,
+        tokens=len(likelihood.top1),
+        thresholds=thresholds,
+        failed_checks=_failed_checks(
+            likelihood,
+            agreement=agreement,
+            ending=ending,
+            cosine=cosine,
+            checksum_match=checksum_match,
+            thresholds=thresholds,
+        ),
+    )
+
+
+def _failed_checks(
+    likelihood: AnswerLikelihood,
+    *,
+    agreement: float,
+    ending: bool,
+    cosine: float | None,
+    checksum_match: bool | None,
+    thresholds: ValidationThresholds,
+) -> tuple[Check, ...]:
+    failed: list[Check] = []
+    # An empty answer does no useful work, whatever the model would have said.
+    if not likelihood.top1:
+        failed.append(Check.EMPTY)
+    if agreement < thresholds.top1_min:
+        failed.append(Check.TOP1)
+    if thresholds.require_proper_ending and not ending:
+        failed.append(Check.ENDING)
+    # A missing cosine with the semantic layer on fails: "not measured" must not mean "passed".
+    if thresholds.cosine_min is not None and (cosine is None or cosine < thresholds.cosine_min):
+        failed.append(Check.COSINE)
+    if thresholds.require_checksum and checksum_match is not True:
+        failed.append(Check.CHECKSUM)
+    return tuple(failed)
+
+
+# --- semantic consensus ---------------------------------------------------------------------
+
+
+def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cosine of two vectors; 0.0 when either is all zeros (no direction, no similarity)."""
+    if len(a) != len(b):
+        raise ValueError(f"vectors differ in length: {len(a)} and {len(b)}")
+    norm = math.sqrt(math.fsum(x * x for x in a)) * math.sqrt(math.fsum(y * y for y in b))
+    if norm == 0.0:
+        return 0.0
+    value = math.fsum(x * y for x, y in zip(a, b, strict=True)) / norm
+    # Rounding can push a vector's cosine with itself a hair past 1.
+    return max(-1.0, min(1.0, value))
+
+
+def medoid(embeddings: Sequence[Sequence[float]]) -> int:
+    """Index of the answer with the highest total cosine to all others: the consensus answer.
+
+    Ties go to the lowest index so every oracle picks the same answer from the same inputs.
+    """
+    if not embeddings:
+        raise ValueError("medoid of no answers")
+    totals = [
+        math.fsum(cosine_similarity(e, other) for j, other in enumerate(embeddings) if j != i)
+        for i, e in enumerate(embeddings)
+    ]
+    best = max(totals)
+    return totals.index(best)
+
+
+# --- per-node window: the binomial removal rule ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """When a node's recent failures are too many to be an honest node's bad luck.
+
+    `honest_fail_rate` (p0) is the per-answer false-flag rate of honest nodes: 1 of 40 measured.
+    A node is removed when P(X >= failures | n, p0) < `alpha`, X ~ Binomial(n, p0), n being the
+    verdicts in its window (at most `size`).
+    """
+
+    size: int = 10
+    honest_fail_rate: float = 0.025
+    alpha: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError("window size must be at least 1")
+        if not 0.0 < self.honest_fail_rate < 1.0:
+            raise ValueError("honest_fail_rate must be within (0, 1)")
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError("alpha must be within (0, 1)")
+
+
+def binomial_tail(n: int, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed exactly (n is a window, so small)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    return min(1.0, math.fsum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+
+
+def min_failures_to_flag(n: int, policy: WindowPolicy) -> int | None:
+    """The fewest failures among n verdicts that flag a node; None when even n of n would not."""
+    for k in range(n + 1):
+        if binomial_tail(n, k, policy.honest_fail_rate) < policy.alpha:
+            return k
+    return None
+
+
+def window_of(verdicts: Sequence[bool], policy: WindowPolicy) -> tuple[bool, ...]:
+    """The last `policy.size` verdicts (True = passed), oldest first."""
+    return tuple(verdicts[-policy.size :])
+
+
+def should_remove(verdicts: Sequence[bool], policy: WindowPolicy) -> bool:
+    """Remove a node from the pool when its recent failures are improbable for an honest node."""
+    window = window_of(verdicts, policy)
+    failures = sum(1 for passed in window if not passed)
+    return binomial_tail(len(window), failures, policy.honest_fail_rate) < policy.alpha
+
+
+# --- statistics the benchmark and the oracle share -----------------------------------------------
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion (95% with the default z); (0, 1) when n is 0."""
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return (0.0, 1.0)
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def health_check_sample_size(
+    population: int, p: float = 0.5, margin: float = 0.05, z: float = 1.96
+) -> int:
+    """How many nodes to health-check: n0 = z^2 p(1-p)/e^2, then n0 / (1 + (n0 - 1)/N).
+
+    p = 0.5 is the worst case (largest n0). The finite-population correction keeps a small network
+    from being asked for more checks than it has nodes; the result never exceeds N.
+    """
+    if population <= 0:
+        return 0
+    if not 0.0 <= p <= 1.0 or margin <= 0.0:
+        raise ValueError("need 0 <= p <= 1 and margin > 0")
+    n0 = z * z * p * (1 - p) / (margin * margin)
+    corrected = n0 / (1 + (n0 - 1) / population)
+    return max(1, min(population, math.ceil(corrected - 1e-9)))
+
+
+def precommit_score(points: int, counter: int) -> float | None:
+    """Precommit points / precommit counter, as operators' monitors show it; None before any."""
+    if counter <= 0:
+        return None
+    return points / counter
+
+
+# --- miner selection with cooldown ---------------------------------------------------------------
+
+
+def _rank(seed: str, address: str) -> bytes:
+    # A hash rank instead of random.Random: any oracle (or an auditor) reproduces the same pick
+    # from the public seed, independent of Python's PRNG.
+    return hashlib.sha256(f"{seed}|{address.lower()}".encode()).digest()
+
+
+def select_miners(
+    candidates: Sequence[str],
+    k: int,
+    *,
+    seed: str,
+    now: float,
+    last_picked: Mapping[str, float],
+    cooldown: float,
+) -> tuple[str, ...]:
+    """Pick k distinct miners, deterministically from `seed`, sparing those picked recently.
+
+    A node is in cooldown when `now - last_picked[node] < cooldown` (units are the caller's:
+    seconds or rounds). Eligible nodes are ranked by sha256(seed|address); nodes in cooldown are
+    used only when fewer than k are eligible, least recently picked first.
+    """
+    unique = list(dict.fromkeys(candidates))
+    if k <= 0 or not unique:
+        return ()
+    cooling = {a for a in unique if a in last_picked and now - last_picked[a] < cooldown}
+    eligible = sorted((a for a in unique if a not in cooling), key=lambda a: _rank(seed, a))
+    fallback = sorted(cooling, key=lambda a: (last_picked[a], _rank(seed, a)))
+    return tuple((eligible + fallback)[:k])

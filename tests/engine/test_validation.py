@@ -1,0 +1,324 @@
+"""PoI rules on plain numbers: verdicts, consensus, the window, sampling, selection."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.validation import (
+    AnswerLikelihood,
+    Check,
+    ValidationThresholds,
+    WindowPolicy,
+    binomial_tail,
+    cosine_similarity,
+    health_check_sample_size,
+    judge_answer,
+    medoid,
+    min_failures_to_flag,
+    precommit_score,
+    select_miners,
+    should_remove,
+    wilson_interval,
+)
+
+DEFAULTS = ValidationThresholds()
+
+
+def _answer(hits: int, total: int, *, eos: bool = True, limit: bool = False) -> AnswerLikelihood:
+    return AnswerLikelihood(
+        top1=tuple(i < hits for i in range(total)),
+        logprobs=tuple(-0.1 if i < hits else -3.0 for i in range(total)),
+        eos_expected_after=eos,
+        hit_token_limit=limit,
+    )
+
+
+def test_defaults_are_the_measured_ones() -> None:
+    assert (DEFAULTS.top1_min, DEFAULTS.cosine_min) == (0.80, 0.30)
+    assert DEFAULTS.require_proper_ending and not DEFAULTS.require_checksum
+
+
+def test_honest_cross_build_answer_passes() -> None:
+    verdict = judge_answer(_answer(97, 100), cosine=0.71, thresholds=DEFAULTS)
+    assert verdict.passed and verdict.failed_check is None
+    assert verdict.top1_agreement == pytest.approx(0.97)
+    assert verdict.mean_logprob == pytest.approx((97 * -0.1 + 3 * -3.0) / 100)
+    assert verdict.tokens == 100
+
+
+def test_other_model_fails_top1_first() -> None:
+    verdict = judge_answer(_answer(40, 100), cosine=0.9, thresholds=DEFAULTS)
+    assert not verdict.passed
+    assert verdict.failed_checks == (Check.TOP1,)
+
+
+def test_top1_threshold_is_inclusive() -> None:
+    assert judge_answer(_answer(80, 100), cosine=0.5, thresholds=DEFAULTS).passed
+    assert not judge_answer(_answer(79, 100), cosine=0.5, thresholds=DEFAULTS).passed
+
+
+def test_truncated_answer_fails_the_ending_but_the_token_limit_is_a_proper_end() -> None:
+    truncated = judge_answer(_answer(50, 50, eos=False), cosine=0.8, thresholds=DEFAULTS)
+    assert truncated.failed_checks == (Check.ENDING,)
+    at_limit = judge_answer(_answer(50, 50, eos=False, limit=True), 0.8, DEFAULTS)
+    assert at_limit.passed
+
+
+def test_ending_check_can_be_turned_off() -> None:
+    relaxed = ValidationThresholds(require_proper_ending=False)
+    assert judge_answer(_answer(50, 50, eos=False), cosine=0.8, thresholds=relaxed).passed
+
+
+def test_semantic_layer_catches_off_topic_and_missing_cosine_fails() -> None:
+    assert judge_answer(_answer(95, 100), 0.10, DEFAULTS).failed_checks == (Check.COSINE,)
+    assert judge_answer(_answer(95, 100), None, DEFAULTS).failed_checks == (Check.COSINE,)
+    no_semantic = ValidationThresholds(cosine_min=None)
+    assert judge_answer(_answer(95, 100), None, no_semantic).passed
+
+
+def test_empty_answer_fails_and_reports_every_failed_check() -> None:
+    verdict = judge_answer(AnswerLikelihood(top1=()), None, DEFAULTS)
+    assert verdict.failed_checks == (Check.EMPTY, Check.TOP1, Check.ENDING, Check.COSINE)
+    assert verdict.mean_logprob is None
+
+
+def test_checksum_level_needs_an_exact_match() -> None:
+    strict = ValidationThresholds(require_checksum=True)
+    assert judge_answer(_answer(100, 100), 1.0, strict, checksum_match=True).passed
+    assert judge_answer(_answer(100, 100), 1.0, strict, checksum_match=False).failed_checks == (
+        Check.CHECKSUM,
+    )
+    assert not judge_answer(_answer(100, 100), 1.0, strict, checksum_match=None).passed
+    # Without the checksum level a cross-build mismatch is normal and not a failure.
+    assert judge_answer(_answer(100, 100), 1.0, DEFAULTS, checksum_match=False).passed
+
+
+def test_bad_settings_and_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="top1_min"):
+        ValidationThresholds(top1_min=1.5)
+    with pytest.raises(ValueError, match="cosine_min"):
+        ValidationThresholds(cosine_min=-2)
+    with pytest.raises(ValueError, match="logprobs"):
+        AnswerLikelihood(top1=(True,), logprobs=(-1.0, -2.0))
+
+
+@given(st.lists(st.booleans(), max_size=60), st.floats(0, 1), st.floats(-1, 1))
+def test_verdict_passes_exactly_when_every_layer_passes(
+    top1: list[bool], threshold: float, cosine: float
+) -> None:
+    thresholds = ValidationThresholds(top1_min=threshold)
+    verdict = judge_answer(
+        AnswerLikelihood(tuple(top1), eos_expected_after=True), cosine, thresholds
+    )
+    agreement = sum(top1) / len(top1) if top1 else 0.0
+    expected = bool(top1) and agreement >= threshold and cosine >= 0.30
+    assert verdict.passed is expected
+    assert 0.0 <= verdict.top1_agreement <= 1.0
+
+
+# --- cosine and medoid --------------------------------------------------------------------------
+
+
+def test_cosine_basics() -> None:
+    assert cosine_similarity([1, 0], [0, 1]) == 0.0
+    assert cosine_similarity([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert cosine_similarity([1, 0], [-1, 0]) == pytest.approx(-1.0)
+    assert cosine_similarity([0, 0], [1, 1]) == 0.0
+    with pytest.raises(ValueError, match="length"):
+        cosine_similarity([1], [1, 2])
+
+
+vectors = st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=3)
+
+
+@given(vectors, vectors)
+def test_cosine_is_symmetric_and_bounded(a: list[float], b: list[float]) -> None:
+    assert cosine_similarity(a, b) == pytest.approx(cosine_similarity(b, a), abs=1e-9)
+    assert -1.0 <= cosine_similarity(a, b) <= 1.0
+
+
+def test_medoid_is_the_answer_closest_to_the_rest() -> None:
+    # Three answers along an arc plus an unrelated one: the middle of the arc is the consensus.
+    cluster = [[1.0, 0.0, 0.0], [0.9, 0.3, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]]
+    assert medoid(cluster) == 1
+    assert medoid([[1.0, 0.0]]) == 0
+    # Ties go to the lowest index, so every oracle returns the same consensus answer.
+    assert medoid([[1.0, 0.0], [1.0, 0.0]]) == 0
+    with pytest.raises(ValueError):
+        medoid([])
+
+
+@given(st.lists(vectors, min_size=1, max_size=6), st.permutations(range(6)))
+@settings(max_examples=50)
+def test_medoid_follows_its_answer_under_reordering(
+    embeddings: list[list[float]], order: list[int]
+) -> None:
+    order = [i for i in order if i < len(embeddings)]
+    chosen = medoid(embeddings)
+    shuffled = [embeddings[i] for i in order]
+    # The same vector (or an equally central one) is chosen whatever order answers arrive in.
+    picked = shuffled[medoid(shuffled)]
+    total = lambda v, vs: math.fsum(cosine_similarity(v, o) for o in vs) - cosine_similarity(v, v)  # noqa: E731
+    assert total(picked, embeddings) == pytest.approx(
+        total(embeddings[chosen], embeddings), abs=1e-9
+    )
+
+
+# --- window / binomial rule -------------------------------------------------------------------
+
+
+def test_binomial_tail_known_values() -> None:
+    assert binomial_tail(10, 0, 0.3) == 1.0
+    assert binomial_tail(10, 11, 0.3) == 0.0
+    assert binomial_tail(10, 10, 0.5) == pytest.approx(0.5**10)
+    assert binomial_tail(10, 1, 0.025) == pytest.approx(1 - 0.975**10)
+    assert binomial_tail(10, 3, 0.025) == pytest.approx(0.001643, abs=1e-6)
+
+
+def test_default_policy_flags_three_failures_in_ten() -> None:
+    policy = WindowPolicy()
+    assert min_failures_to_flag(10, policy) == 3
+    # One honest false flag in a window, or even two, never removes a node.
+    assert not should_remove([True] * 8 + [False] * 2, policy)
+    assert should_remove([True] * 7 + [False] * 3, policy)
+    # Failures that slid out of the window no longer count.
+    assert not should_remove([False] * 3 + [True] * 10, policy)
+    # Two failures among the first two tasks are already improbable for an honest node.
+    assert should_remove([False, False], policy)
+    assert not should_remove([False], policy)
+    assert not should_remove([], policy)
+
+
+def test_removal_rates_meet_the_targets_of_issue_6() -> None:
+    policy = WindowPolicy()
+    k = min_failures_to_flag(10, policy)
+    assert k is not None
+    honest_flagged = binomial_tail(10, k, policy.honest_fail_rate)
+    cheater_caught = binomial_tail(10, k, 195 / 200)  # per-answer detection measured
+    assert honest_flagged <= 0.01
+    assert cheater_caught >= 0.99
+
+
+@given(st.lists(st.booleans(), max_size=30))
+def test_more_failures_never_make_removal_less_likely(verdicts: list[bool]) -> None:
+    policy = WindowPolicy()
+    if should_remove(verdicts, policy):
+        worse = [False if i == len(verdicts) - 1 else v for i, v in enumerate(verdicts)]
+        assert should_remove(worse, policy)
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def test_wilson_interval_known_values() -> None:
+    low, high = wilson_interval(39, 40)
+    assert low == pytest.approx(0.8714, abs=1e-3) and high == pytest.approx(0.9956, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = wilson_interval(0, 200)
+    assert low == 0.0 and high == pytest.approx(0.0188, abs=1e-3)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+@given(st.integers(0, 500).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
+def test_wilson_interval_contains_the_estimate(pair: tuple[int, int]) -> None:
+    successes, n = pair
+    low, high = wilson_interval(successes, n)
+    assert 0.0 <= low <= high <= 1.0
+    if n:
+        assert low - 1e-12 <= successes / n <= high + 1e-12
+
+
+def test_health_check_sample_size() -> None:
+    # The textbook numbers: 385 for an unbounded population at 95% / 5%.
+    assert health_check_sample_size(10**9) == 385
+    assert health_check_sample_size(1000) == 278
+    assert health_check_sample_size(8) == 8
+    assert health_check_sample_size(0) == 0
+    assert health_check_sample_size(10**6, p=0.1, margin=0.1) == 35
+
+
+@given(st.integers(1, 10**7))
+def test_sample_size_never_exceeds_the_network_and_grows_with_it(population: int) -> None:
+    n = health_check_sample_size(population)
+    assert 1 <= n <= population
+    assert health_check_sample_size(population + 1) >= n
+    assert n <= 385
+
+
+def test_precommit_score() -> None:
+    assert precommit_score(6, 10) == 0.6
+    assert precommit_score(0, 0) is None
+
+
+# --- selection ---------------------------------------------------------------------------------
+
+MINERS = [f"0x{i:040x}" for i in range(1, 8)]
+
+
+def pick(
+    k: int,
+    seed: str,
+    now: float,
+    last: dict[str, float],
+    cooldown: float,
+    *,
+    miners: list[str] = MINERS,
+) -> tuple[str, ...]:
+    return select_miners(miners, k, seed=seed, now=now, last_picked=last, cooldown=cooldown)
+
+
+def test_selection_is_deterministic_from_the_seed() -> None:
+    first = select_miners(MINERS, 3, seed="seed-1", now=100, last_picked={}, cooldown=0)
+    assert first == pick(3, "seed-1", 100, {}, 0, miners=list(reversed(MINERS)))
+    assert len(set(first)) == 3 and set(first) <= set(MINERS)
+    others = {pick(3, f"seed-{i}", 100, {}, 0) for i in range(20)}
+    assert len(others) > 1
+
+
+def test_selection_spares_nodes_in_cooldown() -> None:
+    last = {MINERS[0]: 95.0, MINERS[1]: 99.0, MINERS[2]: 50.0}
+    picked = pick(4, "s", 100, last, 10)
+    assert not {MINERS[0], MINERS[1]} & set(picked)
+    assert len(picked) == 4
+
+
+def test_cooldown_nodes_fill_in_only_when_too_few_are_eligible() -> None:
+    last = {m: 90.0 + i for i, m in enumerate(MINERS[:6])}
+    picked = pick(3, "s", 100, last, 60)
+    # One eligible node first, then the least recently picked ones.
+    assert picked == (MINERS[6], MINERS[0], MINERS[1])
+    # More asked than exist: everyone, once.
+    assert pick(10, "s", 100, last, 60) == (MINERS[6], *MINERS[:6])
+    assert pick(3, "s", 0, {}, 0, miners=[]) == ()
+    assert pick(0, "s", 0, {}, 0) == ()
+
+
+@given(st.integers(1, 7), st.integers(0, 10**6))
+@settings(max_examples=30)
+def test_selection_never_picks_cooling_nodes_while_enough_are_eligible(k: int, salt: int) -> None:
+    last: dict[str, float] = {}
+    for round_no in range(30):
+        picked = pick(k, f"{salt}-{round_no}", round_no, last, 2)
+        cooling = {m for m, t in last.items() if round_no - t < 2}
+        if len(MINERS) - len(cooling) >= k:
+            assert not cooling & set(picked)
+        assert len(picked) == k == len(set(picked))
+        last.update(dict.fromkeys(picked, round_no))
+
+
+def test_selection_spreads_picks_over_time() -> None:
+    last: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    for round_no in range(70):
+        picked = pick(3, f"round-{round_no}", round_no, last, 2)
+        counts.update(picked)
+        last.update(dict.fromkeys(picked, round_no))
+    # 210 picks over 7 miners: 30 each on average; cooldown keeps everyone close to that.
+    assert set(counts) == set(MINERS)
+    assert max(counts.values()) - min(counts.values()) <= 6
