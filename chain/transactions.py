@@ -115,7 +115,7 @@ class TxSender:
 
     def send(self, call: Any, what: str, value: int = 0) -> TxResult:
         """Estimate, sign, send and wait for a contract call (`contract.functions.f(...)`)."""
-        return self._send_built(lambda tx: call.build_transaction(tx), what, value)
+        return self._send_built(call.build_transaction, what, value)
 
     def transfer(self, to: str, value: int) -> TxResult:
         def build(tx: TxParams) -> TxParams:
