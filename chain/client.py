@@ -1,0 +1,104 @@
+"""ChainClient: one backend, the network's contracts, and (optionally) one signing account."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from chain.artifacts import NETWORK_CONTRACTS, PROTOCOL_VERSION, load_artifact
+from chain.errors import ChainError
+from chain.rpc import Backend, HttpBackend, RetryPolicy
+from chain.transactions import GasPolicy, NonceManager, TxResult, TxSender
+from chain.wrappers import Cognitive, NodeRegistry, NodeStats, SessionPayment, SessionQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where a network's contracts live; read from a network profile, never from code."""
+
+    chain_id: int
+    contracts: Mapping[str, str]
+
+    def address(self, name: str) -> str:
+        try:
+            return Web3.to_checksum_address(self.contracts[name])
+        except KeyError:
+            raise ChainError(f"the network profile has no address for contract {name}") from None
+
+
+class ChainClient:
+    def __init__(
+        self,
+        backend: Backend,
+        deployment: Deployment,
+        account: LocalAccount | None = None,
+        nonces: NonceManager | None = None,
+        gas: GasPolicy | None = None,
+    ) -> None:
+        self.backend = backend
+        self.web3 = backend.web3
+        self.deployment = deployment
+        self.nonces = nonces or NonceManager(self.web3)
+        self.gas = gas
+        self.sender = (
+            TxSender(backend, account, self.nonces, deployment.chain_id, gas) if account else None
+        )
+        self.registry = NodeRegistry(self._contract("NodeRegistry"), self.sender)
+        self.stats = NodeStats(self._contract("NodeStats"), self.sender)
+        self.cognitive = Cognitive(self._contract("Cognitive"), self.sender)
+        self.queue = SessionQueue(self._contract("SessionQueue"), self.sender)
+        self.payment = SessionPayment(self._contract("SessionPayment"), self.sender)
+
+    def _contract(self, name: str):  # type: ignore[no-untyped-def]
+        return self.web3.eth.contract(
+            address=self.deployment.address(name), abi=load_artifact(name).abi
+        )
+
+    @property
+    def address(self) -> str | None:
+        return self.sender.address if self.sender else None
+
+    def as_account(self, account: LocalAccount) -> ChainClient:
+        """The same chain and nonce bookkeeping, signing as another account."""
+        return ChainClient(self.backend, self.deployment, account, self.nonces, self.gas)
+
+    def balance(self, address: str) -> int:
+        return int(self.web3.eth.get_balance(Web3.to_checksum_address(address)))
+
+    def transfer(self, to: str, value_wei: int) -> TxResult:
+        if self.sender is None:
+            raise ChainError("a transfer needs a signing account")
+        return self.sender.transfer(to, value_wei)
+
+    def check_protocol(self) -> int:
+        """The deployed protocol version; logs a warning when it is not the app's."""
+        deployed = self.registry.protocol_version()
+        if deployed != PROTOCOL_VERSION:
+            log.warning(
+                "the network runs protocol version %s, this app speaks %s: update the app "
+                "or expect rejected transactions",
+                deployed,
+                PROTOCOL_VERSION,
+            )
+        return deployed
+
+
+def connect(
+    chain_id: int,
+    rpc_urls: Sequence[str],
+    contracts: Mapping[str, str],
+    account: LocalAccount | None = None,
+    policy: RetryPolicy | None = None,
+) -> ChainClient:
+    """A client for an HTTP network profile (local devnet, testnet): failover over `rpc_urls`."""
+    missing = [n for n in NETWORK_CONTRACTS if n not in contracts]
+    if missing:
+        raise ChainError(f"the network profile lacks contract addresses for {', '.join(missing)}")
+    backend = HttpBackend(list(rpc_urls), policy or RetryPolicy())
+    return ChainClient(backend, Deployment(chain_id, dict(contracts)), account)

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import "./Common.sol";
+
+/// Liveness and merit: rate-limited pings, per-stage counters and points, success streaks and a
+/// level. Final results (network-task validation, user tasks) are forwarded to the registry,
+/// which moves nodes in and out of the user-task pool.
+contract NodeStats is RegistryUser {
+    struct Stats {
+        uint32 pings;
+        uint64 lastPing;
+        uint32 streak;
+        uint32 bestStreak;
+        uint32 successes;
+        uint16 level;
+    }
+
+    struct StageCount {
+        uint32 count;
+        uint32 points;
+    }
+
+    uint64 public immutable minPingInterval;
+    uint32 public immutable levelStep;
+
+    mapping(address => Stats) public stats;
+    mapping(address => mapping(uint8 => StageCount)) public stageCounts;
+
+    event Pinged(address indexed node, uint32 pings);
+    event StageRecorded(address indexed node, uint8 indexed stage, bool ok, uint32 count, uint32 points);
+    event LevelChanged(address indexed node, uint16 level);
+
+    constructor(INodeRegistry registry_, uint64 minPingInterval_, uint32 levelStep_) RegistryUser(registry_) {
+        minPingInterval = minPingInterval_;
+        levelStep = levelStep_ == 0 ? 1 : levelStep_;
+    }
+
+    function ping() external {
+        if (!registry.isMiner(msg.sender)) revert NotRegistered();
+        Stats storage s = stats[msg.sender];
+        uint64 next = s.lastPing + minPingInterval;
+        if (s.pings > 0 && block.timestamp < next) revert PingTooSoon(next);
+        s.lastPing = uint64(block.timestamp);
+        s.pings += 1;
+        emit Pinged(msg.sender, s.pings);
+    }
+
+    /// One stage outcome. Validation and user-task outcomes also count towards streak and level.
+    function record(address node, uint8 stage, bool ok) external onlyModule {
+        StageCount storage c = stageCounts[node][stage];
+        c.count += 1;
+        if (ok) c.points += 1;
+        emit StageRecorded(node, stage, ok, c.count, c.points);
+        if (stage < STAGE_VALIDATE && ok) return;
+        _final(node, ok);
+    }
+
+    function _final(address node, bool ok) internal {
+        Stats storage s = stats[node];
+        if (ok) {
+            s.streak += 1;
+            s.successes += 1;
+            if (s.streak > s.bestStreak) s.bestStreak = s.streak;
+            uint16 level = uint16(s.successes / levelStep);
+            if (level != s.level) {
+                s.level = level;
+                emit LevelChanged(node, level);
+            }
+        } else {
+            s.streak = 0;
+        }
+        registry.onResult(node, ok);
+    }
+}

@@ -1,0 +1,259 @@
+"""Devnets: the embedded in-process chain and a local anvil process.
+
+`start_embedded()` gives a fresh py-evm chain with the contracts deployed and dev accounts
+funded; it lives inside the calling process and is gone when it ends, so callers key anything
+they persist on (chain_id, genesis_hash). `AnvilProcess` runs the pinned anvil binary from npm on
+127.0.0.1 on a free port; the `devnet` CLI and the tests use it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester import EthereumTester, PyEVMBackend
+from web3 import EthereumTesterProvider, Web3
+from web3.types import RPCEndpoint
+
+from chain.client import ChainClient, Deployment
+from chain.deploy import NetworkParams, deploy_network
+from chain.errors import DevnetError
+from chain.rpc import EmbeddedBackend, HttpBackend, RetryPolicy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ANVIL_ENV = "CORTENSOR_ANVIL"
+DEFAULT_LOCAL_CHAIN_ID = 31337
+ETHER = 10**18
+
+
+@dataclass
+class EmbeddedChain:
+    """A fresh in-process chain: contracts deployed, admin, oracles and dev accounts funded."""
+
+    backend: EmbeddedBackend
+    tester: EthereumTester
+    chain_id: int
+    genesis_hash: str
+    contracts: dict[str, str]
+    admin: LocalAccount
+    oracles: list[LocalAccount]
+    accounts: list[LocalAccount]
+    _snapshots: list[Any] = field(default_factory=list)
+
+    @property
+    def web3(self) -> Web3:
+        return self.backend.web3
+
+    @property
+    def deployment(self) -> Deployment:
+        return Deployment(self.chain_id, self.contracts)
+
+    def client(self, account: LocalAccount | None = None) -> ChainClient:
+        return ChainClient(self.backend, self.deployment, account)
+
+    def advance_time(self, seconds: int) -> None:
+        """Move block time forward (deadlines, ping intervals); mines a block."""
+        now = int(self.web3.eth.get_block("latest")["timestamp"])
+        self.tester.time_travel(now + seconds)
+
+    def snapshot(self) -> Any:
+        return self.tester.take_snapshot()
+
+    def revert(self, snapshot_id: Any) -> None:
+        self.tester.revert_to_snapshot(snapshot_id)
+
+
+def start_embedded(
+    oracles: int = 1,
+    params: NetworkParams | None = None,
+    queue_contract: str = "SessionQueue",
+) -> EmbeddedChain:
+    """Start a fresh in-process chain and deploy the network onto it (about a second)."""
+    tester = EthereumTester(PyEVMBackend())
+    backend = EmbeddedBackend(EthereumTesterProvider(tester))
+    keys = tester.backend.account_keys
+    if oracles + 2 > len(keys):
+        raise DevnetError(
+            f"the embedded chain has {len(keys)} funded accounts; {oracles} oracles is too many"
+        )
+    accounts = [Account.from_key(k.to_bytes()) for k in keys]
+    admin, oracle_accounts, dev = accounts[0], accounts[1 : 1 + oracles], accounts[1 + oracles :]
+    contracts = deploy_network(
+        backend, admin, [o.address for o in oracle_accounts], params, queue_contract
+    )
+    web3 = backend.web3
+    return EmbeddedChain(
+        backend=backend,
+        tester=tester,
+        chain_id=int(web3.eth.chain_id),
+        genesis_hash=web3.eth.get_block(0)["hash"].to_0x_hex(),
+        contracts=contracts,
+        admin=admin,
+        oracles=oracle_accounts,
+        accounts=dev,
+    )
+
+
+# ---- anvil ----
+
+
+def find_anvil() -> Path:
+    """The anvil binary from npm @foundry-rs/anvil (run directly so our PID is anvil's)."""
+    override = os.environ.get(ANVIL_ENV)
+    if override:
+        return Path(override)
+    system = {"Linux": "linux", "Darwin": "darwin", "Windows": "win32"}.get(platform.system(), "")
+    machine = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine(), ""
+    )
+    name = "anvil.exe" if system == "win32" else "anvil"
+    candidate = (
+        REPO_ROOT / "node_modules" / "@foundry-rs" / f"anvil-{system}-{machine}" / "bin" / name
+    )
+    if candidate.exists():
+        return candidate
+    found = shutil.which("anvil")
+    if found:
+        return Path(found)
+    raise DevnetError(
+        f"anvil not found at {candidate}: run `npm ci` in {REPO_ROOT} "
+        f"(or set {ANVIL_ENV} to an anvil binary)"
+    )
+
+
+class AnvilProcess:
+    """anvil on 127.0.0.1 on a free port; `stop()` ends it (also usable as a context manager)."""
+
+    def __init__(
+        self, chain_id: int = DEFAULT_LOCAL_CHAIN_ID, log_file: Path | None = None
+    ) -> None:
+        self.chain_id = chain_id
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> AnvilProcess:
+        binary = find_anvil()
+        log_path = self.log_file or Path(os.devnull)
+        if self.log_file is None:
+            import tempfile
+
+            log_path = Path(tempfile.mkstemp(prefix="anvil-", suffix=".log")[1])
+            self.log_file = log_path
+        with open(log_path, "wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    str(binary),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--chain-id",
+                    str(self.chain_id),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.port = self._wait_for_port(log_path, timeout_s)
+        return self
+
+    def _wait_for_port(self, log_path: Path, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        pattern = re.compile(rb"Listening on 127\.0\.0\.1:(\d+)")
+        while time.monotonic() < deadline:
+            match = pattern.search(log_path.read_bytes())
+            if match:
+                return int(match.group(1))
+            if self.process is not None and self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = log_path.read_text(errors="replace")[-400:]
+        self.stop()
+        raise DevnetError(f"anvil did not start within {timeout_s:.0f}s: {tail}")
+
+    def backend(self, policy: RetryPolicy | None = None) -> HttpBackend:
+        return HttpBackend([self.rpc_url], policy or RetryPolicy())
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def __enter__(self) -> AnvilProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def rpc(web3: Web3, method: str, *params: Any) -> Any:
+    """A raw dev-node RPC (anvil_setBalance, evm_snapshot...); errors become DevnetError."""
+    response = web3.provider.make_request(RPCEndpoint(method), list(params))
+    if "error" in response:
+        raise DevnetError(f"{method} failed: {response['error']}")
+    return response.get("result")
+
+
+def fund(web3: Web3, address: str, wei: int) -> None:
+    rpc(web3, "anvil_setBalance", Web3.to_checksum_address(address), hex(wei))
+
+
+def advance_time(web3: Web3, seconds: int) -> None:
+    rpc(web3, "evm_increaseTime", seconds)
+    rpc(web3, "evm_mine")
+
+
+def new_funded_account(web3: Web3, wei: int = 1000 * ETHER) -> LocalAccount:
+    account: LocalAccount = Account.create()
+    fund(web3, account.address, wei)
+    return account
+
+
+@dataclass(frozen=True)
+class LocalDevnet:
+    """A network deployed on anvil. The admin key lives only in this process's memory."""
+
+    rpc_url: str
+    chain_id: int
+    genesis_hash: str
+    contracts: dict[str, str]
+    admin: LocalAccount
+    oracles: list[LocalAccount]
+
+
+def deploy_on_anvil(
+    anvil: AnvilProcess, oracles: int = 0, params: NetworkParams | None = None
+) -> LocalDevnet:
+    backend = anvil.backend()
+    web3 = backend.web3
+    admin = new_funded_account(web3)
+    oracle_accounts = [new_funded_account(web3) for _ in range(oracles)]
+    contracts = deploy_network(backend, admin, [o.address for o in oracle_accounts], params)
+    return LocalDevnet(
+        rpc_url=anvil.rpc_url,
+        chain_id=int(web3.eth.chain_id),
+        genesis_hash=web3.eth.get_block(0)["hash"].to_0x_hex(),
+        contracts=contracts,
+        admin=admin,
+        oracles=oracle_accounts,
+    )

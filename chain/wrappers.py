@@ -1,0 +1,281 @@
+"""Typed wrappers, one per contract, bound to one signing account.
+
+Method names follow the contracts; each state-changing method returns a TxResult (and the new id
+where the contract creates one), each view returns plain Python values. Reverts arrive as
+ContractRevert with the contract's error name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import keccak
+from web3.contract import Contract
+
+from chain.events import ChainEvent, EventCursor, events_in_receipt
+from chain.transactions import TxResult, TxSender
+
+STAGE_CREATE, STAGE_PREPARE, STAGE_PRECOMMIT, STAGE_COMMIT, STAGE_VALIDATE, STAGE_USER_TASK = range(
+    6
+)
+NO_CONSENSUS = 255
+
+
+def model_id(name: str) -> bytes:
+    """The bytes32 a model is known by on chain: keccak of its catalogue name."""
+    return keccak(text=name)
+
+
+def commitment(task_or_session_id: int, miner: str, salt: bytes, answer: str) -> bytes:
+    """The 28-byte commitment the contracts check on reveal (same as commitmentOf on chain)."""
+    from eth_abi import encode
+
+    digest = keccak(
+        encode(
+            ["uint256", "address", "bytes32", "bytes32"],
+            [task_or_session_id, miner, salt, keccak(text=answer)],
+        )
+    )
+    return digest[:28]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    status: int  # 0 none, 1 registered, 2 ephemeral (in the user-task pool), 3 reserved
+    tier: int
+    memory_mb: int
+    successes: int
+    fail_streak: int
+    payout: str
+    app_version: str
+
+
+class ContractWrapper:
+    name = ""
+
+    def __init__(self, contract: Contract, sender: TxSender | None) -> None:
+        self.contract = contract
+        self.sender = sender
+
+    @property
+    def address(self) -> str:
+        return str(self.contract.address)
+
+    def _tx(self, function: str, *args: Any, value: int = 0) -> TxResult:
+        if self.sender is None:
+            from chain.errors import WalletError
+
+            raise WalletError(f"{self.name}.{function} needs a wallet: this client is read-only")
+        call = getattr(self.contract.functions, function)(*args)
+        return self.sender.send(call, f"{self.name}.{function}", value=value)
+
+    def _call(self, function: str, *args: Any) -> Any:
+        return getattr(self.contract.functions, function)(*args).call()
+
+    def events(self, result: TxResult) -> list[ChainEvent]:
+        return events_in_receipt(self.name, self.contract, result.receipt)
+
+    def cursor(self, event_name: str, from_block: int, **filters: Any) -> EventCursor:
+        return EventCursor(
+            self.name, self.contract, event_name, from_block, argument_filters=filters or None
+        )
+
+    def _new_id(self, result: TxResult, event_name: str, key: str) -> int:
+        for event in self.events(result):
+            if event.name == event_name:
+                return int(event.args[key])
+        raise AssertionError(f"{event_name} missing from {result.tx_hash}")
+
+    def protocol_version(self) -> int:
+        return int(self._call("protocolVersion"))
+
+
+class NodeRegistry(ContractWrapper):
+    name = "NodeRegistry"
+
+    def register(
+        self, tier: int, memory_mb: int, app_version: str, models: list[bytes], payout: str
+    ) -> TxResult:
+        return self._tx("register", tier, memory_mb, app_version, models, payout)
+
+    def update_spec(
+        self, tier: int, memory_mb: int, app_version: str, models: list[bytes]
+    ) -> TxResult:
+        return self._tx("updateSpec", tier, memory_mb, app_version, models)
+
+    def set_payout(self, payout: str) -> TxResult:
+        return self._tx("setPayout", payout)
+
+    def add_oracle(self, oracle: str) -> TxResult:
+        return self._tx("addOracle", oracle)
+
+    def set_module(self, module: str, enabled: bool) -> TxResult:
+        return self._tx("setModule", module, enabled)
+
+    def set_allow_listed(self, node: str, allowed: bool) -> TxResult:
+        return self._tx("setAllowListed", node, allowed)
+
+    def set_open_registration(self, open_: bool) -> TxResult:
+        return self._tx("setOpenRegistration", open_)
+
+    def takeover(self) -> TxResult:
+        return self._tx("takeover")
+
+    def node_info(self, node: str) -> NodeInfo:
+        raw = self._call("nodeInfo", node)
+        return NodeInfo(
+            int(raw[0]),
+            int(raw[1]),
+            int(raw[2]),
+            int(raw[3]),
+            int(raw[4]),
+            str(raw[5]),
+            str(raw[6]),
+        )
+
+    def models_of(self, node: str) -> list[bytes]:
+        return [bytes(m) for m in self._call("modelsOfNode", node)]
+
+    def leader(self) -> str:
+        return str(self._call("leader"))
+
+    def miner_count(self) -> int:
+        return int(self._call("minerCount"))
+
+
+class NodeStats(ContractWrapper):
+    name = "NodeStats"
+
+    def ping(self) -> TxResult:
+        return self._tx("ping")
+
+    def stats(self, node: str) -> dict[str, int]:
+        pings, last_ping, streak, best, successes, level = self._call("stats", node)
+        return {
+            "pings": pings,
+            "last_ping": last_ping,
+            "streak": streak,
+            "best_streak": best,
+            "successes": successes,
+            "level": level,
+        }
+
+    def stage(self, node: str, stage: int) -> tuple[int, int]:
+        """(count, points) of one stage."""
+        count, points = self._call("stageCounts", node, stage)
+        return int(count), int(points)
+
+
+class Cognitive(ContractWrapper):
+    """Network tasks: request -> create -> prepare -> start -> precommit -> commit -> end."""
+
+    name = "Cognitive"
+
+    def request(self, seed: bytes, creator: str, preparer: str) -> tuple[int, TxResult]:
+        result = self._tx("request", seed, creator, preparer)
+        return self._new_id(result, "SessionRequested", "id"), result
+
+    def create(self, session_id: int, topic: str) -> TxResult:
+        return self._tx("create", session_id, topic)
+
+    def prepare(self, session_id: int, prompts: str) -> TxResult:
+        return self._tx("prepare", session_id, prompts)
+
+    def reassign(self, session_id: int, next_miner: str) -> TxResult:
+        return self._tx("reassign", session_id, next_miner)
+
+    def start(self, session_id: int, count: int) -> TxResult:
+        return self._tx("start", session_id, count)
+
+    def precommit(self, session_id: int, commitment_: bytes) -> TxResult:
+        return self._tx("precommit", session_id, commitment_)
+
+    def commit(self, session_id: int, answer: str, salt: bytes) -> TxResult:
+        return self._tx("commit", session_id, answer, salt)
+
+    def close_window(self, session_id: int) -> TxResult:
+        return self._tx("closeWindow", session_id)
+
+    def end(self, session_id: int, scores: list[int]) -> TxResult:
+        return self._tx("end", session_id, scores)
+
+    def state(self, session_id: int) -> int:
+        return int(self._call("sessions", session_id)[0])
+
+    def deadline(self, session_id: int) -> int:
+        return int(self._call("sessions", session_id)[1])
+
+    def selected(self, session_id: int) -> list[str]:
+        return [str(a) for a in self._call("selected", session_id)]
+
+    def slot_status(self, session_id: int, miner: str) -> int:
+        return int(self._call("slots", session_id, miner)[0])
+
+
+class SessionQueue(ContractWrapper):
+    """User tasks: submit -> assign -> ack -> precommit -> commit -> validate."""
+
+    name = "SessionQueue"
+
+    def open_session(
+        self, model: bytes, precision: int, validation_level: int, k: int, price: int
+    ) -> tuple[int, TxResult]:
+        result = self._tx("openSession", model, precision, validation_level, k, price)
+        return self._new_id(result, "SessionOpened", "sessionId"), result
+
+    def close_session(self, session_id: int) -> TxResult:
+        return self._tx("closeSession", session_id)
+
+    def submit_task(self, session_id: int, prompt: str) -> tuple[int, TxResult]:
+        result = self._tx("submitTask", session_id, prompt)
+        return self._new_id(result, "TaskQueued", "taskId"), result
+
+    def assign(self, task_id: int, miners: list[str]) -> TxResult:
+        return self._tx("assign", task_id, miners)
+
+    def ack(self, task_id: int) -> TxResult:
+        return self._tx("ack", task_id)
+
+    def precommit(self, task_id: int, commitment_: bytes) -> TxResult:
+        return self._tx("precommit", task_id, commitment_)
+
+    def commit(self, task_id: int, answer: str, salt: bytes) -> TxResult:
+        return self._tx("commit", task_id, answer, salt)
+
+    def close_window(self, task_id: int, miners: list[str]) -> TxResult:
+        return self._tx("closeWindow", task_id, miners)
+
+    def validate(
+        self, task_id: int, miners: list[str], scores: list[int], consensus: int
+    ) -> TxResult:
+        return self._tx("validate", task_id, miners, scores, consensus)
+
+    def state(self, task_id: int) -> int:
+        return int(self._call("tasks", task_id)[1])
+
+    def slot_status(self, task_id: int, miner: str) -> int:
+        return int(self._call("slots", task_id, miner)[0])
+
+
+class SessionPayment(ContractWrapper):
+    name = "SessionPayment"
+
+    def deposit(self, amount_wei: int) -> TxResult:
+        return self._tx("deposit", value=amount_wei)
+
+    def withdraw_deposit(self, amount_wei: int) -> TxResult:
+        return self._tx("withdrawDeposit", amount_wei)
+
+    def withdraw(self) -> TxResult:
+        """Send this node's whole balance to its registered payout address."""
+        return self._tx("withdraw")
+
+    def balance_of(self, node: str) -> int:
+        return int(self._call("balances", node))
+
+    def deposit_of(self, user: str) -> int:
+        return int(self._call("deposits", user))
+
+    def escrow_of(self, task_id: int) -> int:
+        return int(self._call("escrow", task_id))

@@ -1,0 +1,41 @@
+"""Chain fixtures: one embedded chain and (lazily) one anvil per test run, reverted per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from chain.devnet import AnvilProcess, EmbeddedChain, find_anvil, rpc, start_embedded
+from chain.errors import DevnetError
+
+
+@pytest.fixture(scope="session")
+def _embedded_session() -> EmbeddedChain:
+    return start_embedded(oracles=2)
+
+
+@pytest.fixture
+def embedded(_embedded_session: EmbeddedChain) -> Iterator[EmbeddedChain]:
+    """The shared in-process chain, rolled back after each test (3 ms instead of a redeploy)."""
+    snapshot = _embedded_session.snapshot()
+    yield _embedded_session
+    _embedded_session.revert(snapshot)
+
+
+@pytest.fixture(scope="session")
+def _anvil_session() -> Iterator[AnvilProcess]:
+    try:
+        find_anvil()
+    except DevnetError as exc:
+        pytest.skip(f"anvil missing: {exc}")
+    with AnvilProcess() as anvil:
+        yield anvil
+
+
+@pytest.fixture
+def anvil(_anvil_session: AnvilProcess) -> Iterator[AnvilProcess]:
+    web3 = _anvil_session.backend().web3
+    snapshot = rpc(web3, "evm_snapshot")
+    yield _anvil_session
+    rpc(web3, "evm_revert", snapshot)
