@@ -74,7 +74,9 @@ def read_safetensors(path: Path) -> dict[str, npt.NDArray[Any]]:
             halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
             array: npt.NDArray[Any] = halves.view(np.float32)
         elif dtype_name in _SAFETENSORS_DTYPES:
-            array = np.frombuffer(raw, dtype=np.dtype(_SAFETENSORS_DTYPES[dtype_name]).newbyteorder("<"))
+            array = np.frombuffer(
+                raw, dtype=np.dtype(_SAFETENSORS_DTYPES[dtype_name]).newbyteorder("<")
+            )
         else:
             raise ConversionError(f"{path}: tensor {name} has unsupported dtype {dtype_name}")
         tensors[name] = array.reshape(info["shape"])
@@ -86,7 +88,9 @@ def _vocab(folder: Path) -> tuple[list[str], list[int]]:
     try:
         pieces = vocab_file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ConversionError(f"{vocab_file}: cannot read the WordPiece vocabulary ({exc})") from None
+        raise ConversionError(
+            f"{vocab_file}: cannot read the WordPiece vocabulary ({exc})"
+        ) from None
     special: set[str] = set()
     tokenizer_json = folder / "tokenizer.json"
     if tokenizer_json.exists():
@@ -163,27 +167,7 @@ def convert_bert(folder: Path, target: Path, outtype: str = "f16", name: str | N
         writer.add_token_type_count(int(hparams.get("type_vocab_size", 1)))
         gguf.SpecialVocab(folder, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
 
-        name_map = gguf.get_tensor_name_map(arch, n_layer)
-        for source_name, array in tensors.items():
-            plain = source_name.removeprefix("bert.")
-            if plain in _DROPPED:
-                continue
-            new_name = name_map.get_name(plain, try_suffixes=(".weight", ".bias"))
-            if new_name is None:
-                raise ConversionError(f"{folder}: unexpected tensor {source_name}")
-            data = np.ascontiguousarray(array, dtype=np.float32)
-            if (
-                data.ndim >= 2
-                and tensor_type != gguf.GGMLQuantizationType.F32
-                and new_name not in _KEEP_F32
-            ):
-                if tensor_type == gguf.GGMLQuantizationType.F16:
-                    writer.add_tensor(new_name, data.astype(np.float16))
-                else:
-                    quantized = gguf.quants.quantize(data, tensor_type)
-                    writer.add_tensor(new_name, quantized, raw_shape=data.shape, raw_dtype=tensor_type)
-            else:
-                writer.add_tensor(new_name, data)
+        _add_tensors(writer, tensors, n_layer, tensor_type, folder)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -194,3 +178,34 @@ def convert_bert(folder: Path, target: Path, outtype: str = "f16", name: str | N
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def _add_tensors(
+    writer: gguf.GGUFWriter,
+    tensors: dict[str, npt.NDArray[Any]],
+    n_layer: int,
+    tensor_type: gguf.GGMLQuantizationType,
+    folder: Path,
+) -> None:
+    arch = gguf.MODEL_ARCH.BERT
+    name_map = gguf.get_tensor_name_map(arch, n_layer)
+    for source_name, array in tensors.items():
+        plain = source_name.removeprefix("bert.")
+        if plain in _DROPPED:
+            continue
+        new_name = name_map.get_name(plain, try_suffixes=(".weight", ".bias"))
+        if new_name is None:
+            raise ConversionError(f"{folder}: unexpected tensor {source_name}")
+        data = np.ascontiguousarray(array, dtype=np.float32)
+        if (
+            data.ndim >= 2
+            and tensor_type != gguf.GGMLQuantizationType.F32
+            and new_name not in _KEEP_F32
+        ):
+            if tensor_type == gguf.GGMLQuantizationType.F16:
+                writer.add_tensor(new_name, data.astype(np.float16))
+            else:
+                quantized = gguf.quants.quantize(data, tensor_type)
+                writer.add_tensor(new_name, quantized, raw_shape=data.shape, raw_dtype=tensor_type)
+        else:
+            writer.add_tensor(new_name, data)
