@@ -379,6 +379,9 @@ class InferenceWorker:
             attempt, reason = step
             adjustments.append(reason)
             log.warning("retrying the load of %s: %s", Path(path).name, reason)
+            # A fresh process for the retry: a failed allocation can leave the old one's address
+            # space fragmented (or native state half torn down).
+            self.close()
 
     def _receive(self, timeout: float | None) -> tuple[Any, ...]:
         """Next non-log message from the worker; raises WorkerCrashedError when it died."""

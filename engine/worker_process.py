@@ -25,6 +25,7 @@ arrays, which `bench/inference_overhead.py` measures against.
 from __future__ import annotations
 
 import codecs
+import errno
 import ctypes
 import hashlib
 import logging
@@ -167,6 +168,11 @@ class _Worker:
             report = self.load(path, settings, kind, requested, adjustments)
         except _RequestFailed as exc:
             self.send(("error", None, exc.kind, str(exc)))
+        except MemoryError as exc:
+            self.send(("error", None, "oom", f"{path}: out of memory while loading ({exc})"))
+        except OSError as exc:
+            kind_of = "oom" if exc.errno == errno.ENOMEM else "load"
+            self.send(("error", None, kind_of, f"{path}: cannot read the model file ({exc})"))
         except ModelError as exc:
             error_kind = "corrupt" if isinstance(exc, CorruptModelError) else "load"
             if isinstance(exc, ModelNotFoundError):
@@ -220,8 +226,9 @@ class _Worker:
             self._restore(previous)
             raise _RequestFailed("oom", f"out of memory while loading: {exc}") from None
         except (ValueError, RuntimeError, OSError) as exc:
+            failure = self._classify_load_failure(path, summary.architecture, exc)
             self._restore(previous)
-            raise self._classify_load_failure(path, summary.architecture, exc) from None
+            raise failure from None
         self.llm = llm
         n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(llm._model.model))
         self.report = LoadReport(
