@@ -25,8 +25,8 @@ arrays, which `bench/inference_overhead.py` measures against.
 from __future__ import annotations
 
 import codecs
-import errno
 import ctypes
+import errno
 import hashlib
 import logging
 import os

@@ -187,6 +187,6 @@ def test_smaller_settings_ladder() -> None:
         step = smaller_settings(current, 256)
         if step is None:
             break
-        current, reason = step
+        current, _reason = step
         steps.append((current.n_ctx, current.n_gpu_layers))
     assert steps == [(512, 4), (256, 4), (256, 2), (256, 1), (256, 0)]
