@@ -21,9 +21,12 @@ the final name.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +139,6 @@ def convert_bert(folder: Path, target: Path, outtype: str = "f16", name: str | N
         raise ConversionError(f"{config_file}: cannot read the model config ({exc})") from None
     if hparams.get("model_type") != "bert":
         raise ConversionError(f"{folder}: model_type is {hparams.get('model_type')!r}, not 'bert'")
-    tensor_type, file_type = _OUTTYPES[outtype]
-    n_layer = int(hparams["num_hidden_layers"])
     tensors = read_safetensors(folder / "model.safetensors")
     tokens, types = _vocab(folder)
     if len(tokens) != int(hparams["vocab_size"]):
@@ -147,6 +148,49 @@ def convert_bert(folder: Path, target: Path, outtype: str = "f16", name: str | N
 
     tmp = target.with_name(f".{target.name}.{os.getpid()}.converting")
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_gguf_logs():
+        _write(
+            tmp,
+            target,
+            folder=folder,
+            hparams=hparams,
+            vocab=(tokens, types),
+            tensors=tensors,
+            outtype=outtype,
+            name=name,
+        )
+    return target
+
+
+@contextlib.contextmanager
+def _quiet_gguf_logs() -> Iterator[None]:
+    """gguf logs every file it writes at INFO and warns that BERT's [CLS] has no GGUF key (it is
+    written as BOS from the tokenizer's post-processor); neither helps the user."""
+    loggers = [logging.getLogger(name) for name in ("gguf.gguf_writer", "gguf.vocab")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _write(
+    tmp: Path,
+    target: Path,
+    *,
+    folder: Path,
+    hparams: dict[str, Any],
+    vocab: tuple[list[str], list[int]],
+    tensors: dict[str, npt.NDArray[Any]],
+    outtype: str,
+    name: str | None,
+) -> None:
+    tokens, types = vocab
+    tensor_type, file_type = _OUTTYPES[outtype]
+    n_layer = int(hparams["num_hidden_layers"])
     arch = gguf.MODEL_ARCH.BERT
     writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[arch])
     try:
@@ -177,7 +221,6 @@ def convert_bert(folder: Path, target: Path, outtype: str = "f16", name: str | N
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    return target
 
 
 def _add_tensors(

@@ -61,11 +61,13 @@ from engine.errors import (
 )
 from engine.runtime_types import (
     BenchResult,
+    GenerationFigures,
     GenerationResult,
     LikelihoodResult,
     LoadReport,
     SamplingParams,
     TokenEvent,
+    TokenScore,
     WorkerDeath,
     cosine,
 )
@@ -73,8 +75,17 @@ from profiler.load_settings import LoadSettings
 
 __all__ = [
     "BENCH_PROMPT",
+    "BenchResult",
+    "GenerationFigures",
+    "GenerationResult",
     "GenerationStream",
     "InferenceWorker",
+    "LikelihoodResult",
+    "LoadReport",
+    "SamplingParams",
+    "TokenEvent",
+    "TokenScore",
+    "WorkerDeath",
     "WorkerOptions",
     "cosine",
     "smaller_settings",
@@ -470,7 +481,5 @@ class InferenceWorker:
 
 
 def _killed_result(model: str, text: list[str], ids: list[int]) -> GenerationResult:
-    from engine.runtime_types import GenerationFigures
-
     figures = GenerationFigures(0, len(ids), 0.0, 0.0, 0.0, 0.0)
     return GenerationResult("".join(text), tuple(ids), "killed", figures, model)
