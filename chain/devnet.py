@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,18 @@ class EmbeddedChain:
         self.tester.revert_to_snapshot(snapshot_id)
 
 
+class LockedTesterProvider(EthereumTesterProvider):
+    """py-evm is not thread-safe; the node's miner, oracle and ping threads share one chain."""
+
+    def __init__(self, tester: EthereumTester) -> None:
+        super().__init__(tester)
+        self._request_lock = threading.RLock()
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        with self._request_lock:
+            return super().make_request(method, params)
+
+
 def start_embedded(
     oracles: int = 1,
     params: NetworkParams | None = None,
@@ -80,7 +93,7 @@ def start_embedded(
 ) -> EmbeddedChain:
     """Start a fresh in-process chain and deploy the network onto it (about a second)."""
     tester = EthereumTester(PyEVMBackend())
-    backend = EmbeddedBackend(EthereumTesterProvider(tester))
+    backend = EmbeddedBackend(LockedTesterProvider(tester))
     keys = tester.backend.account_keys
     if oracles + 2 > len(keys):
         raise DevnetError(
