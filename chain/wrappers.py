@@ -143,6 +143,9 @@ class NodeRegistry(ContractWrapper):
     def miner_count(self) -> int:
         return int(self._call("minerCount"))
 
+    def miner_at(self, index: int) -> str:
+        return str(self._call("minerAt", index))
+
 
 class NodeStats(ContractWrapper):
     name = "NodeStats"

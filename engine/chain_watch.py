@@ -1,0 +1,39 @@
+"""Follow several contract events at once, in chain order, over bounded block ranges.
+
+The miner and the oracle react to events (a session requested, a window opened) rather than
+polling contract state, so they act as soon as the chain moves. Every cursor reads only the
+blocks since its last poll, never from block 0 (which grows quadratically on the in-process
+chain), and all of them read up to the same head so events of different types interleave in
+the order they happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from chain.events import ChainEvent, EventCursor
+
+# How far back a freshly started node looks, so a restart mid-session still sees the session.
+DEFAULT_LOOKBACK_BLOCKS = 2_000
+
+
+class _Watchable(Protocol):
+    def cursor(self, event_name: str, from_block: int) -> EventCursor: ...
+
+
+class ChainWatcher:
+    def __init__(
+        self,
+        head: int,
+        sources: Sequence[tuple[_Watchable, str]],
+        lookback_blocks: int = DEFAULT_LOOKBACK_BLOCKS,
+    ) -> None:
+        start = max(0, head - lookback_blocks)
+        self._cursors = [wrapper.cursor(name, start) for wrapper, name in sources]
+
+    def poll(self, head: int) -> list[ChainEvent]:
+        found: list[ChainEvent] = []
+        for cursor in self._cursors:
+            found.extend(cursor.poll(head))
+        return sorted(found, key=lambda e: (e.block_number, e.log_index))

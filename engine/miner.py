@@ -1,0 +1,410 @@
+"""The miner: registers, pings, and plays its part in network tasks as the chain asks.
+
+Driven by chain events, one step at a time (`step()`), so a test can drive it deterministically
+and `run()` just repeats it. Roles in a network task (PROTOCOL.md):
+    creator   SessionRequested names it  -> ask the model for a topic   -> Cognitive.create
+    preparer  TopicCreated for its session -> challenge prompts          -> Cognitive.prepare
+    answerer  SessionStarted selects it  -> greedy answer, journal salt+answer, then precommit
+              CommitOpened               -> reveal answer and salt from the journal -> commit
+A reassignment (RoleReassigned) hands it the creator or preparer job late.
+
+Crash safety: the salt and answer are in the journal before the precommit is sent; on restart
+`resume()` reveals what was precommitted and sends a precommit that was prepared but not sent,
+after asking the chain whether it already went through, so nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chain.client import ChainClient
+from chain.errors import ChainError
+from chain.events import ChainEvent
+from chain.wrappers import commitment, model_id
+from engine.chain_watch import ChainWatcher
+from engine.errors import ModelError
+from engine.events import (
+    Alert,
+    AlertKind,
+    Event,
+    EventBus,
+    InferenceFinished,
+    NetworkTaskStage,
+    NodeState,
+    NodeStateChanged,
+    PingSent,
+    PointsUpdated,
+    PreflightStep,
+    Severity,
+    StepStatus,
+    TxStatus,
+)
+from engine.journal import CommitStage, CommitState, Journal, TaskRef
+from engine.network_tasks import (
+    decode_prompts,
+    encode_prompts,
+    parse_prompts,
+    parse_topic,
+    prompt_for_miner,
+    prompts_request,
+    topic_request,
+)
+from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
+from engine.runtime_types import GenerationResult, SamplingParams
+
+log = logging.getLogger(__name__)
+
+# Cognitive.State and the per-miner slot status, as the contract numbers them.
+STATE_REQUESTED, STATE_CREATED, STATE_PRECOMMIT, STATE_COMMIT = 1, 2, 4, 5
+SLOT_SELECTED, SLOT_PRECOMMITTED = 1, 2
+# NodeStats stages (Common.sol): create, prepare, precommit, commit, validate, user task.
+STAGE_PRECOMMIT, STAGE_COUNT = 2, 6
+COGNITIVE_EVENTS = (
+    "SessionRequested",
+    "TopicCreated",
+    "ChallengePrepared",
+    "RoleReassigned",
+    "SessionStarted",
+    "CommitOpened",
+)
+
+
+class ChatModel(Protocol):
+    """What the miner needs of the runtime (InferenceWorker satisfies it)."""
+
+    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+
+
+@dataclass(frozen=True)
+class MinerSettings:
+    model_name: str = "smollm2-135m-instruct"
+    answer_max_tokens: int = 128
+    prompts_per_session: int = 3
+    ping_interval_s: float = 60.0
+    poll_interval_s: float = 0.5
+    tier: int = 0  # 0 cpu-low, 1 cpu-high, 2 gpu-quantized, 3 gpu-full
+    memory_mb: int = 0
+    app_version: str = "0.1.0"
+
+
+@dataclass
+class _Session:
+    seed: bytes = b""
+    creator: str = ""
+    preparer: str = ""
+    topic: str = ""
+    prompts: list[str] = field(default_factory=list)
+
+
+class Miner:
+    def __init__(
+        self,
+        client: ChainClient,
+        chat: ChatModel,
+        journal: Journal,
+        bus: EventBus,
+        settings: MinerSettings | None = None,
+        payout: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if client.address is None:
+            raise ValueError("a miner needs a signing account")
+        self.client = client
+        self.address: str = client.address
+        self.chat = chat
+        self.journal = journal
+        self.bus = bus
+        self.settings = settings or MinerSettings()
+        self.payout = payout or self.address
+        self._clock = clock
+        self._sessions: dict[int, _Session] = {}
+        self._last_ping: float | None = None
+        self._watcher: ChainWatcher | None = None
+        self.paused = False
+        self.tasks_done = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def preflight(self) -> None:
+        self._publish(NodeStateChanged(state=NodeState.PREFLIGHT))
+        if self.client.registry.node_info(self.address).status != 0:
+            self._step("registered", StepStatus.OK, "already registered")
+        else:
+            s = self.settings
+            result = self.client.registry.register(
+                s.tier, s.memory_mb, s.app_version, [model_id(s.model_name)], self.payout
+            )
+            self._step("registered", StepStatus.CREATED, f"registered in tx {result.tx_hash}")
+        head = self._head()
+        sources = [(self.client.cognitive, name) for name in COGNITIVE_EVENTS]
+        self._watcher = ChainWatcher(head, sources)
+        self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
+
+    def run(self, stop: threading.Event) -> None:
+        if self._watcher is None:
+            self.preflight()
+        self.resume()
+        while not stop.is_set():
+            try:
+                self.step()
+            except ChainError as exc:
+                log.warning("miner %s: chain error: %s", self.address[:10], exc)
+            stop.wait(self.settings.poll_interval_s)
+        self._publish(NodeStateChanged(state=NodeState.STOPPED))
+
+    def step(self) -> None:
+        """One pass: ping when due, then react to every new chain event in order."""
+        if self._watcher is None:
+            raise RuntimeError("call preflight() first")
+        if not self.paused:
+            self._ping_if_due()
+        for event in self._watcher.poll(self._head()):
+            self._handle(event)
+
+    def resume(self) -> None:
+        """After a restart: reveal what was precommitted, send what was prepared but not sent."""
+        for record in self.journal.pending_precommits():
+            if record.task.kind is TaskKind.NETWORK:
+                self._resume_precommit(record.task)
+        for record in self.journal.pending_reveals():
+            if record.task.kind is TaskKind.NETWORK:
+                self._reveal(record.task.session_id)
+
+    # -- events ---------------------------------------------------------------------------
+    def _handle(self, event: ChainEvent) -> None:
+        args = event.args
+        session_id = int(args.get("id", 0))
+        view = self._sessions.setdefault(session_id, _Session())
+        if event.name == "SessionRequested":
+            view.seed, view.creator = bytes(args["seed"]), str(args["creator"])
+            view.preparer = str(args["preparer"])
+            if self._is_me(view.creator):
+                self._create(session_id, view)
+        elif event.name == "TopicCreated":
+            view.topic = str(args["topic"])
+            if self._is_me(view.preparer):
+                self._prepare(session_id, view)
+        elif event.name == "ChallengePrepared":
+            view.prompts = decode_prompts(str(args["prompts"]))
+        elif event.name == "RoleReassigned":
+            self._reassigned(session_id, view, args)
+        elif event.name == "SessionStarted":
+            if any(self._is_me(str(m)) for m in args["miners"]) and not self.paused:
+                self._answer(session_id, view)
+        elif event.name == "CommitOpened":
+            self._reveal(session_id)
+
+    def _reassigned(self, session_id: int, view: _Session, args: dict[str, object]) -> None:
+        creating = self.client.cognitive.state(session_id) == STATE_REQUESTED
+        nxt = str(args["next"])
+        if creating:
+            view.creator = nxt
+        else:
+            view.preparer = nxt
+        if self._is_me(nxt):
+            (self._create if creating else self._prepare)(session_id, view)
+
+    # -- creator and preparer -------------------------------------------------------------
+    def _create(self, session_id: int, view: _Session) -> None:
+        if self.client.cognitive.state(session_id) != STATE_REQUESTED:
+            return
+        request = topic_request(view.seed)
+        text = self._chat(session_id, request.system, request.user, request.max_tokens)
+        topic = parse_topic(text, view.seed)
+        self._send(
+            session_id,
+            NetworkStage.CREATE,
+            TaskRole.CREATOR,
+            lambda: self.client.cognitive.create(session_id, topic).tx_hash,
+            topic,
+        )
+
+    def _prepare(self, session_id: int, view: _Session) -> None:
+        if self.client.cognitive.state(session_id) != STATE_CREATED:
+            return
+        count = self.settings.prompts_per_session
+        request = prompts_request(view.topic, count)
+        text = self._chat(session_id, request.system, request.user, request.max_tokens)
+        prompts = encode_prompts(parse_prompts(text, view.topic, count))
+        self._send(
+            session_id,
+            NetworkStage.PREPARE,
+            TaskRole.PREPARER,
+            lambda: self.client.cognitive.prepare(session_id, prompts).tx_hash,
+        )
+
+    # -- answerer -------------------------------------------------------------------------
+    def _answer(self, session_id: int, view: _Session) -> None:
+        task = TaskRef(TaskKind.NETWORK, session_id)
+        if self.journal.get(task) is not None:
+            return  # already answered (a replayed event after a restart)
+        if not view.prompts:
+            log.warning("session %s started but its prompts were not seen", session_id)
+            return
+        prompt = prompt_for_miner(view.prompts, session_id, 0)
+        result = self._generate(session_id, prompt, self.settings.answer_max_tokens)
+        self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        self._precommit(task)
+
+    def _precommit(self, task: TaskRef) -> None:
+        record = self.journal.get(task)
+        if record is None:
+            return
+        digest = commitment(task.session_id, self.address, _salt_bytes(record.salt), record.answer)
+        tx_hash = self._send(
+            task.session_id,
+            NetworkStage.PRECOMMIT,
+            TaskRole.ANSWERER,
+            lambda: self.client.cognitive.precommit(task.session_id, digest).tx_hash,
+        )
+        if tx_hash:
+            self.journal.mark_sent(task, CommitStage.PRECOMMIT, tx_hash)
+
+    def _resume_precommit(self, task: TaskRef) -> None:
+        cognitive = self.client.cognitive
+        if cognitive.state(task.session_id) != STATE_PRECOMMIT:
+            self.journal.abandon(task, "the precommit window closed while the node was down")
+            return
+        if cognitive.slot_status(task.session_id, self.address) == SLOT_SELECTED:
+            self._precommit(task)
+
+    def _reveal(self, session_id: int) -> None:
+        task = TaskRef(TaskKind.NETWORK, session_id)
+        record = self.journal.get(task)
+        if record is None or record.state is not CommitState.PRECOMMIT_SENT:
+            return
+        cognitive = self.client.cognitive
+        if cognitive.state(session_id) != STATE_COMMIT:
+            return
+        if cognitive.slot_status(session_id, self.address) != SLOT_PRECOMMITTED:
+            return
+        answer, salt = record.answer, _salt_bytes(record.salt)
+        tx_hash = self._send(
+            session_id,
+            NetworkStage.COMMIT,
+            TaskRole.ANSWERER,
+            lambda: cognitive.commit(session_id, answer, salt).tx_hash,
+        )
+        if tx_hash:
+            self.journal.mark_sent(task, CommitStage.COMMIT, tx_hash)
+            self.journal.mark_confirmed(task, CommitStage.COMMIT)
+            self.tasks_done += 1
+            self._publish_points()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _chat(self, session_id: int, system: str, user: str, max_tokens: int) -> str:
+        prompt = f"{system}\n\n{user}"
+        return self._generate(session_id, prompt, max_tokens).text
+
+    def _generate(self, session_id: int, prompt: str, max_tokens: int) -> GenerationResult:
+        try:
+            result = self.chat.generate(prompt, SamplingParams(max_tokens=max_tokens))
+        except ModelError as exc:
+            self._publish(
+                Alert(
+                    kind=AlertKind.WORKER_CRASH,
+                    severity=Severity.ERROR,
+                    message=f"inference failed: {exc}",
+                )
+            )
+            raise ChainError(f"no answer for session {session_id}: {exc}") from exc
+        f = result.figures
+        self._publish(
+            InferenceFinished(
+                task_kind=TaskKind.NETWORK,
+                session_id=session_id,
+                prompt_tokens=f.prompt_tokens,
+                generated_tokens=f.generated_tokens,
+                ttft_s=f.ttft_s,
+                tokens_per_s=f.tokens_per_s,
+                stop_reason="eos" if result.finish_reason == "stop" else result.finish_reason,
+            )
+        )
+        return result
+
+    def _send(
+        self,
+        session_id: int,
+        stage: NetworkStage,
+        role: TaskRole,
+        send: Callable[[], str],
+        detail: str = "",
+    ) -> str | None:
+        try:
+            tx_hash = send()
+        except ChainError as exc:
+            self._publish(
+                NetworkTaskStage(
+                    session_id=session_id,
+                    stage=stage,
+                    task_role=role,
+                    status=TxStatus.FAILED,
+                    detail=str(exc),
+                )
+            )
+            return None
+        self._publish(
+            NetworkTaskStage(
+                session_id=session_id,
+                stage=stage,
+                task_role=role,
+                status=TxStatus.CONFIRMED,
+                tx_hash=tx_hash,
+                detail=detail,
+            )
+        )
+        return tx_hash
+
+    def _ping_if_due(self) -> None:
+        now = self._clock()
+        if self._last_ping is not None and now - self._last_ping < self.settings.ping_interval_s:
+            return
+        self._last_ping = now
+        try:
+            result = self.client.stats.ping()
+        except ChainError as exc:
+            log.info("ping refused: %s", exc)  # e.g. faster than the contract's minimum interval
+            return
+        self._publish(
+            PingSent(
+                tx_hash=result.tx_hash,
+                status=TxStatus.CONFIRMED,
+                gas_used=int(result.receipt["gasUsed"]),
+            )
+        )
+
+    def _publish_points(self) -> None:
+        stats = self.client.stats.stats(self.address)
+        stages = [self.client.stats.stage(self.address, s) for s in range(STAGE_COUNT)]
+        counter, points = stages[STAGE_PRECOMMIT]
+        self._publish(
+            PointsUpdated(
+                points=sum(p for _, p in stages),
+                level=int(stats["level"]),
+                precommit_points=points,
+                precommit_counter=counter,
+                precommit_score=points / counter if counter else None,
+                ping_count=int(stats["pings"]),
+            )
+        )
+
+    def _head(self) -> int:
+        return int(self.client.web3.eth.block_number)
+
+    def _is_me(self, address: str) -> bool:
+        return address.lower() == self.address.lower()
+
+    def _step(self, step: str, status: StepStatus, detail: str) -> None:
+        self._publish(PreflightStep(step=step, status=status, detail=detail))
+
+    def _publish(self, event: Event) -> None:
+        self.bus.publish(dataclasses.replace(event, node=self.address, role=NodeRole.MINER))
+
+
+def _salt_bytes(salt: str) -> bytes:
+    return bytes.fromhex(salt.removeprefix("0x"))

@@ -1,0 +1,248 @@
+"""The oracle: schedules network tasks and drives them through the PoUW state machine.
+
+Each `step()` (1) opens a new session when the interval has passed and this oracle leads,
+(2) reads new chain events, and (3) advances every open session: a session moves on as soon as
+every selected miner has acted (the contract opens the next window itself) and at the latest at
+its deadline (reassign a late creator or preparer, close a late window). Once all answers are
+in, it validates them with the real models (engine.validator), writes per-miner scores and ends
+the session. Verdicts go to the journal, where the per-node window decides pool removal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chain.client import ChainClient
+from chain.errors import ChainError
+from chain.events import ChainEvent
+from engine.chain_watch import ChainWatcher
+from engine.events import Event, EventBus, NetworkTaskStage, TxStatus, ValidationResult
+from engine.journal import Journal, TaskRef, VerdictRecord
+from engine.network_tasks import decode_prompts, prompt_for_miner
+from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
+from engine.validation import Verdict, select_miners
+from engine.validator import Judgement, Validator
+
+log = logging.getLogger(__name__)
+
+STATE_REQUESTED, STATE_CREATED, STATE_PREPARED = 1, 2, 3
+STATE_PRECOMMIT, STATE_COMMIT, STATE_COMMITTED, STATE_ENDED = 4, 5, 6, 7
+ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
+
+
+@dataclass(frozen=True)
+class OracleSettings:
+    task_interval_s: float = 5.0
+    miners_per_task: int = 3
+    answer_max_tokens: int = 128
+    poll_interval_s: float = 0.5
+    max_open_sessions: int = 1
+    role_cooldown_s: float = 30.0
+
+
+@dataclass
+class _Open:
+    prompts: list[str] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict)
+
+
+class Oracle:
+    def __init__(
+        self,
+        client: ChainClient,
+        validator: Validator,
+        journal: Journal,
+        bus: EventBus,
+        settings: OracleSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if client.address is None:
+            raise ValueError("an oracle needs a signing account")
+        self.client = client
+        self.address: str = client.address
+        self.validator = validator
+        self.journal = journal
+        self.bus = bus
+        self.settings = settings or OracleSettings()
+        self._clock = clock
+        self._open: dict[int, _Open] = {}
+        self._last_request: float | None = None
+        self._last_picked: dict[str, float] = {}
+        self._watcher: ChainWatcher | None = None
+        self.sessions_ended = 0
+        self.judgements: list[Judgement] = []
+
+    def start(self) -> None:
+        head = int(self.client.web3.eth.block_number)
+        sources = [(self.client.cognitive, name) for name in ORACLE_EVENTS]
+        self._watcher = ChainWatcher(head, sources, lookback_blocks=0)
+
+    def run(self, stop: threading.Event) -> None:
+        self.start()
+        while not stop.is_set():
+            try:
+                self.step()
+            except ChainError as exc:
+                log.warning("oracle: chain error: %s", exc)
+            stop.wait(self.settings.poll_interval_s)
+
+    def step(self) -> None:
+        if self._watcher is None:
+            raise RuntimeError("call start() first")
+        self._request_if_due()
+        for event in self._watcher.poll(int(self.client.web3.eth.block_number)):
+            self._note(event)
+        for session_id in list(self._open):
+            self._advance(session_id)
+
+    # -- scheduling -----------------------------------------------------------------------
+    def _request_if_due(self) -> None:
+        now = self._clock()
+        due = (
+            self._last_request is None or now - self._last_request >= self.settings.task_interval_s
+        )
+        if not due or len(self._open) >= self.settings.max_open_sessions:
+            return
+        if self.client.registry.leader().lower() != self.address.lower():
+            return
+        miners = self._registered_miners()
+        if not miners:
+            return
+        self._last_request = now
+        seed = hashlib.sha256(f"{self.address}:{now}".encode()).digest()
+        creator, preparer = self._pick_roles(miners, seed, now)
+        session_id, result = self.client.cognitive.request(seed, creator, preparer)
+        self._open[session_id] = _Open()
+        self._stage(
+            session_id,
+            NetworkStage.REQUEST,
+            result.tx_hash,
+            f"creator {creator[:10]}, preparer {preparer[:10]}",
+        )
+
+    def _pick_roles(self, miners: list[str], seed: bytes, now: float) -> tuple[str, str]:
+        picked = select_miners(
+            miners,
+            min(2, len(miners)),
+            seed=seed.hex(),
+            now=now,
+            last_picked=self._last_picked,
+            cooldown=self.settings.role_cooldown_s,
+        )
+        for miner in picked:
+            self._last_picked[miner] = now
+        return picked[0], picked[-1]
+
+    def _registered_miners(self) -> list[str]:
+        registry = self.client.registry
+        return [registry.miner_at(i) for i in range(registry.miner_count())]
+
+    # -- events ---------------------------------------------------------------------------
+    def _note(self, event: ChainEvent) -> None:
+        session_id = int(event.args.get("id", 0))
+        view = self._open.get(session_id)
+        if view is None:
+            return
+        if event.name == "ChallengePrepared":
+            view.prompts = decode_prompts(str(event.args["prompts"]))
+        elif event.name == "AnswerRevealed":
+            view.answers[str(event.args["miner"])] = str(event.args["answer"])
+        elif event.name == "SessionEnded":
+            self._open.pop(session_id, None)
+
+    # -- advancing ------------------------------------------------------------------------
+    def _advance(self, session_id: int) -> None:
+        cognitive = self.client.cognitive
+        state = cognitive.state(session_id)
+        late = self._chain_time() > cognitive.deadline(session_id)
+        if state == STATE_PREPARED:
+            self._start(session_id)
+        elif state in (STATE_REQUESTED, STATE_CREATED) and late:
+            self._reassign(session_id, state)
+        elif state in (STATE_PRECOMMIT, STATE_COMMIT) and late:
+            result = cognitive.close_window(session_id)
+            self._stage(
+                session_id,
+                NetworkStage.PRECOMMIT if state == STATE_PRECOMMIT else NetworkStage.COMMIT,
+                result.tx_hash,
+                "window closed at its deadline",
+            )
+        elif state == STATE_COMMITTED:
+            self._validate_and_end(session_id)
+        elif state == STATE_ENDED:
+            self._open.pop(session_id, None)
+
+    def _start(self, session_id: int) -> None:
+        count = min(self.settings.miners_per_task, self.client.registry.miner_count())
+        result = self.client.cognitive.start(session_id, count)
+        self._stage(session_id, NetworkStage.START, result.tx_hash, f"{count} miners selected")
+
+    def _reassign(self, session_id: int, state: int) -> None:
+        miners = self._registered_miners()
+        now = self._clock()
+        seed = hashlib.sha256(f"reassign:{session_id}:{now}".encode()).digest()
+        nxt, _ = self._pick_roles(miners, seed, now)
+        result = self.client.cognitive.reassign(session_id, nxt)
+        stage = NetworkStage.CREATE if state == STATE_REQUESTED else NetworkStage.PREPARE
+        self._stage(session_id, stage, result.tx_hash, f"late; reassigned to {nxt[:10]}")
+
+    def _validate_and_end(self, session_id: int) -> None:
+        view = self._open[session_id]
+        selected = self.client.cognitive.selected(session_id)
+        answers = [(m, view.answers[m]) for m in selected if m in view.answers]
+        scores = dict.fromkeys(selected, 0)
+        if answers and view.prompts:
+            prompt = prompt_for_miner(view.prompts, session_id, 0)
+            judgement = self.validator.judge(prompt, answers, self.settings.answer_max_tokens)
+            self.judgements.append(judgement)
+            for judged in judgement.answers:
+                scores[judged.miner] = judged.score
+                self._record(session_id, judged.miner, judged.verdict)
+        result = self.client.cognitive.end(session_id, [scores[m] for m in selected])
+        passed = sum(1 for s in scores.values() if s >= 60)
+        self._stage(
+            session_id,
+            NetworkStage.END,
+            result.tx_hash,
+            f"{passed} of {len(selected)} miners passed",
+        )
+        self._open.pop(session_id, None)
+        self.sessions_ended += 1
+
+    def _record(self, session_id: int, miner: str, verdict: Verdict) -> None:
+        task = TaskRef(TaskKind.NETWORK, session_id)
+        self.journal.record_verdict(
+            VerdictRecord.from_verdict(verdict, miner=miner, task=task, at=self._clock())
+        )
+        self._publish(
+            ValidationResult.from_verdict(
+                verdict, miner=miner, task_kind=TaskKind.NETWORK, session_id=session_id
+            )
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+    def _chain_time(self) -> float:
+        # A quiet in-process chain mines no blocks, so its latest timestamp can lag the clock.
+        latest = int(self.client.web3.eth.get_block("latest")["timestamp"])
+        return max(float(latest), self._clock())
+
+    def _stage(self, session_id: int, stage: NetworkStage, tx_hash: str, detail: str) -> None:
+        self._publish(
+            NetworkTaskStage(
+                session_id=session_id,
+                stage=stage,
+                task_role=TaskRole.ORACLE,
+                status=TxStatus.CONFIRMED,
+                tx_hash=tx_hash,
+                detail=detail,
+            )
+        )
+
+    def _publish(self, event: Event) -> None:
+        self.bus.publish(dataclasses.replace(event, node=self.address, role=NodeRole.ORACLE))
