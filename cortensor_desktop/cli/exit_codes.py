@@ -16,6 +16,10 @@ class ExitCode(IntEnum):
     DOES_NOT_FIT = 7
 
 
+class UsageError(Exception):
+    """A request the command line cannot honour as given (exit code 2)."""
+
+
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Map a typed error from any layer to its documented exit code."""
     from chain.errors import ChainError, WalletError
@@ -25,6 +29,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     from profiler.errors import DoesNotFitError, GGUFReadError, HardwareFileError
 
     table: list[tuple[type[BaseException], ExitCode]] = [
+        (UsageError, ExitCode.USAGE),
         (ConfigError, ExitCode.CONFIG),
         (HardwareFileError, ExitCode.CONFIG),
         (DatabaseError, ExitCode.CONFIG),

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.config_cmd",
     "cortensor_desktop.cli.commands.models_cmd",
     "cortensor_desktop.cli.commands.inference_cmd",
+    "cortensor_desktop.cli.commands.run_cmd",
 ]
 
 EPILOG = """\

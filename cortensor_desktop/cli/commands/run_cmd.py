@@ -1,0 +1,142 @@
+"""`run`: the node in the foreground until Ctrl-C or SIGTERM.
+
+On the `embedded` network it runs the chain, an oracle and k miners in this one process, so a
+single machine sees the whole protocol. Until the dashboard lands, `run` logs the event stream
+(the headless reader) whether or not `--headless` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cortensor_desktop.cli.context import AppContext
+from cortensor_desktop.cli.exit_codes import ExitCode, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        parents=[common],
+        help="run the node in the foreground",
+        description="Run the node until Ctrl-C or SIGTERM. On the embedded network (the "
+        "default) this starts an in-process chain with the contracts, one oracle "
+        "and --miners miners, each with its own llama.cpp worker, and logs every "
+        "step of every network task: request, create, prepare, start, precommit, "
+        "commit, end, with validation scores and points.",
+    )
+    parser.add_argument(
+        "--headless",
+        action="store_true",
+        help="no dashboard: log the event stream (what `run` does for now)",
+    )
+    parser.add_argument(
+        "--role",
+        choices=["miner", "oracle", "both"],
+        default="both",
+        help="which loops this node runs (embedded runs both)",
+    )
+    parser.add_argument(
+        "--miners",
+        type=int,
+        default=3,
+        metavar="N",
+        help="miners on the embedded network (default 3)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly after this many seconds (default: run until stopped)",
+    )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        metavar="N",
+        help="stop cleanly after the oracle has ended N network tasks",
+    )
+    parser.add_argument(
+        "--record", metavar="FILE", help="also write every event as JSON lines to FILE (replayable)"
+    )
+    parser.set_defaults(handler=_run)
+
+
+def _run(ctx: AppContext, args: argparse.Namespace) -> int:
+    if args.miners < 1 or args.miners > 8:
+        raise UsageError("--miners must be between 1 and 8 on the embedded network")
+    if not ctx.network.embedded:
+        raise UsageError(
+            f"`run` drives the embedded network only in this version; '{ctx.network.name}' "
+            "nodes arrive with `devnet up --miners N` (use --network embedded)"
+        )
+    return _run_embedded(ctx, args)
+
+
+def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
+    from cortensor_desktop.headless import StopSignals, log_event
+    from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+    from engine.events import EventBus
+    from engine.recording import Recorder
+
+    signals = StopSignals()
+    signals.install()
+    bus = EventBus()
+    reader = bus.subscribe(name="headless-log", maxsize=10_000)
+    recorder = Recorder(Path(args.record).expanduser()) if args.record else None
+    if recorder is not None:
+        recorder.attach(bus)
+    network = EmbeddedNetwork(
+        ctx.database,
+        ctx.models_dir,
+        bus,
+        EmbeddedNetworkSettings(miners=args.miners),
+        progress=lambda message: log.info("%s", message),
+    )
+    pump = threading.Thread(target=_pump, args=(reader, log_event), daemon=True)
+    pump.start()
+    started = time.monotonic()
+    try:
+        network.start()
+        log.info("embedded network up: %d miners, 1 oracle; Ctrl-C stops", args.miners)
+        _wait(network, signals, args, started)
+    finally:
+        log.info("stopping (%s)", signals.received or "done")
+        network.stop()
+        reader.close()
+        pump.join(timeout=5)
+        if recorder is not None:
+            recorder.close()
+    _summary(network, time.monotonic() - started)
+    return ExitCode.OK
+
+
+def _wait(network: Any, signals: Any, args: argparse.Namespace, started: float) -> None:
+    deadline = started + args.duration if args.duration else None
+    while not signals.stop.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        if args.sessions and network.oracle.sessions_ended >= args.sessions:
+            return
+        signals.stop.wait(0.5)
+
+
+def _pump(reader: Any, sink: Any) -> None:
+    for event in reader:
+        sink(event)
+
+
+def _summary(network: Any, elapsed: float) -> None:
+    ended = network.oracle.sessions_ended if network.oracle else 0
+    done = ", ".join(f"{m.address[:10]}…: {m.tasks_done}" for m in network.miners)
+    log.info(
+        "ran %.0f s: %d network tasks ended; tasks answered per miner: %s",
+        elapsed,
+        ended,
+        done or "-",
+    )
