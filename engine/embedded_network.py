@@ -21,7 +21,7 @@ from chain.devnet import EmbeddedChain, start_embedded
 from engine.database import Database
 from engine.events import EventBus
 from engine.journal import ChainKey, Journal
-from engine.miner import Miner, MinerSettings
+from engine.miner import ChatModel, Miner, MinerSettings
 from engine.model_store import ModelStore
 from engine.oracle import Oracle, OracleSettings
 from engine.runtime import InferenceWorker
@@ -52,12 +52,15 @@ class EmbeddedNetwork:
         bus: EventBus,
         settings: EmbeddedNetworkSettings | None = None,
         progress: Callable[[str], None] | None = None,
+        miner_chat: Callable[[int, InferenceWorker], ChatModel] | None = None,
     ) -> None:
         self.db = db
         self.store = ModelStore(models_dir)
         self.bus = bus
         self.settings = settings or EmbeddedNetworkSettings()
         self._progress = progress or (lambda message: log.info("%s", message))
+        # How miner i uses its worker: honest by default; tests plug in dishonest behaviour.
+        self._miner_chat = miner_chat or (lambda _index, worker: worker)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._workers: list[InferenceWorker] = []
@@ -65,7 +68,12 @@ class EmbeddedNetwork:
         self.miners: list[Miner] = []
         self.oracle: Oracle | None = None
 
-    def start(self) -> None:
+    def start(self, threads: bool = True) -> None:
+        """Build every node and register the miners; with `threads`, run their loops.
+
+        Without threads the caller drives `miner.step()` and `oracle.step()` itself (tests that
+        need a deterministic order, such as a crash between precommit and commit).
+        """
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         chat_path, embed_path = self._models()
         self._progress("starting the in-process chain and deploying the contracts")
@@ -74,11 +82,12 @@ class EmbeddedNetwork:
         if self.settings.miners > len(self.chain.accounts):
             raise ValueError(f"the embedded chain has {len(self.chain.accounts)} dev accounts")
         load = LoadSettings(n_ctx=self.settings.n_ctx, n_threads=1)
-        for account in self.chain.accounts[: self.settings.miners]:
+        for index, account in enumerate(self.chain.accounts[: self.settings.miners]):
             worker = self._worker(chat_path, load, "chat", f"miner {account.address[:10]}")
             journal = Journal(self.db, key, account.address)
             client = self.chain.client(account)
-            self.miners.append(Miner(client, worker, journal, self.bus, self.settings.miner))
+            chat = self._miner_chat(index, worker)
+            self.miners.append(Miner(client, chat, journal, self.bus, self.settings.miner))
         validator = Validator(
             self._worker(chat_path, load, "chat", "oracle (validator)"),
             self._worker(
@@ -95,7 +104,9 @@ class EmbeddedNetwork:
         )
         for miner in self.miners:
             miner.preflight()
-        self._spawn()
+        self.oracle.start()
+        if threads:
+            self._spawn()
 
     def _models(self) -> tuple[Path, Path]:
         chat_id = self.settings.chat_model_id or self.store.default_chat_model().id

@@ -84,7 +84,8 @@ class Oracle:
         self._watcher = ChainWatcher(head, sources, lookback_blocks=0)
 
     def run(self, stop: threading.Event) -> None:
-        self.start()
+        if self._watcher is None:
+            self.start()
         while not stop.is_set():
             try:
                 self.step()
