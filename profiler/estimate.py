@@ -313,7 +313,8 @@ def shape_from_catalogue(entry: ModelEntry, quant: str) -> ModelShape:
     if missing:
         raise ShapeUnknownError(f"{entry.id}: catalogue lacks {', '.join(missing)}")
     n_layer, n_embd = int(arch.n_layer or 0), int(arch.n_embd or 0)
-    n_head, n_head_kv, head_dim = int(arch.n_head or 0), int(arch.n_head_kv or 0), int(arch.head_dim or 0)
+    n_head, n_head_kv = int(arch.n_head or 0), int(arch.n_head_kv or 0)
+    head_dim = int(arch.head_dim or 0)
     bits = quant_bits(quant)
     if variant is not None and variant.size_bytes:
         total = variant.size_bytes

@@ -120,6 +120,7 @@ class LlamaBuild:
 
     available: bool
     version: str | None = None
+    gpu_offload: bool | None = None  # llama_supports_gpu_offload()
     system_info: str | None = None
     simd_required: tuple[str, ...] = ()
 
@@ -386,6 +387,7 @@ def _build(raw: Any, where: str) -> LlamaBuild | None:
     return LlamaBuild(
         available=bool(raw.get("available", True)),
         version=raw.get("version"),
+        gpu_offload=raw.get("gpu_offload") if isinstance(raw.get("gpu_offload"), bool) else None,
         system_info=raw.get("system_info"),
         simd_required=normalise_flags([str(f) for f in required]),
     )
