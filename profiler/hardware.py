@@ -175,6 +175,14 @@ def _replace_source(hw: Hardware, source: str) -> Hardware:
     return replace(hw, source=source)
 
 
+def missing_build_simd(hw: Hardware) -> tuple[str, ...]:
+    """SIMD features the llama.cpp build was compiled for that this CPU lacks (SIGILL ahead)."""
+    build = hw.llama_build
+    if build is None or not build.simd_required or not hw.cpu.flags:
+        return ()
+    return tuple(f for f in build.simd_required if f not in hw.cpu.flags)
+
+
 def hardware_warnings(hw: Hardware) -> tuple[str, ...]:
     """Facts the user must hear before a crash tells them: pure, from the probe's data."""
     out: list[str] = []
@@ -185,15 +193,13 @@ def hardware_warnings(hw: Hardware) -> tuple[str, ...]:
             f"GPU found ({names}) but this llama.cpp build cannot use it (CPU-only build); "
             "install a CUDA/Metal/Vulkan build of llama-cpp-python to offload"
         )
-    build = hw.llama_build
-    if build is not None and build.simd_required:
-        missing = [f for f in build.simd_required if f not in hw.cpu.flags]
-        if missing and hw.cpu.flags:
-            out.append(
-                f"this CPU lacks {', '.join(m.upper() for m in missing)} that this llama.cpp "
-                "build needs: loading a model would crash (SIGILL); install a build made "
-                "without -march=native (GGML_NATIVE=OFF)"
-            )
+    missing = missing_build_simd(hw)
+    if missing:
+        out.append(
+            f"this CPU lacks {', '.join(m.upper() for m in missing)} that this llama.cpp "
+            "build needs: loading a model would crash (SIGILL); install a build made "
+            "for this CPU (GGML_NATIVE=OFF with a lower baseline, or GGML_CPU_ALL_VARIANTS=ON)"
+        )
     mem = hw.memory
     if mem.cgroup_limit_bytes is not None and mem.cgroup_limit_bytes < mem.total_bytes:
         out.append(
