@@ -36,6 +36,10 @@ CANDIDATE_KINDS = ("chat",)
 # while llama.cpp's threads together reach about that to 1.5x of it on big models, so 1.0.
 CPU_BANDWIDTH_EFFICIENCY = 1.0
 GPU_BANDWIDTH_EFFICIENCY = 0.7
+# What one thread decodes, in weight bytes per second: SmolLM2-135M Q4_1 (92 MiB) ran at
+# 60-80 tokens/s on one 2.6 GHz EPYC core (docs/PROFILER.md); a few threads share one machine's
+# bandwidth, so the CPU rate is min(bandwidth, threads x this).
+THREAD_DECODE_BYTES_PER_S = 6.5e9
 EMBEDDING_CTX = 512
 
 
@@ -488,7 +492,9 @@ def _speed(
     if ram_read:
         if not cpu_bw:
             return None, "unknown"
-        seconds += ram_read / (cpu_bw * CPU_BANDWIDTH_EFFICIENCY)
+        threads, _ = _threads(hw, sx.s, est, entry.architecture.n_layer or 0)
+        rate = min(cpu_bw * CPU_BANDWIDTH_EFFICIENCY, threads * THREAD_DECODE_BYTES_PER_S)
+        seconds += ram_read / rate
     if seconds <= 0:
         return None, "unknown"
     return 1 / seconds, "estimate"
