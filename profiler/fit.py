@@ -428,8 +428,14 @@ def _try(
     if miss:
         return _Attempt(False, est, placement, miss)
     tps, source = _speed(sx, entry, quant, est)
-    if tps is not None and s.speed_floor_tps > 0 and tps < s.speed_floor_tps:
-        where = {"cpu": "on CPU", "full": "fully offloaded", "partial": "partly offloaded"}
+    # A model the user named is not refused for speed: the floor steers the automatic choice.
+    if tps is not None and s.speed_floor_tps > 0 and tps < s.speed_floor_tps and not s.model:
+        where = {
+            "cpu": "on CPU",
+            "full": "fully offloaded",
+            "partial": "partly offloaded",
+            "fixed": f"with {s.n_gpu_layers} GPU layers",
+        }
         return _Attempt(
             False,
             est,
@@ -601,6 +607,8 @@ def _decide(
         speed = f"speed: {attempt.tps:.1f} tokens/s ({attempt.speed_source})"
         if s.speed_floor_tps > 0:
             speed += f", floor {s.speed_floor_tps:g}"
+            if attempt.tps < s.speed_floor_tps:
+                speed += " (below it; kept because [fit] model names this model)"
     memory = (
         f"estimate: peak {gib(est.ram_peak_bytes)} RAM of {gib(budget.ram)} usable"
         + (
