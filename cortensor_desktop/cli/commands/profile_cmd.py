@@ -50,7 +50,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     add_json_flag(estimate)
     estimate.add_argument("model", type=Path, metavar="MODEL.gguf")
-    estimate.add_argument("--ctx", type=int, default=2048, help="context size (default 2048)")
+    estimate.add_argument(
+        "--ctx", type=_positive_int, default=2048, help="context size (default 2048)"
+    )
     estimate.add_argument(
         "--gpu-layers",
         type=int,
@@ -64,6 +66,16 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="GPU backend whose device overhead to count when --gpu-layers > 0",
     )
     estimate.set_defaults(handler=_estimate, needs_config=False)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
 
 
 def _profile(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -217,8 +229,6 @@ def _estimate(ctx: AppContext, args: argparse.Namespace) -> int:
     from profiler.gguf_shape import read_shape
     from profiler.load_settings import LoadSettings
 
-    if args.ctx < 1:
-        raise SystemExit(f"cortensor-desktop: error: --ctx must be positive, got {args.ctx}")
     shape = read_shape(args.model)
     settings = replace(LoadSettings(), n_ctx=args.ctx, n_gpu_layers=args.gpu_layers)
     vendor = args.gpu_vendor if args.gpu_layers != 0 else None
