@@ -53,6 +53,7 @@ def measure(path: str, n_ctx: int) -> dict[str, int]:
         n_gpu_layers=settings.n_gpu_layers,
         use_mmap=settings.use_mmap,
         flash_attn=settings.flash_attn,
+        swa_full=settings.swa_full,
         verbose=False,
     )
     llm.eval(llm.tokenize(b"The capital of France is"))

@@ -10,6 +10,7 @@ Formulas (docs/PROFILER.md has the derivation):
             tensor (or the tied embedding's copy) when L > n_layer; the token embedding never
   kv        per layer 2-part (K and V): n_ctx_layer x n_head_kv x head_dim x bytes(kv type);
             n_ctx_layer = n_ctx, or for sliding-window layers min(n_ctx, pad256(window + ubatch))
+            when the load asks for small SWA caches (LoadSettings.swa_full False)
   compute   llama.cpp's reserved graph buffer: max(attention phase, logits phase) for a
             micro-batch, f32 activations
   overhead  measured: 24 MiB of loader/vocab/context state + the output logits buffer
@@ -165,10 +166,13 @@ def padded_ctx(n_ctx: int) -> int:
     return max(CTX_PAD, math.ceil(n_ctx / CTX_PAD) * CTX_PAD)
 
 
-def layer_ctx(shape: ModelShape, layer: int, n_ctx: int, n_ubatch: int) -> int:
+def layer_ctx(shape: ModelShape, layer: int, n_ctx: int, settings: LoadSettings) -> int:
+    """Cells of one layer's KV cache; a sliding-window layer keeps window + ubatch unless
+    llama.cpp is asked for full-size SWA caches (its default, `LoadSettings.swa_full`)."""
     ctx = padded_ctx(n_ctx)
-    if shape.sliding_window and shape.swa_layers and shape.swa_layers[layer]:
-        return min(ctx, padded_ctx(shape.sliding_window + n_ubatch))
+    swa = shape.sliding_window and shape.swa_layers and shape.swa_layers[layer]
+    if swa and shape.sliding_window and not settings.swa_full:
+        return min(ctx, padded_ctx(shape.sliding_window + settings.n_ubatch))
     return ctx
 
 
@@ -176,7 +180,7 @@ def kv_layer_bytes(shape: ModelShape, layer: int, n_ctx: int, settings: LoadSett
     """K and V for one layer: n_ctx_layer x n_head_kv x (head_dim_k + head_dim_v) x bytes."""
     if shape.is_encoder:
         return 0
-    ctx = layer_ctx(shape, layer, n_ctx, settings.n_ubatch)
+    ctx = layer_ctx(shape, layer, n_ctx, settings)
     per_token = shape.n_head_kv[layer] * (shape.head_dim_k + shape.head_dim_v)
     return math.ceil(ctx * per_token * settings.kv_bytes_per_element)
 

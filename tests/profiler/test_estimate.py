@@ -61,8 +61,11 @@ def test_sliding_window_layers_hold_only_the_window() -> None:
     shape = _shape(swa=swa, window=1024)
     full = 2 * 2 * 16 * 2  # bytes per token per layer
     # llama.cpp sizes a SWA layer's cache as pad256(window + ubatch) = 1536 cells.
-    assert kv_bytes(shape, 8192, LoadSettings()) == full * (3 * 1536 + 8192)
-    assert kv_bytes(shape, 512, LoadSettings()) == full * 4 * 512
+    small = LoadSettings(swa_full=False)
+    assert kv_bytes(shape, 8192, small) == full * (3 * 1536 + 8192)
+    assert kv_bytes(shape, 512, small) == full * 4 * 512
+    # llama.cpp's default (and llama-cpp-python's when not told otherwise): full-size caches.
+    assert kv_bytes(shape, 8192, LoadSettings()) == full * 4 * 8192
 
 
 def test_layers_move_to_vram_from_the_last_and_the_output_goes_last() -> None:
