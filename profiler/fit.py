@@ -211,8 +211,9 @@ def recommend(
     if s.load_anyway and candidates:
         return _load_anyway(sx, candidates[-1], reasons, rejected)
     detail = "; ".join(rejected[-3:]) if rejected else "no candidate model"
+    what = f"{s.model} does not fit" if s.model else "nothing in the catalogue fits"
     raise DoesNotFitError(
-        f"nothing in the catalogue fits this machine ({budget.ram_text}): {detail}. "
+        f"{what} this machine ({budget.ram_text}): {detail}. "
         "Free memory, lower [fit] ram_buffer_pct, or set [fit] load_anyway = true"
     )
 
@@ -670,3 +671,40 @@ def _load_anyway(
     attempt = _Attempt(True, est, "cpu" if ngl == 0 else "fixed")
     why = [*reasons, *(f"does not fit: {r}" for r in rejected), warning]
     return _decide(sx, entry, quant, attempt, why, load_anyway=True)
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """Whether one catalogue model can run here, and how or why not (for model lists)."""
+
+    model_id: str
+    fits: bool
+    detail: str
+    recommendation: Recommendation | None = None
+
+
+def check_model(
+    hardware: Hardware,
+    catalogue: Catalogue,
+    model_id: str,
+    settings: FitSettings | None = None,
+    benchmarks: Iterable[Benchmark] = (),
+) -> ModelFit:
+    """The fit restricted to one model: its best quant, context and offload here, or why not.
+
+    Chat models only get a speed floor when chosen automatically, so a model asked for by name
+    is judged on memory alone; embedding models are checked at their own small context.
+    """
+    base = replace(settings or FitSettings(), model=model_id, load_anyway=False)
+    entry = catalogue.require(model_id)
+    if entry.kind == "embedding":
+        base = replace(base, min_ctx=EMBEDDING_CTX, max_ctx=EMBEDDING_CTX)
+    try:
+        rec = recommend(hardware, catalogue, base, benchmarks)
+    except DoesNotFitError as exc:
+        return ModelFit(model_id, False, str(exc))
+    where = "on the GPU" if rec.n_gpu_layers else "on the CPU"
+    detail = f"{rec.quant}, ctx {rec.n_ctx}, {where}, peak {gib(rec.estimated_ram_bytes)} RAM"
+    if rec.estimated_vram_bytes:
+        detail += f" + {gib(rec.estimated_vram_bytes)} VRAM"
+    return ModelFit(model_id, True, detail, rec)

@@ -255,3 +255,20 @@ def test_recommendation_json_has_exactly_the_documented_fields(catalogue: Catalo
         "reasons",
     }
     assert all(isinstance(r, str) for r in doc["reasons"])
+
+
+def test_check_model_for_model_lists(catalogue: Catalogue) -> None:
+    from profiler.fit import check_model
+
+    vps = recorded("vps_4gb_2core")
+    small = check_model(vps, catalogue, "llama-3.2-1b-instruct")
+    assert small.fits and small.recommendation is not None
+    # Named models are judged on memory alone (no speed floor): Q8_0 fits in 2.4 GiB.
+    assert small.detail == "Q8_0, ctx 8192, on the CPU, peak 2.1 GiB RAM"
+    big = check_model(vps, catalogue, "llama-3.1-8b-instruct")
+    assert not big.fits
+    assert big.detail.startswith("llama-3.1-8b-instruct does not fit this machine")
+    assert "Q4_K_M ctx 2048 needs 5.4 GiB RAM and 2.4 GiB is usable" in big.detail
+    embedding = check_model(vps, catalogue, "all-minilm-l6-v2-22m")
+    assert embedding.fits and embedding.recommendation is not None
+    assert embedding.recommendation.n_ctx == 512
