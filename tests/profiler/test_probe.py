@@ -201,3 +201,28 @@ def test_gpu_free_above_total_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(HardwareFileError, match=r"gpus\[0\].*larger than"):
         load_hardware_file(path)
+
+
+def test_py_cpuinfo_path_agrees_with_proc_cpuinfo_on_simd() -> None:
+    """macOS and Windows use py-cpuinfo; its flags must normalise to the same spelling."""
+    from profiler.hardware import SIMD_FEATURES
+    from profiler.probe import _cpu_from_py_cpuinfo, probe_cpu
+
+    proc, other = probe_cpu(), _cpu_from_py_cpuinfo()
+    simd = set(SIMD_FEATURES)
+    assert set(proc.flags) & simd == set(other.flags) & simd
+    assert other.logical_cores == proc.logical_cores
+
+
+def test_apple_gpu_memory_is_metals_working_set_of_unified_ram() -> None:
+    from profiler.hardware import GPU, Memory
+    from profiler.probe import _refresh_static_gpu
+
+    gpu = GPU("apple", "Apple M2 GPU (Metal)", None, None, integrated=True, unified_memory=True)
+    m2 = _refresh_static_gpu(gpu, Memory(total_bytes=16 * 2**30, available_bytes=9 * 2**30))
+    # Metal reports recommendedMaxWorkingSetSize = 11453.25 MB on a 16 GB M2.
+    assert m2.memory_total_bytes is not None
+    assert abs(m2.memory_total_bytes - 11_453_251_584) < 16 * 2**20
+    assert m2.memory_free_bytes == 9 * 2**30  # bounded by what RAM has available
+    big = _refresh_static_gpu(gpu, Memory(total_bytes=64 * 2**30, available_bytes=60 * 2**30))
+    assert big.memory_total_bytes == 48 * 2**30
