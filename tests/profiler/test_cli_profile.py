@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from .conftest import RECORDED, smollm2_path
@@ -32,7 +33,11 @@ def test_profile_on_this_machine_prints_a_table_without_traceback(cli: Any) -> N
     for heading in ("Hardware", "GPUs", "Recommendation", "Reasons"):
         assert f"\n{heading}\n" in f"\n{out}"
     assert "none found (CPU only)" in out
-    assert "physical" in out and "read bandwidth" in out and "tier" in out
+    physical, logical = psutil.cpu_count(logical=False), psutil.cpu_count(logical=True)
+    assert f"{physical} physical, {logical} logical" in out
+    assert f"{psutil.virtual_memory().total / 2**30:.1f} GiB total" in out
+    assert "llama.cpp       0.3.36, CPU only, built for" in out
+    assert "GPU layers  0" in out and "tier        cpu-" in out
 
 
 def test_profile_json_on_this_machine(cli: Any) -> None:
