@@ -16,7 +16,10 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from profiler.fit import FitSettings
 
 ENV_PREFIX = "CORTENSOR_"
 RESERVED_ENV = frozenset({"CORTENSOR_HOME", "CORTENSOR_PASSPHRASE", "CORTENSOR_PASSPHRASE_FILE"})
@@ -76,12 +79,68 @@ class LoggingSection:
     file_backups: int = _opt(3, "Rotated log files kept", min=0, max=100)
 
 
+QUANT_FLOORS = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
+
+
+@dataclass(frozen=True)
+class FitSection:
+    """How the profiler chooses model, quant, context, offload and threads (docs/PROFILER.md)."""
+
+    ram_buffer_pct: float = _opt(
+        20.0, "Share of *available* RAM kept free as a buffer, in percent", min=0.0, max=90.0
+    )
+    gpu_margin_mib: int = _opt(1024, "VRAM kept free on the GPU, in MiB", min=0)
+    speed_floor_tps: float = _opt(
+        5.0, "Reject choices expected to generate fewer tokens/s than this (0: no floor)", min=0.0
+    )
+    quant_floor: str = _opt("Q4_0", "Lowest quant class chosen automatically", choices=QUANT_FLOORS)
+    thread_budget: int = _opt(
+        0, "Most CPU threads this node may use (several nodes per host); 0: no budget", min=0
+    )
+    model: str = _opt("", "Override: catalogue model id to run (empty: choose)")
+    quant: str = _opt("", "Override: quant to run, e.g. Q4_K_M (empty: choose)")
+    ctx: int = _opt(0, "Override: context size (0: choose, 2048-8192)", min=0)
+    gpu_layers: int = _opt(-1, "Override: layers offloaded to the GPU (-1: choose, 0: CPU)", min=-1)
+    threads: int = _opt(0, "Override: CPU threads (0: choose from physical cores)", min=0)
+    gpu_index: int = _opt(
+        -1, "Override: which GPU to use (-1: the one with most free VRAM)", min=-1
+    )
+    ram_cap_gib: float = _opt(0.0, "Cap on the RAM the model may take, in GiB (0: none)", min=0.0)
+    vram_cap_gib: float = _opt(0.0, "Cap on the VRAM the model may take, in GiB (0: none)", min=0.0)
+    load_anyway: bool = _opt(
+        False, "Load the chosen or overridden model even when the estimate says it does not fit"
+    )
+
+    def to_fit_settings(self) -> FitSettings:
+        """The profiler's pure-data settings (the profiler does not read config files)."""
+        from profiler.fit import FitSettings
+
+        gib = 1024**3
+        return FitSettings(
+            ram_buffer_pct=self.ram_buffer_pct,
+            gpu_margin_bytes=self.gpu_margin_mib * 1024**2,
+            speed_floor_tps=self.speed_floor_tps,
+            quant_floor=self.quant_floor,
+            thread_budget=self.thread_budget,
+            model=self.model or None,
+            quant=self.quant or None,
+            n_ctx=self.ctx or None,
+            n_gpu_layers=None if self.gpu_layers < 0 else self.gpu_layers,
+            n_threads=self.threads or None,
+            gpu_index=None if self.gpu_index < 0 else self.gpu_index,
+            ram_cap_bytes=int(self.ram_cap_gib * gib) if self.ram_cap_gib else None,
+            vram_cap_bytes=int(self.vram_cap_gib * gib) if self.vram_cap_gib else None,
+            load_anyway=self.load_anyway,
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     network: NetworkSection = field(default_factory=NetworkSection)
     models: ModelsSection = field(default_factory=ModelsSection)
     inference: InferenceSection = field(default_factory=InferenceSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
+    fit: FitSection = field(default_factory=FitSection)
 
 
 @dataclass(frozen=True)

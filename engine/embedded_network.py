@@ -30,7 +30,6 @@ from profiler.load_settings import LoadSettings
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_MODEL_ID = "all-minilm-l6-v2"
 # Devnet protocol settings: pings every 10 s allowed, windows long enough for a slow 2-core box.
 DEVNET_PARAMS = NetworkParams(min_ping_interval_s=10, step_window_s=120, answer_window_s=180)
 
@@ -110,8 +109,9 @@ class EmbeddedNetwork:
 
     def _models(self) -> tuple[Path, Path]:
         chat_id = self.settings.chat_model_id or self.store.default_chat_model().id
-        self._progress(f"preparing models: {chat_id} and {EMBEDDING_MODEL_ID}")
-        return self.store.pull(chat_id), self.store.pull(EMBEDDING_MODEL_ID)
+        embedding_id = self.store.catalogue.of_kind("embedding")[0].id
+        self._progress(f"preparing models: {chat_id} and {embedding_id}")
+        return self.store.pull(chat_id), self.store.pull(embedding_id)
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, name: str) -> InferenceWorker:
         self._progress(f"loading {path.name} for {name}")

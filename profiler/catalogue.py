@@ -12,6 +12,8 @@ Schema (version 1):
         "architecture": {"n_layer": 30, "n_head": 9, "n_head_kv": 3, "head_dim": 64,
                          "n_embd": 576, "context_length": 8192,
                          "sliding_window": null | int, "n_swa_layers": null | int,
+                         "n_vocab": int | null, "n_ff": int | null,      # optional
+                         "tied_embeddings": bool | null,                 # optional
                          "source": "..."},
         "quants": [{"quant": "Q4_1", "file_name": "...gguf", "size_bytes": int | null,
                     "sha256": "hex" | null, "sources": [
@@ -55,6 +57,12 @@ class Architecture:
     sliding_window: int | None
     n_swa_layers: int | None
     source: str
+    # Optional (added by the profiler; absent in older files): vocabulary size (logits buffer),
+    # feed-forward width (compute buffer), and whether the output matrix is the token
+    # embedding (tied) -- used by catalogue-only memory estimates.
+    n_vocab: int | None = None
+    n_ff: int | None = None
+    tied_embeddings: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -189,7 +197,16 @@ def _architecture(raw: dict[str, Any], where: str) -> Architecture:
         "n_swa_layers",
     )
     values = {name: _optional_int(raw, name, where) for name in fields}
-    return Architecture(**values, source=_need(raw, "source", str, where))
+    tied = raw.get("tied_embeddings")
+    if tied is not None and not isinstance(tied, bool):
+        raise CatalogueError(f"{where}: 'tied_embeddings' must be true, false or null")
+    return Architecture(
+        **values,
+        source=_need(raw, "source", str, where),
+        n_vocab=_optional_int(raw, "n_vocab", where),
+        n_ff=_optional_int(raw, "n_ff", where),
+        tied_embeddings=tied,
+    )
 
 
 def _quant(raw: Any, where: str) -> QuantVariant:

@@ -24,6 +24,7 @@ from cortensor_desktop.paths import resolve_paths
 
 COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.config_cmd",
+    "cortensor_desktop.cli.commands.profile_cmd",
     "cortensor_desktop.cli.commands.models_cmd",
     "cortensor_desktop.cli.commands.inference_cmd",
     "cortensor_desktop.cli.commands.run_cmd",

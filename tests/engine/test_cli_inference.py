@@ -25,7 +25,7 @@ def test_models_list_pull_verify_rm(cli, env: dict[str, str]) -> None:  # type: 
     rows = {row["id"]: row for row in json.loads(listed.stdout)["models"]}
     assert rows["smollm2-135m-instruct"]["installed"] is False
     assert rows["smollm2-135m-instruct"]["quant"] == "Q4_1"
-    assert rows["all-minilm-l6-v2"]["kind"] == "embedding"
+    assert rows["all-minilm-l6-v2-22m"]["kind"] == "embedding"
     assert "fits" in rows["smollm2-135m-instruct"]
 
     pulled = cli("models", "pull", "smollm2-135m-instruct", "--json", env=env)

@@ -1,0 +1,281 @@
+"""`profile`: what this machine is and what it should run; `estimate`: a GGUF's memory needs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cortensor_desktop.cli.context import AppContext
+
+if TYPE_CHECKING:
+    from profiler.fit import Benchmark, Recommendation
+    from profiler.hardware import Hardware
+
+GIB = 1024**3
+BATTERY = {None: "none or unknown", True: "on battery", False: "plugged in"}
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    from cortensor_desktop.cli.main import add_json_flag
+
+    profile = subparsers.add_parser(
+        "profile",
+        parents=[common],
+        help="probe the hardware and recommend model, quant, context, offload and threads",
+        description="Probe CPU, memory, GPUs and the llama.cpp build (cached in the database; "
+        "fast after the first run), then fit the catalogue to it: the largest model that "
+        "fits, with a reason for every choice. [fit] in the config sets the rules and "
+        "overrides (docs/PROFILER.md). Exit 7 when nothing fits.",
+    )
+    add_json_flag(profile)
+    profile.add_argument(
+        "--hardware",
+        metavar="FILE",
+        type=Path,
+        help="read a recorded probe (JSON) instead of probing this machine",
+    )
+    profile.add_argument(
+        "--refresh", action="store_true", help="re-measure the cached facts (CPU, bandwidth)"
+    )
+    profile.set_defaults(handler=_profile)
+
+    estimate = subparsers.add_parser(
+        "estimate",
+        parents=[common],
+        help="estimate the memory a GGUF model needs, from its header (no load)",
+        description="Read MODEL.gguf's header and print the memory llama.cpp will take with "
+        "the app's load settings (batch 512, f16 KV cache, mmap). Exit 6 when the file is not "
+        "a readable GGUF.",
+    )
+    add_json_flag(estimate)
+    estimate.add_argument("model", type=Path, metavar="MODEL.gguf")
+    estimate.add_argument(
+        "--ctx", type=_positive_int, default=2048, help="context size (default 2048)"
+    )
+    estimate.add_argument(
+        "--gpu-layers",
+        type=int,
+        default=0,
+        help="layers offloaded to the GPU; n_layer+1 or -1 puts the output there too",
+    )
+    estimate.add_argument(
+        "--gpu-vendor",
+        choices=["nvidia", "amd", "intel", "apple"],
+        default="nvidia",
+        help="GPU backend whose device overhead to count when --gpu-layers > 0",
+    )
+    estimate.set_defaults(handler=_estimate, needs_config=False)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _profile(ctx: AppContext, args: argparse.Namespace) -> int:
+    from profiler.catalogue import load_catalogue
+    from profiler.errors import DoesNotFitError
+    from profiler.fit import recommend
+    from profiler.hardware import load_hardware_file
+    from profiler.probe import probe
+
+    benchmarks: tuple[Benchmark, ...] = ()
+    if args.hardware is not None:
+        hardware = load_hardware_file(args.hardware)
+    else:
+        hardware = probe(cache=ctx.database, models_dir=ctx.models_dir, refresh=args.refresh)
+        benchmarks = _benchmarks(ctx)
+    catalogue = load_catalogue()
+    settings = ctx.config.fit.to_fit_settings()
+    try:
+        recommendation = recommend(hardware, catalogue, settings, benchmarks)
+    except DoesNotFitError as exc:
+        if ctx.json_output:
+            ctx.emit_json(
+                {"hardware": hardware.to_json(), "recommendation": None, "error": str(exc)}
+            )
+        else:
+            ctx.echo(render_hardware(hardware))
+        raise
+    if ctx.json_output:
+        ctx.emit_json({"hardware": hardware.to_json(), "recommendation": recommendation.to_json()})
+        return 0
+    ctx.echo(render_hardware(hardware))
+    ctx.echo()
+    ctx.echo(render_recommendation(recommendation))
+    return 0
+
+
+def _benchmarks(ctx: AppContext) -> tuple[Benchmark, ...]:
+    from profiler.fit import benchmarks_from_rows
+
+    rows = ctx.database.query(
+        "SELECT model_id, quant, result FROM benchmarks ORDER BY created_at, id"
+    )
+    return benchmarks_from_rows((r["model_id"], r["quant"], r["result"]) for r in rows)
+
+
+def _gib(value: int | None) -> str:
+    return "unknown" if value is None else f"{value / GIB:.1f} GiB"
+
+
+def render_hardware(hw: Hardware) -> str:
+    from cortensor_desktop.cli.table import format_pairs, format_table
+    from profiler.hardware import SIMD_FEATURES, hardware_warnings
+
+    cpu, mem = hw.cpu, hw.memory
+    freq = cpu.freq_mhz_max or cpu.freq_mhz_current
+    simd = " ".join(f for f in SIMD_FEATURES if f in cpu.flags) or "none known"
+    memory = f"{_gib(mem.total_bytes)} total, {_gib(mem.available_bytes)} available"
+    if mem.swap_total_bytes is not None:
+        memory += f", swap {_gib(mem.swap_total_bytes)}"
+    if mem.cgroup_limit_bytes is not None:
+        memory += f", container limit {_gib(mem.cgroup_limit_bytes)}"
+    bandwidth = mem.read_bandwidth_bytes_per_s
+    build = hw.llama_build
+    if build is None or not build.available:
+        llama = "not installed (unknown)"
+    else:
+        llama = f"{build.version or '?'}, " + (
+            "GPU offload" if hw.gpu_offload_supported else "CPU only"
+        )
+        if build.simd_required:
+            llama += f", built for {' '.join(build.simd_required)}"
+    pairs: list[tuple[str, object]] = [
+        ("OS / arch", f"{hw.os} {hw.arch}"),
+        ("CPU", cpu.brand),
+        ("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical"),
+        ("frequency", f"{freq:.0f} MHz" if freq else "unknown"),
+        ("caches", f"L2 {_kib(cpu.cache_l2_bytes)}, L3 {_kib(cpu.cache_l3_bytes)}"),
+        ("SIMD", simd),
+        ("memory", memory),
+        ("read bandwidth", f"{bandwidth / 1e9:.1f} GB/s" if bandwidth else "unknown"),
+        ("disk free", _gib(hw.disk_free_bytes) + (f" at {hw.models_dir}" if hw.models_dir else "")),
+        (
+            "battery",
+            {None: "none or unknown", True: "on battery", False: "plugged in"}[hw.on_battery],
+        ),
+        ("temperatures", ", ".join(f"{k} {v:.0f} C" for k, v in hw.temperatures_c) or "unknown"),
+        ("llama.cpp", llama),
+        ("source", hw.source),
+    ]
+    out = ["Hardware", format_pairs(pairs), "", "GPUs"]
+    if hw.gpus:
+        rows = [
+            [
+                g.index,
+                g.vendor,
+                g.name,
+                _gib(g.memory_total_bytes),
+                _gib(g.memory_free_bytes),
+                g.compute_capability or "",
+                "yes" if g.integrated else "no",
+            ]
+            for g in hw.gpus
+        ]
+        headers = ["#", "vendor", "name", "total", "free", "cc", "integrated"]
+        out.append(format_table(headers, rows, indent="  "))
+    else:
+        out.append("  none found (CPU only)")
+    warnings = hardware_warnings(hw)
+    if warnings:
+        out += ["", "Warnings", *(f"  ! {w}" for w in warnings)]
+    return "\n".join(out)
+
+
+def _kib(value: int | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value // 1024**2} MiB" if value >= 1024**2 else f"{value // 1024} KiB"
+
+
+def render_recommendation(rec: Recommendation) -> str:
+    from cortensor_desktop.cli.table import format_pairs
+
+    speed = (
+        f"{rec.expected_tokens_per_s:.1f} tokens/s ({rec.speed_source})"
+        if rec.expected_tokens_per_s is not None
+        else "unknown"
+    )
+    pairs: list[tuple[str, object]] = [
+        ("model", rec.model_id),
+        ("quant", rec.quant + (f" ({rec.file_name})" if rec.file_name else "")),
+        ("context", rec.n_ctx),
+        ("GPU layers", rec.n_gpu_layers),
+        ("threads", rec.n_threads),
+        ("tier", rec.tier),
+        ("peak RAM", _gib(rec.estimated_ram_bytes)),
+        ("peak VRAM", _gib(rec.estimated_vram_bytes)),
+        ("speed", speed),
+    ]
+    if rec.load_anyway:
+        pairs.append(("load anyway", "yes: the estimate says it does not fit"))
+    return "\n".join(
+        ["Recommendation", format_pairs(pairs), "", "Reasons", *(f"  - {r}" for r in rec.reasons)]
+    )
+
+
+def _estimate(ctx: AppContext, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from cortensor_desktop.cli.table import format_pairs
+    from profiler.estimate import estimate
+    from profiler.gguf_shape import read_shape
+    from profiler.load_settings import LoadSettings
+
+    shape = read_shape(args.model)
+    settings = replace(LoadSettings(), n_ctx=args.ctx, n_gpu_layers=args.gpu_layers)
+    vendor = args.gpu_vendor if args.gpu_layers != 0 else None
+    est = estimate(shape, settings, vendor)
+    doc: dict[str, Any] = {
+        "model": str(args.model),
+        "architecture": shape.architecture,
+        "n_layer": shape.n_layer,
+        "quant": shape.quant,
+        "n_ctx": est.n_ctx,
+        "n_gpu_layers": est.n_gpu_layers,
+        "weights_bytes": est.weights_bytes,
+        "kv_bytes": est.kv_bytes,
+        "compute_bytes": est.compute_bytes,
+        "overhead_bytes": est.overhead_bytes,
+        "ram_bytes": est.ram_bytes,
+        "ram_peak_bytes": est.ram_peak_bytes,
+        "vram_bytes": est.vram_bytes,
+        "vram_peak_bytes": est.vram_peak_bytes,
+        "assumed": {
+            "n_batch": settings.n_batch,
+            "n_ubatch": settings.n_ubatch,
+            "kv_type": settings.kv_type,
+            "use_mmap": settings.use_mmap,
+            "flash_attn": settings.flash_attn,
+        },
+    }
+    if ctx.json_output:
+        ctx.emit_json(doc)
+        return 0
+    mib = 1024**2
+    pairs: list[tuple[str, object]] = [
+        ("model", f"{args.model} ({shape.architecture}, {shape.n_layer} layers, {shape.quant})"),
+        ("context", est.n_ctx),
+        ("GPU layers", est.n_gpu_layers),
+    ]
+    for key in (
+        "weights_bytes",
+        "kv_bytes",
+        "compute_bytes",
+        "overhead_bytes",
+        "ram_bytes",
+        "ram_peak_bytes",
+        "vram_bytes",
+        "vram_peak_bytes",
+    ):
+        pairs.append((key, f"{doc[key] / mib:,.1f} MiB"))
+    ctx.echo(format_pairs(pairs, indent=""))
+    ctx.echo("assumes batch 512, micro-batch 512, f16 KV cache, mmap, no flash attention")
+    return 0
