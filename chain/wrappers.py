@@ -70,6 +70,10 @@ class ContractWrapper:
         call = getattr(self.contract.functions, function)(*args)
         return self.sender.send(call, f"{self.name}.{function}", value=value)
 
+    def call(self, function: str, *args: Any) -> Any:
+        """A read-only call of any view function (for fields no typed method covers yet)."""
+        return self._call(function, *args)
+
     def _call(self, function: str, *args: Any) -> Any:
         return getattr(self.contract.functions, function)(*args).call()
 

@@ -26,7 +26,7 @@ from typing import Protocol
 from chain.client import ChainClient
 from chain.errors import ChainError
 from chain.events import ChainEvent
-from chain.wrappers import commitment, model_id
+from chain.wrappers import ContractWrapper, commitment, model_id
 from engine.chain_watch import ChainWatcher
 from engine.errors import ModelError
 from engine.events import (
@@ -44,6 +44,7 @@ from engine.events import (
     Severity,
     StepStatus,
     TxStatus,
+    UserTaskStage,
 )
 from engine.journal import CommitStage, CommitState, Journal, TaskRef
 from engine.network_tasks import (
@@ -55,7 +56,7 @@ from engine.network_tasks import (
     prompts_request,
     topic_request,
 )
-from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
+from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
 from engine.runtime_types import GenerationResult, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ SLOT_SELECTED, SLOT_PRECOMMITTED = 1, 2
 # NodeStats stages (Common.sol): create, prepare, precommit, commit, validate, user task.
 STAGE_PRECOMMIT, STAGE_COUNT = 2, 6
 _REVEALABLE = (CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED, CommitState.COMMIT_SENT)
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskPhase")
+# SessionQueue.State and slot status as the contract numbers them.
+TASK_ASSIGNED, TASK_PRECOMMIT, TASK_COMMIT = 2, 3, 4
+TASK_SLOT_ACKED, TASK_SLOT_PRECOMMITTED = 2, 3
 COGNITIVE_EVENTS = (
     "SessionRequested",
     "TopicCreated",
@@ -125,6 +130,7 @@ class Miner:
         self.payout = payout or self.address
         self._clock = clock
         self._sessions: dict[int, _Session] = {}
+        self._task_prompts: dict[int, str] = {}
         self._last_ping: float | None = None
         self._watcher: ChainWatcher | None = None
         self.paused = False
@@ -142,7 +148,10 @@ class Miner:
             )
             self._step("registered", StepStatus.CREATED, f"registered in tx {result.tx_hash}")
         head = self._head()
-        sources = [(self.client.cognitive, name) for name in COGNITIVE_EVENTS]
+        sources: list[tuple[ContractWrapper, str]] = [
+            (self.client.cognitive, name) for name in COGNITIVE_EVENTS
+        ]
+        sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
         self._watcher = ChainWatcher(head, sources)
         self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
 
@@ -175,9 +184,14 @@ class Miner:
         for record in self.journal.pending_reveals():
             if record.task.kind is TaskKind.NETWORK:
                 self._reveal(record.task.session_id)
+            else:
+                self._user_reveal(record.task)
 
     # -- events ---------------------------------------------------------------------------
     def _handle(self, event: ChainEvent) -> None:
+        if event.contract == "SessionQueue":
+            self._handle_user_task(event)
+            return
         args = event.args
         session_id = int(args.get("id", 0))
         view = self._sessions.setdefault(session_id, _Session())
@@ -299,12 +313,123 @@ class Miner:
             self.tasks_done += 1
             self._publish_points()
 
+    # -- user tasks (SessionQueue) --------------------------------------------------------
+    def _handle_user_task(self, event: ChainEvent) -> None:
+        args = event.args
+        task_id = int(args["taskId"])
+        if event.name == "TaskQueued":
+            self._task_prompts[task_id] = str(args["prompt"])
+        elif event.name == "TaskAssigned":
+            if any(self._is_me(str(m)) for m in args["miners"]):
+                self._user_ack(task_id)
+        elif event.name == "TaskPhase":
+            state = int(args["state"])
+            task = self._user_task_ref(task_id)
+            if task is not None and state == TASK_PRECOMMIT:
+                self._user_precommit(task)
+            elif task is not None and state == TASK_COMMIT:
+                self._user_reveal(task)
+
+    def _user_task_ref(self, task_id: int) -> TaskRef | None:
+        session_id = int(self.client.queue.call("tasks", task_id)[0])
+        task = TaskRef(TaskKind.USER, session_id, task_id)
+        return task if self.journal.get(task) is not None else None
+
+    def _user_ack(self, task_id: int) -> None:
+        queue = self.client.queue
+        if queue.state(task_id) != TASK_ASSIGNED or task_id not in self._task_prompts:
+            return
+        session_id = int(queue.call("tasks", task_id)[0])
+        self._user_send(session_id, task_id, UserStage.ACK, lambda: queue.ack(task_id).tx_hash)
+        # Answer now, while the other miners ack: the binding is journaled before any precommit.
+        prompt = self._task_prompts[task_id]
+        result = self._generate(
+            session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
+        )
+        task = TaskRef(TaskKind.USER, session_id, task_id)
+        self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        if queue.state(task_id) == TASK_PRECOMMIT:
+            self._user_precommit(task)
+
+    def _user_precommit(self, task: TaskRef) -> None:
+        record = self.journal.get(task)
+        queue = self.client.queue
+        if record is None or record.state is not CommitState.PREPARED:
+            return
+        if queue.slot_status(task.task_id, self.address) != TASK_SLOT_ACKED:
+            return
+        digest = commitment(task.task_id, self.address, _salt_bytes(record.salt), record.answer)
+        tx_hash = self._user_send(
+            task.session_id,
+            task.task_id,
+            UserStage.PRECOMMIT,
+            lambda: queue.precommit(task.task_id, digest).tx_hash,
+        )
+        if tx_hash:
+            self.journal.mark_sent(task, CommitStage.PRECOMMIT, tx_hash)
+            self.journal.mark_confirmed(task, CommitStage.PRECOMMIT)
+
+    def _user_reveal(self, task: TaskRef) -> None:
+        record = self.journal.get(task)
+        queue = self.client.queue
+        if record is None or record.state not in _REVEALABLE:
+            return
+        if queue.state(task.task_id) != TASK_COMMIT:
+            return
+        if queue.slot_status(task.task_id, self.address) != TASK_SLOT_PRECOMMITTED:
+            return
+        answer, salt = record.answer, _salt_bytes(record.salt)
+        tx_hash = self._user_send(
+            task.session_id,
+            task.task_id,
+            UserStage.COMMIT,
+            lambda: queue.commit(task.task_id, answer, salt).tx_hash,
+        )
+        if tx_hash:
+            self.journal.mark_sent(task, CommitStage.COMMIT, tx_hash)
+            self.journal.mark_confirmed(task, CommitStage.COMMIT)
+            self.tasks_done += 1
+
+    def _user_send(
+        self, session_id: int, task_id: int, stage: UserStage, send: Callable[[], str]
+    ) -> str | None:
+        try:
+            tx_hash = send()
+        except ChainError as exc:
+            self._publish(
+                UserTaskStage(
+                    session_id=session_id,
+                    task_id=task_id,
+                    stage=stage,
+                    status=TxStatus.FAILED,
+                    detail=str(exc),
+                )
+            )
+            return None
+        self._publish(
+            UserTaskStage(
+                session_id=session_id,
+                task_id=task_id,
+                stage=stage,
+                status=TxStatus.CONFIRMED,
+                tx_hash=tx_hash,
+            )
+        )
+        return tx_hash
+
     # -- helpers --------------------------------------------------------------------------
     def _chat(self, session_id: int, system: str, user: str, max_tokens: int) -> str:
         prompt = f"{system}\n\n{user}"
         return self._generate(session_id, prompt, max_tokens).text
 
-    def _generate(self, session_id: int, prompt: str, max_tokens: int) -> GenerationResult:
+    def _generate(
+        self,
+        session_id: int,
+        prompt: str,
+        max_tokens: int,
+        kind: TaskKind = TaskKind.NETWORK,
+        task_id: int = 0,
+    ) -> GenerationResult:
         try:
             result = self.chat.generate(prompt, SamplingParams(max_tokens=max_tokens))
         except ModelError as exc:
@@ -319,8 +444,9 @@ class Miner:
         f = result.figures
         self._publish(
             InferenceFinished(
-                task_kind=TaskKind.NETWORK,
+                task_kind=kind,
                 session_id=session_id,
+                task_id=task_id,
                 prompt_tokens=f.prompt_tokens,
                 generated_tokens=f.generated_tokens,
                 ttft_s=f.ttft_s,

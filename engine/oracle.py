@@ -21,11 +21,19 @@ from dataclasses import dataclass, field
 from chain.client import ChainClient
 from chain.errors import ChainError
 from chain.events import ChainEvent
+from chain.wrappers import ContractWrapper
 from engine.chain_watch import ChainWatcher
-from engine.events import Event, EventBus, NetworkTaskStage, TxStatus, ValidationResult
+from engine.events import (
+    Event,
+    EventBus,
+    NetworkTaskStage,
+    TxStatus,
+    UserTaskStage,
+    ValidationResult,
+)
 from engine.journal import Journal, TaskRef, VerdictRecord
 from engine.network_tasks import decode_prompts, prompt_for_miner
-from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
+from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
 from engine.validation import Verdict, select_miners
 from engine.validator import Judgement, Validator
 
@@ -34,6 +42,13 @@ log = logging.getLogger(__name__)
 STATE_REQUESTED, STATE_CREATED, STATE_PREPARED = 1, 2, 3
 STATE_PRECOMMIT, STATE_COMMIT, STATE_COMMITTED, STATE_ENDED = 4, 5, 6, 7
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
+QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
+# SessionQueue.State as the contract numbers it; NodeRegistry status 2 is "in the user pool".
+TASK_QUEUED, TASK_ASSIGNED, TASK_PRECOMMIT, TASK_COMMIT, TASK_COMMITTED, TASK_VALIDATED = range(
+    1, 7
+)
+NODE_EPHEMERAL = 2
+NO_CONSENSUS = 255
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,17 @@ class OracleSettings:
     poll_interval_s: float = 0.5
     max_open_sessions: int = 1
     role_cooldown_s: float = 30.0
+
+
+@dataclass
+class _UserTask:
+    session_id: int
+    prompt: str
+    miners: list[str] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict)
+    tx_hashes: list[str] = field(default_factory=list)
+    gas_used: int = 0
+    judgement: Judgement | None = None
 
 
 @dataclass
@@ -77,10 +103,15 @@ class Oracle:
         self._watcher: ChainWatcher | None = None
         self.sessions_ended = 0
         self.judgements: list[Judgement] = []
+        self._user_open: dict[int, _UserTask] = {}
+        self.user_results: dict[int, _UserTask] = {}
 
     def start(self) -> None:
         head = int(self.client.web3.eth.block_number)
-        sources = [(self.client.cognitive, name) for name in ORACLE_EVENTS]
+        sources: list[tuple[ContractWrapper, str]] = [
+            (self.client.cognitive, name) for name in ORACLE_EVENTS
+        ]
+        sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
         self._watcher = ChainWatcher(head, sources, lookback_blocks=0)
 
     def run(self, stop: threading.Event) -> None:
@@ -101,6 +132,8 @@ class Oracle:
             self._note(event)
         for session_id in list(self._open):
             self._advance(session_id)
+        for task_id in list(self._user_open):
+            self._advance_user(task_id)
 
     # -- scheduling -----------------------------------------------------------------------
     def _request_if_due(self) -> None:
@@ -146,6 +179,9 @@ class Oracle:
 
     # -- events ---------------------------------------------------------------------------
     def _note(self, event: ChainEvent) -> None:
+        if event.contract == "SessionQueue":
+            self._note_user(event)
+            return
         session_id = int(event.args.get("id", 0))
         view = self._open.get(session_id)
         if view is None:
@@ -204,7 +240,7 @@ class Oracle:
             self.judgements.append(judgement)
             for judged in judgement.answers:
                 scores[judged.miner] = judged.score
-                self._record(session_id, judged.miner, judged.verdict)
+                self._record(session_id, judged.miner, judged.verdict, TaskKind.NETWORK)
         result = self.client.cognitive.end(session_id, [scores[m] for m in selected])
         passed = sum(1 for s in scores.values() if s >= 60)
         self._stage(
@@ -216,14 +252,104 @@ class Oracle:
         self._open.pop(session_id, None)
         self.sessions_ended += 1
 
-    def _record(self, session_id: int, miner: str, verdict: Verdict) -> None:
-        task = TaskRef(TaskKind.NETWORK, session_id)
+    def _record(
+        self, session_id: int, miner: str, verdict: Verdict, kind: TaskKind, task_id: int = 0
+    ) -> None:
+        task = TaskRef(kind, session_id, task_id)
         self.journal.record_verdict(
             VerdictRecord.from_verdict(verdict, miner=miner, task=task, at=self._clock())
         )
         self._publish(
             ValidationResult.from_verdict(
-                verdict, miner=miner, task_kind=TaskKind.NETWORK, session_id=session_id
+                verdict, miner=miner, task_kind=kind, session_id=session_id, task_id=task_id
+            )
+        )
+
+    # -- user tasks (SessionQueue) --------------------------------------------------------
+    def _note_user(self, event: ChainEvent) -> None:
+        task_id = int(event.args["taskId"])
+        if event.name == "TaskQueued":
+            self._user_open[task_id] = _UserTask(
+                session_id=int(event.args["sessionId"]), prompt=str(event.args["prompt"])
+            )
+        elif event.name == "TaskAnswer" and task_id in self._user_open:
+            self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
+
+    def _advance_user(self, task_id: int) -> None:
+        task = self._user_open[task_id]
+        queue = self.client.queue
+        state = queue.state(task_id)
+        if state == TASK_QUEUED:
+            self._assign(task_id, task)
+        elif state in (TASK_ASSIGNED, TASK_PRECOMMIT, TASK_COMMIT):
+            deadline = int(queue.call("tasks", task_id)[2])
+            if self._chain_time() > deadline:
+                result = queue.close_window(task_id, task.miners)
+                task.tx_hashes.append(result.tx_hash)
+        elif state == TASK_COMMITTED:
+            self._validate_user(task_id, task)
+        elif state == TASK_VALIDATED:
+            self._user_open.pop(task_id, None)
+
+    def _assign(self, task_id: int, task: _UserTask) -> None:
+        session = self.client.queue.call("sessions", task.session_id)
+        k, model = int(session[3]), bytes(session[5])
+        eligible = [m for m in self._registered_miners() if self._serves(m, model)]
+        if len(eligible) < k:
+            return  # not enough eligible miners yet; the task waits in the queue
+        now = self._clock()
+        picked = select_miners(
+            eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
+        )
+        result = self.client.queue.assign(task_id, list(picked))
+        task.miners = list(picked)
+        task.tx_hashes.append(result.tx_hash)
+        self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
+
+    def _serves(self, miner: str, model: bytes) -> bool:
+        info = self.client.registry.node_info(miner)
+        return info.status == NODE_EPHEMERAL and model in self.client.registry.models_of(miner)
+
+    def _validate_user(self, task_id: int, task: _UserTask) -> None:
+        answers = [(m, task.answers[m]) for m in task.miners if m in task.answers]
+        scores = dict.fromkeys(task.miners, 0)
+        consensus = NO_CONSENSUS
+        if answers:
+            judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
+            task.judgement = judgement
+            for judged in judgement.answers:
+                scores[judged.miner] = judged.score
+                self._record(task.session_id, judged.miner, judged.verdict, TaskKind.USER, task_id)
+            if judgement.consensus_index is not None:
+                winner = judgement.answers[judgement.consensus_index].miner
+                consensus = task.miners.index(winner)
+        result = self.client.queue.validate(
+            task_id, task.miners, [scores[m] for m in task.miners], consensus
+        )
+        task.tx_hashes.append(result.tx_hash)
+        task.gas_used += int(result.receipt["gasUsed"])
+        self.user_results[task_id] = task
+        passed = sum(1 for s in scores.values() if s >= 60)
+        self._user_stage(
+            task,
+            task_id,
+            UserStage.VALIDATED,
+            result.tx_hash,
+            f"{passed} of {len(task.miners)} miners passed",
+        )
+        self._user_open.pop(task_id, None)
+
+    def _user_stage(
+        self, task: _UserTask, task_id: int, stage: UserStage, tx_hash: str, detail: str
+    ) -> None:
+        self._publish(
+            UserTaskStage(
+                session_id=task.session_id,
+                task_id=task_id,
+                stage=stage,
+                status=TxStatus.CONFIRMED,
+                tx_hash=tx_hash,
+                detail=detail,
             )
         )
 
