@@ -1,4 +1,4 @@
-"""Write tests/engine/data/minilm_reference.json: all-MiniLM-L6-v2 vectors from sentence-transformers.
+"""Write tests/engine/data/minilm_reference.json: all-MiniLM-L6-v2 vectors by sentence-transformers.
 
 The embedding test compares the GGUF conversion run by llama.cpp against these vectors (cosine
 >= 0.999 each). They were computed once, in a throwaway virtual environment outside the project's
