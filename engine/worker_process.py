@@ -36,7 +36,6 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from engine.runtime_types import (
 )
 from profiler.load_settings import LoadSettings
 
+CHECKSUM_TOKENS = 64
 EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert"})
 _GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
 _OOM_HINTS = ("alloc", "out of memory", "cannot allocate", "bad_alloc", "mmap", "memory")
@@ -551,9 +551,11 @@ class _Worker:
         assert self.report is not None
         prompt_tps: list[float] = []
         gen_tps: list[float] = []
-        greedy = SamplingParams(max_tokens=gen_tokens)
-        checksum_run = self.op_generate(rid, prompt, greedy, False, stream=False)
-        timed = replace(greedy, ignore_eos=True)
+        # The checksum run has a fixed length, so checksums compare across --tokens values.
+        checksum_run = self.op_generate(
+            rid, prompt, SamplingParams(max_tokens=CHECKSUM_TOKENS), False, stream=False
+        )
+        timed = SamplingParams(max_tokens=gen_tokens, ignore_eos=True)
         last: GenerationResult | None = None
         for _ in range(runs):
             if self._cancelled(rid):

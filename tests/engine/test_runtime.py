@@ -190,3 +190,17 @@ def test_smaller_settings_ladder() -> None:
         current, _reason = step
         steps.append((current.n_ctx, current.n_gpu_layers))
     assert steps == [(512, 4), (256, 4), (256, 2), (256, 1), (256, 0)]
+
+
+def test_abandoning_a_stream_stops_the_worker_and_the_next_request_is_clean(
+    chat_worker: InferenceWorker,
+) -> None:
+    stream = chat_worker.stream(STORY, SamplingParams(max_tokens=2000, ignore_eos=True))
+    for index, _ in enumerate(stream):
+        if index == 2:
+            break
+    started = time.monotonic()
+    del stream  # closes the generator: cancel + drain
+    result = chat_worker.generate("Say hello.", SamplingParams(max_tokens=6))
+    assert time.monotonic() - started < 2.0
+    assert result.figures.generated_tokens <= 6 and result.finish_reason in ("stop", "length")
