@@ -145,7 +145,7 @@ class _Worker:
                 self.send(("error", rid, exc.kind, str(exc)))
             except ModelError as exc:
                 self.send(("error", rid, "request", str(exc)))
-            except (ValueError, RuntimeError) as exc:
+            except Exception as exc:  # a bad request must not take the loaded model down
                 self.send(("error", rid, "request", f"{type(exc).__name__}: {exc}"))
             else:
                 self.send(("done", rid, result))
@@ -179,6 +179,8 @@ class _Worker:
             if isinstance(exc, ModelNotFoundError):
                 error_kind = "missing"
             self.send(("error", None, error_kind, str(exc)))
+        except Exception as exc:
+            self.send(("error", None, "load", f"{path}: {type(exc).__name__}: {exc}"))
         else:
             self.send(("loaded", report))
 

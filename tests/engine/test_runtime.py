@@ -204,3 +204,13 @@ def test_abandoning_a_stream_stops_the_worker_and_the_next_request_is_clean(
     result = chat_worker.generate("Say hello.", SamplingParams(max_tokens=6))
     assert time.monotonic() - started < 2.0
     assert result.figures.generated_tokens <= 6 and result.finish_reason in ("stop", "length")
+
+
+def test_bad_requests_are_typed_errors_and_the_model_stays(chat_worker: InferenceWorker) -> None:
+    with pytest.raises(InferenceRequestError, match="empty"):
+        chat_worker.score_likelihood("Hi", "")
+    with pytest.raises(InferenceRequestError, match="context"):
+        chat_worker.generate("word " * 3000, SamplingParams(max_tokens=4))
+    pid = chat_worker.pid
+    assert chat_worker.generate("Say hello.", SamplingParams(max_tokens=4)).text
+    assert chat_worker.pid == pid
