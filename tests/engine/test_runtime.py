@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import CorruptModelError, InferenceRequestError, UnsupportedModelError
+from engine.errors import (
+    CorruptModelError,
+    DeadlineExceededError,
+    InferenceRequestError,
+    UnsupportedModelError,
+)
 from engine.runtime import InferenceWorker, SamplingParams, WorkerOptions, smaller_settings
 from profiler.load_settings import LoadSettings
 
@@ -214,3 +219,17 @@ def test_bad_requests_are_typed_errors_and_the_model_stays(chat_worker: Inferenc
     pid = chat_worker.pid
     assert chat_worker.generate("Say hello.", SamplingParams(max_tokens=4)).text
     assert chat_worker.pid == pid
+
+
+def test_a_stuck_worker_is_stopped_at_its_deadline(smollm_path: Path) -> None:
+    options = WorkerOptions(request_grace_s=0.3, backoff_initial_s=0.1)
+    with InferenceWorker(smollm_path, LoadSettings(n_ctx=512), options=options) as worker:
+        stream = worker.stream(STORY, SamplingParams(max_tokens=4000, deadline_s=0.5))
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            for index, _ in enumerate(stream):
+                if index == 2:
+                    assert worker.pid is not None
+                    os.kill(worker.pid, signal.SIGSTOP)  # stuck, as if in native code
+        assert time.monotonic() - started < 3.0
+        assert worker.generate("Say hello.", SamplingParams(max_tokens=4)).text
