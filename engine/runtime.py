@@ -496,11 +496,11 @@ class InferenceWorker:
         while True:
             remaining = None if timeout is None else timeout - (time.monotonic() - started)
             message = self._receive(None if remaining is None else max(0.0, remaining))
-            if message[0] == "token" and message[1] == rid:
-                event: TokenEvent = message[2]
-                text.append(event.text)
-                ids.append(event.token_id)
-                yield event
+            if message[0] == "tokens" and message[1] == rid:
+                for index, token_id, piece in message[2]:
+                    text.append(piece)
+                    ids.append(token_id)
+                    yield TokenEvent(index, token_id, piece)
             elif message[0] == "done" and message[1] == rid:
                 self._failures = 0
                 holder.append(message[2])

@@ -6,7 +6,7 @@ duplex pipe and a shared cancel slot. The protocol is tuples of plain values:
 parent -> worker                            worker -> parent
 ("load", path, settings, kind, ...)         ("ready", pid) once; ("log", level, text) any time
 ("generate", rid, prompt, params, raw)      ("loaded", LoadReport) or ("error", None, kind, msg)
-("score", rid, prompt, answer, raw)         ("token", rid, TokenEvent) while generating
+("score", rid, prompt, answer, raw)         ("tokens", rid, [(index, id, text)]) while generating
 ("embed", rid, texts) / ("bench", ...)      ("done", rid, result) or ("error", rid, kind, msg)
 ("memory", rid) / ("shutdown",)
 
@@ -49,12 +49,12 @@ from engine.runtime_types import (
     LikelihoodResult,
     LoadReport,
     SamplingParams,
-    TokenEvent,
     TokenScore,
 )
 from profiler.load_settings import LoadSettings
 
 CHECKSUM_TOKENS = 64
+STREAM_FLUSH_S = 0.025
 EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert"})
 _GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
 _OOM_HINTS = ("alloc", "out of memory", "cannot allocate", "bad_alloc", "mmap", "memory")
@@ -416,6 +416,9 @@ class _Worker:
         one = (llama_cpp.llama_token * 1)()
         stop_strings = params.stop
         tail_keep = max((len(s) for s in stop_strings), default=0) + 8
+        tail = ""
+        pending: list[tuple[int, int, str]] = []
+        flushed_at = 0.0
         try:
             for index in range(max_new):
                 token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
@@ -428,9 +431,15 @@ class _Worker:
                 piece = decoder.decode(self._piece_bytes(vocab, token, False))
                 text_parts.append(piece)
                 if stream:
-                    self.send(("token", rid, TokenEvent(index, token, piece)))
+                    # Tokens go out in small batches (the first at once): one parent wake-up per
+                    # STREAM_FLUSH_S instead of per token matters when cores are shared.
+                    pending.append((index, token, piece))
+                    now = time.monotonic()
+                    if now - flushed_at >= STREAM_FLUSH_S:
+                        self.send(("tokens", rid, pending))
+                        pending, flushed_at = [], now
                 if stop_strings:
-                    tail = "".join(text_parts)[-tail_keep:]
+                    tail = (tail + piece)[-tail_keep:]
                     if any(s in tail for s in stop_strings):
                         finish = "stop"
                         break
@@ -449,6 +458,8 @@ class _Worker:
         finally:
             llama_cpp.llama_sampler_free(sampler)
         ended = time.monotonic()
+        if pending:
+            self.send(("tokens", rid, pending))
         text = "".join(text_parts) + decoder.decode(b"", final=True)
         if stop_strings and finish == "stop":
             cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
