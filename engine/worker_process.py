@@ -31,8 +31,8 @@ import errno
 import hashlib
 import logging
 import os
-import resource
 import statistics
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -579,7 +579,7 @@ class _Worker:
         digest = hashlib.sha256()
         digest.update(",".join(map(str, checksum_run.token_ids)).encode())
         digest.update(b"\0" + checksum_run.text.encode("utf-8"))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _peak_rss_bytes()
         return BenchResult(
             model=self.report.model_path,
             runs=runs,
@@ -609,6 +609,17 @@ class _Worker:
         return figures
 
 
+def _peak_rss_bytes() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows: psutil's peak working set
+        import psutil
+
+        return int(getattr(psutil.Process().memory_info(), "peak_wset", 0))
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
 def _eog_tokens(llm: Any, vocab: Any, n_vocab: int) -> list[int]:
     import llama_cpp
 
@@ -627,6 +638,8 @@ def worker_main(conn: Connection, cancel_slot: Any, options: dict[str, Any]) -> 
     worker = _Worker(conn, cancel_slot, int(options.get("forward_log_level", logging.WARNING)))
     worker.install_log_forwarding()
     if limit:
+        import resource  # POSIX only, like RLIMIT_AS itself
+
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
     worker.send(("ready", os.getpid()))
     worker.serve()
