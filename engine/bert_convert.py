@@ -210,6 +210,10 @@ def _write(
         writer.add_token_types(types)
         writer.add_token_type_count(int(hparams.get("type_vocab_size", 1)))
         gguf.SpecialVocab(folder, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+        # SpecialVocab reads [SEP] as EOS from the tokenizer's post-processor; llama.cpp's
+        # WordPiece path appends [SEP] (sep id) itself and warns that an EOS outside the
+        # end-of-generation set "may be incorrect". An encoder has no EOS: drop it.
+        writer.kv_data[0].pop(gguf.Keys.Tokenizer.EOS_ID, None)
 
         _add_tensors(writer, tensors, n_layer, tensor_type, folder)
         writer.write_header_to_file()

@@ -36,6 +36,7 @@ request raises `WorkerCrashedError`, and the next request starts a fresh worker 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -461,23 +462,54 @@ class InferenceWorker:
             started = time.monotonic()
             text: list[str] = []
             ids: list[int] = []
+            try:
+                yield from self._relay(
+                    rid, timeout=timeout, started=started, text=text, ids=ids, holder=holder
+                )
+            except GeneratorExit:
+                # the caller stopped iterating: stop the worker too, and drain the request so
+                # the next one starts clean
+                if not holder and self._alive():
+                    self._cancel_slot.value = rid
+                    self._drain(rid)
+                raise
+
+    def _drain(self, rid: int) -> None:
+        with contextlib.suppress(ModelError):
             while True:
-                remaining = None if timeout is None else timeout - (time.monotonic() - started)
-                message = self._receive(None if remaining is None else max(0.0, remaining))
-                if message[0] == "token" and message[1] == rid:
-                    event: TokenEvent = message[2]
-                    text.append(event.text)
-                    ids.append(event.token_id)
-                    yield event
-                elif message[0] == "done" and message[1] == rid:
-                    self._failures = 0
-                    holder.append(message[2])
+                message = self._receive(self.options.request_grace_s + 5)
+                if message[0] in ("done", "error") and message[1] == rid:
                     return
-                elif message[0] == "error" and message[1] == rid:
-                    raise _ERRORS.get(message[2], InferenceRequestError)(message[3])
-                elif message[0] == "killed":
-                    holder.append(_killed_result(self.model_path, text, ids))
+                if message[0] == "killed":
                     return
+
+    def _relay(
+        self,
+        rid: int,
+        *,
+        timeout: float | None,
+        started: float,
+        text: list[str],
+        ids: list[int],
+        holder: list[GenerationResult],
+    ) -> Iterator[TokenEvent]:
+        while True:
+            remaining = None if timeout is None else timeout - (time.monotonic() - started)
+            message = self._receive(None if remaining is None else max(0.0, remaining))
+            if message[0] == "tokens" and message[1] == rid:
+                for index, token_id, piece in message[2]:
+                    text.append(piece)
+                    ids.append(token_id)
+                    yield TokenEvent(index, token_id, piece)
+            elif message[0] == "done" and message[1] == rid:
+                self._failures = 0
+                holder.append(message[2])
+                return
+            elif message[0] == "error" and message[1] == rid:
+                raise _ERRORS.get(message[2], InferenceRequestError)(message[3])
+            elif message[0] == "killed":
+                holder.append(_killed_result(self.model_path, text, ids))
+                return
 
 
 def _killed_result(model: str, text: list[str], ids: list[int]) -> GenerationResult:

@@ -6,7 +6,7 @@ duplex pipe and a shared cancel slot. The protocol is tuples of plain values:
 parent -> worker                            worker -> parent
 ("load", path, settings, kind, ...)         ("ready", pid) once; ("log", level, text) any time
 ("generate", rid, prompt, params, raw)      ("loaded", LoadReport) or ("error", None, kind, msg)
-("score", rid, prompt, answer, raw)         ("token", rid, TokenEvent) while generating
+("score", rid, prompt, answer, raw)         ("tokens", rid, [(index, id, text)]) while generating
 ("embed", rid, texts) / ("bench", ...)      ("done", rid, result) or ("error", rid, kind, msg)
 ("memory", rid) / ("shutdown",)
 
@@ -31,12 +31,11 @@ import errno
 import hashlib
 import logging
 import os
-import resource
 import statistics
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -50,11 +49,12 @@ from engine.runtime_types import (
     LikelihoodResult,
     LoadReport,
     SamplingParams,
-    TokenEvent,
     TokenScore,
 )
 from profiler.load_settings import LoadSettings
 
+CHECKSUM_TOKENS = 64
+STREAM_FLUSH_S = 0.025
 EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert"})
 _GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
 _OOM_HINTS = ("alloc", "out of memory", "cannot allocate", "bad_alloc", "mmap", "memory")
@@ -145,7 +145,7 @@ class _Worker:
                 self.send(("error", rid, exc.kind, str(exc)))
             except ModelError as exc:
                 self.send(("error", rid, "request", str(exc)))
-            except (ValueError, RuntimeError) as exc:
+            except Exception as exc:  # a bad request must not take the loaded model down
                 self.send(("error", rid, "request", f"{type(exc).__name__}: {exc}"))
             else:
                 self.send(("done", rid, result))
@@ -179,6 +179,8 @@ class _Worker:
             if isinstance(exc, ModelNotFoundError):
                 error_kind = "missing"
             self.send(("error", None, error_kind, str(exc)))
+        except Exception as exc:
+            self.send(("error", None, "load", f"{path}: {type(exc).__name__}: {exc}"))
         else:
             self.send(("loaded", report))
 
@@ -414,6 +416,9 @@ class _Worker:
         one = (llama_cpp.llama_token * 1)()
         stop_strings = params.stop
         tail_keep = max((len(s) for s in stop_strings), default=0) + 8
+        tail = ""
+        pending: list[tuple[int, int, str]] = []
+        flushed_at = 0.0
         try:
             for index in range(max_new):
                 token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
@@ -426,9 +431,15 @@ class _Worker:
                 piece = decoder.decode(self._piece_bytes(vocab, token, False))
                 text_parts.append(piece)
                 if stream:
-                    self.send(("token", rid, TokenEvent(index, token, piece)))
+                    # Tokens go out in small batches (the first at once): one parent wake-up per
+                    # STREAM_FLUSH_S instead of per token matters when cores are shared.
+                    pending.append((index, token, piece))
+                    now = time.monotonic()
+                    if now - flushed_at >= STREAM_FLUSH_S:
+                        self.send(("tokens", rid, pending))
+                        pending, flushed_at = [], now
                 if stop_strings:
-                    tail = "".join(text_parts)[-tail_keep:]
+                    tail = (tail + piece)[-tail_keep:]
                     if any(s in tail for s in stop_strings):
                         finish = "stop"
                         break
@@ -447,6 +458,8 @@ class _Worker:
         finally:
             llama_cpp.llama_sampler_free(sampler)
         ended = time.monotonic()
+        if pending:
+            self.send(("tokens", rid, pending))
         text = "".join(text_parts) + decoder.decode(b"", final=True)
         if stop_strings and finish == "stop":
             cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
@@ -551,9 +564,11 @@ class _Worker:
         assert self.report is not None
         prompt_tps: list[float] = []
         gen_tps: list[float] = []
-        greedy = SamplingParams(max_tokens=gen_tokens)
-        checksum_run = self.op_generate(rid, prompt, greedy, False, stream=False)
-        timed = replace(greedy, ignore_eos=True)
+        # The checksum run has a fixed length, so checksums compare across --tokens values.
+        checksum_run = self.op_generate(
+            rid, prompt, SamplingParams(max_tokens=CHECKSUM_TOKENS), False, stream=False
+        )
+        timed = SamplingParams(max_tokens=gen_tokens, ignore_eos=True)
         last: GenerationResult | None = None
         for _ in range(runs):
             if self._cancelled(rid):
@@ -564,7 +579,7 @@ class _Worker:
         digest = hashlib.sha256()
         digest.update(",".join(map(str, checksum_run.token_ids)).encode())
         digest.update(b"\0" + checksum_run.text.encode("utf-8"))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _peak_rss_bytes()
         return BenchResult(
             model=self.report.model_path,
             runs=runs,
@@ -594,6 +609,17 @@ class _Worker:
         return figures
 
 
+def _peak_rss_bytes() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows: psutil's peak working set
+        import psutil
+
+        return int(getattr(psutil.Process().memory_info(), "peak_wset", 0))
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
 def _eog_tokens(llm: Any, vocab: Any, n_vocab: int) -> list[int]:
     import llama_cpp
 
@@ -612,6 +638,8 @@ def worker_main(conn: Connection, cancel_slot: Any, options: dict[str, Any]) -> 
     worker = _Worker(conn, cancel_slot, int(options.get("forward_log_level", logging.WARNING)))
     worker.install_log_forwarding()
     if limit:
+        import resource  # POSIX only, like RLIMIT_AS itself
+
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
     worker.send(("ready", os.getpid()))
     worker.serve()

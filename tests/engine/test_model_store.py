@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,7 @@ class Behaviour:
     body: bytes
     drop_first: bool = False  # the first full request closes the connection mid-file
     wrong: bool = False  # serve different bytes of the same length
+    slow_s: float = 0.0  # spread the body over this many seconds
     requests: list[str | None] = field(default_factory=list)
 
 
@@ -51,6 +56,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(chunk[: len(chunk) // 2])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if b.slow_s:
+            step = max(1, len(chunk) // 20)
+            for start in range(0, len(chunk), step):
+                self.wfile.write(chunk[start : start + step])
+                time.sleep(b.slow_s / 20)
             return
         self.wfile.write(chunk)
 
@@ -204,22 +215,67 @@ def test_not_enough_disk_is_refused_before_downloading(
     assert behaviour.requests == []
 
 
-def test_two_pulls_at_once_download_once(serve: Any, model_bytes: bytes, tmp_path: Path) -> None:
-    behaviour = Behaviour(model_bytes)
+def test_two_processes_pulling_at_once_download_once(
+    serve: Any, model_bytes: bytes, tmp_path: Path
+) -> None:
+    behaviour = Behaviour(model_bytes, slow_s=1.0)
     url = serve(behaviour)
     cat = catalogue([{"type": "url", "url": url}], model_bytes)
-    results: list[Path] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(ModelStore(tmp_path, cat).pull("tiny")))
+    catalogue_file = tmp_path / "catalogue.json"
+    catalogue_file.write_text(json.dumps(_raw_catalogue(cat)), encoding="utf-8")
+    models = tmp_path / "models"
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from engine.model_store import ModelStore\n"
+        "from profiler.catalogue import load_catalogue\n"
+        "store = ModelStore(Path(sys.argv[1]), load_catalogue(Path(sys.argv[2])))\n"
+        "print(store.pull('tiny'))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(models), str(catalogue_file)],
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(results) == 2 and results[0] == results[1]
-    assert results[0].read_bytes() == model_bytes
-    assert len(behaviour.requests) == 1
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert outputs[0][0] == outputs[1][0]
+    assert (models / "tiny.F32.gguf").read_bytes() == model_bytes
+    assert behaviour.requests == [None]  # one download; the other waited on the lock
+
+
+def _raw_catalogue(cat: Catalogue) -> dict[str, Any]:
+    entry = cat.models[0]
+    variant = entry.quants[0]
+    return {
+        "schema_version": 1,
+        "models": [
+            {
+                "id": entry.id,
+                "name": entry.name,
+                "kind": entry.kind,
+                "family": entry.family,
+                "default": True,
+                "parameters": None,
+                "parameters_source": "test",
+                "architecture": {"source": "test"},
+                "quants": [
+                    {
+                        "quant": variant.quant,
+                        "file_name": variant.file_name,
+                        "size_bytes": variant.size_bytes,
+                        "sha256": variant.sha256,
+                        "sources": [{"type": s.type, **dict(s.details)} for s in variant.sources],
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def test_local_file_copy_verify_and_remove(model_bytes: bytes, tmp_path: Path) -> None:

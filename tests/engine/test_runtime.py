@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import CorruptModelError, InferenceRequestError, UnsupportedModelError
+from engine.errors import (
+    CorruptModelError,
+    DeadlineExceededError,
+    InferenceRequestError,
+    UnsupportedModelError,
+)
 from engine.runtime import InferenceWorker, SamplingParams, WorkerOptions, smaller_settings
 from profiler.load_settings import LoadSettings
 
@@ -190,3 +195,41 @@ def test_smaller_settings_ladder() -> None:
         current, _reason = step
         steps.append((current.n_ctx, current.n_gpu_layers))
     assert steps == [(512, 4), (256, 4), (256, 2), (256, 1), (256, 0)]
+
+
+def test_abandoning_a_stream_stops_the_worker_and_the_next_request_is_clean(
+    chat_worker: InferenceWorker,
+) -> None:
+    stream = chat_worker.stream(STORY, SamplingParams(max_tokens=2000, ignore_eos=True))
+    for index, _ in enumerate(stream):
+        if index == 2:
+            break
+    started = time.monotonic()
+    del stream  # closes the generator: cancel + drain
+    result = chat_worker.generate("Say hello.", SamplingParams(max_tokens=6))
+    assert time.monotonic() - started < 2.0
+    assert result.figures.generated_tokens <= 6 and result.finish_reason in ("stop", "length")
+
+
+def test_bad_requests_are_typed_errors_and_the_model_stays(chat_worker: InferenceWorker) -> None:
+    with pytest.raises(InferenceRequestError, match="empty"):
+        chat_worker.score_likelihood("Hi", "")
+    with pytest.raises(InferenceRequestError, match="context"):
+        chat_worker.generate("word " * 3000, SamplingParams(max_tokens=4))
+    pid = chat_worker.pid
+    assert chat_worker.generate("Say hello.", SamplingParams(max_tokens=4)).text
+    assert chat_worker.pid == pid
+
+
+def test_a_stuck_worker_is_stopped_at_its_deadline(smollm_path: Path) -> None:
+    options = WorkerOptions(request_grace_s=0.3, backoff_initial_s=0.1)
+    with InferenceWorker(smollm_path, LoadSettings(n_ctx=512), options=options) as worker:
+        stream = worker.stream(STORY, SamplingParams(max_tokens=4000, deadline_s=0.5))
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            for index, _ in enumerate(stream):
+                if index == 2:
+                    assert worker.pid is not None
+                    os.kill(worker.pid, signal.SIGSTOP)  # stuck, as if in native code
+        assert time.monotonic() - started < 3.0
+        assert worker.generate("Say hello.", SamplingParams(max_tokens=4)).text
