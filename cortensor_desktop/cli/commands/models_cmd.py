@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cortensor_desktop.cli.context import AppContext
@@ -76,9 +77,23 @@ def open_store(ctx: AppContext) -> ModelStore:
     return ModelStore(ctx.models_dir)
 
 
-def fits_this_machine(entry: ModelEntry) -> bool | None:
-    """Hook for the profiler's fit: None (unknown) until `profiler.fit` is wired in here."""
-    return None
+def fit_checker(ctx: AppContext) -> Callable[[ModelEntry], dict[str, Any]]:
+    """Whether each model fits this machine, and why, from the cached probe and the fit."""
+    from cortensor_desktop.cli.commands.profile_cmd import stored_benchmarks
+    from profiler.catalogue import load_catalogue
+    from profiler.fit import check_model
+    from profiler.probe import probe
+
+    hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
+    benchmarks = stored_benchmarks(ctx)
+    settings = ctx.config.fit.to_fit_settings()
+    catalogue = load_catalogue()
+
+    def check(entry: ModelEntry) -> dict[str, Any]:
+        result = check_model(hardware, catalogue, entry.id, settings, benchmarks)
+        return {"fits": result.fits, "why": result.detail}
+
+    return check
 
 
 class ProgressBar:
@@ -119,6 +134,7 @@ class ProgressBar:
 
 def _list(ctx: AppContext, args: argparse.Namespace) -> int:
     store = open_store(ctx)
+    check = fit_checker(ctx)
     rows: list[dict[str, Any]] = []
     for entry in store.catalogue.models:
         for variant in entry.quants:
@@ -132,7 +148,7 @@ def _list(ctx: AppContext, args: argparse.Namespace) -> int:
                     "size_bytes": path.stat().st_size if installed else variant.size_bytes,
                     "installed": installed,
                     "path": str(path) if installed else None,
-                    "fits": fits_this_machine(entry),
+                    **check(entry),
                     "default": entry.default,
                 }
             )

@@ -90,7 +90,7 @@ def _profile(ctx: AppContext, args: argparse.Namespace) -> int:
         hardware = load_hardware_file(args.hardware)
     else:
         hardware = probe(cache=ctx.database, models_dir=ctx.models_dir, refresh=args.refresh)
-        benchmarks = _benchmarks(ctx)
+        benchmarks = stored_benchmarks(ctx)
     catalogue = load_catalogue()
     settings = ctx.config.fit.to_fit_settings()
     try:
@@ -112,7 +112,7 @@ def _profile(ctx: AppContext, args: argparse.Namespace) -> int:
     return 0
 
 
-def _benchmarks(ctx: AppContext) -> tuple[Benchmark, ...]:
+def stored_benchmarks(ctx: AppContext) -> tuple[Benchmark, ...]:
     from profiler.fit import benchmarks_from_rows
 
     rows = ctx.database.query(
