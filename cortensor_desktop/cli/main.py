@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.models_cmd",
     "cortensor_desktop.cli.commands.inference_cmd",
     "cortensor_desktop.cli.commands.run_cmd",
+    "cortensor_desktop.cli.commands.ask_cmd",
 ]
 
 EPILOG = """\
