@@ -21,6 +21,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth.vm.forks import CancunVM
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 from web3.types import RPCEndpoint
@@ -33,6 +34,9 @@ from chain.rpc import EmbeddedBackend, HttpBackend, RetryPolicy
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ANVIL_ENV = "CORTENSOR_ANVIL"
 DEFAULT_LOCAL_CHAIN_ID = 31337
+# Both devnets run the fork the contracts are compiled for (scripts/compile_contracts.js), so
+# opcodes and gas prices match; Prague would add EIP-7623's calldata floor.
+HARDFORK = "cancun"
 ETHER = 10**18
 
 
@@ -79,7 +83,7 @@ def start_embedded(
     queue_contract: str = "SessionQueue",
 ) -> EmbeddedChain:
     """Start a fresh in-process chain and deploy the network onto it (about a second)."""
-    tester = EthereumTester(PyEVMBackend())
+    tester = EthereumTester(PyEVMBackend(vm_configuration=((0, CancunVM),)))
     backend = EmbeddedBackend(EthereumTesterProvider(tester))
     keys = tester.backend.account_keys
     if oracles + 2 > len(keys):
