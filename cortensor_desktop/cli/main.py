@@ -24,6 +24,8 @@ from cortensor_desktop.paths import resolve_paths
 
 COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.config_cmd",
+    "cortensor_desktop.cli.commands.wallet_cmd",
+    "cortensor_desktop.cli.commands.devnet_cmd",
 ]
 
 EPILOG = """\
