@@ -289,6 +289,7 @@ def _status(ctx: AppContext, args: argparse.Namespace) -> int:
         "genesis_hash": state.get("genesis_hash") if running and state else None,
         "contracts": state.get("contracts", {}) if running and state else {},
         "funded_wallet": state.get("funded") if running and state else None,
+        "anvil_pid": state.get("anvil_pid") if running and state else None,
         "nodes": [],  # the node engine adds local miners and oracles
         "active_network": _active_network(ctx),
     }
