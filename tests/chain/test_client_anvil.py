@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import socket
 import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from web3 import Web3
 
-from chain.client import connect
-from chain.devnet import LocalDevnet, new_funded_account
-from chain.errors import ChainIdMismatch, ContractRevert, RpcUnavailable
-from chain.rpc import RetryPolicy
+from chain.client import ChainClient, Deployment, connect
+from chain.devnet import LocalDevnet, new_funded_account, rpc
+from chain.errors import ChainIdMismatch, ContractRevert, RpcUnavailable, TransactionTimeout
+from chain.rpc import HttpBackend, RetryPolicy
+from chain.transactions import GasPolicy
 from chain.wrappers import model_id
 
 pytestmark = pytest.mark.chain
@@ -89,3 +91,58 @@ def test_reverts_decode_to_the_same_typed_error_on_anvil(anvil: LocalDevnet) -> 
 def _fake_contracts() -> dict[str, str]:
     names = ("NodeRegistry", "NodeStats", "SessionPayment", "Cognitive", "SessionQueue")
     return {n: "0x" + f"{i + 1:040x}" for i, n in enumerate(names)}
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """An RPC that answers every request with 503, like an overloaded provider."""
+
+    def do_POST(self) -> None:
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_http_503_is_transient_and_fails_over(anvil: LocalDevnet) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        client = connect(anvil.chain_id, [url, anvil.rpc_url], anvil.contracts, None, FAST)
+        assert client.registry.protocol_version() == 1
+        assert client.backend.description == anvil.rpc_url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_stale_nonce_from_another_sender_recovers(anvil: LocalDevnet, caplog) -> None:  # type: ignore[no-untyped-def]
+    web3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    user = new_funded_account(web3)
+    first = connect(anvil.chain_id, [anvil.rpc_url], anvil.contracts, user, FAST)
+    second = connect(anvil.chain_id, [anvil.rpc_url], anvil.contracts, user, FAST)
+    first.payment.deposit(1)
+    second.payment.deposit(1)  # its own counter starts from the chain: fine
+    first.payment.deposit(1)  # first's counter is now stale: nonce too low, re-read, retry
+    assert web3.eth.get_transaction_count(user.address) == 3
+    assert first.payment.deposit_of(user.address) == 3
+    assert "nonce conflict" in caplog.text
+
+
+def test_missing_receipt_times_out(anvil: LocalDevnet) -> None:
+    web3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    user = new_funded_account(web3)
+    client = ChainClient(
+        HttpBackend([anvil.rpc_url], FAST),
+        Deployment(anvil.chain_id, anvil.contracts),
+        user,
+        gas=GasPolicy(receipt_timeout_s=0.5),
+    )
+    rpc(web3, "evm_setAutomine", False)
+    try:
+        with pytest.raises(TransactionTimeout, match="no receipt"):
+            client.payment.deposit(1)
+    finally:
+        rpc(web3, "evm_setAutomine", True)

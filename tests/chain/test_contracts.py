@@ -351,3 +351,28 @@ def test_deposit_must_cover_the_price(embedded: EmbeddedChain) -> None:
     session, _ = user.queue.open_session(MODEL, 0, 1, 1, 500)
     with _revert("InsufficientDeposit"):
         user.queue.submit_task(session, "hi")
+
+
+def test_failures_in_a_row_take_a_node_out_of_the_pool(embedded: EmbeddedChain) -> None:
+    oracle, miners = _pool(embedded, 2)
+    node = miners[0]
+    assert oracle.registry.node_info(node.address).status == 2
+    for round_ in range(3):  # remove_after_failures = 3 on devnets
+        _, task = _user_task(embedded, 1, price=10)
+        oracle.queue.assign(task, [node.address])
+        embedded.advance_time(121)
+        oracle.queue.close_window(task, [node.address])
+        expected = 2 if round_ < 2 else 1
+        assert oracle.registry.node_info(node.address).status == expected
+    assert oracle.stats.stats(node.address)["streak"] == 0
+    _, task = _user_task(embedded, 1, price=10)
+    with _revert("NotInPool"):
+        oracle.queue.assign(task, [node.address])
+
+
+def test_protocol_version_mismatch_warns(embedded: EmbeddedChain, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import chain.client
+
+    monkeypatch.setattr(chain.client, "PROTOCOL_VERSION", 2)
+    assert embedded.client().check_protocol() == 1
+    assert "protocol version 1, this app speaks 2" in caplog.text
