@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth.vm.forks.cancun import CancunVM
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth.vm.forks import CancunVM
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 from web3.types import RPCEndpoint

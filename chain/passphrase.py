@@ -53,7 +53,7 @@ def secure_keyring() -> object | None:
     if module.startswith(_INSECURE_MODULES) or "plaintext" in type(backend).__name__.lower():
         return None
     try:
-        priority = float(backend.priority)  # type: ignore[attr-defined]
+        priority = float(backend.priority)
     except Exception:
         return None
     return backend if priority >= 1 else None
@@ -95,6 +95,7 @@ def resolve(
     file_arg: str | None,
     address: str | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
     confirm: bool = False,
     is_tty: Callable[[], bool] | None = None,
     prompt: Callable[[str], str] = getpass.getpass,

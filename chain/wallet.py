@@ -15,7 +15,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from chain.errors import WalletError
 
@@ -73,7 +73,7 @@ def import_private_key(
 
 
 def import_keystore(keystore_dir: Path, source: Path, passphrase: str) -> WalletInfo:
-    """Adopt a V3 keystore written elsewhere (geth, ethers, MetaMask export) as this home's wallet."""
+    """Adopt a V3 keystore written elsewhere (geth, ethers, a wallet export) as this wallet."""
     document = _read(source)
     account = _decrypt(document, passphrase, source)
     target = wallet_path(keystore_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3.contract import Contract
 
 from chain.events import ChainEvent, EventCursor, events_in_receipt
@@ -29,7 +29,7 @@ def model_id(name: str) -> bytes:
 
 def commitment(task_or_session_id: int, miner: str, salt: bytes, answer: str) -> bytes:
     """The 23-byte commitment the contracts check on reveal (same as commitmentOf on chain)."""
-    from eth_abi import encode
+    from eth_abi.abi import encode
 
     digest = keccak(
         encode(
