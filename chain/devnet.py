@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,7 @@ class AnvilProcess:
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self._owns_log = False
 
     @property
     def rpc_url(self) -> str:
@@ -152,13 +154,12 @@ class AnvilProcess:
 
     def start(self, timeout_s: float = 20.0) -> AnvilProcess:
         binary = find_anvil()
-        log_path = self.log_file or Path(os.devnull)
-        if self.log_file is None:
-            import tempfile
-
-            log_path = Path(tempfile.mkstemp(prefix="anvil-", suffix=".log")[1])
-            self.log_file = log_path
-        with open(log_path, "wb") as out:
+        if self.log_file is None:  # nobody asked for the log: a temporary file, removed on stop
+            fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
+            os.close(fd)
+            self.log_file, self._owns_log = Path(name), True
+        # anvil logs every request: to a file, never to a pipe nobody drains.
+        with open(self.log_file, "wb") as out:
             self.process = subprocess.Popen(
                 [
                     str(binary),
@@ -168,12 +169,14 @@ class AnvilProcess:
                     "0",
                     "--chain-id",
                     str(self.chain_id),
+                    "--hardfork",
+                    HARDFORK,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        self.port = self._wait_for_port(log_path, timeout_s)
+        self.port = self._wait_for_port(self.log_file, timeout_s)
         return self
 
     def _wait_for_port(self, log_path: Path, timeout_s: float) -> int:
@@ -194,14 +197,15 @@ class AnvilProcess:
         return HttpBackend([self.rpc_url], policy or RetryPolicy())
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if self._owns_log and self.log_file is not None:
+            self.log_file.unlink(missing_ok=True)
 
     def __enter__(self) -> AnvilProcess:
         return self.start()

@@ -67,10 +67,13 @@ def _alive(pid: int) -> bool:
 def test_sigterm_stops_up_and_restores(cli, home: Path, needs_anvil: None) -> None:  # type: ignore[no-untyped-def]
     assert cli("devnet", "up", "--detach").returncode == 0
     state = json.loads((home / "data" / "devnet" / "local.json").read_text())
-    os.kill(state["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (home / "data" / "devnet" / "local.json").exists():
-        time.sleep(0.1)
+    try:
+        os.kill(state["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (home / "data" / "devnet" / "local.json").exists():
+            time.sleep(0.1)
+    finally:
+        cli("devnet", "down")  # a no-op when SIGTERM worked; stops the devnet if it did not
     assert not (home / "data" / "devnet" / "local.json").exists()
     assert not _alive(state["anvil_pid"])
     assert json.loads(cli("config", "show", "--json").stdout)["network"]["active"] == "embedded"
