@@ -269,10 +269,12 @@ def _write_state(ctx: AppContext, state: dict[str, Any]) -> None:
 
 def _cleanup_stale(ctx: AppContext, state: dict[str, Any]) -> None:
     anvil_pid = state.get("anvil_pid")
-    if _alive(anvil_pid) and "anvil" in Path(f"/proc/{anvil_pid}/cmdline").read_text(
-        errors="replace"
-    ):
-        os.kill(int(anvil_pid), signal.SIGTERM)
+    if not isinstance(anvil_pid, int) or not _alive(anvil_pid):
+        _restore(ctx, state)
+        return
+    # Only signal it if that PID is still anvil (PIDs are reused after a crash and a reboot).
+    if "anvil" in Path(f"/proc/{anvil_pid}/cmdline").read_text(errors="replace"):
+        os.kill(anvil_pid, signal.SIGTERM)
     _restore(ctx, state)
 
 
@@ -321,8 +323,8 @@ def _down(ctx: AppContext, args: argparse.Namespace) -> int:
         ctx.echo("no devnet running for this home")
         return 0
     pid = state.get("pid")
-    if _alive(pid) and pid != os.getpid():
-        os.kill(int(pid), signal.SIGTERM)
+    if isinstance(pid, int) and _alive(pid) and pid != os.getpid():
+        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and _state_file(ctx).exists():
             time.sleep(0.1)

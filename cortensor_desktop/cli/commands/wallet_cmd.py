@@ -25,7 +25,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="wallet_action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub: argparse.ArgumentParser = actions.add_parser(
+            name, parents=[common], help=help_text, description=help_text
+        )
         sub.add_argument("--passphrase-file", metavar="PATH", help="read the passphrase from PATH")
         add_json_flag(sub)
         sub.set_defaults(handler=handler)
