@@ -184,6 +184,9 @@ contract Cognitive is RegistryUser {
             late[n++] = chosen[i];
             stats.record(chosen[i], stage, false);
         }
+        assembly {
+            mstore(late, n) // only the miners that were late, no empty entries
+        }
         emit WindowClosed(id, stage, late);
         s.selected = s.acted;
         if (precommitting && s.acted > 0) _openCommit(id, s);

@@ -188,7 +188,9 @@ def test_precommit_window_timeout_fails_silent_miners(embedded: EmbeddedChain) -
     embedded.advance_time(121)
     with _revert("DeadlinePassed"):
         miners[b].cognitive.precommit(sid, commitment(sid, b, SALT, "x"))
-    oracle.cognitive.close_window(sid)
+    closed = oracle.cognitive.close_window(sid)
+    late = [e.args["late"] for e in oracle.cognitive.events(closed) if e.name == "WindowClosed"]
+    assert late == [[b]]
     assert oracle.cognitive.state(sid) == 5
     assert oracle.stats.stage(b, STAGE_PRECOMMIT) == (1, 0)
     miners[a].cognitive.commit(sid, "x", SALT)
@@ -376,3 +378,21 @@ def test_protocol_version_mismatch_warns(embedded: EmbeddedChain, monkeypatch, c
     monkeypatch.setattr(chain.client, "PROTOCOL_VERSION", 2)
     assert embedded.client().check_protocol() == 1
     assert "protocol version 1, this app speaks 2" in caplog.text
+
+
+def test_commit_window_close_after_a_precommit_failure_lists_only_the_late(
+    embedded: EmbeddedChain,
+) -> None:
+    sid, oracle, miners = _started(embedded, 3)
+    a, b, c = oracle.cognitive.selected(sid)
+    for m in (a, b):
+        miners[m].cognitive.precommit(sid, commitment(sid, m, SALT, "x"))
+    embedded.advance_time(121)
+    oracle.cognitive.close_window(sid)  # c never precommitted
+    miners[a].cognitive.commit(sid, "x", SALT)
+    embedded.advance_time(121)
+    closed = oracle.cognitive.close_window(sid)  # b never revealed
+    late = [e.args["late"] for e in oracle.cognitive.events(closed) if e.name == "WindowClosed"]
+    assert late == [[b]]
+    oracle.cognitive.end(sid, [100, 100, 100])
+    assert [oracle.registry.node_info(m).status for m in (a, b, c)] == [2, 1, 1]
