@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from chain.devnet import EmbeddedChain, start_embedded  # noqa: E402
-from chain.wrappers import commitment, model_id  # noqa: E402
+from chain.devnet import EmbeddedChain, start_embedded
+from chain.wrappers import commitment, model_id
 
 TARGET = 700_000
 K = 3

@@ -1,4 +1,4 @@
-"""Compiled contracts (ABI + bytecode) shipped under assets/contracts/ by scripts/compile_contracts.js."""
+"""Compiled contracts (ABI + bytecode) in assets/contracts/, from scripts/compile_contracts.js."""
 
 from __future__ import annotations
 

@@ -57,7 +57,8 @@ class ChainClient:
 
     def _contract(self, name: str):  # type: ignore[no-untyped-def]
         return self.web3.eth.contract(
-            address=self.deployment.address(name), abi=load_artifact(name).abi
+            address=Web3.to_checksum_address(self.deployment.address(name)),
+            abi=load_artifact(name).abi,
         )
 
     @property

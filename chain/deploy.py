@@ -51,10 +51,16 @@ def deploy_network(
         "NodeRegistry",
         p.open_registration,
         p.eligibility_threshold,
-        p.remove_after_failures,
         p.leader_grace_s,
     )
-    stats = _deploy(sender, "NodeStats", registry, p.min_ping_interval_s, p.level_step)
+    stats = _deploy(
+        sender,
+        "NodeStats",
+        registry,
+        p.min_ping_interval_s,
+        p.level_step,
+        p.remove_after_failures,
+    )
     payment = _deploy(sender, "SessionPayment", registry)
     cognitive = _deploy(
         sender,

@@ -14,12 +14,14 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth.vm.forks.cancun import CancunVM
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester, PyEVMBackend
@@ -34,6 +36,9 @@ from chain.rpc import EmbeddedBackend, HttpBackend, RetryPolicy
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ANVIL_ENV = "CORTENSOR_ANVIL"
 DEFAULT_LOCAL_CHAIN_ID = 31337
+# Both devnets run the fork the contracts are compiled for (scripts/compile_contracts.js), so
+# opcodes and gas prices match; Prague would add EIP-7623's calldata floor.
+HARDFORK = "cancun"
 ETHER = 10**18
 
 
@@ -92,7 +97,7 @@ def start_embedded(
     queue_contract: str = "SessionQueue",
 ) -> EmbeddedChain:
     """Start a fresh in-process chain and deploy the network onto it (about a second)."""
-    tester = EthereumTester(PyEVMBackend())
+    tester = EthereumTester(PyEVMBackend(vm_configuration=((0, CancunVM),)))
     backend = EmbeddedBackend(LockedTesterProvider(tester))
     keys = tester.backend.account_keys
     if oracles + 2 > len(keys):
@@ -154,6 +159,7 @@ class AnvilProcess:
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self._owns_log = False
 
     @property
     def rpc_url(self) -> str:
@@ -161,13 +167,12 @@ class AnvilProcess:
 
     def start(self, timeout_s: float = 20.0) -> AnvilProcess:
         binary = find_anvil()
-        log_path = self.log_file or Path(os.devnull)
-        if self.log_file is None:
-            import tempfile
-
-            log_path = Path(tempfile.mkstemp(prefix="anvil-", suffix=".log")[1])
-            self.log_file = log_path
-        with open(log_path, "wb") as out:
+        if self.log_file is None:  # nobody asked for the log: a temporary file, removed on stop
+            fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
+            os.close(fd)
+            self.log_file, self._owns_log = Path(name), True
+        # anvil logs every request: to a file, never to a pipe nobody drains.
+        with open(self.log_file, "wb") as out:
             self.process = subprocess.Popen(
                 [
                     str(binary),
@@ -177,12 +182,14 @@ class AnvilProcess:
                     "0",
                     "--chain-id",
                     str(self.chain_id),
+                    "--hardfork",
+                    HARDFORK,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        self.port = self._wait_for_port(log_path, timeout_s)
+        self.port = self._wait_for_port(self.log_file, timeout_s)
         return self
 
     def _wait_for_port(self, log_path: Path, timeout_s: float) -> int:
@@ -203,14 +210,15 @@ class AnvilProcess:
         return HttpBackend([self.rpc_url], policy or RetryPolicy())
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if self._owns_log and self.log_file is not None:
+            self.log_file.unlink(missing_ok=True)
 
     def __enter__(self) -> AnvilProcess:
         return self.start()

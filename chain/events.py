@@ -47,7 +47,7 @@ def events_in_receipt(
     for entry in receipt["logs"]:
         if entry["address"].lower() != address:
             continue
-        for event in contract.events:
+        for event in list(contract.events):  # type: ignore[call-overload]
             try:
                 decoded = event().process_log(entry)
             except Exception:  # a log of another event type of this contract
@@ -66,6 +66,7 @@ class EventCursor:
         contract: Contract,
         event_name: str,
         from_block: int,
+        *,
         max_span: int = 1000,
         argument_filters: dict[str, Any] | None = None,
     ) -> None:

@@ -12,8 +12,8 @@ import re
 from functools import cache
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_utils import function_signature_to_4byte_selector
+from eth_abi.abi import decode as abi_decode
+from eth_utils.abi import function_signature_to_4byte_selector
 
 from chain.artifacts import all_error_abis
 from chain.errors import ContractRevert

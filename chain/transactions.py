@@ -19,7 +19,7 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import TimeExhausted
-from web3.types import TxParams, TxReceipt
+from web3.types import Nonce, TxParams, TxReceipt
 
 from chain.errors import ChainError, ChainIdMismatch, TransactionTimeout
 from chain.reverts import decode_revert, is_revert
@@ -115,22 +115,32 @@ class TxSender:
 
     def send(self, call: Any, what: str, value: int = 0) -> TxResult:
         """Estimate, sign, send and wait for a contract call (`contract.functions.f(...)`)."""
-        return self._send_built(call.build_transaction, what, value)
+        return self._send_built(call.estimate_gas, call.build_transaction, what, value)
 
     def transfer(self, to: str, value: int) -> TxResult:
         def build(tx: TxParams) -> TxParams:
             tx["to"] = Web3.to_checksum_address(to)
             return tx
 
-        return self._send_built(build, f"transfer to {to}", value)
+        def estimate(tx: TxParams) -> int:
+            return int(self.web3.eth.estimate_gas(build(tx)))
 
-    def _send_built(self, build: Callable[[TxParams], TxParams], what: str, value: int) -> TxResult:
+        return self._send_built(estimate, build, f"transfer to {to}", value)
+
+    def _send_built(
+        self,
+        estimate: Callable[[TxParams], int],
+        build: Callable[[TxParams], TxParams],
+        what: str,
+        value: int,
+    ) -> TxResult:
         chain_id = self.chain_id()
         base: TxParams = {"from": self.account.address, "value": Web3.to_wei(value, "wei")}
         try:
-            gas_limit = int(self.web3.eth.estimate_gas(build(dict(base))) * self.gas.margin)  # type: ignore[arg-type]
+            gas_limit = int(estimate(dict(base)) * self.gas.margin)  # type: ignore[arg-type]
         except Exception as exc:
             raise self._as_chain_error(exc, what) from None
+        # Every field given, so building the transaction makes no further RPC calls.
         tx = build({**base, **self._fees(), "gas": gas_limit + self.gas.extra, "chainId": chain_id})
         tx_hash = self._sign_and_send(tx, what)
         return self._wait(tx_hash, what)
@@ -147,7 +157,7 @@ class TxSender:
         address = self.address
         with self.nonces.lock_for(address):
             for attempt in range(2):
-                tx["nonce"] = self.nonces.peek(address)
+                tx["nonce"] = Nonce(self.nonces.peek(address))
                 signed = self.account.sign_transaction(tx)  # type: ignore[arg-type]
                 try:
                     tx_hash = self.web3.eth.send_raw_transaction(signed.raw_transaction)

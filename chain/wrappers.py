@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3.contract import Contract
 
 from chain.events import ChainEvent, EventCursor, events_in_receipt
@@ -28,8 +28,8 @@ def model_id(name: str) -> bytes:
 
 
 def commitment(task_or_session_id: int, miner: str, salt: bytes, answer: str) -> bytes:
-    """The 28-byte commitment the contracts check on reveal (same as commitmentOf on chain)."""
-    from eth_abi import encode
+    """The 23-byte commitment the contracts check on reveal (same as commitmentOf on chain)."""
+    from eth_abi.abi import encode
 
     digest = keccak(
         encode(
@@ -37,16 +37,15 @@ def commitment(task_or_session_id: int, miner: str, salt: bytes, answer: str) ->
             [task_or_session_id, miner, salt, keccak(text=answer)],
         )
     )
-    return digest[:28]
+    return digest[:23]
 
 
 @dataclass(frozen=True)
 class NodeInfo:
-    status: int  # 0 none, 1 registered, 2 ephemeral (in the user-task pool), 3 reserved
+    status: int  # 0 none, 1 registered, 2 ephemeral (in the user-task pool)
     tier: int
     memory_mb: int
     successes: int
-    fail_streak: int
     payout: str
     app_version: str
 
@@ -127,15 +126,9 @@ class NodeRegistry(ContractWrapper):
         return self._tx("takeover")
 
     def node_info(self, node: str) -> NodeInfo:
-        raw = self._call("nodeInfo", node)
+        status, tier, memory_mb, successes, payout, app_version = self._call("nodeInfo", node)
         return NodeInfo(
-            int(raw[0]),
-            int(raw[1]),
-            int(raw[2]),
-            int(raw[3]),
-            int(raw[4]),
-            str(raw[5]),
-            str(raw[6]),
+            int(status), int(tier), int(memory_mb), int(successes), str(payout), str(app_version)
         )
 
     def models_of(self, node: str) -> list[bytes]:
@@ -158,19 +151,22 @@ class NodeStats(ContractWrapper):
         return self._tx("ping")
 
     def stats(self, node: str) -> dict[str, int]:
-        pings, last_ping, streak, best, successes, level = self._call("stats", node)
-        return {
-            "pings": pings,
-            "last_ping": last_ping,
-            "streak": streak,
-            "best_streak": best,
-            "successes": successes,
-            "level": level,
-        }
+        names = (
+            "pings",
+            "last_ping",
+            "streak",
+            "best_streak",
+            "successes",
+            "level",
+            "user_tasks",
+            "user_points",
+            "fail_streak",
+        )
+        return {n: int(v) for n, v in zip(names, self._call("stats", node), strict=True)}
 
     def stage(self, node: str, stage: int) -> tuple[int, int]:
         """(count, points) of one stage."""
-        count, points = self._call("stageCounts", node, stage)
+        count, points = self._call("stageCount", node, stage)
         return int(count), int(points)
 
 
@@ -261,8 +257,15 @@ class SessionQueue(ContractWrapper):
     def state(self, task_id: int) -> int:
         return int(self._call("tasks", task_id)[1])
 
-    def slot_status(self, task_id: int, miner: str) -> int:
-        return int(self._call("slots", task_id, miner)[0])
+    def assignment(self, miner: str) -> tuple[int, int]:
+        """(task id, status) of a miner's assignment: status 0 free, 1 assigned, 2 acked,
+        3 precommitted, 4 committed."""
+        task_id, status, _ = self._call("assignments", miner)
+        return int(task_id), int(status)
+
+    def reserved_for(self, node: str) -> int:
+        """The user task a node is reserved for, 0 when free."""
+        return int(self._call("reservedFor", node))
 
 
 class SessionPayment(ContractWrapper):
@@ -282,7 +285,8 @@ class SessionPayment(ContractWrapper):
         return int(self._call("balances", node))
 
     def deposit_of(self, user: str) -> int:
-        return int(self._call("deposits", user))
+        return int(self._call("depositOf", user))
 
-    def escrow_of(self, task_id: int) -> int:
-        return int(self._call("escrow", task_id))
+    def escrowed_of(self, user: str) -> int:
+        """What this user has locked in tasks not yet validated."""
+        return int(self._call("escrowedOf", user))

@@ -7,7 +7,7 @@ import "./Common.sol";
 /// Request -> Create -> Prepare -> Start -> Precommit -> Commit -> End.
 /// Every step has a deadline; the leader oracle reassigns a late creator or preparer and closes
 /// a late precommit or commit window. A window also closes as soon as every selected miner has
-/// acted. Answers travel in calldata and events; storage keeps only a 28-byte commitment.
+/// acted. Answers travel in calldata and events; storage keeps only a 23-byte commitment.
 contract Cognitive is RegistryUser {
     enum State { None, Requested, Created, Prepared, Precommit, Commit, Committed, Ended }
 
@@ -30,7 +30,7 @@ contract Cognitive is RegistryUser {
 
     struct Slot {
         uint8 status;
-        bytes28 commitment;
+        bytes23 commitment;
     }
 
     INodeStats public immutable stats;
@@ -49,7 +49,7 @@ contract Cognitive is RegistryUser {
     event ChallengePrepared(uint256 indexed id, address indexed preparer, string prompts);
     event RoleReassigned(uint256 indexed id, uint8 stage, address indexed late, address next, uint64 deadline);
     event SessionStarted(uint256 indexed id, address[] miners, uint64 deadline);
-    event Precommitted(uint256 indexed id, address indexed miner, bytes28 commitment);
+    event Precommitted(uint256 indexed id, address indexed miner, bytes23 commitment);
     event CommitOpened(uint256 indexed id, uint64 deadline);
     event AnswerRevealed(uint256 indexed id, address indexed miner, string answer);
     event WindowClosed(uint256 indexed id, uint8 stage, address[] late);
@@ -66,8 +66,8 @@ contract Cognitive is RegistryUser {
     }
 
     /// The commitment a miner precommits: binds session, miner, salt and answer.
-    function commitmentOf(uint256 id, address miner, bytes32 salt, string calldata answer) public pure returns (bytes28) {
-        return bytes28(keccak256(abi.encode(id, miner, salt, keccak256(bytes(answer)))));
+    function commitmentOf(uint256 id, address miner, bytes32 salt, string calldata answer) public pure returns (bytes23) {
+        return bytes23(keccak256(abi.encode(id, miner, salt, keccak256(bytes(answer)))));
     }
 
     function selected(uint256 id) external view returns (address[] memory) {
@@ -144,7 +144,7 @@ contract Cognitive is RegistryUser {
 
     // ---- Precommit, Commit ----
 
-    function precommit(uint256 id, bytes28 commitment) external {
+    function precommit(uint256 id, bytes23 commitment) external {
         Session storage s = _inState(id, State.Precommit);
         _beforeDeadline(s);
         Slot storage slot = _slotOf(id, SELECTED);
@@ -183,6 +183,9 @@ contract Cognitive is RegistryUser {
             slot.status = FAILED;
             late[n++] = chosen[i];
             stats.record(chosen[i], stage, false);
+        }
+        assembly {
+            mstore(late, n) // only the miners that were late, no empty entries
         }
         emit WindowClosed(id, stage, late);
         s.selected = s.acted;

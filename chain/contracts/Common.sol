@@ -28,6 +28,7 @@ error HashMismatch();
 error PingTooSoon(uint64 nextAllowed);
 error NotInPool(address node);
 error WrongModel(address node);
+error NodeBusy(address node);
 error InCooldown(address node);
 error NotEnoughMiners(uint256 available);
 error GraceNotOver(uint64 until);
@@ -41,9 +42,9 @@ interface INodeRegistry {
     function isMiner(address who) external view returns (bool);
     function touchLeader(address who) external;
     function checkOracle(address who) external view;
-    function reserve(address node, bytes32 model) external;
-    function release(address node) external;
+    function checkPool(address node, bytes32 model) external view;
     function onResult(address node, bool ok) external;
+    function expel(address node) external;
     function payoutOf(address node) external view returns (address);
     function minerCount() external view returns (uint256);
     function minerAt(uint256 i) external view returns (address);
@@ -54,9 +55,8 @@ interface INodeStats {
 }
 
 interface ISessionPayment {
-    function lock(address owner, uint256 taskId, uint256 amount) external;
-    function payNode(uint256 taskId, address node, uint256 amount) external;
-    function settle(uint256 taskId, address owner) external;
+    function lock(address user, uint256 taskId, uint256 amount) external;
+    function settle(uint256 taskId, address user, uint256 locked, address[] calldata paid, uint256 share) external;
 }
 
 /// Shared plumbing: contracts other than the registry ask it who is admin, module and leader.

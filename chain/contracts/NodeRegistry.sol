@@ -4,29 +4,29 @@ pragma solidity ^0.8.24;
 import "./Common.sol";
 
 /// IAM + ACL: who may act (admin, oracles, miners), each miner's spec, and the user-task pool.
-/// Pool: Registered -> Ephemeral (after `eligibilityThreshold` successful tasks) -> Reserved
-/// (serving a user task) -> released back to Ephemeral; `removeAfterFailures` failures in a row
-/// send an ephemeral node back to Registered.
+/// Pool: Registered -> Ephemeral (after `eligibilityThreshold` successful tasks); while it serves
+/// a user task SessionQueue holds it reserved (one task at a time) and releases it when the task
+/// is validated or the node misses a window. NodeStats counts failures in a row and, past its
+/// limit, sends an ephemeral node back to Registered (`expel`), to earn its place again.
 contract NodeRegistry {
-    enum Status { None, Registered, Ephemeral, Reserved }
+    enum Status { None, Registered, Ephemeral }
 
     struct Node {
         Status status;
         uint8 tier;
         uint32 memoryMb;
         uint32 successes;
-        uint16 failStreak;
         address payout;
         string appVersion;
     }
 
+    // Packed so a leader check reads one slot: leader, lastLeaderActivity, leaderGrace.
     address public admin;
     bool public openRegistration;
     uint32 public eligibilityThreshold;
-    uint16 public removeAfterFailures;
-    uint64 public leaderGrace;
-    uint64 public lastLeaderActivity;
     address public leader;
+    uint64 public lastLeaderActivity;
+    uint32 public leaderGrace;
 
     mapping(address => Node) internal nodes;
     mapping(address => mapping(bytes32 => bool)) public servesModel;
@@ -41,9 +41,7 @@ contract NodeRegistry {
     event NodeSpecUpdated(address indexed node, uint8 tier, uint32 memoryMb, string appVersion, bytes32[] models);
     event PayoutChanged(address indexed node, address payout);
     event NodeEphemeral(address indexed node, uint32 successes);
-    event NodeReserved(address indexed node, bytes32 model);
-    event NodeReleased(address indexed node);
-    event NodeRemovedFromPool(address indexed node, uint16 failStreak);
+    event NodeRemovedFromPool(address indexed node);
     event OracleAdded(address indexed oracle);
     event LeaderChanged(address indexed previous, address indexed leader);
     event ModuleSet(address indexed module, bool enabled);
@@ -60,11 +58,10 @@ contract NodeRegistry {
         _;
     }
 
-    constructor(bool open, uint32 threshold, uint16 removeAfter, uint64 grace) {
+    constructor(bool open, uint32 threshold, uint32 grace) {
         admin = msg.sender;
         openRegistration = open;
         eligibilityThreshold = threshold;
-        removeAfterFailures = removeAfter;
         leaderGrace = grace;
     }
 
@@ -147,49 +144,43 @@ contract NodeRegistry {
     /// that the leader is alive so the others do not take over.
     function touchLeader(address who) external onlyModule {
         if (who != leader) revert NotLeader();
-        if (lastLeaderActivity != uint64(block.timestamp)) lastLeaderActivity = uint64(block.timestamp);
+        // Refreshed at most every quarter grace period, which keeps this write out of most leader
+        // transactions; a takeover then needs between 3/4 and all of the grace period of silence.
+        if (block.timestamp >= lastLeaderActivity + leaderGrace / 4) lastLeaderActivity = uint64(block.timestamp);
     }
 
     /// Any other oracle may lead once the leader has been silent for longer than the grace period.
     function takeover() external {
         if (!isOracle[msg.sender] || msg.sender == leader) revert NotOracle();
-        uint64 until = lastLeaderActivity + leaderGrace;
+        uint64 until = lastLeaderActivity + uint64(leaderGrace);
         if (block.timestamp <= until) revert GraceNotOver(until);
         _setLeader(msg.sender);
     }
 
     // ---- pool (written by SessionQueue and NodeStats) ----
 
-    function reserve(address node, bytes32 model) external onlyModule {
-        Node storage n = nodes[node];
-        if (n.status != Status.Ephemeral) revert NotInPool(node);
+    /// Reverts unless `node` is in the user-task pool and serves `model` (SessionQueue.assign).
+    function checkPool(address node, bytes32 model) external view {
+        if (nodes[node].status != Status.Ephemeral) revert NotInPool(node);
         if (!servesModel[node][model]) revert WrongModel(node);
-        n.status = Status.Reserved;
-        emit NodeReserved(node, model);
     }
 
-    function release(address node) external onlyModule {
-        Node storage n = nodes[node];
-        if (n.status != Status.Reserved) revert BadState(uint8(n.status));
-        n.status = Status.Ephemeral;
-        emit NodeReleased(node);
-    }
-
+    /// A successful network task: counts towards the pool's eligibility threshold.
     function onResult(address node, bool ok) external onlyModule {
         Node storage n = nodes[node];
         if (n.status == Status.None) revert NotRegistered();
-        if (ok) {
-            n.failStreak = 0;
-            n.successes += 1;
-            if (n.status == Status.Registered && n.successes >= eligibilityThreshold) _makeEphemeral(node, n);
-            return;
-        }
-        n.failStreak += 1;
-        if (n.status == Status.Ephemeral && n.failStreak >= removeAfterFailures) {
-            n.status = Status.Registered;
-            n.successes = 0;
-            emit NodeRemovedFromPool(node, n.failStreak);
-        }
+        if (!ok || n.status != Status.Registered) return;
+        n.successes += 1;
+        if (n.successes >= eligibilityThreshold) _makeEphemeral(node, n);
+    }
+
+    /// Too many failures in a row (NodeStats decides): out of the pool until it earns its place.
+    function expel(address node) external onlyModule {
+        Node storage n = nodes[node];
+        if (n.status != Status.Ephemeral) return;
+        n.status = Status.Registered;
+        n.successes = 0;
+        emit NodeRemovedFromPool(node);
     }
 
     // ---- views ----

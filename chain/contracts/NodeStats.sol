@@ -14,6 +14,9 @@ contract NodeStats is RegistryUser {
         uint32 bestStreak;
         uint32 successes;
         uint16 level;
+        uint16 userTasks;
+        uint16 userPoints;
+        uint16 failStreak;
     }
 
     struct StageCount {
@@ -23,16 +26,20 @@ contract NodeStats is RegistryUser {
 
     uint64 public immutable minPingInterval;
     uint32 public immutable levelStep;
+    uint16 public immutable removeAfterFailures;
 
     mapping(address => Stats) public stats;
-    mapping(address => mapping(uint8 => StageCount)) public stageCounts;
+    mapping(address => mapping(uint8 => StageCount)) internal stageCounts;
 
     event Pinged(address indexed node, uint32 pings);
     event StageRecorded(address indexed node, uint8 indexed stage, bool ok, uint32 count, uint32 points);
     event LevelChanged(address indexed node, uint16 level);
 
-    constructor(INodeRegistry registry_, uint64 minPingInterval_, uint32 levelStep_) RegistryUser(registry_) {
+    constructor(INodeRegistry registry_, uint64 minPingInterval_, uint32 levelStep_, uint16 removeAfter_)
+        RegistryUser(registry_)
+    {
         minPingInterval = minPingInterval_;
+        removeAfterFailures = removeAfter_ == 0 ? 1 : removeAfter_;
         levelStep = levelStep_ == 0 ? 1 : levelStep_;
     }
 
@@ -47,29 +54,51 @@ contract NodeStats is RegistryUser {
     }
 
     /// One stage outcome. Validation and user-task outcomes also count towards streak and level.
+    /// User-task results are counted in the node's Stats slot (one storage write per result,
+    /// because users pay for it); the other stages in their own counters.
     function record(address node, uint8 stage, bool ok) external onlyModule {
-        StageCount storage c = stageCounts[node][stage];
-        c.count += 1;
-        if (ok) c.points += 1;
-        emit StageRecorded(node, stage, ok, c.count, c.points);
-        if (stage < STAGE_VALIDATE && ok) return;
-        _final(node, ok);
+        Stats storage s = stats[node];
+        if (stage == STAGE_USER_TASK) {
+            s.userTasks += 1;
+            if (ok) s.userPoints += 1;
+            emit StageRecorded(node, stage, ok, s.userTasks, s.userPoints);
+        } else {
+            StageCount storage c = stageCounts[node][stage];
+            c.count += 1;
+            if (ok) c.points += 1;
+            emit StageRecorded(node, stage, ok, c.count, c.points);
+            if (stage < STAGE_VALIDATE && ok) return;
+        }
+        _final(node, s, ok, stage);
     }
 
-    function _final(address node, bool ok) internal {
-        Stats storage s = stats[node];
-        if (ok) {
-            s.streak += 1;
-            s.successes += 1;
-            if (s.streak > s.bestStreak) s.bestStreak = s.streak;
-            uint16 level = uint16(s.successes / levelStep);
-            if (level != s.level) {
-                s.level = level;
-                emit LevelChanged(node, level);
-            }
-        } else {
+    function stageCount(address node, uint8 stage) external view returns (uint32 count, uint32 points) {
+        if (stage == STAGE_USER_TASK) return (stats[node].userTasks, stats[node].userPoints);
+        StageCount storage c = stageCounts[node][stage];
+        return (c.count, c.points);
+    }
+
+    /// Final outcomes: streak and level; network-task successes count towards the pool, and too
+    /// many failures in a row take a node out of it. A user-task success touches only this slot.
+    function _final(address node, Stats storage s, bool ok, uint8 stage) internal {
+        if (!ok) {
             s.streak = 0;
+            s.failStreak += 1;
+            if (s.failStreak >= removeAfterFailures) {
+                s.failStreak = 0;
+                registry.expel(node);
+            }
+            return;
         }
-        registry.onResult(node, ok);
+        s.failStreak = 0;
+        s.streak += 1;
+        s.successes += 1;
+        if (s.streak > s.bestStreak) s.bestStreak = s.streak;
+        uint16 level = uint16(s.successes / levelStep);
+        if (level != s.level) {
+            s.level = level;
+            emit LevelChanged(node, level);
+        }
+        if (stage == STAGE_VALIDATE) registry.onResult(node, true);
     }
 }

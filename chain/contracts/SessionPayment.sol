@@ -5,53 +5,69 @@ import "./Common.sol";
 
 /// Money: user deposits, escrow per task, node balances. Nodes pull their balance; it is sent to
 /// the payout address they registered, never to whoever calls.
+/// Escrow is accounted per task (locked and settled by task id, both in events; SessionQueue pays
+/// a task out of what that task locked, at most) but stored as one running sum per user, in the
+/// same slot as the deposit: a fresh storage slot per task would cost users 20,000 gas a task.
 contract SessionPayment is RegistryUser {
-    mapping(address => uint256) public deposits;
-    mapping(uint256 => uint256) public escrow;
+    struct Account {
+        uint128 deposit;
+        uint128 escrowed;
+    }
+
+    mapping(address => Account) public accounts;
     mapping(address => uint256) public balances;
 
     event Deposited(address indexed user, uint256 amount, uint256 total);
     event DepositWithdrawn(address indexed user, uint256 amount);
     event Escrowed(uint256 indexed taskId, address indexed user, uint256 amount);
-    event NodeCredited(uint256 indexed taskId, address indexed node, uint256 amount);
-    event EscrowSettled(uint256 indexed taskId, address indexed user, uint256 refunded);
+    event TaskSettled(uint256 indexed taskId, address indexed user, address[] paid, uint256 share, uint256 refunded);
     event Withdrawn(address indexed node, address indexed payout, uint256 amount);
 
     constructor(INodeRegistry registry_) RegistryUser(registry_) {}
 
     function deposit() external payable {
         if (msg.value == 0) revert BadArgument();
-        deposits[msg.sender] += msg.value;
-        emit Deposited(msg.sender, msg.value, deposits[msg.sender]);
+        Account storage a = accounts[msg.sender];
+        a.deposit += uint128(msg.value);
+        emit Deposited(msg.sender, msg.value, a.deposit);
     }
 
     function withdrawDeposit(uint256 amount) external {
-        uint256 have = deposits[msg.sender];
-        if (amount == 0 || amount > have) revert InsufficientDeposit(have, amount);
-        deposits[msg.sender] = have - amount;
+        Account storage a = accounts[msg.sender];
+        if (amount == 0 || amount > a.deposit) revert InsufficientDeposit(a.deposit, amount);
+        a.deposit -= uint128(amount);
         emit DepositWithdrawn(msg.sender, amount);
         _send(msg.sender, amount);
     }
 
     function lock(address user, uint256 taskId, uint256 amount) external onlyModule {
-        uint256 have = deposits[user];
-        if (have < amount) revert InsufficientDeposit(have, amount);
-        deposits[user] = have - amount;
-        escrow[taskId] = amount;
+        Account storage a = accounts[user];
+        if (a.deposit < amount) revert InsufficientDeposit(a.deposit, amount);
+        a.deposit -= uint128(amount);
+        a.escrowed += uint128(amount);
         emit Escrowed(taskId, user, amount);
     }
 
-    function payNode(uint256 taskId, address node, uint256 amount) external onlyModule {
-        escrow[taskId] -= amount;
-        balances[node] += amount;
-        emit NodeCredited(taskId, node, amount);
+    /// Pays `share` to each of `paid` out of what the task locked; the rest goes back to the user.
+    function settle(uint256 taskId, address user, uint256 locked, address[] calldata paid, uint256 share)
+        external
+        onlyModule
+    {
+        uint256 spent = share * paid.length;
+        if (spent > locked) revert BadArgument();
+        for (uint256 i = 0; i < paid.length; i++) balances[paid[i]] += share;
+        Account storage a = accounts[user];
+        a.escrowed -= uint128(locked);
+        a.deposit += uint128(locked - spent);
+        emit TaskSettled(taskId, user, paid, share, locked - spent);
     }
 
-    function settle(uint256 taskId, address user) external onlyModule {
-        uint256 rest = escrow[taskId];
-        escrow[taskId] = 0;
-        if (rest > 0) deposits[user] += rest;
-        emit EscrowSettled(taskId, user, rest);
+    function depositOf(address user) external view returns (uint256) {
+        return accounts[user].deposit;
+    }
+
+    function escrowedOf(address user) external view returns (uint256) {
+        return accounts[user].escrowed;
     }
 
     /// Pull payment: the caller's own balance only, zeroed before the transfer.

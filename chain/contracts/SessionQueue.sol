@@ -4,18 +4,22 @@ pragma solidity ^0.8.24;
 import "./Common.sol";
 
 /// User sessions and their tasks. A task is Queued (price escrowed), Assigned to k pool miners
-/// (reserved), each miner acks, precommits a commitment, then reveals; the leader oracle validates
+/// (reserved); each miner acks (it has the task) and precommits a commitment; once every active
+/// miner has precommitted the Commit window opens and each reveals; the leader oracle validates
 /// and passing miners are paid from the escrow. Each window closes as soon as every active miner
 /// has acted, or at its deadline through `closeWindow`. Storage stays small on purpose (one slot
-/// per miner, the assignment kept as a hash) because users pay for every task.
+/// per miner, reused from task to task; the assignment kept as a 12-byte hash in the task's one
+/// slot) because users pay for every task. A miner's assignment slot is also its reservation: a
+/// node serves one user task at a time and is released when the task is validated or when it
+/// misses a window.
 contract SessionQueue is RegistryUser {
-    enum State { None, Queued, Assigned, Precommit, Commit, Committed, Validated }
+    enum State { None, Queued, Assigned, Commit, Committed, Validated }
 
+    uint8 internal constant FREE = 0;
     uint8 internal constant ASSIGNED = 1;
     uint8 internal constant ACKED = 2;
     uint8 internal constant PRECOMMITTED = 3;
     uint8 internal constant COMMITTED = 4;
-    uint8 internal constant FAILED = 5;
     uint8 public constant PASS_SCORE = 60;
     uint8 public constant NO_CONSENSUS = type(uint8).max;
 
@@ -35,12 +39,13 @@ contract SessionQueue is RegistryUser {
         uint64 deadline;
         uint8 active;
         uint8 acted;
-        bytes32 minersHash;
+        bytes12 minersHash;
     }
 
-    struct Slot {
+    struct Assignment {
+        uint64 taskId;
         uint8 status;
-        bytes28 commitment;
+        bytes23 commitment;
     }
 
     INodeStats public immutable stats;
@@ -51,14 +56,14 @@ contract SessionQueue is RegistryUser {
     uint256 public taskCount;
     mapping(uint256 => UserSession) public sessions;
     mapping(uint256 => Task) public tasks;
-    mapping(uint256 => mapping(address => Slot)) public slots;
+    mapping(address => Assignment) public assignments;
 
     event SessionOpened(uint256 indexed sessionId, address indexed owner, bytes32 model, uint8 precision, uint8 validationLevel, uint8 k, uint128 price);
     event SessionClosed(uint256 indexed sessionId);
     event TaskQueued(uint256 indexed taskId, uint256 indexed sessionId, string prompt);
     event TaskAssigned(uint256 indexed taskId, address[] miners, uint64 deadline);
     event TaskAcked(uint256 indexed taskId, address indexed miner);
-    event TaskPrecommitted(uint256 indexed taskId, address indexed miner, bytes28 commitment);
+    event TaskPrecommitted(uint256 indexed taskId, address indexed miner, bytes23 commitment);
     event TaskAnswer(uint256 indexed taskId, address indexed miner, string answer);
     event TaskPhase(uint256 indexed taskId, State state, uint64 deadline);
     event TaskMinerFailed(uint256 indexed taskId, address indexed miner, State stage);
@@ -70,8 +75,8 @@ contract SessionQueue is RegistryUser {
         window = window_;
     }
 
-    function commitmentOf(uint256 taskId, address miner, bytes32 salt, string calldata answer) public pure returns (bytes28) {
-        return bytes28(keccak256(abi.encode(taskId, miner, salt, keccak256(bytes(answer)))));
+    function commitmentOf(uint256 taskId, address miner, bytes32 salt, string calldata answer) public pure returns (bytes23) {
+        return bytes23(keccak256(abi.encode(taskId, miner, salt, keccak256(bytes(answer)))));
     }
 
     // ---- users ----
@@ -100,7 +105,7 @@ contract SessionQueue is RegistryUser {
         if (us.owner != msg.sender) revert NotAdmin();
         if (!us.open) revert BadState(0);
         taskId = ++taskCount;
-        tasks[taskId] = Task(uint64(sessionId), State.Queued, 0, 0, 0, bytes32(0));
+        tasks[taskId] = Task(uint64(sessionId), State.Queued, 0, 0, 0, bytes12(0));
         payment.lock(msg.sender, taskId, us.price);
         emit TaskQueued(taskId, sessionId, prompt);
     }
@@ -113,12 +118,12 @@ contract SessionQueue is RegistryUser {
         if (miners.length != us.k) revert BadArgument();
         bytes32 model = us.model;
         for (uint256 i = 0; i < miners.length; i++) {
-            Slot storage slot = slots[taskId][miners[i]];
-            if (slot.status != 0) revert BadArgument();
-            slot.status = ASSIGNED;
-            registry.reserve(miners[i], model);
+            Assignment storage a = assignments[miners[i]];
+            if (a.status != FREE) revert NodeBusy(miners[i]); // also catches a miner listed twice
+            registry.checkPool(miners[i], model);
+            assignments[miners[i]] = Assignment(uint64(taskId), ASSIGNED, bytes23(0));
         }
-        t.minersHash = keccak256(abi.encodePacked(miners));
+        t.minersHash = _hashOf(miners);
         t.active = uint8(miners.length);
         _advance(taskId, t, State.Assigned);
         emit TaskAssigned(taskId, miners, t.deadline);
@@ -126,20 +131,19 @@ contract SessionQueue is RegistryUser {
 
     // ---- miners ----
 
+    /// "I have the task and am working on it." Only the miner's own slot changes: a miner that
+    /// has not precommitted by the deadline fails whether or not it acked.
     function ack(uint256 taskId) external {
-        Task storage t = _inState(taskId, State.Assigned);
-        _beforeDeadline(t);
-        _slotOf(taskId, ASSIGNED).status = ACKED;
+        _assignmentOf(taskId, ASSIGNED).status = ACKED;
         emit TaskAcked(taskId, msg.sender);
-        _acted(taskId, t, State.Precommit);
     }
 
-    function precommit(uint256 taskId, bytes28 commitment) external {
-        Task storage t = _inState(taskId, State.Precommit);
+    function precommit(uint256 taskId, bytes23 commitment) external {
+        Task storage t = _inState(taskId, State.Assigned);
         _beforeDeadline(t);
-        Slot storage slot = _slotOf(taskId, ACKED);
-        slot.status = PRECOMMITTED;
-        slot.commitment = commitment;
+        Assignment storage a = _assignmentOf(taskId, ACKED);
+        a.status = PRECOMMITTED;
+        a.commitment = commitment;
         emit TaskPrecommitted(taskId, msg.sender, commitment);
         _acted(taskId, t, State.Commit);
     }
@@ -147,9 +151,9 @@ contract SessionQueue is RegistryUser {
     function commit(uint256 taskId, string calldata answer, bytes32 salt) external {
         Task storage t = _inState(taskId, State.Commit);
         _beforeDeadline(t);
-        Slot storage slot = _slotOf(taskId, PRECOMMITTED);
-        if (slot.commitment != commitmentOf(taskId, msg.sender, salt, answer)) revert HashMismatch();
-        slot.status = COMMITTED;
+        Assignment storage a = _assignmentOf(taskId, PRECOMMITTED);
+        if (a.commitment != commitmentOf(taskId, msg.sender, salt, answer)) revert HashMismatch();
+        a.status = COMMITTED;
         _recordAnswer(taskId, msg.sender, answer);
         _acted(taskId, t, State.Committed);
     }
@@ -157,20 +161,21 @@ contract SessionQueue is RegistryUser {
     // ---- oracle: deadlines and validation ----
 
     /// After a window's deadline: miners that did not act fail, are released, and are not paid.
+    /// `miners` is the assignment, in order (checked against its hash).
     function closeWindow(uint256 taskId, address[] calldata miners) external onlyLeader {
         Task storage t = tasks[taskId];
         State phase = t.state;
-        if (phase != State.Assigned && phase != State.Precommit && phase != State.Commit) revert BadState(uint8(phase));
+        if (phase != State.Assigned && phase != State.Commit) revert BadState(uint8(phase));
         _afterDeadline(t);
         _checkMiners(t, miners);
-        uint8 waitingFor = uint8(phase) - uint8(State.Assigned) + ASSIGNED;
+        // Late in Assigned: not precommitted (acked or not). Late in Commit: not revealed.
+        uint8 done = phase == State.Assigned ? PRECOMMITTED : COMMITTED;
         for (uint256 i = 0; i < miners.length; i++) {
-            Slot storage slot = slots[taskId][miners[i]];
-            if (slot.status != waitingFor) continue;
-            slot.status = FAILED;
+            Assignment storage a = assignments[miners[i]];
+            if (a.taskId != taskId || a.status == FREE || a.status >= done) continue;
+            a.status = FREE;
             t.active -= 1;
             emit TaskMinerFailed(taskId, miners[i], phase);
-            registry.release(miners[i]);
             stats.record(miners[i], STAGE_USER_TASK, false);
         }
         _advance(taskId, t, t.active == 0 ? State.Committed : State(uint8(phase) + 1));
@@ -187,21 +192,34 @@ contract SessionQueue is RegistryUser {
         if (scores.length != miners.length) revert BadArgument();
         UserSession storage us = sessions[t.sessionId];
         uint256 share = us.price / us.k;
-        uint8 passed = 0;
+        address[] memory paid = new address[](miners.length);
+        uint256 passed = 0;
+        address winner = address(0);
         for (uint256 i = 0; i < miners.length; i++) {
-            if (slots[taskId][miners[i]].status != COMMITTED) continue;
+            Assignment storage a = assignments[miners[i]];
+            if (a.taskId != taskId || a.status != COMMITTED) continue; // failed a window earlier
+            a.status = FREE;
             bool ok = scores[i] >= PASS_SCORE;
-            registry.release(miners[i]);
             if (ok) {
-                passed++;
-                payment.payNode(taskId, miners[i], share);
+                paid[passed++] = miners[i];
+                if (i == consensus) winner = miners[i];
             }
             stats.record(miners[i], STAGE_USER_TASK, ok);
         }
-        address winner = _consensusMiner(taskId, miners, scores, consensus);
-        payment.settle(taskId, us.owner);
+        // The consensus answer must come from a miner that committed and passed.
+        if (consensus != NO_CONSENSUS && winner == address(0)) revert BadArgument();
+        assembly {
+            mstore(paid, passed) // shrink to the miners that passed
+        }
+        payment.settle(taskId, us.owner, us.price, paid, share);
         t.state = State.Validated;
-        emit TaskValidated(taskId, winner, passed);
+        emit TaskValidated(taskId, winner, uint8(passed));
+    }
+
+    /// The task a node is reserved for, or 0 when it is free.
+    function reservedFor(address node) external view returns (uint256) {
+        Assignment storage a = assignments[node];
+        return a.status == FREE ? 0 : a.taskId;
     }
 
     // ---- internals ----
@@ -209,18 +227,6 @@ contract SessionQueue is RegistryUser {
     /// Answers go to an event only; a comparison contract overrides this to store them.
     function _recordAnswer(uint256 taskId, address miner, string calldata answer) internal virtual {
         emit TaskAnswer(taskId, miner, answer);
-    }
-
-    function _consensusMiner(uint256 taskId, address[] calldata miners, uint8[] calldata scores, uint8 consensus)
-        internal
-        view
-        returns (address)
-    {
-        if (consensus == NO_CONSENSUS) return address(0);
-        if (consensus >= miners.length) revert BadArgument();
-        address m = miners[consensus];
-        if (slots[taskId][m].status != COMMITTED || scores[consensus] < PASS_SCORE) revert BadArgument();
-        return m;
     }
 
     function _acted(uint256 taskId, Task storage t, State next) internal {
@@ -235,7 +241,11 @@ contract SessionQueue is RegistryUser {
     }
 
     function _checkMiners(Task storage t, address[] calldata miners) internal view {
-        if (keccak256(abi.encodePacked(miners)) != t.minersHash) revert BadArgument();
+        if (_hashOf(miners) != t.minersHash) revert BadArgument();
+    }
+
+    function _hashOf(address[] calldata miners) internal pure returns (bytes12) {
+        return bytes12(keccak256(abi.encodePacked(miners)));
     }
 
     function _inState(uint256 taskId, State want) internal view returns (Task storage t) {
@@ -243,10 +253,10 @@ contract SessionQueue is RegistryUser {
         if (t.state != want) revert BadState(uint8(t.state));
     }
 
-    function _slotOf(uint256 taskId, uint8 want) internal view returns (Slot storage slot) {
-        slot = slots[taskId][msg.sender];
-        if (slot.status == 0 || slot.status == FAILED) revert NotSelected();
-        if (slot.status != want) revert AlreadyActed();
+    function _assignmentOf(uint256 taskId, uint8 want) internal view returns (Assignment storage a) {
+        a = assignments[msg.sender];
+        if (a.taskId != taskId || a.status == FREE) revert NotSelected();
+        if (a.status != want) revert AlreadyActed();
     }
 
     function _beforeDeadline(Task storage t) internal view {

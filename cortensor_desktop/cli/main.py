@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.inference_cmd",
     "cortensor_desktop.cli.commands.run_cmd",
     "cortensor_desktop.cli.commands.ask_cmd",
+    "cortensor_desktop.cli.commands.wallet_cmd",
+    "cortensor_desktop.cli.commands.devnet_cmd",
 ]
 
 EPILOG = """\

@@ -6,7 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from chain.devnet import AnvilProcess, EmbeddedChain, find_anvil, rpc, start_embedded
+from chain.devnet import (
+    AnvilProcess,
+    EmbeddedChain,
+    LocalDevnet,
+    deploy_on_anvil,
+    find_anvil,
+    rpc,
+    start_embedded,
+)
 from chain.errors import DevnetError
 
 
@@ -33,9 +41,15 @@ def _anvil_session() -> Iterator[AnvilProcess]:
         yield anvil
 
 
+@pytest.fixture(scope="session")
+def _anvil_network(_anvil_session: AnvilProcess) -> LocalDevnet:
+    return deploy_on_anvil(_anvil_session, oracles=1)
+
+
 @pytest.fixture
-def anvil(_anvil_session: AnvilProcess) -> Iterator[AnvilProcess]:
+def anvil(_anvil_session: AnvilProcess, _anvil_network: LocalDevnet) -> Iterator[LocalDevnet]:
+    """The one anvil of this run with the network deployed, rolled back after each test."""
     web3 = _anvil_session.backend().web3
     snapshot = rpc(web3, "evm_snapshot")
-    yield _anvil_session
+    yield _anvil_network
     rpc(web3, "evm_revert", snapshot)

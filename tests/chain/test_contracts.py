@@ -127,10 +127,10 @@ def test_only_selected_registered_miners_precommit(embedded: EmbeddedChain) -> N
     extra = embedded.client(embedded.accounts[6])  # registered after selection, not selected
     extra.registry.register(1, 4096, "0.1.0", [MODEL], extra.address)
     with _revert("NotSelected"):
-        extra.cognitive.precommit(sid, b"\x00" * 28)
+        extra.cognitive.precommit(sid, b"\x00" * 23)
     stranger = _funded(embedded)  # never registered
     with _revert("NotSelected"):
-        stranger.cognitive.precommit(sid, b"\x00" * 28)
+        stranger.cognitive.precommit(sid, b"\x00" * 23)
 
 
 def test_double_precommit_and_double_commit_rejected(embedded: EmbeddedChain) -> None:
@@ -188,7 +188,9 @@ def test_precommit_window_timeout_fails_silent_miners(embedded: EmbeddedChain) -
     embedded.advance_time(121)
     with _revert("DeadlinePassed"):
         miners[b].cognitive.precommit(sid, commitment(sid, b, SALT, "x"))
-    oracle.cognitive.close_window(sid)
+    closed = oracle.cognitive.close_window(sid)
+    late = [e.args["late"] for e in oracle.cognitive.events(closed) if e.name == "WindowClosed"]
+    assert late == [[b]]
     assert oracle.cognitive.state(sid) == 5
     assert oracle.stats.stage(b, STAGE_PRECOMMIT) == (1, 0)
     miners[a].cognitive.commit(sid, "x", SALT)
@@ -261,24 +263,30 @@ def _user_task(chain: EmbeddedChain, k: int, price: int = 3000) -> tuple[ChainCl
 def test_user_task_full_cycle_pays_passing_miners(embedded: EmbeddedChain) -> None:
     oracle, miners = _pool(embedded)
     user, task = _user_task(embedded, 3)
-    assert user.payment.escrow_of(task) == 3000 and user.payment.deposit_of(user.address) == 7000
+    assert user.payment.escrowed_of(user.address) == 3000
+    assert user.payment.deposit_of(user.address) == 7000
     addresses = [m.address for m in miners]
     oracle.queue.assign(task, addresses)
-    assert [oracle.registry.node_info(a).status for a in addresses] == [3, 3, 3]  # reserved
+    assert [oracle.queue.reserved_for(a) for a in addresses] == [task] * 3
+    user.payment.deposit(3000)  # a second task must not get miners that are busy
+    with _revert("NodeBusy"):
+        oracle.queue.assign(user.queue.submit_task(1, "second prompt")[0], addresses)
     for m in miners:
         m.queue.ack(task)
-    assert oracle.queue.state(task) == 3
+    assert [oracle.queue.assignment(a)[1] for a in addresses] == [2, 2, 2]  # acked
     for m in miners:
         m.queue.precommit(task, commitment(task, m.address, SALT, f"Paris {m.address}"))
     for m in miners:
         m.queue.commit(task, f"Paris {m.address}", SALT)
-    assert oracle.queue.state(task) == 5
+    assert oracle.queue.state(task) == 4  # Committed: closed as soon as all revealed
     result = oracle.queue.validate(task, addresses, [90, 90, 0], 1)
     validated = [e for e in oracle.queue.events(result) if e.name == "TaskValidated"]
     assert validated[0].args["consensusMiner"] == addresses[1]
     assert [user.payment.balance_of(a) for a in addresses] == [1000, 1000, 0]
-    assert user.payment.deposit_of(user.address) == 8000  # the failed miner's share came back
-    assert [oracle.registry.node_info(a).status for a in addresses] == [2, 2, 2]  # released
+    # the failed miner's share came back; the second task's price is still locked
+    assert user.payment.deposit_of(user.address) == 8000
+    assert user.payment.escrowed_of(user.address) == 3000
+    assert [oracle.queue.reserved_for(a) for a in addresses] == [0, 0, 0]  # released
     assert oracle.stats.stage(addresses[2], STAGE_USER_TASK) == (1, 0)
 
 
@@ -288,14 +296,20 @@ def test_absent_miner_is_not_paid_and_released(embedded: EmbeddedChain) -> None:
     addresses = [m.address for m in miners]
     oracle.queue.assign(task, addresses)
     miners[0].queue.ack(task)
+    miners[1].queue.ack(task)  # acked, then never precommits
+    miners[0].queue.precommit(task, commitment(task, addresses[0], SALT, "a"))
+    with _revert("DeadlineNotPassed"):
+        oracle.queue.close_window(task, addresses)
     embedded.advance_time(121)
     with _revert("DeadlinePassed"):
-        miners[1].queue.ack(task)
+        miners[1].queue.precommit(task, commitment(task, addresses[1], SALT, "b"))
     with _revert("NotLeader"):
         miners[0].queue.close_window(task, addresses)
     oracle.queue.close_window(task, addresses)
-    assert oracle.queue.slot_status(task, addresses[1]) == 5
-    miners[0].queue.precommit(task, commitment(task, addresses[0], SALT, "a"))
+    assert oracle.queue.reserved_for(addresses[1]) == 0  # failed and released
+    assert oracle.stats.stage(addresses[1], STAGE_USER_TASK) == (1, 0)
+    with _revert("NotSelected"):
+        miners[1].queue.commit(task, "b", SALT)
     miners[0].queue.commit(task, "a", SALT)
     with _revert("NotLeader"):
         miners[0].queue.validate(task, addresses, [100, 100], 0)
@@ -339,3 +353,46 @@ def test_deposit_must_cover_the_price(embedded: EmbeddedChain) -> None:
     session, _ = user.queue.open_session(MODEL, 0, 1, 1, 500)
     with _revert("InsufficientDeposit"):
         user.queue.submit_task(session, "hi")
+
+
+def test_failures_in_a_row_take_a_node_out_of_the_pool(embedded: EmbeddedChain) -> None:
+    oracle, miners = _pool(embedded, 2)
+    node = miners[0]
+    assert oracle.registry.node_info(node.address).status == 2
+    for round_ in range(3):  # remove_after_failures = 3 on devnets
+        _, task = _user_task(embedded, 1, price=10)
+        oracle.queue.assign(task, [node.address])
+        embedded.advance_time(121)
+        oracle.queue.close_window(task, [node.address])
+        expected = 2 if round_ < 2 else 1
+        assert oracle.registry.node_info(node.address).status == expected
+    assert oracle.stats.stats(node.address)["streak"] == 0
+    _, task = _user_task(embedded, 1, price=10)
+    with _revert("NotInPool"):
+        oracle.queue.assign(task, [node.address])
+
+
+def test_protocol_version_mismatch_warns(embedded: EmbeddedChain, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import chain.client
+
+    monkeypatch.setattr(chain.client, "PROTOCOL_VERSION", 2)
+    assert embedded.client().check_protocol() == 1
+    assert "protocol version 1, this app speaks 2" in caplog.text
+
+
+def test_commit_window_close_after_a_precommit_failure_lists_only_the_late(
+    embedded: EmbeddedChain,
+) -> None:
+    sid, oracle, miners = _started(embedded, 3)
+    a, b, c = oracle.cognitive.selected(sid)
+    for m in (a, b):
+        miners[m].cognitive.precommit(sid, commitment(sid, m, SALT, "x"))
+    embedded.advance_time(121)
+    oracle.cognitive.close_window(sid)  # c never precommitted
+    miners[a].cognitive.commit(sid, "x", SALT)
+    embedded.advance_time(121)
+    closed = oracle.cognitive.close_window(sid)  # b never revealed
+    late = [e.args["late"] for e in oracle.cognitive.events(closed) if e.name == "WindowClosed"]
+    assert late == [[b]]
+    oracle.cognitive.end(sid, [100, 100, 100])
+    assert [oracle.registry.node_info(m).status for m in (a, b, c)] == [2, 1, 1]

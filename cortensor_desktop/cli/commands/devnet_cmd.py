@@ -1,0 +1,334 @@
+"""`devnet up | status | down`: a local anvil chain with the contracts, as this home's network.
+
+`up` starts anvil (npm @foundry-rs/anvil) on 127.0.0.1 on a free port, deploys, funds this
+home's wallet if it has one, writes `<config>/networks/local.toml` and makes `local` the active
+network of this CORTENSOR_HOME. It stays in the foreground until Ctrl-C or SIGTERM (`--detach`
+runs the same thing in the background); stopping restores the previous network. `down` stops a
+running `up` from another terminal. State: `<data>/devnet/local.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cortensor_desktop.cli.context import AppContext
+from cortensor_desktop.cli.exit_codes import ExitCode
+from cortensor_desktop.networks import LOCAL, profile_file
+
+FUND_WEI = 1000 * 10**18
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    from cortensor_desktop.cli.main import add_json_flag
+
+    parser = subparsers.add_parser(
+        "devnet",
+        help="run a local chain (anvil) with the contracts deployed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="devnet_action", metavar="ACTION", required=True)
+    up = actions.add_parser("up", parents=[common], help="start anvil, deploy, make 'local' active")
+    up.add_argument(
+        "--miners",
+        type=int,
+        default=0,
+        metavar="N",
+        help="local miner nodes (not available yet: 0)",
+    )
+    up.add_argument(
+        "--oracles",
+        type=int,
+        default=0,
+        metavar="M",
+        help="local oracle nodes (not available yet: 0)",
+    )
+    up.add_argument(
+        "--detach", action="store_true", help="run in the background; stop with `devnet down`"
+    )
+    add_json_flag(up)
+    up.set_defaults(handler=_up)
+    status = actions.add_parser(
+        "status", parents=[common], help="where the devnet is and what it runs"
+    )
+    add_json_flag(status)
+    status.set_defaults(handler=_status)
+    down = actions.add_parser(
+        "down", parents=[common], help="stop the devnet, restore the previous network"
+    )
+    down.set_defaults(handler=_down)
+
+
+# ---- state ----
+
+
+def _state_file(ctx: AppContext) -> Path:
+    return ctx.paths.data_dir / "devnet" / "local.json"
+
+
+def _read_state(ctx: AppContext) -> dict[str, Any] | None:
+    try:
+        state = json.loads(_state_file(ctx).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie counts as gone
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return True
+
+
+# ---- the active network ----
+
+
+def _set_active_profile(ctx: AppContext, name: str | None) -> str | None:
+    """Set [network] profile in the config file, keeping comments; returns the previous value."""
+    import tomlkit
+
+    path = ctx.config_path
+    document = (
+        tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    )
+    network = document.get("network")
+    previous = network.get("profile") if network is not None else None
+    if name is None:
+        if network is not None and "profile" in network:
+            del network["profile"]
+        if network is not None and not network:
+            del document["network"]
+    else:
+        if network is None:
+            network = tomlkit.table()
+            document["network"] = network
+        network["profile"] = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = tomlkit.dumps(document)
+    if text.strip() or name is not None:
+        path.write_text(text, encoding="utf-8")
+    else:
+        path.unlink(missing_ok=True)  # the file existed only to name the devnet
+    return None if previous is None else str(previous)
+
+
+def _write_profile(ctx: AppContext, rpc_url: str, chain_id: int, contracts: dict[str, str]) -> Path:
+    import tomlkit
+
+    document = tomlkit.document()
+    document.add(
+        tomlkit.comment("written by `cortensor-desktop devnet up`; removed by `devnet down`")
+    )
+    document["description"] = "local anvil devnet"
+    document["chain_id"] = chain_id
+    document["rpc_urls"] = [rpc_url]
+    document["contracts"] = contracts
+    path = profile_file(ctx.paths.profiles_dir, LOCAL)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomlkit.dumps(document), encoding="utf-8")
+    return path
+
+
+def _restore(ctx: AppContext, state: dict[str, Any]) -> None:
+    _set_active_profile(ctx, state.get("previous_profile"))
+    profile_file(ctx.paths.profiles_dir, LOCAL).unlink(missing_ok=True)
+    _state_file(ctx).unlink(missing_ok=True)
+
+
+# ---- up ----
+
+
+def _up(ctx: AppContext, args: argparse.Namespace) -> int:
+    from chain.errors import DevnetError
+
+    if args.miners or args.oracles:
+        print(
+            "cortensor-desktop: error: local miner and oracle nodes are not available yet "
+            "(they come with the node engine); run `devnet up` with --miners 0 --oracles 0",
+            file=sys.stderr,
+        )
+        return int(ExitCode.USAGE)
+    state = _read_state(ctx)
+    if state and _alive(state.get("pid")):
+        raise DevnetError(f"a devnet is already running (pid {state['pid']}): `devnet down` first")
+    if state:  # left by a crash: clean up before starting again
+        _cleanup_stale(ctx, state)
+    if args.detach:
+        return _detach(ctx, args)
+    return _run_foreground(ctx)
+
+
+def _detach(ctx: AppContext, args: argparse.Namespace) -> int:
+    from chain.errors import DevnetError
+
+    ctx.paths.ensure()
+    log_path = ctx.paths.log_dir / "devnet.log"
+    command = [sys.executable, "-m", "cortensor_desktop", "devnet", "up"]
+    if getattr(args, "config", None):
+        command += ["--config", args.config]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        state = _read_state(ctx)
+        if state and state.get("pid") == process.pid:
+            return _status(ctx, args)
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    if process.poll() is None:
+        process.terminate()
+    raise DevnetError(f"the devnet did not come up; see {log_path}")
+
+
+def _run_foreground(ctx: AppContext) -> int:
+    from chain.devnet import AnvilProcess, deploy_on_anvil, fund
+
+    ctx.paths.ensure()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    anvil = AnvilProcess(log_file=ctx.paths.log_dir / "anvil.log").start()
+    state: dict[str, Any] = {}
+    try:
+        devnet = deploy_on_anvil(anvil)
+        funded = _fund_home_wallet(
+            ctx, lambda address: fund(anvil.backend().web3, address, FUND_WEI)
+        )
+        _write_profile(ctx, devnet.rpc_url, devnet.chain_id, devnet.contracts)
+        state = {
+            "pid": os.getpid(),
+            "anvil_pid": anvil.process.pid if anvil.process else None,
+            "rpc_url": devnet.rpc_url,
+            "chain_id": devnet.chain_id,
+            "genesis_hash": devnet.genesis_hash,
+            "contracts": devnet.contracts,
+            "funded": funded,
+            "previous_profile": _set_active_profile(ctx, LOCAL),
+            "started_at": int(time.time()),
+        }
+        _write_state(ctx, state)
+        print(
+            f"devnet up: {devnet.rpc_url} (chain id {devnet.chain_id}); network 'local' is "
+            f"active for this home; Ctrl-C or `devnet down` stops it",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if anvil.process is None or anvil.process.poll() is not None:
+                print("anvil exited; stopping the devnet", file=sys.stderr)
+                return int(ExitCode.CHAIN)
+        return 0
+    finally:
+        anvil.stop()
+        if state:
+            _restore(ctx, state)
+        print("devnet stopped", file=sys.stderr, flush=True)
+
+
+def _fund_home_wallet(ctx: AppContext, fund: Any) -> str | None:
+    from chain.errors import WalletError
+    from chain.wallet import wallet_info
+
+    try:
+        address = wallet_info(ctx.paths.keystore_dir).address
+    except WalletError:
+        print(
+            "no wallet in this home yet: `wallet new`, then restart the devnet to fund it",
+            file=sys.stderr,
+        )
+        return None
+    fund(address)
+    return address
+
+
+def _write_state(ctx: AppContext, state: dict[str, Any]) -> None:
+    path = _state_file(ctx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _cleanup_stale(ctx: AppContext, state: dict[str, Any]) -> None:
+    anvil_pid = state.get("anvil_pid")
+    if not isinstance(anvil_pid, int) or not _alive(anvil_pid):
+        _restore(ctx, state)
+        return
+    # Only signal it if that PID is still anvil (PIDs are reused after a crash and a reboot).
+    if "anvil" in Path(f"/proc/{anvil_pid}/cmdline").read_text(errors="replace"):
+        os.kill(anvil_pid, signal.SIGTERM)
+    _restore(ctx, state)
+
+
+# ---- status and down ----
+
+
+def _status(ctx: AppContext, args: argparse.Namespace) -> int:
+    state = _read_state(ctx)
+    running = bool(state and _alive(state.get("pid")))
+    document: dict[str, Any] = {
+        "running": running,
+        "rpc_url": state.get("rpc_url") if running and state else None,
+        "chain_id": state.get("chain_id") if running and state else None,
+        "genesis_hash": state.get("genesis_hash") if running and state else None,
+        "contracts": state.get("contracts", {}) if running and state else {},
+        "funded_wallet": state.get("funded") if running and state else None,
+        "anvil_pid": state.get("anvil_pid") if running and state else None,
+        "nodes": [],  # the node engine adds local miners and oracles
+        "active_network": _active_network(ctx),
+    }
+    if ctx.json_output:
+        ctx.emit_json(document)
+        return 0
+    if not running:
+        ctx.echo("no devnet running for this home (`devnet up` starts one)")
+        return 0
+    ctx.echo(f"devnet: {document['rpc_url']} chain id {document['chain_id']}")
+    for name, address in document["contracts"].items():
+        ctx.echo(f"  {name}: {address}")
+    ctx.echo(f"funded wallet: {document['funded_wallet'] or 'none'}")
+    return 0
+
+
+def _active_network(ctx: AppContext) -> str:
+    """Read afresh: `up --detach` changed the config file after this process loaded it."""
+    from cortensor_desktop.config import load_config
+
+    if ctx.network_override:
+        return ctx.network_override
+    return load_config(ctx.config_path).config.network.profile
+
+
+def _down(ctx: AppContext, args: argparse.Namespace) -> int:
+    state = _read_state(ctx)
+    if state is None:
+        ctx.echo("no devnet running for this home")
+        return 0
+    pid = state.get("pid")
+    if isinstance(pid, int) and _alive(pid) and pid != os.getpid():
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _state_file(ctx).exists():
+            time.sleep(0.1)
+    if _state_file(ctx).exists():  # the `up` process was gone or did not clean up
+        _cleanup_stale(ctx, state)
+    ctx.echo("devnet stopped; the previous network is active again")
+    return 0
