@@ -68,9 +68,10 @@ SLOT_SELECTED, SLOT_PRECOMMITTED = 1, 2
 STAGE_PRECOMMIT, STAGE_COUNT = 2, 6
 _REVEALABLE = (CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED, CommitState.COMMIT_SENT)
 QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskPhase")
-# SessionQueue.State and slot status as the contract numbers them.
-TASK_ASSIGNED, TASK_PRECOMMIT, TASK_COMMIT = 2, 3, 4
-TASK_SLOT_ACKED, TASK_SLOT_PRECOMMITTED = 2, 3
+# SessionQueue.State and a miner's assignment status as the contract numbers them. Ack and
+# precommit both happen while a task is Assigned; once every miner precommitted it is Commit.
+TASK_ASSIGNED, TASK_COMMIT = 2, 3
+ASSIGNMENT_ASSIGNED, ASSIGNMENT_ACKED, ASSIGNMENT_PRECOMMITTED = 1, 2, 3
 COGNITIVE_EVENTS = (
     "SessionRequested",
     "TopicCreated",
@@ -325,9 +326,7 @@ class Miner:
         elif event.name == "TaskPhase":
             state = int(args["state"])
             task = self._user_task_ref(task_id)
-            if task is not None and state == TASK_PRECOMMIT:
-                self._user_precommit(task)
-            elif task is not None and state == TASK_COMMIT:
+            if task is not None and state == TASK_COMMIT:
                 self._user_reveal(task)
 
     def _user_task_ref(self, task_id: int) -> TaskRef | None:
@@ -340,23 +339,25 @@ class Miner:
         if queue.state(task_id) != TASK_ASSIGNED or task_id not in self._task_prompts:
             return
         session_id = int(queue.call("tasks", task_id)[0])
-        self._user_send(session_id, task_id, UserStage.ACK, lambda: queue.ack(task_id).tx_hash)
-        # Answer now, while the other miners ack: the binding is journaled before any precommit.
+        # No separate ack: the precommit implies it (a transaction saved per miner and task).
+        # The binding is journaled before the precommit is sent.
         prompt = self._task_prompts[task_id]
         result = self._generate(
             session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
         )
         task = TaskRef(TaskKind.USER, session_id, task_id)
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
-        if queue.state(task_id) == TASK_PRECOMMIT:
-            self._user_precommit(task)
+        self._user_precommit(task)
 
     def _user_precommit(self, task: TaskRef) -> None:
         record = self.journal.get(task)
         queue = self.client.queue
         if record is None or record.state is not CommitState.PREPARED:
             return
-        if queue.slot_status(task.task_id, self.address) != TASK_SLOT_ACKED:
+        if queue.assignment(self.address) not in (
+            (task.task_id, ASSIGNMENT_ASSIGNED),
+            (task.task_id, ASSIGNMENT_ACKED),
+        ):
             return
         digest = commitment(task.task_id, self.address, _salt_bytes(record.salt), record.answer)
         tx_hash = self._user_send(
@@ -376,7 +377,7 @@ class Miner:
             return
         if queue.state(task.task_id) != TASK_COMMIT:
             return
-        if queue.slot_status(task.task_id, self.address) != TASK_SLOT_PRECOMMITTED:
+        if queue.assignment(self.address) != (task.task_id, ASSIGNMENT_PRECOMMITTED):
             return
         answer, salt = record.answer, _salt_bytes(record.salt)
         tx_hash = self._user_send(

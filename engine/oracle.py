@@ -44,9 +44,7 @@ STATE_PRECOMMIT, STATE_COMMIT, STATE_COMMITTED, STATE_ENDED = 4, 5, 6, 7
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
 QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
 # SessionQueue.State as the contract numbers it; NodeRegistry status 2 is "in the user pool".
-TASK_QUEUED, TASK_ASSIGNED, TASK_PRECOMMIT, TASK_COMMIT, TASK_COMMITTED, TASK_VALIDATED = range(
-    1, 7
-)
+TASK_QUEUED, TASK_ASSIGNED, TASK_COMMIT, TASK_COMMITTED, TASK_VALIDATED = range(1, 6)
 NODE_EPHEMERAL = 2
 NO_CONSENSUS = 255
 
@@ -281,7 +279,7 @@ class Oracle:
         state = queue.state(task_id)
         if state == TASK_QUEUED:
             self._assign(task_id, task)
-        elif state in (TASK_ASSIGNED, TASK_PRECOMMIT, TASK_COMMIT):
+        elif state in (TASK_ASSIGNED, TASK_COMMIT):
             deadline = int(queue.call("tasks", task_id)[2])
             if self._chain_time() > deadline:
                 result = queue.close_window(task_id, task.miners)

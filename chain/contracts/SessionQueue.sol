@@ -138,10 +138,14 @@ contract SessionQueue is RegistryUser {
         emit TaskAcked(taskId, msg.sender);
     }
 
+    /// A precommit implies the ack: a miner that answers quickly skips the ack transaction;
+    /// `ack` stays for a slow miner to signal early that it is working on the task.
     function precommit(uint256 taskId, bytes23 commitment) external {
         Task storage t = _inState(taskId, State.Assigned);
         _beforeDeadline(t);
-        Assignment storage a = _assignmentOf(taskId, ACKED);
+        Assignment storage a = assignments[msg.sender];
+        if (a.taskId != taskId || a.status == FREE) revert NotSelected();
+        if (a.status != ASSIGNED && a.status != ACKED) revert AlreadyActed();
         a.status = PRECOMMITTED;
         a.commitment = commitment;
         emit TaskPrecommitted(taskId, msg.sender, commitment);

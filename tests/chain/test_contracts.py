@@ -396,3 +396,24 @@ def test_commit_window_close_after_a_precommit_failure_lists_only_the_late(
     assert late == [[b]]
     oracle.cognitive.end(sid, [100, 100, 100])
     assert [oracle.registry.node_info(m).status for m in (a, b, c)] == [2, 1, 1]
+
+
+def test_precommit_implies_the_ack_but_not_twice_and_not_for_others(
+    embedded: EmbeddedChain,
+) -> None:
+    oracle, miners = _pool(embedded)
+    _, task = _user_task(embedded, 3)
+    addresses = [m.address for m in miners]
+    oracle.queue.assign(task, addresses)
+    miners[0].queue.ack(task)  # a slow miner may still ack early
+    for m in miners:  # the others precommit straight from "assigned"
+        m.queue.precommit(task, commitment(task, m.address, SALT, "Paris"))
+    assert [oracle.queue.assignment(a)[1] for a in addresses] == [3, 3, 3]  # precommitted
+    assert oracle.queue.state(task) == 3  # Commit: every miner precommitted
+    with _revert("BadState"):
+        miners[1].queue.precommit(task, commitment(task, addresses[1], SALT, "again"))
+    with _revert("AlreadyActed"):
+        miners[1].queue.ack(task)
+    outsider = _funded(embedded)
+    with _revert("NotSelected"):
+        outsider.queue.commit(task, "Paris", SALT)
