@@ -8,6 +8,7 @@ When the engine's runtime and the chain client exist, `llama` and `chain` should
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -154,8 +155,13 @@ def check_hardware(ctx: SelfTestContext) -> StepOutcome:
     if probe_module is not None and hasattr(probe_module, "probe"):
         hardware = probe_module.probe()
         facts = hardware.to_json() if hasattr(hardware, "to_json") else {"repr": repr(hardware)}
-        facts = {"source": "profiler.probe", **facts}
-        return StepOutcome("profiler.probe ran", facts)
+        warnings: list[str] = []
+        with contextlib.suppress(ImportError, AttributeError):
+            hardware_module = importlib.import_module("profiler.hardware")
+            warnings = list(hardware_module.hardware_warnings(hardware))
+        facts = {"source": "profiler.probe", "warnings": warnings, **facts}
+        detail = "profiler.probe ran" + (f"; warnings: {'; '.join(warnings)}" if warnings else "")
+        return StepOutcome(detail, facts)
     facts = _basic_probe()
     gib = facts["memory_total_bytes"] / 2**30
     return StepOutcome(
