@@ -22,6 +22,13 @@ VARIANTS="${CORTENSOR_BUILD_VARIANTS:-onefile onedir}"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+for variant in $VARIANTS; do
+  case "$variant" in
+    onefile|onedir) ;;
+    *) die "unknown variant '$variant' in CORTENSOR_BUILD_VARIANTS (onefile, onedir)" ;;
+  esac
+done
+
 venv_python() {
   for candidate in "$VENV/bin/python" "$VENV/Scripts/python.exe"; do
     [ -x "$candidate" ] && { echo "$candidate"; return 0; }
@@ -50,7 +57,6 @@ for variant in $VARIANTS; do
   case "$variant" in
     onefile) binary="dist/cortensor-desktop$EXE_SUFFIX" ;;
     onedir)  binary="dist/cortensor-desktop-folder/cortensor-desktop$EXE_SUFFIX" ;;
-    *) die "unknown variant '$variant' in CORTENSOR_BUILD_VARIANTS (onefile, onedir)" ;;
   esac
   work="build/pyinstaller-$variant"
   mkdir -p "$work"
@@ -59,7 +65,7 @@ for variant in $VARIANTS; do
   [ "${CORTENSOR_BUILD_CLEAN:-0}" = "1" ] && clean=(--clean)
   say "building $variant with PyInstaller (log: $log)"
   start=$SECONDS
-  if ! CORTENSOR_BUILD_VARIANT="$variant" "$PY" -m PyInstaller --noconfirm "${clean[@]}" \
+  if ! CORTENSOR_BUILD_VARIANT="$variant" "$PY" -m PyInstaller --noconfirm ${clean[@]+"${clean[@]}"} \
       --distpath dist --workpath "$work" --log-level WARN \
       packaging/cortensor-desktop.spec >"$log" 2>&1; then
     tail -n 40 "$log" >&2

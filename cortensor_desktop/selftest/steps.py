@@ -93,7 +93,10 @@ def read_cpu_flags() -> frozenset[str] | None:
             present = ctypes.windll.kernel32.IsProcessorFeaturePresent  # type: ignore[attr-defined]
             # PF_SSE3 = 13, PF_SSSE3 = 36, PF_AVX = 39, PF_AVX2 = 40, PF_AVX512F = 41.
             known = {"pni": 13, "ssse3": 36, "avx": 39, "avx2": 40, "avx512f": 41}
-            return frozenset(name for name, code in known.items() if present(code))
+            reported = frozenset(name for name, code in known.items() if present(code))
+            # Windows before 10 2004 does not know codes 39-41 and answers False for all three:
+            # treat that as unknown rather than claim a capable CPU lacks AVX.
+            return reported if reported & {"avx", "avx2", "avx512f"} else None
     except (OSError, ValueError, AttributeError):
         return None
     return None
