@@ -149,6 +149,22 @@ def _basic_probe() -> dict[str, Any]:
     return facts
 
 
+def summarise_probe(facts: dict[str, Any]) -> str:
+    """One line from the profiler's Hardware.to_json(), tolerant of fields it may not have."""
+    raw_cpu, raw_memory = facts.get("cpu"), facts.get("memory")
+    cpu: dict[str, Any] = raw_cpu if isinstance(raw_cpu, dict) else {}
+    memory: dict[str, Any] = raw_memory if isinstance(raw_memory, dict) else {}
+    parts = ["profiler.probe:"]
+    if cpu.get("brand"):
+        parts.append(str(cpu["brand"]))
+    if cpu.get("logical_cores"):
+        parts.append(f"{cpu['logical_cores']} logical CPUs")
+    if isinstance(memory.get("total_bytes"), int):
+        parts.append(f"{memory['total_bytes'] / 2**30:.1f} GiB RAM")
+    parts.append(f"{len(facts.get('gpus') or [])} GPU(s)")
+    return ", ".join([parts[0] + " " + parts[1], *parts[2:]])
+
+
 def check_hardware(ctx: SelfTestContext) -> StepOutcome:
     """The profiler's probe when it exists, else a basic psutil probe."""
     try:
@@ -163,7 +179,9 @@ def check_hardware(ctx: SelfTestContext) -> StepOutcome:
             hardware_module = importlib.import_module("profiler.hardware")
             warnings = list(hardware_module.hardware_warnings(hardware))
         facts = {"source": "profiler.probe", "warnings": warnings, **facts}
-        detail = "profiler.probe ran" + (f"; warnings: {'; '.join(warnings)}" if warnings else "")
+        detail = summarise_probe(facts)
+        if facts.get("warnings"):
+            detail += f"; warnings: {'; '.join(map(str, facts['warnings']))}"
         return StepOutcome(detail, facts)
     facts = _basic_probe()
     gib = facts["memory_total_bytes"] / 2**30
@@ -338,6 +356,9 @@ def check_ui(ctx: SelfTestContext) -> StepOutcome:
         return facts
 
     facts = asyncio.run(drive())
+    # run_test uses the headless driver; a real terminal needs the platform's driver, which
+    # Textual imports only when the app starts, so check that this build carries it.
+    facts["driver"] = SelfTestApp().get_driver_class().__name__
     if facts["table_rows"] != 1 or facts["progress"] != 1.0:
         raise SelfTestError(f"the screen did not render what it was given: {facts}")
     import textual

@@ -16,7 +16,11 @@ from cortensor_desktop.selftest import (
     run_self_test,
     run_step,
 )
-from cortensor_desktop.selftest.steps import DEFAULT_STEPS, missing_cpu_features
+from cortensor_desktop.selftest.steps import (
+    DEFAULT_STEPS,
+    missing_cpu_features,
+    summarise_probe,
+)
 
 STEP_NAMES = ["folders", "hardware", "llama", "chain", "ui"]
 AVX2_BUILD = "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | AVX512 = 0 |"
@@ -50,6 +54,8 @@ def test_self_test_json_from_source_passes_every_step(cli, home: Path) -> None:
     assert by_name["llama"]["facts"]["embedding_dim"] == 64
     assert by_name["chain"]["facts"]["gas_used"] == 21000
     assert by_name["ui"]["facts"]["table_rows"] == 1
+    # the driver a real terminal gets is in the build, not only the headless one
+    assert by_name["ui"]["facts"]["driver"] in ("LinuxDriver", "WindowsDriver")
     # progress lines go to stderr so stdout stays parseable
     assert "ok      chain" in result.stderr
 
@@ -143,3 +149,15 @@ def test_missing_cpu_features_against_an_avx2_build(
 ) -> None:
     frozen_flags = None if flags is None else frozenset(flags)
     assert missing_cpu_features(AVX2_BUILD, frozen_flags, machine) == missing
+
+
+def test_the_profiler_probe_summary_tolerates_missing_fields() -> None:
+    facts = {
+        "cpu": {"brand": "AMD EPYC", "logical_cores": 2},
+        "memory": {"total_bytes": 8 * 2**30},
+        "gpus": [{"name": "RTX 3060"}],
+    }
+    assert (
+        summarise_probe(facts) == "profiler.probe: AMD EPYC, 2 logical CPUs, 8.0 GiB RAM, 1 GPU(s)"
+    )
+    assert summarise_probe({"cpu": None}) == "profiler.probe: 0 GPU(s)"
