@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--self-test",
         action="store_true",
-        help="check offline that this install works (folders, hardware probe, llama.cpp, "
-        "in-process chain, UI); exit 0 only if every step passed, 1 naming the failed step",
+        help="check offline that this install works (folders, shipped data, hardware probe, "
+        "llama.cpp, in-process chain, UI); exit 0 only if every step passed, "
+        "1 naming the failed step",
     )
     parser.add_argument(
         "--json",

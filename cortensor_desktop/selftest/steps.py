@@ -1,4 +1,4 @@
-"""The self-test's steps: folders, hardware, llama.cpp, chain, UI. Each raises on failure.
+"""The self-test's steps: folders, assets, hardware, llama.cpp, chain, UI. Each raises on failure.
 
 Every step imports what it exercises inside its function, so a frozen build that misses a
 library fails that step by name instead of failing to start, and `--help` stays fast.
@@ -54,6 +54,36 @@ def check_folders(ctx: SelfTestContext) -> StepOutcome:
             "home": str(paths.home) if paths.home else None,
             "config_dir": str(paths.config_dir),
             "data_dir": str(paths.data_dir),
+        },
+    )
+
+
+# --- assets ----------------------------------------------------------------------------------
+
+
+def check_assets(ctx: SelfTestContext) -> StepOutcome:
+    """The shipped data is there (a frozen build finds it under sys._MEIPASS) and parses."""
+    import json
+
+    from assets import assets_dir
+    from profiler.catalogue import load_catalogue
+
+    root = assets_dir()
+    documents = sorted(root.rglob("*.json"))
+    for document in documents:
+        try:
+            json.loads(document.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SelfTestError(f"{document}: {exc}") from None
+    catalogue = load_catalogue()
+    contracts = [d.stem for d in documents if d.parent.name == "contracts"]
+    return StepOutcome(
+        f"{len(catalogue.models)} catalogue models, {len(contracts)} contract artifacts",
+        {
+            "assets_dir": str(root),
+            "models": [m.id for m in catalogue.models],
+            "contracts": contracts,
+            "json_files": len(documents),
         },
     )
 
@@ -369,6 +399,7 @@ def check_ui(ctx: SelfTestContext) -> StepOutcome:
 
 DEFAULT_STEPS: list[Step] = [
     Step("folders", "the app's folders exist and are writable", check_folders, timeout_s=15),
+    Step("assets", "the shipped catalogue and contract artifacts load", check_assets, 15),
     Step("hardware", "probe the CPU, memory and GPUs", check_hardware, timeout_s=30),
     Step("llama", "write a tiny GGUF; generate, score, embed", check_llama, timeout_s=120),
     Step("chain", "one transaction on the in-process chain", check_chain, timeout_s=90),

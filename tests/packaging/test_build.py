@@ -92,10 +92,20 @@ def test_binary_runs_version_and_self_test_outside_the_tree(
     document = json.loads(selftest.stdout)
     assert document["ok"] is True, document
     assert document["frozen"] is True  # the binary ran, not a Python from this tree
-    assert [s["name"] for s in document["steps"]] == ["folders", "hardware", "llama", "chain", "ui"]
+    assert [s["name"] for s in document["steps"]] == [
+        "folders",
+        "assets",
+        "hardware",
+        "llama",
+        "chain",
+        "ui",
+    ]
     assert all(s["status"] == "ok" for s in document["steps"])
     assert document["steps"][0]["facts"]["home"] == str(home.resolve())
     assert (home / "data").is_dir()
+    # assets come from inside the binary (sys._MEIPASS), not from this source tree
+    assets = document["steps"][1]["facts"]
+    assert assets["models"] and not assets["assets_dir"].startswith(str(REPO))
     assert "Shared library" not in selftest.stderr
 
     # A failing step makes the binary exit 1 and name it.

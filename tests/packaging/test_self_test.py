@@ -22,7 +22,7 @@ from cortensor_desktop.selftest.steps import (
     summarise_probe,
 )
 
-STEP_NAMES = ["folders", "hardware", "llama", "chain", "ui"]
+STEP_NAMES = ["folders", "assets", "hardware", "llama", "chain", "ui"]
 AVX2_BUILD = "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | AVX512 = 0 |"
 
 
@@ -49,6 +49,7 @@ def test_self_test_json_from_source_passes_every_step(cli, home: Path) -> None:
     by_name = {step["name"]: step for step in document["steps"]}
     assert by_name["folders"]["facts"]["home"] == str(home.resolve())
     assert (home / "data").is_dir()
+    assert by_name["assets"]["facts"]["models"], "the catalogue lists no model"
     assert len(by_name["llama"]["facts"]["generated_tokens"]) == 8
     assert by_name["llama"]["facts"]["log_likelihood"] < 0
     assert by_name["llama"]["facts"]["embedding_dim"] == 64
@@ -70,6 +71,7 @@ def test_a_forced_failure_is_named_and_exits_1(cli) -> None:
     # a failure does not stop the steps after it
     assert statuses == {
         "folders": "ok",
+        "assets": "ok",
         "hardware": "ok",
         "llama": "ok",
         "chain": "failed",
