@@ -1,4 +1,4 @@
-"""The self-test's steps: folders, assets, hardware, llama.cpp, chain, UI. Each raises on failure.
+"""The self-test's steps, in order: folders, assets, hardware, worker, llama, chain, ui.
 
 Every step imports what it exercises inside its function, so a frozen build that misses a
 library fails that step by name instead of failing to start, and `--help` stays fast.
@@ -223,6 +223,49 @@ def check_hardware(ctx: SelfTestContext) -> StepOutcome:
     )
 
 
+# --- worker process --------------------------------------------------------------------------
+
+
+def _report_from_child(queue: Any) -> None:
+    """Runs in the spawned child: say who we are. Module-level, so 'spawn' can import it."""
+    import sys
+
+    queue.put({"pid": os.getpid(), "frozen": bool(getattr(sys, "frozen", False))})
+
+
+def check_worker_process(ctx: SelfTestContext) -> StepOutcome:
+    """A 'spawn' child process starts and reports back, as the inference worker and py-cpuinfo
+    need. In a frozen build this only works when __main__ calls multiprocessing.freeze_support().
+    """
+    import multiprocessing
+    import queue as queue_module
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    channel = context.Queue()
+    start = time.perf_counter()
+    child = context.Process(target=_report_from_child, args=(channel,), daemon=True)
+    child.start()
+    try:
+        report = channel.get(timeout=60)
+    except queue_module.Empty:
+        child.kill()
+        raise SelfTestError(
+            "a spawned child process did not report back within 60s "
+            "(a frozen build whose entry point lacks multiprocessing.freeze_support()?)"
+        ) from None
+    child.join(10)
+    took = time.perf_counter() - start
+    if child.exitcode != 0:
+        raise SelfTestError(f"the spawned child process exited with {child.exitcode}")
+    if report["pid"] == os.getpid():
+        raise SelfTestError("the 'child' reported the parent's process id")
+    return StepOutcome(
+        f"spawned a child process that reported back in {took:.2f}s",
+        {"child_pid": report["pid"], "child_frozen": report["frozen"], "seconds": round(took, 3)},
+    )
+
+
 # --- llama.cpp -------------------------------------------------------------------------------
 
 
@@ -401,6 +444,7 @@ DEFAULT_STEPS: list[Step] = [
     Step("folders", "the app's folders exist and are writable", check_folders, timeout_s=15),
     Step("assets", "the shipped catalogue and contract artifacts load", check_assets, 15),
     Step("hardware", "probe the CPU, memory and GPUs", check_hardware, timeout_s=30),
+    Step("worker", "a worker process starts (multiprocessing spawn)", check_worker_process, 90),
     Step("llama", "write a tiny GGUF; generate, score, embed", check_llama, timeout_s=120),
     Step("chain", "one transaction on the in-process chain", check_chain, timeout_s=90),
     Step("ui", "mount the Textual UI headless", check_ui, timeout_s=60),

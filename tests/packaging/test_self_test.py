@@ -22,7 +22,7 @@ from cortensor_desktop.selftest.steps import (
     summarise_probe,
 )
 
-STEP_NAMES = ["folders", "assets", "hardware", "llama", "chain", "ui"]
+STEP_NAMES = ["folders", "assets", "hardware", "worker", "llama", "chain", "ui"]
 AVX2_BUILD = "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | AVX512 = 0 |"
 
 
@@ -73,6 +73,7 @@ def test_a_forced_failure_is_named_and_exits_1(cli) -> None:
         "folders": "ok",
         "assets": "ok",
         "hardware": "ok",
+        "worker": "ok",
         "llama": "ok",
         "chain": "failed",
         "ui": "ok",
