@@ -59,6 +59,39 @@ def built_binary() -> Path:
     return binary
 
 
+DEV_ONLY = [
+    "pytest",
+    "_pytest",
+    "hypothesis",
+    "mypy",
+    "ruff",
+    "importlinter",
+    "textual_dev",
+    "torch",
+    "IPython",
+    "tkinter",
+    "PyInstaller",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_binary_carries_the_app_and_llama_cpp_and_no_dev_tools(built_binary: Path) -> None:
+    from PyInstaller.archive.readers import CArchiveReader
+
+    archive = CArchiveReader(str(built_binary))
+    entries = list(archive.toc)
+    modules = list(archive.open_embedded_archive("PYZ.pyz").toc)
+    top_level = {name.split(".")[0] for name in modules}
+    for ours in ("cortensor_desktop", "engine", "profiler", "chain", "assets"):
+        assert ours in top_level, ours
+    assert {"llama_cpp", "textual", "web3", "eth_tester"} <= top_level
+    assert "textual.widgets._data_table" in modules  # lazily imported by textual.widgets
+    assert any(e.startswith("llama_cpp/lib/") and "llama" in e for e in entries), entries
+    assert "assets/catalogue.json" in entries
+    assert not top_level & set(DEV_ONLY), sorted(top_level & set(DEV_ONLY))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_binary_runs_version_and_self_test_outside_the_tree(
