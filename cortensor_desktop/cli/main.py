@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         "mine, and watch it all.",
     )
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check offline that this install works (folders, shipped data, hardware probe, "
+        "llama.cpp, in-process chain, UI); exit 0 only if every step passed, "
+        "1 naming the failed step",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="with --self-test: print one JSON document on stdout",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers, common)
@@ -96,6 +109,12 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.self_test:
+        if getattr(args, "command", None):
+            parser.error("--self-test runs on its own, without a command")
+        from cortensor_desktop.cli.self_test import run_self_test_command
+
+        args.handler, args.needs_config = run_self_test_command, False
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
