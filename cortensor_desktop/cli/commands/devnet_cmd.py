@@ -43,14 +43,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="local miner nodes (not available yet: 0)",
+        help="miner nodes to start, each its own process and home (default 0)",
     )
     up.add_argument(
         "--oracles",
         type=int,
         default=0,
         metavar="M",
-        help="local oracle nodes (not available yet: 0)",
+        help="oracle nodes to start (the first leads; default 0)",
     )
     up.add_argument(
         "--detach", action="store_true", help="run in the background; stop with `devnet down`"
@@ -157,10 +157,12 @@ def _restore(ctx: AppContext, state: dict[str, Any]) -> None:
 def _up(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.errors import DevnetError
 
-    if args.miners or args.oracles:
+    if not (0 <= args.miners <= 16 and 0 <= args.oracles <= 4):
+        print("cortensor-desktop: error: --miners must be 0-16 and --oracles 0-4", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    if args.miners and not args.oracles:
         print(
-            "cortensor-desktop: error: local miner and oracle nodes are not available yet "
-            "(they come with the node engine); run `devnet up` with --miners 0 --oracles 0",
+            "cortensor-desktop: error: miners need an oracle to give them work: add --oracles 1",
             file=sys.stderr,
         )
         return int(ExitCode.USAGE)
@@ -171,7 +173,7 @@ def _up(ctx: AppContext, args: argparse.Namespace) -> int:
         _cleanup_stale(ctx, state)
     if args.detach:
         return _detach(ctx, args)
-    return _run_foreground(ctx)
+    return _run_foreground(ctx, args)
 
 
 def _detach(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -179,7 +181,17 @@ def _detach(ctx: AppContext, args: argparse.Namespace) -> int:
 
     ctx.paths.ensure()
     log_path = ctx.paths.log_dir / "devnet.log"
-    command = [sys.executable, "-m", "cortensor_desktop", "devnet", "up"]
+    command = [
+        sys.executable,
+        "-m",
+        "cortensor_desktop",
+        "devnet",
+        "up",
+        "--miners",
+        str(args.miners),
+        "--oracles",
+        str(args.oracles),
+    ]
     if getattr(args, "config", None):
         command += ["--config", args.config]
     with open(log_path, "ab") as log:
@@ -199,7 +211,7 @@ def _detach(ctx: AppContext, args: argparse.Namespace) -> int:
     raise DevnetError(f"the devnet did not come up; see {log_path}")
 
 
-def _run_foreground(ctx: AppContext) -> int:
+def _run_foreground(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.devnet import AnvilProcess, deploy_on_anvil, fund
 
     ctx.paths.ensure()
@@ -209,7 +221,7 @@ def _run_foreground(ctx: AppContext) -> int:
     anvil = AnvilProcess(log_file=ctx.paths.log_dir / "anvil.log").start()
     state: dict[str, Any] = {}
     try:
-        devnet = deploy_on_anvil(anvil)
+        devnet = deploy_on_anvil(anvil, oracles=args.oracles)
         funded = _fund_home_wallet(
             ctx, lambda address: fund(anvil.backend().web3, address, FUND_WEI)
         )
@@ -224,8 +236,12 @@ def _run_foreground(ctx: AppContext) -> int:
             "funded": funded,
             "previous_profile": _set_active_profile(ctx, LOCAL),
             "started_at": int(time.time()),
+            "nodes": [],
         }
         _write_state(ctx, state)
+        if args.miners or args.oracles:
+            state["nodes"] = _start_nodes(ctx, args, devnet, anvil)
+            _write_state(ctx, state)
         print(
             f"devnet up: {devnet.rpc_url} (chain id {devnet.chain_id}); network 'local' is "
             f"active for this home; Ctrl-C or `devnet down` stops it",
@@ -237,10 +253,41 @@ def _run_foreground(ctx: AppContext) -> int:
                 return int(ExitCode.CHAIN)
         return 0
     finally:
+        if state.get("nodes"):
+            from cortensor_desktop.devnet_nodes import DevnetNode, stop_all
+
+            stop_all([DevnetNode(**n) for n in state["nodes"]])
         anvil.stop()
         if state:
             _restore(ctx, state)
         print("devnet stopped", file=sys.stderr, flush=True)
+
+
+def _start_nodes(ctx: AppContext, args: argparse.Namespace, devnet: Any, anvil: Any) -> list[Any]:
+    """Homes, keys and funds for every node, the models installed once, then the processes."""
+    import shutil
+
+    from chain.devnet import fund
+    from cortensor_desktop.devnet_nodes import prepare_nodes, spawn
+    from engine.model_store import ModelStore
+
+    base = ctx.paths.data_dir / "devnet" / "nodes"
+    shutil.rmtree(base, ignore_errors=True)
+    profile_text = profile_file(ctx.paths.profiles_dir, LOCAL).read_text(encoding="utf-8")
+    oracle_keys = ["0x" + bytes(o.key).hex() for o in devnet.oracles]
+    nodes = prepare_nodes(base, profile_text, args.miners, oracle_keys)
+    web3 = anvil.backend().web3
+    for node in nodes:
+        fund(web3, node.address, FUND_WEI)
+    store = ModelStore(ctx.models_dir)  # install once, before several nodes race for it
+    store.pull(store.default_chat_model().id)
+    store.pull(store.catalogue.of_kind("embedding")[0].id)
+    started = [spawn(node, ctx.models_dir).to_json() for node in nodes]
+    print(
+        f"started {args.oracles} oracle(s) and {args.miners} miner(s); logs in {base}/<node>/logs",
+        flush=True,
+    )
+    return started
 
 
 def _fund_home_wallet(ctx: AppContext, fund: Any) -> str | None:
@@ -268,6 +315,10 @@ def _write_state(ctx: AppContext, state: dict[str, Any]) -> None:
 
 
 def _cleanup_stale(ctx: AppContext, state: dict[str, Any]) -> None:
+    if state.get("nodes"):
+        from cortensor_desktop.devnet_nodes import DevnetNode, stop_all
+
+        stop_all([DevnetNode(**n) for n in state["nodes"]], timeout_s=5)
     anvil_pid = state.get("anvil_pid")
     if not isinstance(anvil_pid, int) or not _alive(anvil_pid):
         _restore(ctx, state)
@@ -292,7 +343,7 @@ def _status(ctx: AppContext, args: argparse.Namespace) -> int:
         "contracts": state.get("contracts", {}) if running and state else {},
         "funded_wallet": state.get("funded") if running and state else None,
         "anvil_pid": state.get("anvil_pid") if running and state else None,
-        "nodes": [],  # the node engine adds local miners and oracles
+        "nodes": _nodes_status(state) if running and state else [],
         "active_network": _active_network(ctx),
     }
     if ctx.json_output:
@@ -305,7 +356,22 @@ def _status(ctx: AppContext, args: argparse.Namespace) -> int:
     for name, address in document["contracts"].items():
         ctx.echo(f"  {name}: {address}")
     ctx.echo(f"funded wallet: {document['funded_wallet'] or 'none'}")
+    for node in document["nodes"]:
+        ctx.echo(
+            f"  {node['name']:<9} {node['address']}  {node['state']:<12} "
+            f"tasks done: {node['tasks_done'] if node['tasks_done'] is not None else '-'}"
+        )
     return 0
+
+
+def _nodes_status(state: dict[str, Any]) -> list[dict[str, Any]]:
+    if not state.get("nodes"):
+        return []
+    from chain.client import connect
+    from cortensor_desktop.devnet_nodes import node_status
+
+    client = connect(int(state["chain_id"]), [str(state["rpc_url"])], state["contracts"])
+    return [node_status(client, node) for node in state["nodes"]]
 
 
 def _active_network(ctx: AppContext) -> str:
