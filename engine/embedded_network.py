@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chain.deploy import NetworkParams
@@ -37,6 +37,8 @@ DEVNET_PARAMS = NetworkParams(min_ping_interval_s=10, step_window_s=120, answer_
 @dataclass(frozen=True)
 class EmbeddedNetworkSettings:
     miners: int = 3
+    oracles: int = 1  # the first leads; the others take over when it stalls
+    leader_grace_s: int = 60
     chat_model_id: str | None = None  # None: the store's default chat model
     n_ctx: int = 2048
     miner: MinerSettings = field(default_factory=MinerSettings)
@@ -65,7 +67,7 @@ class EmbeddedNetwork:
         self._workers: list[InferenceWorker] = []
         self.chain: EmbeddedChain | None = None
         self.miners: list[Miner] = []
-        self.oracle: Oracle | None = None
+        self.oracles: list[Oracle] = []
 
     def start(self, threads: bool = True) -> None:
         """Build every node and register the miners; with `threads`, run their loops.
@@ -76,7 +78,8 @@ class EmbeddedNetwork:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         chat_path, embed_path = self._models()
         self._progress("starting the in-process chain and deploying the contracts")
-        self.chain = start_embedded(oracles=1, params=DEVNET_PARAMS)
+        params = replace(DEVNET_PARAMS, leader_grace_s=self.settings.leader_grace_s)
+        self.chain = start_embedded(oracles=self.settings.oracles, params=params)
         key = ChainKey(self.chain.chain_id, self.chain.genesis_hash)
         if self.settings.miners > len(self.chain.accounts):
             raise ValueError(f"the embedded chain has {len(self.chain.accounts)} dev accounts")
@@ -87,23 +90,30 @@ class EmbeddedNetwork:
             client = self.chain.client(account)
             chat = self._miner_chat(index, worker)
             self.miners.append(Miner(client, chat, journal, self.bus, self.settings.miner))
-        validator = Validator(
-            self._worker(chat_path, load, "chat", "oracle (validator)"),
-            self._worker(
-                embed_path, LoadSettings(n_ctx=512, n_threads=1), "embedding", "oracle (embeddings)"
-            ),
-        )
-        oracle_account = self.chain.oracles[0]
-        self.oracle = Oracle(
-            self.chain.client(oracle_account),
-            validator,
-            Journal(self.db, key, oracle_account.address),
-            self.bus,
-            self.settings.oracle,
-        )
+        for account in self.chain.oracles:
+            name = f"oracle {account.address[:10]}"
+            validator = Validator(
+                self._worker(chat_path, load, "chat", f"{name} (validator)"),
+                self._worker(
+                    embed_path,
+                    LoadSettings(n_ctx=512, n_threads=1),
+                    "embedding",
+                    f"{name} (embeddings)",
+                ),
+            )
+            self.oracles.append(
+                Oracle(
+                    self.chain.client(account),
+                    validator,
+                    Journal(self.db, key, account.address),
+                    self.bus,
+                    self.settings.oracle,
+                )
+            )
         for miner in self.miners:
             miner.preflight()
-        self.oracle.start()
+        for oracle in self.oracles:
+            oracle.start()
         if threads:
             self._spawn()
 
@@ -121,9 +131,8 @@ class EmbeddedNetwork:
         return worker
 
     def _spawn(self) -> None:
-        assert self.oracle is not None
         runners = [(f"miner-{m.address[:8]}", m.run) for m in self.miners]
-        runners.append(("oracle", self.oracle.run))
+        runners += [(f"oracle-{o.address[:8]}", o.run) for o in self.oracles]
         for name, target in runners:
             thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
             thread.start()
@@ -139,6 +148,11 @@ class EmbeddedNetwork:
             worker.close()
         self._threads.clear()
         self._workers.clear()
+
+    @property
+    def oracle(self) -> Oracle | None:
+        """The first oracle (the leader at start)."""
+        return self.oracles[0] if self.oracles else None
 
     @property
     def stopping(self) -> bool:

@@ -24,9 +24,12 @@ from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper
 from engine.chain_watch import ChainWatcher
 from engine.events import (
+    Alert,
+    AlertKind,
     Event,
     EventBus,
     NetworkTaskStage,
+    Severity,
     TxStatus,
     UserTaskStage,
     ValidationResult,
@@ -125,13 +128,38 @@ class Oracle:
     def step(self) -> None:
         if self._watcher is None:
             raise RuntimeError("call start() first")
-        self._request_if_due()
         for event in self._watcher.poll(int(self.client.web3.eth.block_number)):
             self._note(event)
+        if not self._leading():
+            return  # a standby follows every session, so it can finish them if it takes over
+        self._request_if_due()
         for session_id in list(self._open):
             self._advance(session_id)
         for task_id in list(self._user_open):
             self._advance_user(task_id)
+
+    def _leading(self) -> bool:
+        registry = self.client.registry
+        if registry.leader().lower() == self.address.lower():
+            return True
+        silent_since = int(registry.call("lastLeaderActivity"))
+        grace = int(registry.call("leaderGrace"))
+        if self._chain_time() <= silent_since + grace:
+            return False
+        previous = registry.leader()
+        try:
+            registry.takeover()
+        except ChainError as exc:  # another standby was faster, or the leader woke up
+            log.info("takeover refused: %s", exc)
+            return False
+        self._publish(
+            Alert(
+                kind=AlertKind.STALL,
+                severity=Severity.WARNING,
+                message=f"leader {previous} was silent for over {grace} s; this oracle took over",
+            )
+        )
+        return True
 
     # -- scheduling -----------------------------------------------------------------------
     def _request_if_due(self) -> None:
@@ -140,8 +168,6 @@ class Oracle:
             self._last_request is None or now - self._last_request >= self.settings.task_interval_s
         )
         if not due or len(self._open) >= self.settings.max_open_sessions:
-            return
-        if self.client.registry.leader().lower() != self.address.lower():
             return
         miners = self._registered_miners()
         if not miners:
@@ -181,6 +207,8 @@ class Oracle:
             self._note_user(event)
             return
         session_id = int(event.args.get("id", 0))
+        if event.name == "SessionRequested":
+            self._open.setdefault(session_id, _Open())
         view = self._open.get(session_id)
         if view is None:
             return

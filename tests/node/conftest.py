@@ -38,12 +38,14 @@ def make_network(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Emb
         threads: bool = True,
         miner_chat: MinerChat | None = None,
         bus: EventBus | None = None,
+        oracles: int = 1,
+        leader_grace_s: int = 60,
     ) -> EmbeddedNetwork:
         network = EmbeddedNetwork(
             Database(tmp_path / "node.sqlite3"),
             models_dir,
             bus or EventBus(),
-            EmbeddedNetworkSettings(miners=miners),
+            EmbeddedNetworkSettings(miners=miners, oracles=oracles, leader_grace_s=leader_grace_s),
             miner_chat=miner_chat,
         )
         started.append(network)
