@@ -32,14 +32,7 @@ def test_standby_oracle_takes_over_a_dead_leader_and_ends_the_session_once(make_
     cognitive = standby.client.cognitive
     assert standby.client.registry.leader() == leader.address
 
-    _step_until(
-        lambda: (
-            cognitive.sessionCount() >= 1
-            if hasattr(cognitive, "sessionCount")
-            else int(cognitive.call("sessionCount")) >= 1
-        ),
-        [leader, standby, *miners],
-    )
+    _step_until(lambda: int(cognitive.call("sessionCount")) >= 1, [leader, standby, *miners])
     _step_until(lambda: cognitive.state(1) >= STATE_PRECOMMIT, [leader, standby, *miners])
     died_at = time.monotonic()  # the leader is never stepped again
 
