@@ -73,7 +73,7 @@ class NodeView:
 
     address: str
     role: str | None = None
-    state: str = NodeState.STARTING.value
+    state: str | None = None  # None until the node reports one (an oracle may never)
     first_seen: float = 0.0
     tier: str | None = None
     model: str | None = None
@@ -313,15 +313,15 @@ class Summary:
     # -- reading --------------------------------------------------------------------------
     def state(self) -> str:
         """One word for the whole process: starting, running, paused, stopped or partly_paused."""
-        states = [v.state for v in self.nodes.values() if v.role is not None]
+        states = [v.state for v in self.nodes.values() if v.role is not None and v.state]
         if not states:
             return NodeState.STARTING.value
         if all(s == NodeState.STOPPED.value for s in states):
             return NodeState.STOPPED.value
         if any(s in (NodeState.STARTING.value, NodeState.PREFLIGHT.value) for s in states):
             return NodeState.STARTING.value
-        miners = [v.state for v in self.nodes.values() if v.role == "miner"] or states
-        if all(s == NodeState.PAUSED.value for s in miners):
+        miners = [v.state for v in self.nodes.values() if v.role == "miner" and v.state]
+        if miners and all(s == NodeState.PAUSED.value for s in miners):
             return NodeState.PAUSED.value
         if any(s == NodeState.PAUSED.value for s in miners):
             return "partly_paused"
