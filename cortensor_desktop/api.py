@@ -190,7 +190,8 @@ class SummaryCollector:
             paused.add_metric([addr], 1 if node["state"] == "paused" else 0)
             for window in ("10s", "60s", "15m"):
                 rate = node["tokens_per_s"][window]
-                tps.add_metric([addr, window], rate if rate is not None else 0.0)
+                if rate is not None:  # unknown is absent, not zero
+                    tps.add_metric([addr, window], rate)
             for kind, stages in node["tasks"].items():
                 for stage, statuses in stages.items():
                     for status, n in statuses.items():

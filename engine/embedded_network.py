@@ -63,6 +63,7 @@ class EmbeddedNetwork:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._workers: list[InferenceWorker] = []
+        self._worker_names: list[str] = []
         self.chain: EmbeddedChain | None = None
         self.miners: list[Miner] = []
         self.oracle: Oracle | None = None
@@ -118,7 +119,13 @@ class EmbeddedNetwork:
         worker = InferenceWorker(path, load, kind=kind)
         worker.start()
         self._workers.append(worker)
+        self._worker_names.append(name)
         return worker
+
+    @property
+    def workers(self) -> list[tuple[str, InferenceWorker]]:
+        """Every inference worker with the node it serves (status views show pids, restarts)."""
+        return list(zip(self._worker_names, self._workers, strict=True))
 
     def _spawn(self) -> None:
         assert self.oracle is not None
@@ -139,6 +146,7 @@ class EmbeddedNetwork:
             worker.close()
         self._threads.clear()
         self._workers.clear()
+        self._worker_names.clear()
 
     @property
     def stopping(self) -> bool:

@@ -71,7 +71,7 @@ class NodeController:
     # -- commands -------------------------------------------------------------------------
     def handle(self, command: Command) -> CommandHandled:
         accepted, message = self._dispatch(command)
-        log.info(
+        log.debug(
             "command %s from %s: %s%s",
             command.type,
             command.source or "?",

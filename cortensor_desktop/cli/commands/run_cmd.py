@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -80,6 +81,7 @@ def _run(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
     from cortensor_desktop.headless import StopSignals, log_event
+    from engine.commands import CommandQueue
     from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
     from engine.events import EventBus
     from engine.recording import Recorder
@@ -98,32 +100,140 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         EmbeddedNetworkSettings(miners=args.miners),
         progress=lambda message: log.info("%s", message),
     )
+    commands = CommandQueue()
+    status = _Status(ctx, bus, commands, network)
     pump = threading.Thread(target=_pump, args=(reader, log_event), daemon=True)
     pump.start()
     started = time.monotonic()
     try:
+        status.start()
         network.start()
+        control = _Control(ctx, bus, network, signals)
         log.info("embedded network up: %d miners, 1 oracle; Ctrl-C stops", args.miners)
-        _wait(network, signals, args, started)
+        _wait(network, signals, args, started, commands, control)
     finally:
         log.info("stopping (%s)", signals.received or "done")
         network.stop()
         reader.close()
         pump.join(timeout=5)
+        status.stop()
         if recorder is not None:
             recorder.close()
     _summary(network, time.monotonic() - started)
     return ExitCode.OK
 
 
-def _wait(network: Any, signals: Any, args: argparse.Namespace, started: float) -> None:
+class _Status:
+    """The summary fold and the status API (when `[api] port` is not 0), up before the network."""
+
+    def __init__(self, ctx: AppContext, bus: Any, commands: Any, network: Any) -> None:
+        from cortensor_desktop.api import SummaryHolder
+        from engine.node_summary import Summary
+
+        self.ctx = ctx
+        self.bus = bus
+        self.commands = commands
+        info = {
+            "network": ctx.network_name,
+            "rpc": {"in_use": "in-process chain (embedded)", "endpoints": 1},
+            "home": str(ctx.paths.home) if ctx.paths.home else None,
+            "pid": os.getpid(),
+        }
+        self.holder = SummaryHolder(Summary(started_at=time.time()), info)
+        self.holder.workers = lambda: _workers(network)
+        self.reader = bus.subscribe(name="summary", maxsize=10_000)
+        self.pump = threading.Thread(
+            target=_pump, args=(self.reader, self.holder.apply), daemon=True
+        )
+        self.api: Any = None
+
+    def start(self) -> None:
+        from cortensor_desktop.api import StatusApi
+
+        self.pump.start()
+        port = self.ctx.config.api.port
+        if port == 0:
+            log.info("status API off ([api] port = 0)")
+            return
+        self.ctx.paths.ensure()
+        self.api = StatusApi(self.holder, self.bus, self.commands, self.ctx.paths.data_dir, port)
+        self.api.start()
+
+    def stop(self) -> None:
+        self.reader.close()
+        self.pump.join(timeout=5)
+        if self.api is not None:
+            self.api.stop()
+
+
+def _workers(network: Any) -> list[dict[str, Any]]:
+    try:
+        pairs = network.workers
+    except ValueError:  # the list changes while the network stops
+        return []
+    return [{"name": name, "pid": w.pid, "deaths": len(w.deaths)} for name, w in pairs]
+
+
+class _Control:
+    """Commands from the queue, SIGHUP reloads and the polite-mining policies, on the run loop."""
+
+    def __init__(self, ctx: AppContext, bus: Any, network: Any, signals: Any) -> None:
+        from engine.node_control import NodeController, PolicyMonitor, psutil_sampler
+
+        self.ctx = ctx
+        self.config = ctx.config
+        self.controller = NodeController(bus, network.miners, reload=self.reload, stop=signals.stop)
+        policy = self.config.policy
+        self.monitor = PolicyMonitor(
+            self.controller,
+            policy.to_policy_settings(),
+            psutil_sampler(),
+            interval_s=policy.sample_interval_s,
+        )
+
+    def reload(self) -> tuple[bool, str]:
+        from cortensor_desktop.config import ConfigError, load_config
+        from cortensor_desktop.reload import config_changes
+
+        try:
+            fresh = load_config(self.ctx.config_path).config
+        except ConfigError as exc:
+            return False, f"config not reloaded, the running one stays: {exc}"
+        changes = config_changes(self.config, fresh)
+        if "logging.level" in changes.live:
+            logging.getLogger().setLevel(fresh.logging.level.upper())
+        if any(key.startswith("policy.") for key in changes.live):
+            self.monitor.interval_s = fresh.policy.sample_interval_s
+            self.monitor.update(fresh.policy.to_policy_settings())
+        self.config = fresh
+        return True, changes.describe()
+
+    def tick(self, commands: Any, signals: Any) -> None:
+        from engine.commands import ReloadConfig
+
+        if signals.take_reload():
+            self.controller.handle(ReloadConfig(source="signal"))
+        for command in commands.drain():
+            self.controller.handle(command)
+        self.monitor.tick(time.monotonic())
+
+
+def _wait(
+    network: Any,
+    signals: Any,
+    args: argparse.Namespace,
+    started: float,
+    commands: Any,
+    control: _Control,
+) -> None:
     deadline = started + args.duration if args.duration else None
     while not signals.stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
             return
         if args.sessions and network.oracle.sessions_ended >= args.sessions:
             return
-        signals.stop.wait(0.5)
+        control.tick(commands, signals)
+        signals.stop.wait(0.2)
 
 
 def _pump(reader: Any, sink: Any) -> None:
