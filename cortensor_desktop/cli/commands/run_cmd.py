@@ -2,7 +2,9 @@
 
 On the `embedded` network it runs the chain, an oracle and k miners in this one process, so a
 single machine sees the whole protocol. Until the dashboard lands, `run` logs the event stream
-(the headless reader) whether or not `--headless` is given.
+(the headless reader) whether or not `--headless` is given. It also serves the local status API
+(docs/HEADLESS.md), applies commands from it and the polite-mining policies, and reloads the
+config on SIGHUP.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "default) this starts an in-process chain with the contracts, one oracle "
         "and --miners miners, each with its own llama.cpp worker, and logs every "
         "step of every network task: request, create, prepare, start, precommit, "
-        "commit, end, with validation scores and points.",
+        "commit, end, with validation scores and points. The local status API "
+        "(summary, events, metrics, commands) listens on 127.0.0.1; its port is in "
+        "api.json in the data folder. SIGHUP reloads the config.",
     )
     parser.add_argument(
         "--headless",
