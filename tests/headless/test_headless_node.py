@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,29 @@ def test_commands_need_the_token_and_a_pause_shows_in_the_summary(node: Node) ->
     assert any(c["id"] == command_id and c["accepted"] for c in doc["commands"])
     assert all(n["state"] == "paused" for n in doc["nodes"] if n["role"] == "miner")
     assert node.token not in node.log()
+
+
+def test_sighup_reloads_the_policy_live_and_names_what_needs_a_restart(node: Node) -> None:
+    later = datetime.now() + timedelta(hours=2)
+    window = f"{later:%H}:00-{(later + timedelta(hours=1)):%H}:00"  # a window that excludes now
+    config = node.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        f'[policy]\nactive_hours = ["{window}"]\nsample_interval_s = 1\n[api]\nport = 9\n'
+    )
+    node.proc.send_signal(signal.SIGHUP)
+
+    def scheduled() -> dict[str, Any] | None:
+        doc = node.summary()
+        codes = {r["code"] for r in doc["pause_reasons"]}
+        return doc if "schedule" in codes else None
+
+    doc = _until(scheduled, 30, "the schedule pause", node)
+    assert {r["code"] for r in doc["pause_reasons"]} == {"schedule", "user"}
+    reload = next(c for c in doc["commands"] if c["command"] == "reload_config")
+    assert reload["accepted"]
+    assert "applied live: policy.active_hours" in reload["message"]
+    assert "needs a restart: api.port" in reload["message"]
 
 
 def test_sigterm_exits_0_and_leaves_a_journal_that_can_resume(node: Node) -> None:
