@@ -469,6 +469,9 @@ class StatusApi:
             self._subs.discard(sub)
 
     def stop(self) -> None:
+        """Close the event streams, stop the server, remove api.json; safe to call twice."""
+        if self.stopping:
+            return
         self.stopping = True
         with self._lock:
             subs = list(self._subs)

@@ -348,6 +348,7 @@ class Summary:
             "state": self.state(),
             "uptime_s": round(max(0.0, now - self.started_at), 1) if self.started_at else 0.0,
             "addresses": [n["address"] for n in nodes],
+            "role": "+".join(sorted({n["role"] for n in nodes if n["role"]})) or None,
             "roles": sorted({n["role"] for n in nodes if n["role"]}),
             "tokens_per_s": total,
             "tasks": by_stage,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,16 @@ def test_unknown_paths_and_methods(api: StatusApi) -> None:
     assert _request(api, "GET", "/nope")[0] == 404
     assert _request(api, "GET", "/1/commands")[0] == 405
     assert _request(api, "DELETE", "/1/summary")[0] == 405
+
+
+def test_stop_ends_open_event_streams_and_frees_the_port(api: StatusApi) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    conn.request("GET", "/1/events")
+    response = conn.getresponse()
+    assert response.fp.readline().startswith(b"retry:")
+    port = api.port
+    api.stop()
+    assert response.read() == b"\n"  # the rest of the stream, then EOF (no hang)
+    conn.close()
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))  # nothing listens there any more

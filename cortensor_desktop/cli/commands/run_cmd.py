@@ -112,6 +112,7 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
     try:
         status.start()
         network.start()
+        status.holder.info.update(_model_and_tier(network))
         control = _Control(ctx, bus, network, signals)
         log.info("embedded network up: %d miners, 1 oracle; Ctrl-C stops", args.miners)
         _wait(network, signals, args, started, commands, control)
@@ -168,6 +169,16 @@ class _Status:
         self.pump.join(timeout=5)
         if self.api is not None:
             self.api.stop()
+
+
+TIERS = ("cpu-low", "cpu-high", "gpu-quantized", "gpu-full")
+
+
+def _model_and_tier(network: Any) -> dict[str, Any]:
+    """What the miners registered with (the summary's model and tier)."""
+    settings = network.settings.miner
+    tier = TIERS[settings.tier] if 0 <= settings.tier < len(TIERS) else str(settings.tier)
+    return {"model": settings.model_name, "tier": tier}
 
 
 def _workers(network: Any) -> list[dict[str, Any]]:
