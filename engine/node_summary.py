@@ -182,6 +182,10 @@ class Summary:
             view = self.nodes[address] = NodeView(address=address, first_seen=ts)
         return view
 
+    def set_gas_balance(self, address: str, wei: int) -> None:
+        """A balance read from the chain by the run loop (no event carries it on its own)."""
+        self.node(address).gas_balance_wei = wei
+
     def apply(self, event: Event) -> None:
         if isinstance(event, EventsDropped):
             self.events_dropped += event.count

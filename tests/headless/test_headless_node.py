@@ -142,6 +142,7 @@ def test_summary_events_and_metrics_of_a_running_node(node: Node) -> None:
     doc = node.summary()
     assert "oracle" in [n["role"] for n in doc["nodes"]] and doc["role"] == "miner+oracle"
     assert doc["model"] == "smollm2-135m-instruct" and doc["tier"] == "cpu-low"
+    assert all(n["gas_balance_wei"] > 0 for n in doc["nodes"])  # read from the chain
     status, body = node.request("GET", "/metrics")
     text = body.decode()
     assert status == 200
@@ -151,6 +152,7 @@ def test_summary_events_and_metrics_of_a_running_node(node: Node) -> None:
         "cortensor_node_state{",
         "cortensor_worker_restarts_total",
         "cortensor_uptime_seconds",
+        "cortensor_gas_balance_wei{",
     ):
         assert name in text, name
 

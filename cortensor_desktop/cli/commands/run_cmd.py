@@ -113,7 +113,7 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         status.start()
         network.start()
         status.holder.info.update(_model_and_tier(network))
-        control = _Control(ctx, bus, network, signals)
+        control = _Control(ctx, bus, network, signals, status.holder)
         log.info("embedded network up: %d miners, 1 oracle; Ctrl-C stops", args.miners)
         _wait(network, signals, args, started, commands, control)
     finally:
@@ -192,10 +192,16 @@ def _workers(network: Any) -> list[dict[str, Any]]:
 class _Control:
     """Commands from the queue, SIGHUP reloads and the polite-mining policies, on the run loop."""
 
-    def __init__(self, ctx: AppContext, bus: Any, network: Any, signals: Any) -> None:
+    GAS_EVERY_S = 30.0
+
+    def __init__(self, ctx: AppContext, bus: Any, network: Any, signals: Any, holder: Any) -> None:
         from engine.node_control import NodeController, PolicyMonitor, psutil_sampler
 
         self.ctx = ctx
+        self.holder = holder
+        nodes = [*network.miners, *([network.oracle] if network.oracle else [])]
+        self.accounts = [(node.address, node.client) for node in nodes]
+        self._gas_at = 0.0
         self.config = ctx.config
         self.controller = NodeController(bus, network.miners, reload=self.reload, stop=signals.stop)
         policy = self.config.policy
@@ -231,6 +237,20 @@ class _Control:
         for command in commands.drain():
             self.controller.handle(command)
         self.monitor.tick(time.monotonic())
+        if time.monotonic() >= self._gas_at:
+            self._gas_at = time.monotonic() + self.GAS_EVERY_S
+            self.sample_gas()
+
+    def sample_gas(self) -> None:
+        from chain.errors import ChainError
+
+        for address, client in self.accounts:
+            try:
+                wei = int(client.web3.eth.get_balance(address))
+            except (ChainError, OSError, ValueError) as exc:
+                log.debug("gas balance of %s not read: %s", address, exc)
+                continue
+            self.holder.read(lambda summary, a=address, w=wei: summary.set_gas_balance(a, w))
 
 
 def _wait(
