@@ -264,8 +264,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: HTTPStatus, message: str, **headers: str) -> None:
         self._json(status, {"error": message, "status": int(status)}, headers)
 
+    def _foreign_host(self) -> bool:
+        """A Host other than this loopback address: a web page using DNS rebinding. Refused."""
+        host = self.headers.get("Host")
+        if host is None:
+            return False
+        port = self.server.server_address[1]
+        allowed = {HOST, "localhost", f"{HOST}:{port}", f"localhost:{port}"}
+        if host.lower() in allowed:
+            return False
+        self._error(HTTPStatus.FORBIDDEN, "the status API answers only to 127.0.0.1")
+        return True
+
     # -- GET ------------------------------------------------------------------------------
     def do_GET(self) -> None:
+        if self._foreign_host():
+            return
         url = urlsplit(self.path)
         if url.path in ("/1/summary", "/1/summary/"):
             self._json(HTTPStatus.OK, self.server.api.holder.document())
@@ -330,6 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- POST -----------------------------------------------------------------------------
     def do_POST(self) -> None:
+        if self._foreign_host():
+            return
         if urlsplit(self.path).path != "/1/commands":
             self._error(HTTPStatus.NOT_FOUND, "POST commands to /1/commands")
             return

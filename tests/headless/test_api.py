@@ -188,6 +188,12 @@ def test_metrics_use_an_own_registry_and_prometheus_names(api: StatusApi) -> Non
     assert "python_gc_objects_collected_total" not in text  # not the global registry
 
 
+def test_a_foreign_host_header_is_refused(api: StatusApi) -> None:
+    """A web page that rebinds its DNS name to 127.0.0.1 sends its own name as Host."""
+    assert _request(api, "GET", "/1/summary", headers={"Host": "evil.example"})[0] == 403
+    assert _request(api, "GET", "/1/summary", headers={"Host": f"localhost:{api.port}"})[0] == 200
+
+
 def test_unknown_paths_and_methods(api: StatusApi) -> None:
     assert _request(api, "GET", "/nope")[0] == 404
     assert _request(api, "GET", "/1/commands")[0] == 405
