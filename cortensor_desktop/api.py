@@ -178,6 +178,16 @@ class SummaryCollector:
         failovers = CounterMetricFamily(
             "cortensor_rpc_failovers", "Switches to another RPC endpoint", labels=["node"]
         )
+        since_task = GaugeMetricFamily(
+            "cortensor_pings_since_task",
+            "Pings in a row without a task transaction (monitors call 25 a stall)",
+            labels=["node"],
+        )
+        active = GaugeMetricFamily(
+            "cortensor_last_active_timestamp_seconds",
+            "Unix time of the node's last confirmed transaction",
+            labels=["node"],
+        )
         restarts = CounterMetricFamily(
             "cortensor_worker_restarts", "Inference worker deaths (each is restarted)"
         )
@@ -209,10 +219,13 @@ class SummaryCollector:
                     family.add_metric([addr], value)
             for alert in node["alerts"]:
                 alerts.add_metric([addr, alert["kind"]], 1)
+            since_task.add_metric([addr], node["pings_since_task"])
+            if node["last_active_ts"] is not None:
+                active.add_metric([addr], node["last_active_ts"])
             rpc_errors.add_metric([addr], node["rpc"]["errors"])
             failovers.add_metric([addr], node["rpc"]["failovers"])
         yield from (info, up, state, paused, tps, tasks, sessions, failed, points, level, score)
-        yield from (gas, alerts, rpc_errors, failovers, restarts)
+        yield from (gas, alerts, rpc_errors, failovers, restarts, since_task, active)
         yield self._scores(HistogramMetricFamily)
 
     def _scores(self, family_cls: Any) -> Any:

@@ -45,6 +45,8 @@ from engine.protocol import NetworkStage
 
 WINDOWS_S = {"10s": 10.0, "60s": 60.0, "15m": 900.0}
 # Upper bounds of the validation score histogram (top-1 agreement, 0..1).
+# Community monitors call a node stalled after this many pings with no task transaction between.
+STALL_PINGS = 25
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
@@ -89,6 +91,8 @@ class NodeView:
     precommit_counter: int | None = None
     ping_count: int | None = None
     pings_sent: int = 0
+    pings_since_task: int = 0  # reset by any confirmed task transaction of this node
+    last_active_ts: float | None = None  # the last confirmed transaction of any kind
     earned_wei: int | None = None
     withdrawable_wei: int | None = None
     gas_balance_wei: int | None = None
@@ -121,6 +125,24 @@ class NodeView:
             out.setdefault(kind, {}).setdefault(stage, {})[status] = n
         return out
 
+    @property
+    def stalled(self) -> bool:
+        return self.role == "miner" and self.pings_since_task >= STALL_PINGS
+
+    def active_alerts(self) -> list[dict[str, Any]]:
+        """The engine's active alerts, plus a stall the summary sees itself (pings only)."""
+        alerts = list(self.alerts.values())
+        if self.stalled and AlertKind.STALL.value not in self.alerts:
+            alerts.append(
+                {
+                    "kind": AlertKind.STALL.value,
+                    "severity": Severity.WARNING.value,
+                    "message": f"{self.pings_since_task} pings in a row without a task transaction",
+                    "since": None,
+                }
+            )
+        return alerts
+
     def worker_restarts(self) -> int:
         return self.alert_counts[AlertKind.WORKER_CRASH.value]
 
@@ -137,6 +159,9 @@ class NodeView:
             "sessions_ended": self.sessions_ended,
             "failed_txs": self.failed_txs,
             "pings_sent": self.pings_sent,
+            "pings_since_task": self.pings_since_task,
+            "stalled": self.stalled,
+            "last_active_ts": self.last_active_ts,
             "ping_count": self.ping_count,
             "points": self.points,
             "level": self.level,
@@ -149,7 +174,7 @@ class NodeView:
             },
             "earnings": {"earned_wei": self.earned_wei, "withdrawable_wei": self.withdrawable_wei},
             "gas_balance_wei": self.gas_balance_wei,
-            "alerts": list(self.alerts.values()),
+            "alerts": self.active_alerts(),
             "pause_reasons": list(self.pause_reasons),
             "last_error": self.last_error,
             "rpc": {
@@ -238,6 +263,7 @@ class Summary:
                 self._tx(view, event.ts, event.status, f"user {event.stage.value}", event.detail)
             case PingSent():
                 view.pings_sent += 1
+                view.pings_since_task += 1
                 if event.ping_count is not None:
                     view.ping_count = event.ping_count
                 self._tx(view, event.ts, event.status, "ping", "")
@@ -304,6 +330,10 @@ class Summary:
             view.alerts.pop(kind, None)
 
     def _tx(self, view: NodeView, ts: float, status: TxStatus, what: str, detail: str) -> None:
+        if status is TxStatus.CONFIRMED:
+            view.last_active_ts = ts
+            if what != "ping":
+                view.pings_since_task = 0
         if status in (TxStatus.FAILED, TxStatus.MISSED):
             view.failed_txs += 1
             self._error(view, ts, f"{what} {status.value}" + (f": {detail}" if detail else ""))

@@ -180,6 +180,7 @@ def test_metrics_use_an_own_registry_and_prometheus_names(api: StatusApi) -> Non
         'cortensor_tokens_per_second{node="0xm",window="15m"} 20.0',
         'cortensor_node_state{node="0xm",state="registered"} 1.0',
         "cortensor_worker_restarts_total 0.0",
+        'cortensor_pings_since_task{node="0xm"} 1.0',
         'cortensor_validation_top1_agreement_bucket{le="0.9",node="0xo"} 1.0',
         'cortensor_validation_top1_agreement_count{node="0xo"} 1.0',
         "# TYPE cortensor_tasks_total counter",

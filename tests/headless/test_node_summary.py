@@ -13,6 +13,7 @@ from engine.events import (
     NodeState,
     NodeStateChanged,
     PauseReason,
+    PingSent,
     PointsUpdated,
     Severity,
     TokenProgress,
@@ -239,3 +240,27 @@ def test_dropped_events_are_counted_and_unknown_nodes_do_not_appear() -> None:
     doc = summary.to_dict(10.0)
     assert doc["events"]["dropped"] == 3
     assert doc["nodes"] == [] and doc["state"] == "starting"
+
+
+def test_pings_without_task_transactions_make_a_stall_and_a_task_clears_it() -> None:
+    bus, summary, _ = _setup()
+    for n in range(25):
+        bus.publish(
+            PingSent(node=MINER, role=NodeRole.MINER, tx_hash=f"0x{n}", status=TxStatus.CONFIRMED)
+        )
+    node = summary.to_dict(2000.0)["nodes"][0]
+    assert node["stalled"] and node["pings_since_task"] == 25
+    assert [a["kind"] for a in summary.to_dict(2000.0)["alerts"]] == ["stall"]
+    bus.publish(
+        NetworkTaskStage(
+            node=MINER,
+            role=NodeRole.MINER,
+            session_id=3,
+            stage=NetworkStage.PRECOMMIT,
+            task_role=TaskRole.ANSWERER,
+            status=TxStatus.CONFIRMED,
+        )
+    )
+    node = summary.to_dict(2000.0)["nodes"][0]
+    assert not node["stalled"] and node["alerts"] == []
+    assert node["last_active_ts"] is not None
