@@ -108,8 +108,11 @@ class SummaryHolder:
             **self.info,
             **body,
             "workers": workers,
-            "worker_restarts": max(
-                body["worker_restarts"], sum(int(w.get("deaths", 0)) for w in workers)
+            # deaths as the workers counted them; without that list, the crash alerts
+            "worker_restarts": (
+                sum(int(w.get("deaths", 0)) for w in workers)
+                if workers
+                else body["worker_restarts"]
             ),
         }
 

@@ -68,6 +68,8 @@ def format_event(event: Event) -> str | None:
     """One human line for the events an operator watches; None for the rest."""
     match event:
         case Alert():
+            if not event.active:
+                return f"alert {event.kind.value} cleared: {event.message}"
             return f"ALERT {event.kind.value} ({event.severity.value}): {event.message}"
         case NetworkTaskStage():
             return _network_task(event)
@@ -100,7 +102,7 @@ def log_event(event: Event) -> None:
     line = format_event(event)
     if line is None:
         return
-    level = logging.WARNING if isinstance(event, Alert) else logging.INFO
+    level = logging.WARNING if isinstance(event, Alert) and event.active else logging.INFO
     log.log(level, "%s", line)
 
 

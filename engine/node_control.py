@@ -24,7 +24,16 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from engine.commands import Command, Pause, ReloadConfig, Resume, Stop
-from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged, PauseReason
+from engine.events import (
+    Alert,
+    AlertKind,
+    CommandHandled,
+    EventBus,
+    NodeState,
+    NodeStateChanged,
+    PauseReason,
+    Severity,
+)
 from engine.policies import PolicyDecision, PolicySettings, PolicyState, Readings, evaluate
 from engine.protocol import NodeRole
 
@@ -154,6 +163,57 @@ class NodeController:
                     )
                 )
             return True
+
+
+class WatchedWorker(Protocol):
+    """What the watch needs of an inference worker (InferenceWorker satisfies it)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    deaths: list[Any]
+
+
+class WorkerWatch:
+    """Turns inference worker deaths into alerts: raised on a death, cleared once it runs again.
+
+    A worker that dies is restarted by its next request (engine/runtime.py); nothing else would
+    tell the views, since a death between requests raises nowhere. `check` runs on the run loop.
+    """
+
+    def __init__(self, bus: EventBus, owners: dict[str, str] | None = None) -> None:
+        self.bus = bus
+        self.owners = dict(owners or {})  # worker name -> node address
+        self._seen: dict[str, int] = {}
+        self._last_pid: dict[str, int | None] = {}
+        self._dead_pid: dict[str, int | None] = {}  # raised, waiting for a fresh process
+
+    def check(self, workers: Sequence[tuple[str, WatchedWorker]]) -> None:
+        for name, worker in workers:
+            deaths, pid = len(worker.deaths), worker.pid
+            known = self._seen.setdefault(name, deaths)
+            if deaths > known:
+                self._seen[name] = deaths
+                self._dead_pid[name] = self._last_pid.get(name)
+                death = worker.deaths[-1]
+                text = death.describe() if hasattr(death, "describe") else str(death)
+                self._alert(name, True, f"{name}: {text}; restarting it")
+            elif name in self._dead_pid and pid is not None and pid != self._dead_pid[name]:
+                del self._dead_pid[name]
+                self._alert(name, False, f"{name}: the inference worker runs again (pid {pid})")
+            if pid is not None:
+                self._last_pid[name] = pid
+
+    def _alert(self, name: str, active: bool, message: str) -> None:
+        self.bus.publish(
+            Alert(
+                node=self.owners.get(name, ""),
+                kind=AlertKind.WORKER_CRASH,
+                severity=Severity.WARNING if active else Severity.INFO,
+                message=message,
+                active=active,
+            )
+        )
 
 
 # psutil-shaped inputs of `readings_from_psutil`

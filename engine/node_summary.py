@@ -181,7 +181,7 @@ class NodeView:
                 "failovers": self.alert_counts[AlertKind.RPC_FAILOVER.value],
                 "errors": self.alert_counts[AlertKind.RPC_DOWN.value],
             },
-            "worker_restarts": self.worker_restarts(),
+            "worker_crashes": self.worker_restarts(),  # worker_crash alerts raised
         }
 
 
@@ -393,7 +393,7 @@ class Summary:
             "alerts": alerts,
             "pause_reasons": [{"code": c, "message": m} for c, m in pause_reasons],
             "last_error": self.last_error,
-            "worker_restarts": sum(n["worker_restarts"] for n in nodes),
+            "worker_restarts": sum(n["worker_crashes"] for n in nodes),
             "events": {
                 "last_seq": self.last_seq,
                 "seen": self.events_seen,

@@ -179,6 +179,8 @@ def test_a_killed_inference_worker_is_restarted_and_the_node_carries_on(node: No
     _until(lambda: node.summary()["sessions_ended"] > ended, 300, "another session", node)
     assert node.summary()["worker_restarts"] >= 1
     assert "the inference worker died (killed by SIGKILL)" in node.log()
+    _until(lambda: "alert worker_crash cleared" in node.log(), 60, "the alert to clear", node)
+    assert "ALERT worker_crash (warning): miner 0x" in node.log()
 
 
 def test_commands_need_the_token_and_a_pause_shows_in_the_summary(node: Node) -> None:

@@ -122,3 +122,33 @@ def test_policy_cannot_be_resumed_by_command_and_user_pause_survives_policy_clea
     control.handle(Pause())
     monitor.update(PolicySettings())  # a reload that turns the policy off
     assert set(control.reasons) == {"user"} and miners[0].paused
+
+
+@dataclass
+class FakeWorker:
+    pid: int | None
+    deaths: list[str]
+
+
+def test_a_worker_death_raises_an_alert_cleared_when_it_runs_again() -> None:
+    from engine.events import Alert
+    from engine.node_control import WorkerWatch
+
+    bus = EventBus()
+    sub = bus.subscribe()
+    watch = WorkerWatch(bus, {"miner 0xa": "0xa"})
+    worker = FakeWorker(pid=100, deaths=[])
+    watch.check([("miner 0xa", worker)])
+    assert sub.drain() == []
+    worker.pid, worker.deaths = None, ["killed by SIGKILL"]  # died; the restart is loading
+    watch.check([("miner 0xa", worker)])
+    watch.check([("miner 0xa", worker)])
+    (raised,) = sub.drain()
+    assert isinstance(raised, Alert) and raised.active and raised.node == "0xa"
+    assert "killed by SIGKILL" in raised.message
+    worker.pid = 101
+    watch.check([("miner 0xa", worker)])
+    (cleared,) = sub.drain()
+    assert isinstance(cleared, Alert) and not cleared.active and "pid 101" in cleared.message
+    watch.check([("miner 0xa", worker)])
+    assert sub.drain() == []

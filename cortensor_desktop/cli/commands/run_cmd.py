@@ -10,6 +10,7 @@ config on SIGHUP.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import threading
@@ -195,13 +196,24 @@ class _Control:
     GAS_EVERY_S = 30.0
 
     def __init__(self, ctx: AppContext, bus: Any, network: Any, signals: Any, holder: Any) -> None:
-        from engine.node_control import NodeController, PolicyMonitor, psutil_sampler
+        from engine.node_control import (
+            NodeController,
+            PolicyMonitor,
+            WorkerWatch,
+            psutil_sampler,
+        )
 
         self.ctx = ctx
         self.holder = holder
         nodes = [*network.miners, *([network.oracle] if network.oracle else [])]
         self.accounts = [(node.address, node.client) for node in nodes]
         self._gas_at = 0.0
+        self.network = network
+        owners = {f"miner {m.address[:10]}": m.address for m in network.miners}
+        if network.oracle is not None:
+            for role in ("validator", "embeddings"):
+                owners[f"oracle ({role})"] = network.oracle.address
+        self.workers = WorkerWatch(bus, owners)
         self.config = ctx.config
         self.controller = NodeController(bus, network.miners, reload=self.reload, stop=signals.stop)
         policy = self.config.policy
@@ -237,6 +249,8 @@ class _Control:
         for command in commands.drain():
             self.controller.handle(command)
         self.monitor.tick(time.monotonic())
+        with contextlib.suppress(ValueError):  # the list changes while the network stops
+            self.workers.check(self.network.workers)
         if time.monotonic() >= self._gas_at:
             self._gas_at = time.monotonic() + self.GAS_EVERY_S
             self.sample_gas()
