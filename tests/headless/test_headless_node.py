@@ -126,7 +126,8 @@ def test_summary_events_and_metrics_of_a_running_node(node: Node) -> None:
     conn.request("GET", "/1/events", headers={"Last-Event-ID": "0"})
     response = conn.getresponse()
     assert response.getheader("Content-Type") == "text/event-stream"
-    ids, types = [], []
+    ids: list[int] = []
+    types: list[str] = []
     while len(ids) < 5:
         line = response.fp.readline().decode()
         if line.startswith("id: "):

@@ -11,9 +11,10 @@ from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from engine.commands import Pause, ReloadConfig, Resume, Withdraw
-from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged
+from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged, Subscription
 from engine.node_control import NodeController, PolicyMonitor, psutil_sampler
 from engine.policies import HourWindow, PolicySettings
 
@@ -29,7 +30,7 @@ class FakeMiner:
     paused: bool = False
 
 
-def _controller(**kw):  # type: ignore[no-untyped-def]
+def _controller(**kw: Any) -> tuple[EventBus, Subscription, list[FakeMiner], NodeController]:
     bus = EventBus()
     sub = bus.subscribe()
     miners = [FakeMiner("0xa"), FakeMiner("0xb")]
@@ -70,7 +71,7 @@ def test_unsupported_and_reload_commands_are_answered_not_ignored() -> None:
 
 def test_sample_psutil_readings_pause_and_resume_through_the_live_sampler() -> None:
     samples = json.loads(SAMPLES.read_text())["samples"]
-    current: dict = {}
+    current: dict[str, Any] = {}
 
     def temperatures():  # type: ignore[no-untyped-def]
         return {c: [shwtemp(*e) for e in entries] for c, entries in current["temperatures"].items()}
