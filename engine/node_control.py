@@ -317,6 +317,14 @@ def psutil_sampler(
     return sample
 
 
+def hottest_nvidia_gpu() -> float | None:
+    """The highest NVIDIA GPU temperature in °C through NVML; None without a driver or sensor."""
+    from profiler.nvml import probe_nvidia
+
+    temps = [g.temperature_c for g in probe_nvidia() if g.temperature_c is not None]
+    return max(temps) if temps else None
+
+
 def with_source(command: Command, source: str) -> Command:
     """The same command, saying who sent it (frozen dataclasses)."""
     return dataclasses.replace(command, source=source)

@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.commands import Pause, ReloadConfig, Resume, Withdraw
 from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged, Subscription
 from engine.node_control import NodeController, PolicyMonitor, psutil_sampler
@@ -153,3 +155,25 @@ def test_a_worker_death_raises_an_alert_cleared_when_it_runs_again() -> None:
     assert isinstance(cleared, Alert) and not cleared.active and "pid 101" in cleared.message
     watch.check([("miner 0xa", worker)])
     assert sub.drain() == []
+
+
+def test_gpu_temperature_is_the_hottest_nvidia_gpu_and_unknown_without_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import profiler.nvml
+    from engine.node_control import hottest_nvidia_gpu
+
+    @dataclass
+    class Gpu:
+        temperature_c: float | None
+
+    monkeypatch.setattr(profiler.nvml, "probe_nvidia", lambda: [Gpu(61.0), Gpu(None), Gpu(83.0)])
+    assert hottest_nvidia_gpu() == 83.0
+    monkeypatch.setattr(profiler.nvml, "probe_nvidia", lambda: [])
+    assert hottest_nvidia_gpu() is None
+    # and through the sampler, the GPU figure reaches the GPU hysteresis
+    _, _, miners, control = _controller()
+    settings = PolicySettings(gpu_pause_above_c=80, gpu_resume_below_c=70)
+    sampler = psutil_sampler(dict, lambda: None, lambda: datetime(2026, 11, 20, 12), lambda: 83.0)
+    PolicyMonitor(control, settings, sampler).tick(0.0)
+    assert miners[0].paused and "GPU temperature 83" in control.reasons["temperature"]

@@ -220,9 +220,17 @@ class _Control:
         self.monitor = PolicyMonitor(
             self.controller,
             policy.to_policy_settings(),
-            psutil_sampler(),
+            psutil_sampler(gpu_temp=self._gpu_temp),
             interval_s=policy.sample_interval_s,
         )
+
+    def _gpu_temp(self) -> float | None:
+        """NVML is asked only when a GPU temperature limit is set."""
+        from engine.node_control import hottest_nvidia_gpu
+
+        if self.monitor.settings.gpu_pause_above_c is None:
+            return None
+        return hottest_nvidia_gpu()
 
     def reload(self) -> tuple[bool, str]:
         from cortensor_desktop.config import ConfigError, load_config
