@@ -183,11 +183,14 @@ def _model_and_tier(network: Any) -> dict[str, Any]:
 
 
 def _workers(network: Any) -> list[dict[str, Any]]:
+    # Read from server threads while workers restart or the network stops: a worker may drop
+    # its process between two attribute reads, so a torn read gives no list rather than an error.
     try:
-        pairs = network.workers
-    except ValueError:  # the list changes while the network stops
+        return [
+            {"name": name, "pid": w.pid, "deaths": len(w.deaths)} for name, w in network.workers
+        ]
+    except (ValueError, AttributeError):
         return []
-    return [{"name": name, "pid": w.pid, "deaths": len(w.deaths)} for name, w in pairs]
 
 
 class _Control:
