@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engine.policies import PolicySettings
     from profiler.fit import FitSettings
 
 ENV_PREFIX = "CORTENSOR_"
@@ -135,12 +136,67 @@ class FitSection:
 
 
 @dataclass(frozen=True)
+class ApiSection:
+    """The local status API (docs/HEADLESS.md), always on 127.0.0.1."""
+
+    port: int = _opt(
+        -1,
+        "Status API port on 127.0.0.1: -1 picks a free port (written to api.json in the data "
+        "folder), 0 turns the API off, any other number is that fixed port",
+        min=-1,
+        max=65535,
+    )
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    """Polite mining: when the node pauses itself (0 turns a temperature limit off)."""
+
+    cpu_pause_above_c: float = _opt(0.0, "Pause above this CPU temperature, in °C", min=0.0)
+    cpu_resume_below_c: float = _opt(
+        0.0, "Resume only below this CPU temperature (0: the pause figure)", min=0.0
+    )
+    gpu_pause_above_c: float = _opt(0.0, "Pause above this GPU temperature, in °C", min=0.0)
+    gpu_resume_below_c: float = _opt(
+        0.0, "Resume only below this GPU temperature (0: the pause figure)", min=0.0
+    )
+    pause_on_battery: bool = _opt(False, "Pause while the machine runs on battery")
+    active_hours: list[str] = _opt(  # noqa: RUF009 (_opt gives lists a default_factory)
+        [], 'Mine only in these local-time windows, e.g. ["22:00-07:00"] (empty: always)'
+    )
+    sample_interval_s: float = _opt(
+        30.0, "How often temperatures and battery are read", min=1.0, max=3600.0
+    )
+
+    def __post_init__(self) -> None:
+        try:
+            self.to_policy_settings()
+        except ValueError as exc:
+            raise ConfigError(f"[policy]: {exc}") from None
+
+    def to_policy_settings(self) -> PolicySettings:
+        """The engine's pure-data settings; raises ValueError on a bad window or ordering."""
+        from engine.policies import HourWindow, PolicySettings
+
+        return PolicySettings(
+            cpu_pause_above_c=self.cpu_pause_above_c or None,
+            cpu_resume_below_c=self.cpu_resume_below_c or None,
+            gpu_pause_above_c=self.gpu_pause_above_c or None,
+            gpu_resume_below_c=self.gpu_resume_below_c or None,
+            pause_on_battery=self.pause_on_battery,
+            active_hours=tuple(HourWindow.parse(w) for w in self.active_hours),
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     network: NetworkSection = field(default_factory=NetworkSection)
     models: ModelsSection = field(default_factory=ModelsSection)
     inference: InferenceSection = field(default_factory=InferenceSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     fit: FitSection = field(default_factory=FitSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    policy: PolicySection = field(default_factory=PolicySection)
 
 
 @dataclass(frozen=True)

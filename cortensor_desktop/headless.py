@@ -17,6 +17,7 @@ from types import FrameType
 
 from engine.events import (
     Alert,
+    CommandHandled,
     Event,
     EventsDropped,
     InferenceFinished,
@@ -67,6 +68,8 @@ def format_event(event: Event) -> str | None:
     """One human line for the events an operator watches; None for the rest."""
     match event:
         case Alert():
+            if not event.active:
+                return f"alert {event.kind.value} cleared: {event.message}"
             return f"ALERT {event.kind.value} ({event.severity.value}): {event.message}"
         case NetworkTaskStage():
             return _network_task(event)
@@ -77,7 +80,12 @@ def format_event(event: Event) -> str | None:
         case PreflightStep():
             return f"preflight {short(event.node)}: {event.step} {event.status.value}"
         case NodeStateChanged():
-            return f"node {short(event.node)} is {event.state.value}"
+            why = f" ({event.detail})" if event.detail else ""
+            return f"node {short(event.node)} is {event.state.value}{why}"
+        case CommandHandled():
+            verdict = "done" if event.accepted else "refused"
+            note = f": {event.message}" if event.message else ""
+            return f"command {event.command} {short(event.command_id, 8)} {verdict}{note}"
         case PingSent():
             return f"ping {short(event.node)} tx {short(event.tx_hash)}"
         case InferenceFinished():
@@ -94,16 +102,21 @@ def log_event(event: Event) -> None:
     line = format_event(event)
     if line is None:
         return
-    level = logging.WARNING if isinstance(event, Alert) else logging.INFO
+    level = logging.WARNING if isinstance(event, Alert) and event.active else logging.INFO
     log.log(level, "%s", line)
 
 
 class StopSignals:
-    """SIGTERM and SIGINT (and SIGBREAK on Windows) set one event; the main loop stops cleanly."""
+    """SIGTERM and SIGINT (and SIGBREAK on Windows) set one event; the main loop stops cleanly.
+
+    SIGHUP (where the OS has it) asks for a config reload: the handler only raises a flag, which
+    the run loop takes with `take_reload()` (a signal handler must not take locks the loop holds).
+    """
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.received: str | None = None
+        self._reload_pending = False
 
     def install(self) -> None:
         names = ["SIGTERM", "SIGINT", "SIGBREAK"]
@@ -111,6 +124,17 @@ class StopSignals:
             sig = getattr(signal, name, None)
             if sig is not None:
                 signal.signal(sig, self._handle)
+        hup = getattr(signal, "SIGHUP", None)
+        if hup is not None:
+            signal.signal(hup, self._reload)
+
+    def _reload(self, _signum: int, _frame: FrameType | None) -> None:
+        self._reload_pending = True
+
+    def take_reload(self) -> bool:
+        """True once per SIGHUP received since the last call."""
+        pending, self._reload_pending = self._reload_pending, False
+        return pending
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.received = signal.Signals(signum).name

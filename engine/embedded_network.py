@@ -65,6 +65,8 @@ class EmbeddedNetwork:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._workers: list[InferenceWorker] = []
+        self._worker_names: list[str] = []
+        self._worker_owners: dict[str, str] = {}  # worker name -> the address of its node
         self.chain: EmbeddedChain | None = None
         self.miners: list[Miner] = []
         self.oracles: list[Oracle] = []
@@ -86,6 +88,7 @@ class EmbeddedNetwork:
         load = LoadSettings(n_ctx=self.settings.n_ctx, n_threads=1)
         for index, account in enumerate(self.chain.accounts[: self.settings.miners]):
             worker = self._worker(chat_path, load, "chat", f"miner {account.address[:10]}")
+            self._worker_owners[f"miner {account.address[:10]}"] = account.address
             journal = Journal(self.db, key, account.address)
             client = self.chain.client(account)
             chat = self._miner_chat(index, worker)
@@ -101,6 +104,8 @@ class EmbeddedNetwork:
                     f"{name} (embeddings)",
                 ),
             )
+            for role in ("validator", "embeddings"):
+                self._worker_owners[f"{name} ({role})"] = account.address
             self.oracles.append(
                 Oracle(
                     self.chain.client(account),
@@ -128,7 +133,17 @@ class EmbeddedNetwork:
         worker = InferenceWorker(path, load, kind=kind)
         worker.start()
         self._workers.append(worker)
+        self._worker_names.append(name)
         return worker
+
+    @property
+    def workers(self) -> list[tuple[str, InferenceWorker]]:
+        """Every inference worker with the node it serves (status views show pids, restarts)."""
+        return list(zip(self._worker_names, self._workers, strict=True))
+
+    @property
+    def worker_owners(self) -> dict[str, str]:
+        return dict(self._worker_owners)
 
     def _spawn(self) -> None:
         runners = [(f"miner-{m.address[:8]}", m.run) for m in self.miners]
@@ -148,6 +163,7 @@ class EmbeddedNetwork:
             worker.close()
         self._threads.clear()
         self._workers.clear()
+        self._worker_names.clear()
 
     @property
     def oracle(self) -> Oracle | None:

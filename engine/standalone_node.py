@@ -69,7 +69,7 @@ class StandaloneNode:
         self._progress = progress or (lambda message: log.info("%s", message))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._workers: list[InferenceWorker] = []
+        self._workers: list[tuple[str, InferenceWorker]] = []
         self.miner: Miner | None = None
         self.oracle: Oracle | None = None
 
@@ -80,7 +80,7 @@ class StandaloneNode:
         chat_id = self.settings.chat_model_id or self.store.default_chat_model().id
         self._progress(f"preparing {chat_id}")
         load = LoadSettings(n_ctx=self.settings.n_ctx, n_threads=self.settings.n_threads)
-        chat = self._worker(self.store.pull(chat_id), load, "chat")
+        chat = self._worker(self.store.pull(chat_id), load, "chat", "validator")
         if self.settings.role == "miner":
             miner_settings = self.settings.miner
             if chat_id != miner_settings.model_name:
@@ -93,7 +93,10 @@ class StandaloneNode:
         else:
             embedding_id = self.store.catalogue.of_kind("embedding")[0].id
             embedder = self._worker(
-                self.store.pull(embedding_id), LoadSettings(n_ctx=512, n_threads=1), "embedding"
+                self.store.pull(embedding_id),
+                LoadSettings(n_ctx=512, n_threads=1),
+                "embedding",
+                "embeddings",
             )
             self.oracle = Oracle(
                 self.client, Validator(chat, embedder), journal, self.bus, self.settings.oracle
@@ -105,20 +108,38 @@ class StandaloneNode:
         )
         self._thread.start()
 
-    def _worker(self, path: Path, load: LoadSettings, kind: str) -> InferenceWorker:
+    def _worker(self, path: Path, load: LoadSettings, kind: str, job: str) -> InferenceWorker:
         self._progress(f"loading {path.name}")
         worker = InferenceWorker(path, load, kind=kind)
         worker.start()
-        self._workers.append(worker)
+        # Named as the embedded network names them, so status views read both the same way.
+        name = f"{self.settings.role} {self.address[:10]}"
+        self._workers.append((name if self.settings.role == "miner" else f"{name} ({job})", worker))
         return worker
+
+    @property
+    def workers(self) -> list[tuple[str, InferenceWorker]]:
+        return list(self._workers)
+
+    @property
+    def worker_owners(self) -> dict[str, str]:
+        return {name: self.address for name, _ in self._workers}
+
+    @property
+    def miners(self) -> list[Miner]:
+        return [self.miner] if self.miner is not None else []
+
+    @property
+    def oracles(self) -> list[Oracle]:
+        return [self.oracle] if self.oracle is not None else []
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
-        for worker in self._workers:
+        for _, worker in self._workers:
             worker.cancel()
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
-        for worker in self._workers:
+        for _, worker in self._workers:
             worker.close()
         self._workers.clear()
 

@@ -14,10 +14,15 @@ class ExitCode(IntEnum):
     CHAIN = 5
     MODEL = 6
     DOES_NOT_FIT = 7
+    NOT_RUNNING = 8
 
 
 class UsageError(Exception):
     """A request the command line cannot honour as given (exit code 2)."""
+
+
+class NodeNotRunningError(Exception):
+    """`status` found no running node to ask (exit code 8)."""
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
@@ -30,6 +35,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
 
     table: list[tuple[type[BaseException], ExitCode]] = [
         (UsageError, ExitCode.USAGE),
+        (NodeNotRunningError, ExitCode.NOT_RUNNING),
         (ConfigError, ExitCode.CONFIG),
         (HardwareFileError, ExitCode.CONFIG),
         (DatabaseError, ExitCode.CONFIG),

@@ -31,11 +31,13 @@ COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.ask_cmd",
     "cortensor_desktop.cli.commands.wallet_cmd",
     "cortensor_desktop.cli.commands.devnet_cmd",
+    "cortensor_desktop.cli.commands.status_cmd",
 ]
 
 EPILOG = """\
 exit codes: 0 ok, 1 unexpected error, 2 usage, 3 config, 4 wallet or passphrase,
-5 chain or RPC, 6 model or inference, 7 this machine cannot run the requested model.
+5 chain or RPC, 6 model or inference, 7 this machine cannot run the requested model,
+8 no running node answered (`status`).
 
 environment: CORTENSOR_HOME puts config, data, cache and logs under one folder;
 CORTENSOR_<SECTION>__<KEY> overrides a config key; CORTENSOR_PASSPHRASE(_FILE) unlocks the wallet.

@@ -80,7 +80,20 @@ def test_lower_layers_never_load_textual_or_rich(package: str) -> None:
 
 def test_cli_entry_and_config_path_never_load_textual_or_rich() -> None:
     loaded = _loaded_after_import(
-        ["cortensor_desktop.cli.main", "cortensor_desktop.config", "cortensor_desktop.logs"]
+        [
+            "cortensor_desktop.cli.main",
+            "cortensor_desktop.config",
+            "cortensor_desktop.logs",
+            # the headless path: what `run --headless` and `status` load on a server
+            "cortensor_desktop.headless",
+            "cortensor_desktop.api",
+            "cortensor_desktop.reload",
+            "cortensor_desktop.cli.commands.run_cmd",
+            "cortensor_desktop.cli.commands.status_cmd",
+            "engine.node_summary",
+            "engine.node_control",
+            "prometheus_client",
+        ]
     )
     assert "textual" not in loaded
     assert "rich" not in loaded

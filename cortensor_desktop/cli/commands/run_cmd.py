@@ -10,7 +10,9 @@ reader) whether or not `--headless` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -104,7 +106,8 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
             progress=lambda message: log.info("%s", message),
         )
 
-    return _serve(args, build, f"embedded network up: {args.miners} miners, 1 oracle")
+    rpc = {"in_use": "in-process chain (embedded)", "endpoints": 1}
+    return _serve(ctx, args, build, rpc, f"embedded network up: {args.miners} miners, 1 oracle")
 
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -131,7 +134,9 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
             progress=lambda message: log.info("%s", message),
         )
 
-    return _serve(args, build, f"{args.role} {client.address} up on network '{profile.name}'")
+    rpc = {"in_use": profile.rpc_urls[0], "endpoints": len(profile.rpc_urls)}
+    banner = f"{args.role} {client.address} up on network '{profile.name}'"
+    return _serve(ctx, args, build, rpc, banner)
 
 
 def _fund_on_devnet(client: Any) -> None:
@@ -143,9 +148,17 @@ def _fund_on_devnet(client: Any) -> None:
         log.info("funded %s on the devnet", client.address)
 
 
-def _serve(args: argparse.Namespace, build: Callable[[Any], Any], banner: str) -> int:
-    """Start what `build` makes on a fresh bus, log its events, stop cleanly on a signal."""
+def _serve(
+    ctx: AppContext,
+    args: argparse.Namespace,
+    build: Callable[[Any], Any],
+    rpc: dict[str, Any],
+    banner: str,
+) -> int:
+    """Start what `build` makes on a fresh bus; log its events, serve the status API, apply
+    commands and policies; stop cleanly on a signal."""
     from cortensor_desktop.headless import StopSignals, log_event
+    from engine.commands import CommandQueue
     from engine.events import EventBus
     from engine.recording import Recorder
 
@@ -157,33 +170,195 @@ def _serve(args: argparse.Namespace, build: Callable[[Any], Any], banner: str) -
     if recorder is not None:
         recorder.attach(bus)
     node = build(bus)
+    commands = CommandQueue()
+    status = _Status(ctx, bus, commands, node, rpc)
     pump = threading.Thread(target=_pump, args=(reader, log_event), daemon=True)
     pump.start()
     started = time.monotonic()
     try:
+        status.start()
         node.start()
+        status.holder.info.update(_model_and_tier(node))
+        control = _Control(ctx, bus, node, signals, status.holder)
         log.info("%s; Ctrl-C stops", banner)
-        _wait(node, signals, args, started)
+        _wait(node, signals, args, started, commands, control)
     finally:
         log.info("stopping (%s)", signals.received or "done")
         node.stop()
         reader.close()
         pump.join(timeout=5)
+        status.stop()
         if recorder is not None:
             recorder.close()
     _summary(node, time.monotonic() - started)
     return ExitCode.OK
 
 
-def _wait(node: Any, signals: Any, args: argparse.Namespace, started: float) -> None:
+class _Status:
+    """The summary fold and the status API (when `[api] port` is not 0), up before the network."""
+
+    def __init__(
+        self, ctx: AppContext, bus: Any, commands: Any, network: Any, rpc: dict[str, Any]
+    ) -> None:
+        from cortensor_desktop.api import SummaryHolder
+        from engine.node_summary import Summary
+
+        self.ctx = ctx
+        self.bus = bus
+        self.commands = commands
+        info = {
+            "network": ctx.network_name,
+            "rpc": rpc,
+            "home": str(ctx.paths.home) if ctx.paths.home else None,
+            "pid": os.getpid(),
+        }
+        self.holder = SummaryHolder(Summary(started_at=time.time()), info)
+        self.holder.workers = lambda: _workers(network)
+        self.reader = bus.subscribe(name="summary", maxsize=10_000)
+        self.pump = threading.Thread(
+            target=_pump, args=(self.reader, self.holder.apply), daemon=True
+        )
+        self.api: Any = None
+
+    def start(self) -> None:
+        from cortensor_desktop.api import StatusApi
+
+        self.pump.start()
+        port = self.ctx.config.api.port
+        if port == 0:
+            log.info("status API off ([api] port = 0)")
+            return
+        self.ctx.paths.ensure()
+        self.api = StatusApi(self.holder, self.bus, self.commands, self.ctx.paths.data_dir, port)
+        self.api.start()
+
+    def stop(self) -> None:
+        self.reader.close()
+        self.pump.join(timeout=5)
+        if self.api is not None:
+            self.api.stop()
+
+
+TIERS = ("cpu-low", "cpu-high", "gpu-quantized", "gpu-full")
+
+
+def _model_and_tier(network: Any) -> dict[str, Any]:
+    """What the miners registered with (the summary's model and tier)."""
+    settings = network.settings.miner
+    tier = TIERS[settings.tier] if 0 <= settings.tier < len(TIERS) else str(settings.tier)
+    return {"model": settings.model_name, "tier": tier}
+
+
+def _workers(network: Any) -> list[dict[str, Any]]:
+    # Read from server threads while workers restart or the network stops: a worker may drop
+    # its process between two attribute reads, so a torn read gives no list rather than an error.
+    try:
+        return [
+            {"name": name, "pid": w.pid, "deaths": len(w.deaths)} for name, w in network.workers
+        ]
+    except (ValueError, AttributeError):
+        return []
+
+
+class _Control:
+    """Commands from the queue, SIGHUP reloads and the polite-mining policies, on the run loop."""
+
+    GAS_EVERY_S = 30.0
+
+    def __init__(self, ctx: AppContext, bus: Any, network: Any, signals: Any, holder: Any) -> None:
+        from engine.node_control import (
+            NodeController,
+            PolicyMonitor,
+            WorkerWatch,
+            psutil_sampler,
+        )
+
+        self.ctx = ctx
+        self.holder = holder
+        nodes = [*network.miners, *network.oracles]
+        self.accounts = [(node.address, node.client) for node in nodes]
+        self._gas_at = 0.0
+        self.network = network
+        owners = dict(network.worker_owners)
+        self.workers = WorkerWatch(bus, owners)
+        self.config = ctx.config
+        self.controller = NodeController(bus, network.miners, reload=self.reload, stop=signals.stop)
+        policy = self.config.policy
+        self.monitor = PolicyMonitor(
+            self.controller,
+            policy.to_policy_settings(),
+            psutil_sampler(gpu_temp=self._gpu_temp),
+            interval_s=policy.sample_interval_s,
+        )
+
+    def _gpu_temp(self) -> float | None:
+        """NVML is asked only when a GPU temperature limit is set."""
+        from engine.node_control import hottest_nvidia_gpu
+
+        if self.monitor.settings.gpu_pause_above_c is None:
+            return None
+        return hottest_nvidia_gpu()
+
+    def reload(self) -> tuple[bool, str]:
+        from cortensor_desktop.config import ConfigError, load_config
+        from cortensor_desktop.reload import config_changes
+
+        try:
+            fresh = load_config(self.ctx.config_path).config
+        except ConfigError as exc:
+            return False, f"config not reloaded, the running one stays: {exc}"
+        changes = config_changes(self.config, fresh)
+        if "logging.level" in changes.live:
+            logging.getLogger().setLevel(fresh.logging.level.upper())
+        if any(key.startswith("policy.") for key in changes.live):
+            self.monitor.interval_s = fresh.policy.sample_interval_s
+            self.monitor.update(fresh.policy.to_policy_settings())
+        self.config = fresh
+        return True, changes.describe()
+
+    def tick(self, commands: Any, signals: Any) -> None:
+        from engine.commands import ReloadConfig
+
+        if signals.take_reload():
+            self.controller.handle(ReloadConfig(source="signal"))
+        for command in commands.drain():
+            self.controller.handle(command)
+        self.monitor.tick(time.monotonic())
+        with contextlib.suppress(ValueError):  # the list changes while the network stops
+            self.workers.check(self.network.workers)
+        if time.monotonic() >= self._gas_at:
+            self._gas_at = time.monotonic() + self.GAS_EVERY_S
+            self.sample_gas()
+
+    def sample_gas(self) -> None:
+        from chain.errors import ChainError
+
+        for address, client in self.accounts:
+            try:
+                wei = int(client.web3.eth.get_balance(address))
+            except (ChainError, OSError, ValueError) as exc:
+                log.debug("gas balance of %s not read: %s", address, exc)
+                continue
+            self.holder.read(lambda summary, a=address, w=wei: summary.set_gas_balance(a, w))
+
+
+def _wait(
+    node: Any,
+    signals: Any,
+    args: argparse.Namespace,
+    started: float,
+    commands: Any,
+    control: _Control,
+) -> None:
     deadline = started + args.duration if args.duration else None
     while not signals.stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
             return
-        oracle = getattr(node, "oracle", None)
-        if args.sessions and oracle is not None and oracle.sessions_ended >= args.sessions:
+        ended = sum(o.sessions_ended for o in node.oracles)
+        if args.sessions and ended >= args.sessions:
             return
-        signals.stop.wait(0.5)
+        control.tick(commands, signals)
+        signals.stop.wait(0.2)
 
 
 def _pump(reader: Any, sink: Any) -> None:
@@ -192,10 +367,8 @@ def _pump(reader: Any, sink: Any) -> None:
 
 
 def _summary(node: Any, elapsed: float) -> None:
-    oracle = getattr(node, "oracle", None)
-    ended = oracle.sessions_ended if oracle is not None else 0
-    miners = getattr(node, "miners", None) or [m for m in [getattr(node, "miner", None)] if m]
-    done = ", ".join(f"{m.address[:10]}…: {m.tasks_done}" for m in miners)
+    ended = sum(o.sessions_ended for o in node.oracles)
+    done = ", ".join(f"{m.address[:10]}…: {m.tasks_done}" for m in node.miners)
     log.info(
         "ran %.0f s: %d network tasks ended; tasks answered per miner: %s",
         elapsed,

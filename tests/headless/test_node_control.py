@@ -1,0 +1,179 @@
+"""Commands and polite-mining policies applied to miners: pause reasons, resume, answers.
+
+The policy test feeds hand-written psutil-shaped SAMPLE readings (not recorded: this VM has no
+sensors) through the live sampler and `readings_from_psutil`, the same path a real host takes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.commands import Pause, ReloadConfig, Resume, Withdraw
+from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged, Subscription
+from engine.node_control import NodeController, PolicyMonitor, psutil_sampler
+from engine.policies import HourWindow, PolicySettings
+
+SAMPLES = Path(__file__).parents[1] / "engine" / "data" / "laptop_sensor_samples.json"
+# psutil's own shapes (psutil._ntuples.shwtemp / sbattery)
+shwtemp = namedtuple("shwtemp", ["label", "current", "high", "critical"])
+sbattery = namedtuple("sbattery", ["percent", "secsleft", "power_plugged"])
+
+
+@dataclass
+class FakeMiner:
+    address: str
+    paused: bool = False
+
+
+def _controller(**kw: Any) -> tuple[EventBus, Subscription, list[FakeMiner], NodeController]:
+    bus = EventBus()
+    sub = bus.subscribe()
+    miners = [FakeMiner("0xa"), FakeMiner("0xb")]
+    return bus, sub, miners, NodeController(bus, miners, **kw)
+
+
+def test_pause_and_resume_commands_pause_every_miner_and_answer_each_command() -> None:
+    _, sub, miners, control = _controller()
+    pause = Pause(reason="maintenance", source="api")
+    answer = control.handle(pause)
+    assert answer.accepted and answer.command_id == pause.id
+    assert all(m.paused for m in miners)
+    states = [e for e in sub.drain() if isinstance(e, NodeStateChanged)]
+    assert {e.node for e in states} == {"0xa", "0xb"}
+    assert all(e.state is NodeState.PAUSED for e in states)
+    assert states[0].reasons[0].code == "user"
+    assert "maintenance" in states[0].reasons[0].message
+
+    refused = control.handle(Resume(reason="battery"))
+    assert not refused.accepted and "no 'battery' pause" in refused.message
+    assert all(m.paused for m in miners)
+
+    assert control.handle(Resume()).accepted
+    assert not any(m.paused for m in miners)
+    states = [e for e in sub.drain() if isinstance(e, NodeStateChanged)]
+    assert all(e.previous is NodeState.PAUSED and e.state is NodeState.REGISTERED for e in states)
+
+
+def test_unsupported_and_reload_commands_are_answered_not_ignored() -> None:
+    _, sub, _, control = _controller(reload=lambda: (True, "applied live: policy"))
+    withdraw = control.handle(Withdraw(all=True))
+    assert not withdraw.accepted and "not available" in withdraw.message
+    reload = control.handle(ReloadConfig())
+    assert reload.accepted and reload.message == "applied live: policy"
+    answers = [e for e in sub.drain() if isinstance(e, CommandHandled)]
+    assert [a.command for a in answers] == ["withdraw", "reload_config"]
+
+
+def test_sample_psutil_readings_pause_and_resume_through_the_live_sampler() -> None:
+    samples = json.loads(SAMPLES.read_text())["samples"]
+    current: dict[str, Any] = {}
+
+    def temperatures():  # type: ignore[no-untyped-def]
+        return {c: [shwtemp(*e) for e in entries] for c, entries in current["temperatures"].items()}
+
+    def battery():  # type: ignore[no-untyped-def]
+        return None if current["battery"] is None else sbattery(*current["battery"])
+
+    def clock() -> datetime:
+        return datetime.fromisoformat(f"2026-11-20T{current['t']}")
+
+    _, sub, miners, control = _controller()
+    settings = PolicySettings(cpu_pause_above_c=85, cpu_resume_below_c=75, pause_on_battery=True)
+    monitor = PolicyMonitor(
+        control, settings, psutil_sampler(temperatures, battery, clock), interval_s=10
+    )
+    seen = []
+    for index, sample in enumerate(samples):
+        current = sample
+        assert monitor.tick(now=index * 10.0) is not None
+        seen.append((sample["t"], miners[0].paused, tuple(sorted(control.reasons))))
+    assert seen == [
+        ("16:40", False, ()),
+        ("16:45", False, ()),
+        ("16:46", True, ("temperature",)),
+        ("16:47", True, ("temperature",)),  # hysteresis: 84 is below 85 but not below 75
+        ("16:49", True, ("temperature",)),
+        ("16:52", False, ()),
+        ("17:02", True, ("battery",)),
+        ("17:20", True, ("battery",)),
+        ("17:40", False, ()),
+        ("23:10", False, ()),  # no sensors, no battery: unknown, not a pause
+    ]
+    paused = [e for e in sub.drain() if isinstance(e, NodeStateChanged)]
+    # two miners x (pause, resume) x (heat, battery)
+    assert len(paused) == 8
+    assert "86 °C" in paused[0].reasons[0].message
+    # not due yet: no new sample
+    assert monitor.tick(now=len(samples) * 10.0 - 5) is None
+
+
+def test_policy_cannot_be_resumed_by_command_and_user_pause_survives_policy_clear() -> None:
+    _, _, miners, control = _controller()
+    settings = PolicySettings(active_hours=(HourWindow.parse("08:00-18:00"),))
+    night = psutil_sampler(dict, lambda: None, lambda: datetime(2026, 11, 20, 23, 0))
+    monitor = PolicyMonitor(control, settings, night)
+    monitor.tick(0.0)
+    assert set(control.reasons) == {"schedule"} and miners[0].paused
+    assert not control.handle(Resume(reason="schedule")).accepted
+    control.handle(Pause())
+    monitor.update(PolicySettings())  # a reload that turns the policy off
+    assert set(control.reasons) == {"user"} and miners[0].paused
+
+
+@dataclass
+class FakeWorker:
+    pid: int | None
+    deaths: list[str]
+
+
+def test_a_worker_death_raises_an_alert_cleared_when_it_runs_again() -> None:
+    from engine.events import Alert
+    from engine.node_control import WorkerWatch
+
+    bus = EventBus()
+    sub = bus.subscribe()
+    watch = WorkerWatch(bus, {"miner 0xa": "0xa"})
+    worker = FakeWorker(pid=100, deaths=[])
+    watch.check([("miner 0xa", worker)])
+    assert sub.drain() == []
+    worker.pid, worker.deaths = None, ["killed by SIGKILL"]  # died; the restart is loading
+    watch.check([("miner 0xa", worker)])
+    watch.check([("miner 0xa", worker)])
+    (raised,) = sub.drain()
+    assert isinstance(raised, Alert) and raised.active and raised.node == "0xa"
+    assert "killed by SIGKILL" in raised.message
+    worker.pid = 101
+    watch.check([("miner 0xa", worker)])
+    (cleared,) = sub.drain()
+    assert isinstance(cleared, Alert) and not cleared.active and "pid 101" in cleared.message
+    watch.check([("miner 0xa", worker)])
+    assert sub.drain() == []
+
+
+def test_gpu_temperature_is_the_hottest_nvidia_gpu_and_unknown_without_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import profiler.nvml
+    from engine.node_control import hottest_nvidia_gpu
+
+    @dataclass
+    class Gpu:
+        temperature_c: float | None
+
+    monkeypatch.setattr(profiler.nvml, "probe_nvidia", lambda: [Gpu(61.0), Gpu(None), Gpu(83.0)])
+    assert hottest_nvidia_gpu() == 83.0
+    monkeypatch.setattr(profiler.nvml, "probe_nvidia", lambda: [])
+    assert hottest_nvidia_gpu() is None
+    # and through the sampler, the GPU figure reaches the GPU hysteresis
+    _, _, miners, control = _controller()
+    settings = PolicySettings(gpu_pause_above_c=80, gpu_resume_below_c=70)
+    sampler = psutil_sampler(dict, lambda: None, lambda: datetime(2026, 11, 20, 12), lambda: 83.0)
+    PolicyMonitor(control, settings, sampler).tick(0.0)
+    assert miners[0].paused and "GPU temperature 83" in control.reasons["temperature"]
