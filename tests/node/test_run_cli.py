@@ -58,10 +58,51 @@ def test_sigterm_stops_cleanly_with_exit_0(home: Path) -> None:
             proc.wait()
 
 
-def test_run_refuses_a_network_it_cannot_drive(cli, home: Path) -> None:
+def _testnet(home: Path, port: int = 9) -> None:
     profiles = home / "config" / "networks"
-    profiles.mkdir(parents=True)
-    (profiles / "testnet.toml").write_text('chain_id = 5\nrpc_urls = ["http://127.0.0.1:9"]\n')
+    profiles.mkdir(parents=True, exist_ok=True)
+    (profiles / "testnet.toml").write_text(
+        f'chain_id = 5\nrpc_urls = ["http://127.0.0.1:{port}"]\n'
+        'contracts = { NodeRegistry = "0x0000000000000000000000000000000000000001", '
+        'NodeStats = "0x0000000000000000000000000000000000000002", '
+        'Cognitive = "0x0000000000000000000000000000000000000003", '
+        'SessionQueue = "0x0000000000000000000000000000000000000004", '
+        'SessionPayment = "0x0000000000000000000000000000000000000005" }\n'
+    )
+
+
+def test_run_on_a_network_needs_one_role(cli, home: Path) -> None:
+    _testnet(home)
     result = cli("run", "--network", "testnet")
     assert result.returncode == 2
-    assert "embedded network only" in result.stderr
+    assert "--role miner or --role oracle" in result.stderr
+
+
+def test_run_headless_without_a_passphrase_source_is_exit_4(cli, home: Path) -> None:
+    _testnet(home)
+    result = cli("run", "--network", "testnet", "--role", "miner", stdin="")
+    assert result.returncode == 4
+    assert "CORTENSOR_PASSPHRASE_FILE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_an_unreachable_rpc_is_exit_5_and_keeps_the_new_wallet(cli, home: Path) -> None:
+    _testnet(home, port=9)  # nothing listens on 127.0.0.1:9
+    passphrase = home / "pass"
+    passphrase.write_text("correct horse battery staple")
+    result = cli(
+        "run",
+        "--network",
+        "testnet",
+        "--role",
+        "miner",
+        "--passphrase-file",
+        str(passphrase),
+        timeout=180,
+    )
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()[-1]) < 400
+    assert "Traceback" not in result.stderr
+    assert "correct horse" not in result.stderr
+    keystores = list((home / "data" / "keystore").glob("*"))
+    assert keystores and oct(keystores[0].stat().st_mode & 0o777) == "0o600"
