@@ -80,15 +80,34 @@ class EmbeddedChain:
 
 
 class LockedTesterProvider(EthereumTesterProvider):
-    """py-evm is not thread-safe; the node's miner, oracle and ping threads share one chain."""
+    """py-evm is not thread-safe; the node's miner, oracle and ping threads share one chain.
+
+    It also announces every block it mines, so nodes on the in-process chain react to a
+    transaction at once instead of on their next poll (`wait_for_block`).
+    """
+
+    _MINING = frozenset({"eth_sendRawTransaction", "eth_sendTransaction", "evm_mine"})
 
     def __init__(self, tester: EthereumTester) -> None:
         super().__init__(tester)
         self._request_lock = threading.RLock()
+        self._mined = threading.Condition()
+        self.blocks_announced = 0
 
     def make_request(self, method: Any, params: Any) -> Any:
         with self._request_lock:
-            return super().make_request(method, params)
+            response = super().make_request(method, params)
+        if method in self._MINING:
+            with self._mined:
+                self.blocks_announced += 1
+                self._mined.notify_all()
+        return response
+
+    def wait_for_block(self, seen: int, timeout_s: float) -> int:
+        """Block until a block after announcement `seen` is mined (or the timeout); the count."""
+        with self._mined:
+            self._mined.wait_for(lambda: self.blocks_announced != seen, timeout=timeout_s)
+            return self.blocks_announced
 
 
 def start_embedded(

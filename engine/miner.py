@@ -27,6 +27,7 @@ from chain.client import ChainClient
 from chain.errors import ChainError
 from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper, commitment, model_id
+from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
 from engine.errors import ModelError
 from engine.events import (
@@ -160,12 +161,13 @@ class Miner:
         if self._watcher is None:
             self.preflight()
         self.resume()
+        waiter = ChainWaiter(self.client.web3, self.settings.poll_interval_s)
         while not stop.is_set():
             try:
                 self.step()
             except ChainError as exc:
                 log.warning("miner %s: chain error: %s", self.address[:10], exc)
-            stop.wait(self.settings.poll_interval_s)
+            waiter.wait(stop)
         self._publish(NodeStateChanged(state=NodeState.STOPPED))
 
     def step(self) -> None:

@@ -22,6 +22,7 @@ from chain.client import ChainClient
 from chain.errors import ChainError
 from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper
+from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
 from engine.events import (
     Alert,
@@ -49,6 +50,8 @@ QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
 # SessionQueue.State as the contract numbers it; NodeRegistry status 2 is "in the user pool".
 TASK_QUEUED, TASK_ASSIGNED, TASK_COMMIT, TASK_COMMITTED, TASK_VALIDATED = range(1, 6)
 NODE_EPHEMERAL = 2
+SLOT_COMMITTED = 3  # Cognitive slot status of a miner that revealed
+ASSIGNMENT_COMMITTED = 4  # SessionQueue assignment status of a miner that revealed
 NO_CONSENSUS = 255
 
 
@@ -118,12 +121,13 @@ class Oracle:
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
             self.start()
+        waiter = ChainWaiter(self.client.web3, self.settings.poll_interval_s)
         while not stop.is_set():
             try:
                 self.step()
             except ChainError as exc:
                 log.warning("oracle: chain error: %s", exc)
-            stop.wait(self.settings.poll_interval_s)
+            waiter.wait(stop)
 
     def step(self) -> None:
         if self._watcher is None:
@@ -257,7 +261,17 @@ class Oracle:
 
     def _validate_and_end(self, session_id: int) -> None:
         view = self._open[session_id]
-        selected = self.client.cognitive.selected(session_id)
+        cognitive = self.client.cognitive
+        selected = cognitive.selected(session_id)
+        # State is read at the newest block, events only up to the head this step polled: a
+        # reveal in between shows as "committed" before its answer event is read. Wait a step.
+        unread = [
+            m
+            for m in selected
+            if m not in view.answers and cognitive.slot_status(session_id, m) == SLOT_COMMITTED
+        ]
+        if unread:
+            return
         answers = [(m, view.answers[m]) for m in selected if m in view.answers]
         scores = dict.fromkeys(selected, 0)
         if answers and view.prompts:
@@ -337,6 +351,14 @@ class Oracle:
         return info.status == NODE_EPHEMERAL and model in self.client.registry.models_of(miner)
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
+        queue = self.client.queue
+        unread = [
+            m
+            for m in task.miners
+            if m not in task.answers and queue.assignment(m) == (task_id, ASSIGNMENT_COMMITTED)
+        ]
+        if unread:
+            return  # its answer event is in a block this step did not read yet
         answers = [(m, task.answers[m]) for m in task.miners if m in task.answers]
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS

@@ -10,6 +10,7 @@ figures into the verdict; the medoid of the passing answers is the consensus.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +51,7 @@ class Judgement:
     reference: str
     answers: tuple[JudgedAnswer, ...]
     consensus_index: int | None  # index into answers of the consensus answer, None if none passed
+    checking_s: float = 0.0  # the validator's own time: reference answer, scoring, embeddings
 
 
 def chain_score(verdict: Verdict) -> int:
@@ -71,6 +73,7 @@ class Validator:
 
     def judge(self, prompt: str, answers: list[tuple[str, str]], max_tokens: int) -> Judgement:
         """Judge (miner, answer) pairs given for one prompt under one token limit."""
+        started = time.monotonic()
         reference = self.chat.generate(prompt, SamplingParams(max_tokens=max_tokens)).text
         vectors = self.embedder.embed([reference] + [answer for _, answer in answers])
         judged = tuple(
@@ -81,7 +84,7 @@ class Validator:
         consensus = None
         if passing:
             consensus = passing[medoid([vectors[i + 1] for i in passing])]
-        return Judgement(prompt, reference, judged, consensus)
+        return Judgement(prompt, reference, judged, consensus, time.monotonic() - started)
 
     def _judge_one(
         self,
