@@ -93,6 +93,9 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "command", None) is None and _on_terminal():
+        # No command on a terminal: open the dashboard (`run`); piped or scripted: print help.
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "run"])
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
@@ -113,6 +116,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(exc, args)
     finally:
         ctx.close()
+        if getattr(args, "fast_exit", False):
+            _exit_now()
+
+
+def _exit_now() -> None:
+    """Leave without interpreter teardown (the dashboard's quit): kill worker processes, flush."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _on_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def _setup_logging(ctx: AppContext, args: argparse.Namespace) -> None:

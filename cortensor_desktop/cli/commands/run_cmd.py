@@ -1,14 +1,16 @@
 """`run`: the node in the foreground until Ctrl-C or SIGTERM.
 
 On the `embedded` network it runs the chain, an oracle and k miners in this one process, so a
-single machine sees the whole protocol. Until the dashboard lands, `run` logs the event stream
-(the headless reader) whether or not `--headless` is given.
+single machine sees the whole protocol. On a terminal `run` opens the Textual dashboard (imported
+only in that branch); with `--headless`, or when stdin/stdout is not a terminal, it logs the event
+stream (the headless reader) and never imports textual.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--headless",
         action="store_true",
-        help="no dashboard: log the event stream (what `run` does for now)",
+        help="no dashboard: log the event stream (the default when not on a terminal)",
     )
     parser.add_argument(
         "--role",
@@ -75,7 +77,73 @@ def _run(ctx: AppContext, args: argparse.Namespace) -> int:
             f"`run` drives the embedded network only in this version; '{ctx.network.name}' "
             "nodes arrive with `devnet up --miners N` (use --network embedded)"
         )
+    if not args.headless and wants_dashboard():
+        return _run_dashboard(ctx, args)
     return _run_embedded(ctx, args)
+
+
+def wants_dashboard() -> bool:
+    """A person is watching: stdin and stdout are both a terminal."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
+    """The dashboard in front of the embedded network; q quits at once and the node stops."""
+    from cortensor_desktop.node_host import NetworkHost
+    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+    from engine.embedded_network import EmbeddedNetworkSettings
+    from engine.events import EventBus
+    from engine.recording import Recorder
+
+    _quiet_stderr_logging()  # the dashboard owns the terminal; the log file keeps everything
+    bus = EventBus(history=5000)
+    recorder = Recorder(Path(args.record).expanduser()) if args.record else None
+    if recorder is not None:
+        recorder.attach(bus)
+    settings = EmbeddedNetworkSettings(miners=args.miners)
+    host = NetworkHost(ctx.database, ctx.models_dir, bus, settings)
+    info = NodeInfo(
+        network=ctx.network.name,
+        model=_chat_model_id(ctx),
+        n_ctx=settings.n_ctx,
+        n_threads=1,
+        miners=args.miners,
+    )
+    app = create_app(bus, host.commands, info, sampler=psutil_sampler())
+    # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
+    # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    host.start()
+    try:
+        app.run()
+    finally:
+        host.stop()
+        if recorder is not None:
+            recorder.close()
+    # Interpreter teardown with the engine's daemon threads and spawn workers around takes about
+    # a second; the node's state is in SQLite and the journal, so main() may leave at once.
+    args.fast_exit = True
+    return ExitCode.OK
+
+
+def _chat_model_id(ctx: AppContext) -> str:
+    from engine.model_store import ModelStore
+
+    try:
+        return ModelStore(ctx.models_dir).default_chat_model().id
+    except Exception:  # the network start reports the real problem on the dashboard
+        return "-"
+
+
+def _quiet_stderr_logging() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            root.removeHandler(handler)
 
 
 def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
