@@ -31,29 +31,41 @@ log = logging.getLogger(__name__)
 
 
 class NetworkHost:
-    def __init__(
-        self,
-        db: Database,
-        models_dir: Path,
-        bus: EventBus,
-        settings: EmbeddedNetworkSettings | None = None,
-        commands: CommandQueue | None = None,
-        network_factory: Callable[..., EmbeddedNetwork] = EmbeddedNetwork,
-    ) -> None:
-        self.bus = bus
+    """Hosts one `EmbeddedNetwork`; `embedded(...)` builds one, tests pass one already started."""
+
+    def __init__(self, network: EmbeddedNetwork, commands: CommandQueue | None = None) -> None:
+        self.network = network
+        self.bus = network.bus
         self.commands = commands or CommandQueue()
-        self.network = network_factory(
-            db, models_dir, bus, settings or EmbeddedNetworkSettings(), progress=self._progress
-        )
         self.started = threading.Event()
         self.failed: BaseException | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
+    @classmethod
+    def embedded(
+        cls,
+        db: Database,
+        models_dir: Path,
+        bus: EventBus,
+        settings: EmbeddedNetworkSettings | None = None,
+    ) -> NetworkHost:
+        """A host for a new embedded network; its start-up progress goes to the bus as log lines."""
+
+        def progress(message: str) -> None:
+            log.info("%s", message)
+            bus.publish(LogLine(level="info", logger="embedded", message=message))
+
+        network = EmbeddedNetwork(db, models_dir, bus, settings, progress=progress)
+        return cls(network)
+
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the network and the command loop in the background; returns at once."""
-        for name, target in (("network-start", self._start_network), ("commands", self._serve)):
+    def start(self, network: bool = True) -> None:
+        """Start the command loop and (unless already started) the network; returns at once."""
+        targets: list[tuple[str, Callable[[], None]]] = [("commands", self._serve)]
+        if network:
+            targets.append(("network-start", self._start_network))
+        for name, target in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -66,7 +78,8 @@ class NetworkHost:
             self.bus.publish(LogLine(level="error", logger="host", message=f"start failed: {exc}"))
             return
         self.started.set()
-        self._progress(f"embedded network up: {len(self.network.miners)} miners, 1 oracle")
+        message = f"embedded network up: {len(self.network.miners)} miners, 1 oracle; q quits"
+        self.bus.publish(LogLine(level="info", logger="host", message=message))
 
     def stop(self, timeout_s: float = 0.3) -> None:
         """Stop within `timeout_s`: workers are processes and are killed; loop threads are daemons.
@@ -78,10 +91,6 @@ class NetworkHost:
         stopper = threading.Thread(target=self.network.stop, kwargs={"timeout_s": 0.1}, daemon=True)
         stopper.start()
         stopper.join(timeout=timeout_s)
-
-    def _progress(self, message: str) -> None:
-        log.info("%s", message)
-        self.bus.publish(LogLine(level="info", logger="embedded", message=message))
 
     # -- commands ----------------------------------------------------------------------------
     def _serve(self) -> None:

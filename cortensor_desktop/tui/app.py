@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Log, Sparkline, Static
+from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
 from cortensor_desktop.headless import format_event, short
 from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, TaskView
@@ -119,7 +119,8 @@ class DashboardApp(App[int]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "cortensor-desktop"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit_now", "quit"),
+        # Priority: q works on every screen (modals too), except where a text field takes it.
+        Binding("q", "quit_key", "quit", priority=True),
         Binding("ctrl+q", "quit_now", "quit", show=False, priority=True),
         Binding("p", "toggle_pause", "pause/resume"),
         Binding("b", "benchmark", "benchmark"),
@@ -377,6 +378,13 @@ class DashboardApp(App[int]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A text field keeps the letter q (a passphrase may contain one); ctrl+q always quits.
+        return not (action == "quit_key" and isinstance(self.focused, Input | TextArea))
+
+    def action_quit_key(self) -> None:
+        self.exit(0)
 
     def action_quit_now(self) -> None:
         self.exit(0)

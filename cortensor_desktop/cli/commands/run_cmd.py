@@ -101,7 +101,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     if recorder is not None:
         recorder.attach(bus)
     settings = EmbeddedNetworkSettings(miners=args.miners)
-    host = NetworkHost(ctx.database, ctx.models_dir, bus, settings)
+    host = NetworkHost.embedded(ctx.database, ctx.models_dir, bus, settings)
     info = NodeInfo(
         network=ctx.network.name,
         model=_chat_model_id(ctx),

@@ -1,0 +1,62 @@
+"""Dashboard tests: a recorded real run for deterministic screens, the real engine for live ones."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cortensor_desktop.tui.app import DashboardApp, HostSample, NodeInfo, create_app
+from engine.commands import CommandQueue
+from engine.events import Event, EventBus
+from engine.recording import read_events
+from tests.node.conftest import make_network, models_dir  # noqa: F401 (fixtures for live tests)
+
+DATA = Path(__file__).parent / "data"
+RECORDING = DATA / "recorded_run.jsonl"
+SIZE = (120, 40)
+# `cortensor-desktop run --headless --miners 3 --sessions 2 --record ...` on a scratch home.
+INFO = NodeInfo(
+    network="embedded", model="smollm2-135m-instruct", n_ctx=2048, n_threads=1, miners=3
+)
+
+
+def fixed_sampler() -> HostSample:
+    """Normalises what psutil would say, so screens are the same on every machine."""
+    return HostSample(cpu_percent=42.0, ram_used_bytes=3 * 2**30, ram_total_bytes=16 * 2**30)
+
+
+@pytest.fixture(scope="session")
+def recorded() -> list[Event]:
+    events = list(read_events(RECORDING))
+    assert len(events) > 40, "the recording should hold a real run"
+    return events
+
+
+def replay_app(
+    events: list[Event], commands: CommandQueue | None = None
+) -> tuple[DashboardApp, EventBus]:
+    """An app over a bus that will carry the recording; the clock stops at the last event."""
+    bus = EventBus()
+    last = max(e.ts for e in events)
+    app = create_app(bus, commands, INFO, sampler=fixed_sampler, clock=lambda: last, refresh_s=60)
+    return app, bus
+
+
+def publish_all(bus: EventBus, events: list[Event]) -> None:
+    for event in events:
+        bus.publish(event, stamp=False)
+
+
+def sync(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async Pilot test on its own event loop (no pytest-asyncio plugin needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper

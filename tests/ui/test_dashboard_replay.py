@@ -1,0 +1,166 @@
+"""The dashboard fed by a recording of a real run: widgets, keys, commands, quitting."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, Log, Sparkline, Static
+
+from cortensor_desktop.tui.app import HelpScreen
+from engine.commands import Benchmark, CommandQueue, Pause, Resume, Withdraw
+from engine.events import CommandHandled, Event, NodeState, NodeStateChanged, PauseReason
+from engine.protocol import NodeRole
+from tests.ui.conftest import SIZE, publish_all, replay_app, sync
+
+
+def _rows(app, widget_id: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    table = app.query_one(f"#{widget_id}", DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def _text(app, widget_id: str) -> str:  # type: ignore[no-untyped-def]
+    return str(app.query_one(f"#{widget_id}", Static).render())
+
+
+@sync
+async def test_replayed_run_fills_tasks_poi_nodes_and_log(recorded: list[Event]) -> None:
+    app, bus = replay_app(recorded)
+    async with app.run_test(size=SIZE) as pilot:
+        assert _rows(app, "tasks") == []
+        assert "no inference yet" in _text(app, "rate-label")
+        publish_all(bus, recorded)
+        assert app.pump() == len(recorded)
+        await pilot.pause()
+
+        tasks = _rows(app, "tasks")
+        assert {row[0] for row in tasks} == {"1", "2"}
+        oracle = [row for row in tasks if row[2] == "oracle"]
+        assert oracle and all("end✓" in row[3] for row in oracle)
+        assert any(row[2] == "create+answer" and "pc✓" in row[3] for row in tasks)
+
+        poi = _rows(app, "poi")
+        assert len(poi) == 6 and all(row[5] == "PASS" for row in poi)
+        assert all(row[2].endswith("/0.80") for row in poi)  # score against its threshold
+
+        nodes = _rows(app, "nodes")
+        miners = [row for row in nodes if row[1] == "miner"]
+        assert len(miners) == 3 and all(int(row[5]) > 0 for row in miners)
+        assert "6/6 passed" in _text(app, "wallet")
+        assert "smollm2-135m-instruct" in _text(app, "settings")
+        assert "CPU   42.0 %" in _text(app, "hardware")
+        assert app.query_one("#rate", Sparkline).data
+        assert "last" in _text(app, "rate-label")
+        log_lines = app.query_one("#log", Log).lines
+        assert any("validate" in line and "PASS" in line for line in log_lines)
+
+
+@sync
+async def test_points_change_as_the_stream_advances(recorded: list[Event]) -> None:
+    first_points = next(i for i, e in enumerate(recorded) if e.type == "points")
+    app, bus = replay_app(recorded)
+    async with app.run_test(size=SIZE):
+        publish_all(bus, recorded[: first_points + 1])
+        app.pump()
+        before = app.summary.total_points
+        assert f"points   {before}" in _text(app, "wallet")
+        publish_all(bus, recorded[first_points + 1 :])
+        app.pump()
+        after = app.summary.total_points
+        assert after > before
+        assert f"points   {after}" in _text(app, "wallet")
+
+
+@sync
+async def test_keys_send_typed_commands_and_the_answer_is_shown(recorded: list[Event]) -> None:
+    queue = CommandQueue()
+    app, bus = replay_app(recorded, queue)
+    posted: list[str] = []
+    async with app.run_test(
+        size=SIZE, message_hook=lambda m: posted.append(type(m).__name__)
+    ) as pilot:
+        publish_all(bus, recorded)
+        app.pump()
+        await pilot.press("p")
+        (pause,) = queue.drain()
+        assert isinstance(pause, Pause) and pause.source == "tui"
+
+        # The host answers: miners paused, with a reason; the next key press resumes.
+        reason = PauseReason("user", "paused by the tui")
+        for node in [n.address for n in app.summary.miners()]:
+            bus.publish(
+                NodeStateChanged(
+                    node=node, role=NodeRole.MINER, state=NodeState.PAUSED, reasons=(reason,)
+                )
+            )
+        bus.publish(
+            CommandHandled(
+                command_id=pause.id, command="pause", accepted=True, message="3 miners paused"
+            )
+        )
+        app.pump()
+        assert all("paused (user)" in row[2] for row in _rows(app, "nodes") if row[1] == "miner")
+        alerts = _text(app, "alerts")
+        assert "PAUSED paused by the tui" in alerts and "pause: done: 3 miners paused" in alerts
+        await pilot.press("p")
+        assert isinstance(queue.drain()[0], Resume)
+
+        await pilot.press("b", "w")
+        bench, withdraw = queue.drain()
+        assert isinstance(bench, Benchmark)
+        assert isinstance(withdraw, Withdraw) and withdraw.all
+    assert "Notify" in posted  # each command sent is confirmed on screen
+
+
+@sync
+async def test_help_opens_and_q_quits_from_it_with_code_0(recorded: list[Event]) -> None:
+    app, _bus = replay_app(recorded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert "pause / resume" in str(app.screen.query_one("#help-text", Static).render())
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("question_mark")
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+@sync
+async def test_ctrl_q_quits_with_code_0(recorded: list[Event]) -> None:
+    app, _bus = replay_app(recorded)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+q")
+    assert app.return_code == 0
+
+
+@sync
+async def test_without_a_command_queue_the_view_says_it_is_read_only(recorded: list[Event]) -> None:
+    app, _bus = replay_app(recorded, None)
+    notes: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        await pilot.pause()
+        notes = [n.message for n in app._notifications]
+    assert any("read-only" in n for n in notes)
+
+
+class _AskScreen(ModalScreen[None]):
+    def compose(self) -> ComposeResult:
+        yield Input(id="field")
+
+
+@sync
+async def test_q_types_into_a_focused_text_field_and_ctrl_q_still_quits(
+    recorded: list[Event],
+) -> None:
+    app, _bus = replay_app(recorded)
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(_AskScreen())
+        await pilot.pause()
+        field = app.screen.query_one("#field", Input)
+        field.focus()
+        await pilot.press("q", "u", "q")
+        assert field.value == "quq"
+        assert app.is_running
+        await pilot.press("ctrl+q")
+    assert app.return_code == 0
