@@ -18,10 +18,11 @@ from typing import ClassVar
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
 from cortensor_desktop.headless import format_event, short
+from cortensor_desktop.tui.models_view import ModelRow
 from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, TaskView
 from engine.commands import (
     Benchmark,
@@ -98,6 +99,7 @@ HELP_TEXT = """\
   p          pause / resume mining (miners finish the current task first)
   b          run a benchmark (the engine answers whether it can)
   w          withdraw everything withdrawable
+  m          models: the catalogue, what is installed, what fits here and why
   ?          this help
   escape     close this help
   q, ctrl+q  quit now (exit code 0); the node stops within a second
@@ -115,6 +117,52 @@ class HelpScreen(ModalScreen[None]):
         yield Static(HELP_TEXT, id="help-text")
 
 
+class ModelsScreen(Screen[None]):
+    """The catalogue: installed or not, fits this machine or not, and why (profiler.fit)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,m", "app.pop_screen", "dashboard")]
+
+    def __init__(self, rows: list[ModelRow] | None, error: str | None = None) -> None:
+        super().__init__()
+        self.rows = rows
+        self.error = error
+
+    def compose(self) -> ComposeResult:
+        yield Static("Models · escape returns to the dashboard", id="title")
+        yield DataTable(id="models", cursor_type="row")
+        yield Static(id="model-detail")
+        yield Static(id="models-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#models", DataTable)
+        table.border_title = "Catalogue"
+        table.add_columns("model", "kind", "params", "installed", "fits", "how, or why not")
+        note = self.query_one("#models-note", Static)
+        if self.rows is None:
+            note.update(self.error or "no hardware profile: run `cortensor-desktop profile`")
+            return
+        for row in self.rows:
+            name = row.model_id + (" *" if row.default else "")
+            table.add_row(
+                name, row.kind, row.parameters, row.installed, "yes" if row.fits else "NO", row.why
+            )
+        table.focus()
+        note.update(
+            "* the default chat model. Install and remove: `cortensor-desktop models pull ID` "
+            "and `models rm ID` (install from this screen is not built yet)."
+        )
+
+    def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
+        if self.rows is None or not 0 <= message.cursor_row < len(self.rows):
+            return
+        row = self.rows[message.cursor_row]
+        verdict = "fits" if row.fits else "does not fit"
+        self.query_one("#model-detail", Static).update(
+            f"[b]{row.model_id}[/b] {verdict} this machine: {row.why}"
+        )
+
+
 class DashboardApp(App[int]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "cortensor-desktop"
@@ -125,6 +173,7 @@ class DashboardApp(App[int]):
         Binding("p", "toggle_pause", "pause/resume"),
         Binding("b", "benchmark", "benchmark"),
         Binding("w", "withdraw", "withdraw"),
+        Binding("m", "models", "models"),
         Binding("question_mark", "help", "help"),
     ]
 
@@ -137,8 +186,10 @@ class DashboardApp(App[int]):
         clock: Callable[[], float] = time.time,
         refresh_s: float = DEFAULT_REFRESH_S,
         subscribe_after: int | None = 0,
+        models: Callable[[], list[ModelRow]] | None = None,
     ) -> None:
         super().__init__()
+        self.models = models
         self.bus = bus
         self.commands = commands
         self.info = info or NodeInfo()
@@ -375,6 +426,19 @@ class DashboardApp(App[int]):
     def action_withdraw(self) -> None:
         self.send(Withdraw(all=True, source="tui"))
 
+    def action_models(self) -> None:
+        if isinstance(self.screen, ModelsScreen):
+            return
+        if self.models is None:
+            self.push_screen(ModelsScreen(None))
+            return
+        try:
+            rows = self.models()
+        except Exception as exc:  # a probe or catalogue problem is shown, not raised
+            self.push_screen(ModelsScreen(None, f"could not list the models: {exc}"))
+            return
+        self.push_screen(ModelsScreen(rows))
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -412,6 +476,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     refresh_s: float = DEFAULT_REFRESH_S,
     subscribe_after: int | None = 0,
+    models: Callable[[], list[ModelRow]] | None = None,
 ) -> DashboardApp:
     """The one way to build the dashboard, for the CLI and the tests alike."""
-    return DashboardApp(bus, commands, info, sampler, clock, refresh_s, subscribe_after)
+    return DashboardApp(bus, commands, info, sampler, clock, refresh_s, subscribe_after, models)

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 
 from cortensor_desktop.tui.app import DashboardApp, HostSample, NodeInfo, create_app
+from cortensor_desktop.tui.models_view import ModelRow, model_rows
 from engine.commands import CommandQueue
 from engine.events import Event, EventBus
 from engine.recording import read_events
+from profiler.catalogue import load_catalogue
+from profiler.hardware import load_hardware_file
 from tests.node.conftest import make_network, models_dir  # noqa: F401 (fixtures for live tests)
 
 DATA = Path(__file__).parent / "data"
@@ -60,3 +63,19 @@ def sync(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
         asyncio.run(fn(*args, **kwargs))
 
     return wrapper
+
+
+LAPTOP = Path(__file__).parents[1] / "profiler" / "recorded" / "laptop_8gb_recorded.json"
+
+
+def laptop_model_rows() -> list[ModelRow]:
+    """The Models screen's rows for a recorded 8 GB laptop (deterministic: no live probe)."""
+    from engine.model_store import InstalledModel
+
+    catalogue = load_catalogue()
+    installed = [
+        InstalledModel(
+            "smollm2-135m-instruct", "Q4_1", Path("/models/smollm2.gguf"), 98_000_000, True
+        )
+    ]
+    return model_rows(load_hardware_file(LAPTOP), catalogue, installed)

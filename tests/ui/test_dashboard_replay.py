@@ -6,11 +6,11 @@ from textual.app import ComposeResult
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Log, Sparkline, Static
 
-from cortensor_desktop.tui.app import HelpScreen
+from cortensor_desktop.tui.app import HelpScreen, ModelsScreen
 from engine.commands import Benchmark, CommandQueue, Pause, Resume, Withdraw
 from engine.events import CommandHandled, Event, NodeState, NodeStateChanged, PauseReason
 from engine.protocol import NodeRole
-from tests.ui.conftest import SIZE, publish_all, replay_app, sync
+from tests.ui.conftest import SIZE, laptop_model_rows, publish_all, replay_app, sync
 
 
 def _rows(app, widget_id: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
@@ -163,4 +163,29 @@ async def test_q_types_into_a_focused_text_field_and_ctrl_q_still_quits(
         assert field.value == "quq"
         assert app.is_running
         await pilot.press("ctrl+q")
+    assert app.return_code == 0
+
+
+@sync
+async def test_models_screen_lists_fit_and_why_for_a_recorded_laptop(recorded: list[Event]) -> None:
+    app, _bus = replay_app(recorded)
+    app.models = laptop_model_rows
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("m")
+        assert isinstance(app.screen, ModelsScreen)
+        rows = _rows(app.screen, "models")
+        by_id = {row[0].rstrip(" *"): row for row in rows}
+        smol = by_id["smollm2-135m-instruct"]
+        assert smol[0].endswith("*") and smol[3].startswith("Q4_1") and smol[4] == "yes"
+        assert "ctx" in smol[5] and "RAM" in smol[5]  # how it would run here
+        too_big = [row for row in rows if row[4] == "NO"]
+        assert too_big and all(row[5] for row in too_big)  # every refusal says why
+        # The highlighted row's reason is shown in full under the table.
+        await pilot.press(*["down"] * rows.index(too_big[0]))
+        detail = str(app.screen.query_one("#model-detail", Static).render())
+        assert "does not fit this machine" in detail and "GiB" in detail
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ModelsScreen)
+        await pilot.press("m")
+        await pilot.press("q")
     assert app.return_code == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.events import Event
-from tests.ui.conftest import SIZE, publish_all, replay_app, sync
+from tests.ui.conftest import SIZE, laptop_model_rows, publish_all, replay_app, sync
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("CORTENSOR_UPDATE_SNAPSHOTS") == "1"
@@ -65,3 +65,14 @@ async def test_empty_dashboard_snapshot(recorded: list[Event], tmp_path: Path) -
         await pilot.pause()
         svg = app.export_screenshot(title="dashboard before any event")
     _compare("dashboard_empty", svg, tmp_path)
+
+
+@sync
+async def test_models_snapshot(recorded: list[Event], tmp_path: Path) -> None:
+    app, _bus = replay_app(recorded)
+    app.models = laptop_model_rows
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("m")
+        await pilot.pause()
+        svg = app.export_screenshot(title="models")
+    _compare("models", svg, tmp_path)

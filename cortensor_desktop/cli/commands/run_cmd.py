@@ -109,7 +109,9 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         n_threads=1,
         miners=args.miners,
     )
-    app = create_app(bus, host.commands, info, sampler=psutil_sampler())
+    app = create_app(
+        bus, host.commands, info, sampler=psutil_sampler(), models=lambda: _model_rows(ctx)
+    )
     # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
     # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
     from multiprocessing import resource_tracker
@@ -126,6 +128,17 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     # a second; the node's state is in SQLite and the journal, so main() may leave at once.
     args.fast_exit = True
     return ExitCode.OK
+
+
+def _model_rows(ctx: AppContext) -> list[Any]:
+    """The Models screen's rows: this machine (probed now, no cache) against the catalogue."""
+    from cortensor_desktop.tui.models_view import model_rows
+    from engine.model_store import ModelStore
+    from profiler.probe import probe
+
+    store = ModelStore(ctx.models_dir)
+    hardware = probe(None, ctx.models_dir, measure_bandwidth=False)
+    return model_rows(hardware, store.catalogue, store.installed())
 
 
 def _chat_model_id(ctx: AppContext) -> str:
