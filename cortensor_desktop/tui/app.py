@@ -100,6 +100,7 @@ HELP_TEXT = """\
   b          run a benchmark (the engine answers whether it can)
   w          withdraw everything withdrawable
   m          models: the catalogue, what is installed, what fits here and why
+  e          wallet: node addresses, balances, earnings history
   ?          this help
   escape     close this help
   q, ctrl+q  quit now (exit code 0); the node stops within a second
@@ -157,9 +158,82 @@ class ModelsScreen(Screen[None]):
         if self.rows is None or not 0 <= message.cursor_row < len(self.rows):
             return
         row = self.rows[message.cursor_row]
-        verdict = "fits" if row.fits else "does not fit"
-        self.query_one("#model-detail", Static).update(
-            f"[b]{row.model_id}[/b] {verdict} this machine: {row.why}"
+        text = f"[b]{row.model_id}[/b] fits this machine: {row.why}" if row.fits else row.why
+        self.query_one("#model-detail", Static).update(text)
+
+
+class WalletScreen(Screen[None]):
+    """Addresses, balances and the earnings history, from the event stream only."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "dashboard"),
+        Binding("x", "export_key", "export key"),
+    ]
+
+    def __init__(self, summary: Summary) -> None:
+        super().__init__()
+        self.summary = summary
+
+    def compose(self) -> ComposeResult:
+        yield Static("Wallet · escape returns to the dashboard", id="title")
+        yield Static(id="wallet-balances", classes="panel")
+        yield DataTable(id="wallet-nodes", cursor_type="none")
+        yield DataTable(id="earnings", cursor_type="none")
+        yield Static(id="wallet-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        s = self.summary
+        self.query_one("#wallet-balances").border_title = "Balances"
+        nodes = self.query_one("#wallet-nodes", DataTable)
+        nodes.border_title = "Node addresses"
+        nodes.add_columns("address", "role", "points", "level", "precommit")
+        for node in sorted(s.nodes.values(), key=lambda n: (n.role, n.address)):
+            score = "-" if node.precommit_score is None else f"{node.precommit_score:.0%}"
+            points = "-" if node.points is None else str(node.points)
+            level = "-" if node.level is None else str(node.level)
+            nodes.add_row(node.address, node.role, points, level, score)
+        history = self.query_one("#earnings", DataTable)
+        history.border_title = "Earnings history"
+        history.add_columns("time", "node", "earned", "withdrawable", "gas")
+        for ts, node_address, e in reversed(s.earnings_history):
+            history.add_row(
+                time.strftime("%H:%M:%S", time.gmtime(ts)),
+                short(node_address),
+                _eth(e.earned_wei),
+                _eth(e.withdrawable_wei),
+                _eth(e.gas_balance_wei),
+            )
+        if s.earnings is None:
+            balances = (
+                "no earnings or balance events yet: the embedded network pays no rewards in this "
+                "version, so there is nothing to withdraw"
+            )
+        else:
+            e = s.earnings
+            balances = (
+                f"earned {_eth(e.earned_wei)}   withdrawable {_eth(e.withdrawable_wei)}   "
+                f"gas {_eth(e.gas_balance_wei)}"
+            )
+            if s.low_gas:
+                balances += "\n[b red]LOW GAS BALANCE: top up the node's wallet[/]"
+        if s.last_withdrawal is not None:
+            w = s.last_withdrawal
+            balances += (
+                f"\nlast withdrawal: {_eth(w.amount_wei)} to {short(w.to)}: {w.status.value}"
+            )
+        self.query_one("#wallet-balances", Static).update(balances)
+        self.query_one("#wallet-note", Static).update(
+            "w withdraws everything withdrawable (a command the engine answers); x export key. "
+            "The keystore, payout address, CSV export and key export need the wallet flow, "
+            "which is not built yet."
+        )
+
+    def action_export_key(self) -> None:
+        self.notify(
+            "exporting the key needs the wallet flow (keystore + passphrase), not built yet; "
+            "nothing was exported",
+            severity="warning",
         )
 
 
@@ -174,6 +248,7 @@ class DashboardApp(App[int]):
         Binding("b", "benchmark", "benchmark"),
         Binding("w", "withdraw", "withdraw"),
         Binding("m", "models", "models"),
+        Binding("e", "wallet", "wallet"),
         Binding("question_mark", "help", "help"),
     ]
 
@@ -438,6 +513,10 @@ class DashboardApp(App[int]):
             self.push_screen(ModelsScreen(None, f"could not list the models: {exc}"))
             return
         self.push_screen(ModelsScreen(rows))
+
+    def action_wallet(self) -> None:
+        if not isinstance(self.screen, WalletScreen):
+            self.push_screen(WalletScreen(self.summary))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

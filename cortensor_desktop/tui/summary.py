@@ -104,6 +104,8 @@ class Summary:
     alerts: dict[str, Alert] = field(default_factory=dict)  # active alerts by kind
     hardware: HardwareSample | None = None
     earnings: Earnings | None = None
+    earnings_history: list[tuple[float, str, Earnings]] = field(default_factory=list)
+    withdrawals: list[Withdrawal] = field(default_factory=list)
     benchmark: BenchmarkResult | None = None
     last_command: CommandHandled | None = None
     last_withdrawal: Withdrawal | None = None
@@ -186,6 +188,8 @@ class Summary:
             self.earnings = Earnings(
                 event.earned_wei, event.withdrawable_wei, event.gas_balance_wei
             )
+            self.earnings_history.append((event.ts, event.node, self.earnings))
+            del self.earnings_history[: -self.max_tasks]
         elif isinstance(event, Alert):
             if event.active:
                 self.alerts[event.kind.value] = event
@@ -199,6 +203,7 @@ class Summary:
             self.last_command = event
         elif isinstance(event, Withdrawal):
             self.last_withdrawal = event
+            self.withdrawals.append(event)
 
     def _node(self, event: Event) -> NodeView:
         view = self.nodes.get(event.node)

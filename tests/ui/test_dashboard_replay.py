@@ -6,9 +6,16 @@ from textual.app import ComposeResult
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Log, Sparkline, Static
 
-from cortensor_desktop.tui.app import HelpScreen, ModelsScreen
+from cortensor_desktop.tui.app import HelpScreen, ModelsScreen, WalletScreen
 from engine.commands import Benchmark, CommandQueue, Pause, Resume, Withdraw
-from engine.events import CommandHandled, Event, NodeState, NodeStateChanged, PauseReason
+from engine.events import (
+    CommandHandled,
+    EarningsUpdated,
+    Event,
+    NodeState,
+    NodeStateChanged,
+    PauseReason,
+)
 from engine.protocol import NodeRole
 from tests.ui.conftest import SIZE, laptop_model_rows, publish_all, replay_app, sync
 
@@ -189,3 +196,51 @@ async def test_models_screen_lists_fit_and_why_for_a_recorded_laptop(recorded: l
         await pilot.press("m")
         await pilot.press("q")
     assert app.return_code == 0
+
+
+@sync
+async def test_wallet_screen_shows_addresses_and_says_when_there_are_no_earnings(
+    recorded: list[Event],
+) -> None:
+    app, bus = replay_app(recorded)
+    async with app.run_test(size=SIZE) as pilot:
+        publish_all(bus, recorded)
+        app.pump()
+        await pilot.press("e")
+        assert isinstance(app.screen, WalletScreen)
+        addresses = {row[0] for row in _rows(app.screen, "wallet-nodes")}
+        assert addresses == set(app.summary.nodes)  # full addresses, all four nodes
+        assert _rows(app.screen, "earnings") == []
+        assert "pays no rewards" in _text(app.screen, "wallet-balances")
+        await pilot.press("x")
+        await pilot.pause()
+        assert any("nothing was exported" in n.message for n in app._notifications)
+
+
+@sync
+async def test_earnings_events_fill_the_history_and_warn_on_low_gas(recorded: list[Event]) -> None:
+    app, bus = replay_app(recorded)
+    miner = next(e.node for e in recorded if e.type == "points")
+    async with app.run_test(size=SIZE) as pilot:
+        publish_all(bus, recorded)
+        bus.publish(
+            EarningsUpdated(
+                node=miner, earned_wei=2 * 10**17, withdrawable_wei=10**17, gas_balance_wei=10**18
+            )
+        )
+        bus.publish(
+            EarningsUpdated(
+                node=miner,
+                earned_wei=3 * 10**17,
+                withdrawable_wei=2 * 10**17,
+                gas_balance_wei=10**15,
+            )
+        )
+        app.pump()
+        wallet = _text(app, "wallet")
+        assert "earned   0.3000  withdrawable 0.2000" in wallet
+        assert "LOW GAS BALANCE" in wallet
+        await pilot.press("e")
+        history = _rows(app.screen, "earnings")
+        assert [row[2] for row in history] == ["0.3000", "0.2000"]  # newest first
+        assert "LOW GAS" in _text(app.screen, "wallet-balances")

@@ -76,3 +76,15 @@ async def test_models_snapshot(recorded: list[Event], tmp_path: Path) -> None:
         await pilot.pause()
         svg = app.export_screenshot(title="models")
     _compare("models", svg, tmp_path)
+
+
+@sync
+async def test_wallet_snapshot(recorded: list[Event], tmp_path: Path) -> None:
+    app, bus = replay_app(recorded)
+    async with app.run_test(size=SIZE) as pilot:
+        publish_all(bus, recorded)
+        app.pump()
+        await pilot.press("e")
+        await pilot.pause()
+        svg = app.export_screenshot(title="wallet")
+    _compare("wallet", svg, tmp_path)
