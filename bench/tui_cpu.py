@@ -4,7 +4,7 @@
    refresh, with psutil sampling the machine as in a real run. The process's CPU time over
    `--seconds` of wall time, as a percentage of one core. Budget: 3 %.
 2. Time to the first frame: from launching `cortensor-desktop run` on a fresh home in tmux to the
-   dashboard's panels on the screen (tmux capture-pane).
+   first-run wizard on the screen (tmux capture-pane; it includes the hardware probe).
 3. Quit latency mid-generation: in that real run, once an oracle has started a session (the
    miners are generating their answers), press q and time until the process has exited.
    Budget: 1 s, exit code 0.
@@ -121,8 +121,10 @@ def measure_run(work: Path, miners: int) -> tuple[float, float, int | None]:
         work / "run-home",
         rc_file,
     )
-    wait_for("run", "PoI results", 60, poll_s=0.02)
+    wait_for("run", "First run", 60, poll_s=0.02)  # a fresh home: the wizard is the first frame
     first_frame = time.monotonic() - launched
+    tmux("send-keys", "-t", "run", "Enter")
+    wait_for("run", "PoI results", 30)
     # The first session's judging shows PASS; the next `start` means the miners are generating.
     wait_for("run", "PASS", 240, poll_s=0.2)
     seen = {int(m) for m in re.findall(r"session (\d+) start", screen("run"))}
@@ -159,7 +161,7 @@ def main() -> int:
             first_frame, quit_s, code = measure_run(work, args.miners)
         finally:
             tmux("kill-server", check=False)
-    print(f"time to first frame (launch to panels on screen): {first_frame:.2f} s")
+    print(f"time to first frame (launch to the wizard on screen): {first_frame:.2f} s")
     print(f"quit latency mid-generation: {quit_s:.2f} s, exit code {code}")
     ok = cpu <= CPU_BUDGET_PCT and quit_s <= QUIT_BUDGET_S and code == 0
     verdict = "ok" if ok else "MISSED"

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
@@ -237,6 +237,70 @@ class WalletScreen(Screen[None]):
         )
 
 
+@dataclass(frozen=True)
+class WizardData:
+    """The first-run wizard's content: this machine and what the fit recommends, as text."""
+
+    hardware: str
+    recommendation: str | None  # None: nothing fits (then `problem` says why)
+    running: str  # what the network will actually run (the embedded network's own model)
+    problem: str | None = None
+
+
+NODE_ACTIONS = {"toggle_pause", "benchmark", "withdraw", "models", "wallet", "help"}
+
+
+class WizardScreen(Screen[bool]):
+    """First run: hardware profile -> recommendation with reasons -> accept (enter) -> start."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "accept", "accept and start", priority=True),
+        Binding("tab", "next_step", "next"),
+    ]
+
+    def __init__(self, data: WizardData) -> None:
+        super().__init__()
+        self.data = data
+        self.step = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static("First run · step 1 of 2: this machine", id="title")
+        with VerticalScroll(id="wizard-scroll", classes="panel"):
+            yield Static(id="wizard-body")
+        yield Static(id="wizard-hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        body = self.query_one("#wizard-body", Static)
+        frame = self.query_one("#wizard-scroll", VerticalScroll)
+        title = self.query_one("#title", Static)
+        hint = self.query_one("#wizard-hint", Static)
+        if self.step == 0:
+            title.update("First run · step 1 of 2: this machine")
+            frame.border_title = "Hardware profile"
+            body.update(self.data.hardware)
+            hint.update(
+                "tab: the recommendation · enter: accept and start · q: quit · arrows scroll"
+            )
+            return
+        title.update("First run · step 2 of 2: what to run")
+        frame.border_title = "Recommendation"
+        text = self.data.recommendation or f"nothing in the catalogue fits: {self.data.problem}"
+        body.update(f"{self.data.running}\n\n{text}")
+        frame.scroll_home(animate=False)
+        hint.update("enter: accept and start the node · tab: back · q: quit")
+
+    def action_next_step(self) -> None:
+        self.step = 1 - self.step
+        self._show()
+
+    def action_accept(self) -> None:
+        self.dismiss(True)
+
+
 class DashboardApp(App[int]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "cortensor-desktop"
@@ -262,9 +326,14 @@ class DashboardApp(App[int]):
         refresh_s: float = DEFAULT_REFRESH_S,
         subscribe_after: int | None = 0,
         models: Callable[[], list[ModelRow]] | None = None,
+        wizard: WizardData | None = None,
+        on_accept: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.models = models
+        self.wizard = wizard
+        self.on_accept = on_accept
+        self.accepted = wizard is None
         self.bus = bus
         self.commands = commands
         self.info = info or NodeInfo()
@@ -321,6 +390,14 @@ class DashboardApp(App[int]):
         self._sub = self.bus.subscribe(maxsize=5000, name="tui", after_seq=self._subscribe_after)
         self.pump()
         self.set_interval(self.refresh_s, self.pump)
+        if self.wizard is not None:
+            self.push_screen(WizardScreen(self.wizard), self._wizard_done)
+
+    def _wizard_done(self, accepted: bool | None) -> None:
+        self.accepted = bool(accepted)
+        if accepted and self.on_accept is not None:
+            self.on_accept()
+            self.notify("starting the node")
 
     def _title(self) -> str:
         return f"cortensor-desktop · {self.info.network} network · ? for help · q quits"
@@ -523,6 +600,8 @@ class DashboardApp(App[int]):
             self.push_screen(HelpScreen())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if isinstance(self.screen, WizardScreen) and action in NODE_ACTIONS:
+            return False  # nothing runs until the wizard is accepted
         # A text field keeps the letter q (a passphrase may contain one); ctrl+q always quits.
         return not (action == "quit_key" and isinstance(self.focused, Input | TextArea))
 
@@ -556,6 +635,14 @@ def create_app(
     refresh_s: float = DEFAULT_REFRESH_S,
     subscribe_after: int | None = 0,
     models: Callable[[], list[ModelRow]] | None = None,
+    wizard: WizardData | None = None,
+    on_accept: Callable[[], None] | None = None,
 ) -> DashboardApp:
-    """The one way to build the dashboard, for the CLI and the tests alike."""
-    return DashboardApp(bus, commands, info, sampler, clock, refresh_s, subscribe_after, models)
+    """The one way to build the dashboard, for the CLI and the tests alike.
+
+    With `wizard`, the first-run wizard comes first and `on_accept` runs when the user accepts
+    (the CLI starts the node then).
+    """
+    return DashboardApp(
+        bus, commands, info, sampler, clock, refresh_s, subscribe_after, models, wizard, on_accept
+    )

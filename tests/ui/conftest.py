@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cortensor_desktop.tui.app import DashboardApp, HostSample, NodeInfo, create_app
+from cortensor_desktop.tui.app import DashboardApp, HostSample, NodeInfo, WizardData, create_app
 from cortensor_desktop.tui.models_view import ModelRow, model_rows
 from engine.commands import CommandQueue
 from engine.events import Event, EventBus
@@ -79,3 +79,14 @@ def laptop_model_rows() -> list[ModelRow]:
         )
     ]
     return model_rows(load_hardware_file(LAPTOP), catalogue, installed)
+
+
+def laptop_wizard() -> WizardData:
+    """The wizard's content for the recorded 8 GB laptop, rendered as `profile` renders it."""
+    from cortensor_desktop.cli.commands.profile_cmd import render_hardware, render_recommendation
+    from profiler.fit import recommend
+
+    hardware = load_hardware_file(LAPTOP)
+    rec = recommend(hardware, load_catalogue())
+    running = "The embedded network runs smollm2-135m-instruct on every node."
+    return WizardData(render_hardware(hardware), render_recommendation(rec), running)

@@ -1,7 +1,8 @@
-"""The real app in a real terminal (tmux): it opens the dashboard, runs the node, quits on q.
+"""The real app in a real terminal (tmux): the first-run wizard, the dashboard, quit on q.
 
-`cortensor-desktop` with no arguments on a terminal opens the dashboard over the embedded
-network; `q` must end the process with exit code 0 within 3 s, even with the engine busy.
+`cortensor-desktop` with no arguments on a terminal with a fresh home opens the first-run wizard;
+accepting starts the embedded network behind the dashboard; `q` must end the process with exit
+code 0 within 3 s, even with the engine busy.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _wait_for(session: str, text: str, timeout_s: float) -> str:
 
 
 @pytest.mark.timeout(240)
-def test_no_args_opens_the_dashboard_and_q_exits_0_within_3_s(tmp_path: Path) -> None:
+def test_fresh_home_wizard_then_dashboard_and_q_exits_0_within_3_s(tmp_path: Path) -> None:
     home = tmp_path / "home"
     rc_file = tmp_path / "rc"
     env = cli_env(home)
@@ -65,8 +66,15 @@ def test_no_args_opens_the_dashboard_and_q_exits_0_within_3_s(tmp_path: Path) ->
     session = "smoke"
     _tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
     try:
-        screen = _wait_for(session, "PoI results", 60)
+        screen = _wait_for(session, "First run", 60)
+        assert "Hardware profile" in screen and "cores" in screen
+        _tmux("send-keys", "-t", session, "Tab")
+        screen = _wait_for(session, "Reasons", 10)
+        assert "tier" in screen
+        _tmux("send-keys", "-t", session, "Enter")
+        screen = _wait_for(session, "PoI results", 30)
         assert "q quit" in screen and "Nodes" in screen
+        assert (home / "config" / "config.toml").exists()  # accepted: the wizard shows once
         # Quit with the engine at work: once a task has been judged, sessions keep coming.
         _wait_for(session, "PASS", 150)
         _tmux("send-keys", "-t", session, "q")

@@ -109,15 +109,30 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         n_threads=1,
         miners=args.miners,
     )
+    first_run = not ctx.config_path.exists()
+    wizard = _wizard_data(ctx, info.model) if first_run else None
+
+    def accepted() -> None:
+        if first_run:
+            _write_default_config(ctx)
+        host.start()
+
     app = create_app(
-        bus, host.commands, info, sampler=psutil_sampler(), models=lambda: _model_rows(ctx)
+        bus,
+        host.commands,
+        info,
+        sampler=psutil_sampler(),
+        models=lambda: _model_rows(ctx),
+        wizard=wizard,
+        on_accept=accepted,
     )
     # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
     # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
-    host.start()
+    if wizard is None:
+        host.start()
     try:
         app.run()
     finally:
@@ -128,6 +143,36 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     # a second; the node's state is in SQLite and the journal, so main() may leave at once.
     args.fast_exit = True
     return ExitCode.OK
+
+
+def _wizard_data(ctx: AppContext, running_model: str) -> Any:
+    """First run: probe this machine and ask the fit, as the `profile` command shows them."""
+    from cortensor_desktop.cli.commands.profile_cmd import render_hardware, render_recommendation
+    from cortensor_desktop.tui.app import WizardData
+    from profiler.catalogue import load_catalogue
+    from profiler.errors import DoesNotFitError
+    from profiler.fit import recommend
+    from profiler.probe import probe
+
+    hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
+    running = (
+        f"The embedded network (a local test network in this process) runs {running_model} "
+        "on every node; the recommendation above is what this machine would serve on a real "
+        "network. Accepting writes the default config file, so this wizard shows only once."
+    )
+    try:
+        rec = recommend(hardware, load_catalogue(), ctx.config.fit.to_fit_settings())
+    except DoesNotFitError as exc:
+        return WizardData(render_hardware(hardware), None, running, problem=str(exc))
+    return WizardData(render_hardware(hardware), render_recommendation(rec), running)
+
+
+def _write_default_config(ctx: AppContext) -> None:
+    from cortensor_desktop.config import default_config_text
+
+    if not ctx.config_path.exists():
+        ctx.config_path.parent.mkdir(parents=True, exist_ok=True)
+        ctx.config_path.write_text(default_config_text(), encoding="utf-8")
 
 
 def _model_rows(ctx: AppContext) -> list[Any]:
