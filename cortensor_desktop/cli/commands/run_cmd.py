@@ -133,6 +133,8 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     resource_tracker.ensure_running()
     if wizard is None:
         host.start()
+    if args.duration or args.sessions:
+        threading.Thread(target=_stop_when_done, args=(app, host, args), daemon=True).start()
     try:
         app.run()
     finally:
@@ -143,6 +145,19 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     # a second; the node's state is in SQLite and the journal, so main() may leave at once.
     args.fast_exit = True
     return ExitCode.OK
+
+
+def _stop_when_done(app: Any, host: Any, args: argparse.Namespace) -> None:
+    """--duration and --sessions end a dashboard run as they end a headless one (exit 0)."""
+    started = time.monotonic()
+    while True:
+        time.sleep(0.5)
+        oracle = host.network.oracle
+        timed_out = args.duration and time.monotonic() - started >= args.duration
+        ended = args.sessions and oracle is not None and oracle.sessions_ended >= args.sessions
+        if timed_out or ended:
+            app.call_from_thread(app.exit, 0)
+            return
 
 
 def _wizard_data(ctx: AppContext, running_model: str) -> Any:
