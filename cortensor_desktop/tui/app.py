@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, Te
 
 from cortensor_desktop.headless import format_event, short
 from cortensor_desktop.tui.models_view import ModelRow
+from cortensor_desktop.tui.settings_view import SettingRow
 from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, TaskView
 from engine.commands import (
     Benchmark,
@@ -101,6 +102,7 @@ HELP_TEXT = """\
   w          withdraw everything withdrawable
   m          models: the catalogue, what is installed, what fits here and why
   e          wallet: node addresses, balances, earnings history
+  s          settings: the config in effect and the network profile
   ?          this help
   escape     close this help
   q, ctrl+q  quit now (exit code 0); the node stops within a second
@@ -238,6 +240,53 @@ class WalletScreen(Screen[None]):
 
 
 @dataclass(frozen=True)
+class SettingsData:
+    network: str  # the profile and config file, as text
+    rows: list[SettingRow]
+
+
+class SettingsScreen(Screen[None]):
+    """The config in effect and the network profile; read-only (edit config.toml, restart)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,s", "app.pop_screen", "dashboard")]
+
+    def __init__(self, data: SettingsData | None, error: str | None = None) -> None:
+        super().__init__()
+        self.data = data
+        self.error = error
+
+    def compose(self) -> ComposeResult:
+        yield Static("Settings · escape returns to the dashboard", id="title")
+        yield Static(id="settings-network", classes="panel")
+        yield DataTable(id="settings-table", cursor_type="row")
+        yield Static(id="setting-help")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#settings-network").border_title = "Network"
+        table = self.query_one("#settings-table", DataTable)
+        table.border_title = "Config in effect"
+        table.add_columns("key", "value", "")
+        if self.data is None:
+            self.query_one("#settings-network", Static).update(self.error or "no config loaded")
+            return
+        self.query_one("#settings-network", Static).update(self.data.network)
+        for row in self.data.rows:
+            table.add_row(row.key, row.value, "" if row.default else "changed")
+        table.focus()
+
+    def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
+        if self.data is None or not 0 <= message.cursor_row < len(self.data.rows):
+            return
+        row = self.data.rows[message.cursor_row]
+        env = "CORTENSOR_" + row.key.upper().replace(".", "__")
+        self.query_one("#setting-help", Static).update(
+            f"[b]{row.key}[/b]: {row.help}\nChange it in config.toml or with {env}, then "
+            "restart (editing here is not built yet)."
+        )
+
+
+@dataclass(frozen=True)
 class WizardData:
     """The first-run wizard's content: this machine and what the fit recommends, as text."""
 
@@ -247,7 +296,7 @@ class WizardData:
     problem: str | None = None
 
 
-NODE_ACTIONS = {"toggle_pause", "benchmark", "withdraw", "models", "wallet", "help"}
+NODE_ACTIONS = {"toggle_pause", "benchmark", "withdraw", "models", "wallet", "settings", "help"}
 
 
 class WizardScreen(Screen[bool]):
@@ -313,6 +362,7 @@ class DashboardApp(App[int]):
         Binding("w", "withdraw", "withdraw"),
         Binding("m", "models", "models"),
         Binding("e", "wallet", "wallet"),
+        Binding("s", "settings", "settings"),
         Binding("question_mark", "help", "help"),
     ]
 
@@ -328,8 +378,10 @@ class DashboardApp(App[int]):
         models: Callable[[], list[ModelRow]] | None = None,
         wizard: WizardData | None = None,
         on_accept: Callable[[], None] | None = None,
+        settings: Callable[[], SettingsData] | None = None,
     ) -> None:
         super().__init__()
+        self.settings = settings
         self.models = models
         self.wizard = wizard
         self.on_accept = on_accept
@@ -595,6 +647,19 @@ class DashboardApp(App[int]):
         if not isinstance(self.screen, WalletScreen):
             self.push_screen(WalletScreen(self.summary))
 
+    def action_settings(self) -> None:
+        if isinstance(self.screen, SettingsScreen):
+            return
+        if self.settings is None:
+            self.push_screen(SettingsScreen(None))
+            return
+        try:
+            data = self.settings()
+        except Exception as exc:  # a bad config file is shown, not raised
+            self.push_screen(SettingsScreen(None, f"could not read the settings: {exc}"))
+            return
+        self.push_screen(SettingsScreen(data))
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -637,6 +702,7 @@ def create_app(
     models: Callable[[], list[ModelRow]] | None = None,
     wizard: WizardData | None = None,
     on_accept: Callable[[], None] | None = None,
+    settings: Callable[[], SettingsData] | None = None,
 ) -> DashboardApp:
     """The one way to build the dashboard, for the CLI and the tests alike.
 
@@ -644,5 +710,15 @@ def create_app(
     (the CLI starts the node then).
     """
     return DashboardApp(
-        bus, commands, info, sampler, clock, refresh_s, subscribe_after, models, wizard, on_accept
+        bus,
+        commands,
+        info,
+        sampler,
+        clock,
+        refresh_s,
+        subscribe_after,
+        models,
+        wizard,
+        on_accept,
+        settings,
     )

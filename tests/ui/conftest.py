@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from cortensor_desktop.tui.app import DashboardApp, HostSample, NodeInfo, WizardData, create_app
+from cortensor_desktop.tui.app import (
+    DashboardApp,
+    HostSample,
+    NodeInfo,
+    SettingsData,
+    WizardData,
+    create_app,
+)
 from cortensor_desktop.tui.models_view import ModelRow, model_rows
 from engine.commands import CommandQueue
 from engine.events import Event, EventBus
@@ -90,3 +97,17 @@ def laptop_wizard() -> WizardData:
     rec = recommend(hardware, load_catalogue())
     running = "The embedded network runs smollm2-135m-instruct on every node."
     return WizardData(render_hardware(hardware), render_recommendation(rec), running)
+
+
+def sample_settings() -> SettingsData:
+    """Settings with one key changed from its default, on the embedded profile."""
+    from dataclasses import replace
+
+    from cortensor_desktop.config import Config, FitSection
+    from cortensor_desktop.networks import NetworkProfile
+    from cortensor_desktop.tui.settings_view import network_lines, settings_rows
+
+    config = replace(Config(), fit=FitSection(ram_buffer_pct=30.0))
+    profile = NetworkProfile(name="embedded", embedded=True, description="in-process chain")
+    network = network_lines(profile, Path("/home/me/.config/cortensor/config.toml"), Path("-"))
+    return SettingsData(network, settings_rows(config))

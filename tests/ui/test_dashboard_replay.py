@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Log, Sparkline, Static
 
-from cortensor_desktop.tui.app import HelpScreen, ModelsScreen, WalletScreen
+from cortensor_desktop.tui.app import HelpScreen, ModelsScreen, SettingsScreen, WalletScreen
 from engine.commands import Benchmark, CommandQueue, Pause, Resume, Withdraw
 from engine.events import (
     CommandHandled,
@@ -17,7 +17,14 @@ from engine.events import (
     PauseReason,
 )
 from engine.protocol import NodeRole
-from tests.ui.conftest import SIZE, laptop_model_rows, publish_all, replay_app, sync
+from tests.ui.conftest import (
+    SIZE,
+    laptop_model_rows,
+    publish_all,
+    replay_app,
+    sample_settings,
+    sync,
+)
 
 
 def _rows(app, widget_id: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
@@ -244,3 +251,22 @@ async def test_earnings_events_fill_the_history_and_warn_on_low_gas(recorded: li
         history = _rows(app.screen, "earnings")
         assert [row[2] for row in history] == ["0.3000", "0.2000"]  # newest first
         assert "LOW GAS" in _text(app.screen, "wallet-balances")
+
+
+@sync
+async def test_settings_screen_lists_keys_marks_changes_and_explains(recorded: list[Event]) -> None:
+    app, _bus = replay_app(recorded)
+    app.settings = sample_settings
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert isinstance(app.screen, SettingsScreen)
+        rows = _rows(app.screen, "settings-table")
+        by_key = {row[0]: row for row in rows}
+        assert by_key["fit.ram_buffer_pct"][1:] == ["30.0", "changed"]
+        assert by_key["network.profile"][1:] == ["'embedded'", ""]
+        assert "in this process" in _text(app.screen, "settings-network")
+        await pilot.press(*["down"] * [r[0] for r in rows].index("fit.ram_buffer_pct"))
+        help_text = _text(app.screen, "setting-help")
+        assert "CORTENSOR_FIT__RAM_BUFFER_PCT" in help_text and "buffer" in help_text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, SettingsScreen)

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from engine.events import Event
-from tests.ui.conftest import SIZE, laptop_model_rows, publish_all, replay_app, sync
+from tests.ui.conftest import (
+    SIZE,
+    laptop_model_rows,
+    publish_all,
+    replay_app,
+    sample_settings,
+    sync,
+)
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("CORTENSOR_UPDATE_SNAPSHOTS") == "1"
@@ -88,3 +95,14 @@ async def test_wallet_snapshot(recorded: list[Event], tmp_path: Path) -> None:
         await pilot.pause()
         svg = app.export_screenshot(title="wallet")
     _compare("wallet", svg, tmp_path)
+
+
+@sync
+async def test_settings_snapshot(recorded: list[Event], tmp_path: Path) -> None:
+    app, _bus = replay_app(recorded)
+    app.settings = sample_settings
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        await pilot.pause()
+        svg = app.export_screenshot(title="settings")
+    _compare("settings", svg, tmp_path)

@@ -125,6 +125,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         models=lambda: _model_rows(ctx),
         wizard=wizard,
         on_accept=accepted,
+        settings=lambda: _settings_data(ctx),
     )
     # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
     # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
@@ -158,6 +159,15 @@ def _stop_when_done(app: Any, host: Any, args: argparse.Namespace) -> None:
         if timed_out or ended:
             app.call_from_thread(app.exit, 0)
             return
+
+
+def _settings_data(ctx: AppContext) -> Any:
+    from cortensor_desktop.tui.app import SettingsData
+    from cortensor_desktop.tui.settings_view import network_lines, settings_rows
+
+    loaded = ctx.loaded_config
+    network = network_lines(ctx.network, loaded.source, ctx.config_path)
+    return SettingsData(network, settings_rows(loaded.config))
 
 
 def _wizard_data(ctx: AppContext, running_model: str) -> Any:
