@@ -41,8 +41,9 @@ def settings_rows(config: Config) -> list[SettingRow]:
 def network_lines(profile: NetworkProfile, config_source: Path | None, config_path: Path) -> str:
     rpc = ", ".join(profile.rpc_urls) or ("in this process" if profile.embedded else "none")
     source = str(config_source) if config_source else f"{config_path} (not created: defaults)"
+    kind = " (embedded)" if profile.embedded and profile.name != "embedded" else ""
     lines = [
-        f"network   {profile.name}{' (embedded)' if profile.embedded and profile.name != 'embedded' else ''}",
+        f"network   {profile.name}{kind}",
         f"chain id  {profile.chain_id if profile.chain_id is not None else 'set at start'}",
         f"RPC URLs  {rpc}",
         f"config    {source}",
