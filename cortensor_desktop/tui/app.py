@@ -10,6 +10,8 @@ panels say so.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -379,9 +381,12 @@ class DashboardApp(App[int]):
         wizard: WizardData | None = None,
         on_accept: Callable[[], None] | None = None,
         settings: Callable[[], SettingsData] | None = None,
+        handle_signals: bool = False,
     ) -> None:
         super().__init__()
         self.settings = settings
+        self.handle_signals = handle_signals
+        self._signals: list[signal.Signals] = []
         self.models = models
         self.wizard = wizard
         self.on_accept = on_accept
@@ -444,6 +449,21 @@ class DashboardApp(App[int]):
         self.set_interval(self.refresh_s, self.pump)
         if self.wizard is not None:
             self.push_screen(WizardScreen(self.wizard), self._wizard_done)
+        if self.handle_signals:
+            self._install_signals()
+
+    def _install_signals(self) -> None:
+        """SIGTERM and SIGHUP (the terminal closed) quit like q: exit code 0, node stopped."""
+        loop = asyncio.get_running_loop()
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                loop.add_signal_handler(sig, self.exit, 0)
+            except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+                continue
+            self._signals.append(sig)
 
     def _wizard_done(self, accepted: bool | None) -> None:
         self.accepted = bool(accepted)
@@ -600,6 +620,7 @@ class DashboardApp(App[int]):
         reasons = {r.message or r.code for n in s.nodes.values() for r in n.pause_reasons}
         if reasons:
             parts.append("[b]PAUSED[/] " + "; ".join(sorted(reasons)))
+        parts.extend(f"[b]ERROR[/] {message}" for message in s.errors[-2:])
         if s.dropped:
             parts.append(f"the dashboard fell behind and skipped {s.dropped} events")
         if s.last_command is not None:
@@ -679,6 +700,9 @@ class DashboardApp(App[int]):
     def on_unmount(self) -> None:
         if self._sub is not None:
             self._sub.close()
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
 
 
 def _stages(task: TaskView) -> str:
@@ -703,11 +727,12 @@ def create_app(
     wizard: WizardData | None = None,
     on_accept: Callable[[], None] | None = None,
     settings: Callable[[], SettingsData] | None = None,
+    handle_signals: bool = False,
 ) -> DashboardApp:
     """The one way to build the dashboard, for the CLI and the tests alike.
 
     With `wizard`, the first-run wizard comes first and `on_accept` runs when the user accepts
-    (the CLI starts the node then).
+    (the CLI starts the node then). `handle_signals`: SIGTERM/SIGHUP quit like q (the CLI).
     """
     return DashboardApp(
         bus,
@@ -721,4 +746,5 @@ def create_app(
         wizard,
         on_accept,
         settings,
+        handle_signals,
     )

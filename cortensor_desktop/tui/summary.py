@@ -20,6 +20,7 @@ from engine.events import (
     EventsDropped,
     HardwareSample,
     InferenceFinished,
+    LogLine,
     NetworkTaskStage,
     NodeState,
     NodeStateChanged,
@@ -109,6 +110,7 @@ class Summary:
     benchmark: BenchmarkResult | None = None
     last_command: CommandHandled | None = None
     last_withdrawal: Withdrawal | None = None
+    errors: list[str] = field(default_factory=list)  # error log lines (a start that failed)
     dropped: int = 0
     events_seen: int = 0
     last_ts: float = 0.0
@@ -201,6 +203,9 @@ class Summary:
             self.benchmark = event
         elif isinstance(event, CommandHandled):
             self.last_command = event
+        elif isinstance(event, LogLine) and event.level == "error":
+            self.errors.append(event.message)
+            del self.errors[:-10]
         elif isinstance(event, Withdrawal):
             self.last_withdrawal = event
             self.withdrawals.append(event)

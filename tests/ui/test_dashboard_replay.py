@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 from textual.app import ComposeResult
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Log, Sparkline, Static
 
-from cortensor_desktop.tui.app import HelpScreen, ModelsScreen, SettingsScreen, WalletScreen
+from cortensor_desktop.tui.app import (
+    HelpScreen,
+    ModelsScreen,
+    SettingsScreen,
+    WalletScreen,
+    create_app,
+)
 from engine.commands import Benchmark, CommandQueue, Pause, Resume, Withdraw
 from engine.events import (
     CommandHandled,
     EarningsUpdated,
     Event,
+    EventBus,
+    LogLine,
     NodeState,
     NodeStateChanged,
     PauseReason,
@@ -19,6 +30,7 @@ from engine.events import (
 from engine.protocol import NodeRole
 from tests.ui.conftest import (
     SIZE,
+    fixed_sampler,
     laptop_model_rows,
     publish_all,
     replay_app,
@@ -270,3 +282,25 @@ async def test_settings_screen_lists_keys_marks_changes_and_explains(recorded: l
         assert "CORTENSOR_FIT__RAM_BUFFER_PCT" in help_text and "buffer" in help_text
         await pilot.press("escape")
         assert not isinstance(app.screen, SettingsScreen)
+
+
+@sync
+async def test_an_engine_error_line_reaches_the_alerts_line(recorded: list[Event]) -> None:
+    app, bus = replay_app(recorded)
+    async with app.run_test(size=SIZE):
+        bus.publish(LogLine(level="error", logger="host", message="start failed: no model"))
+        app.pump()
+        assert "ERROR start failed: no model" in _text(app, "alerts")
+        assert app.query_one("#log", Log).lines[-1] == "error: start failed: no model"
+
+
+@sync
+async def test_sigterm_quits_like_q_when_the_app_handles_signals(recorded: list[Event]) -> None:
+    bus = EventBus()
+    app = create_app(bus, None, sampler=fixed_sampler, refresh_s=60, handle_signals=True)
+    async with app.run_test(size=SIZE) as pilot:
+        assert signal.SIGTERM in app._signals  # else the kill below would end the test run
+        os.kill(os.getpid(), signal.SIGTERM)
+        await pilot.pause(0.2)
+    assert app.return_code == 0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed on exit

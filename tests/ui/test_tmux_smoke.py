@@ -87,3 +87,38 @@ def test_fresh_home_wizard_then_dashboard_and_q_exits_0_within_3_s(tmp_path: Pat
         assert took < 3.0
     finally:
         _tmux("kill-server", check=False)
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_to_a_dashboard_run_exits_0_within_3_s(tmp_path: Path) -> None:
+    """With a config already there (no wizard), `run` opens the dashboard; SIGTERM quits it."""
+    import psutil
+
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text("", encoding="utf-8")
+    rc_file = tmp_path / "rc"
+    env = cli_env(home)
+    exports = " ".join(
+        f"{k}={shlex.quote(env[k])}" for k in ("CORTENSOR_HOME", "PYTHONPATH", "PATH") if k in env
+    )
+    command = (
+        f"cd {shlex.quote(str(REPO_ROOT))} && env {exports} "
+        f"{shlex.quote(sys.executable)} -m cortensor_desktop run --miners 1; "
+        f"echo $? > {shlex.quote(str(rc_file))}"
+    )
+    session = "term"
+    _tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    try:
+        _wait_for(session, "PoI results", 60)
+        _wait_for(session, "registered", 90)  # the miner is up and working
+        shell = psutil.Process(int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}")))
+        (app,) = [c for c in shell.children() if "python" in c.name().lower()]
+        app.terminate()
+        sent = time.monotonic()
+        while not rc_file.exists() and time.monotonic() - sent < 3.0:
+            time.sleep(0.05)
+        assert rc_file.exists(), f"still running 3 s after SIGTERM:\n{_screen(session)}"
+        assert rc_file.read_text().strip() == "0"
+    finally:
+        _tmux("kill-server", check=False)

@@ -126,6 +126,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         wizard=wizard,
         on_accept=accepted,
         settings=lambda: _settings_data(ctx),
+        handle_signals=True,
     )
     # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
     # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
