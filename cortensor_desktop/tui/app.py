@@ -90,7 +90,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-ROLE_SHORT = {"creator": "create", "preparer": "prep", "answerer": "answer", "oracle": "oracle"}
+ROLE_SHORT = {"creator": "cre", "preparer": "prep", "answerer": "ans", "oracle": "oracle"}
 STAGE_SHORT = {"request": "req", "create": "cre", "prepare": "prep", "start": "start"}
 STAGE_SHORT |= {"precommit": "pc", "commit": "com", "end": "end", "assigned": "asg", "ack": "ack"}
 STAGE_SHORT |= {"validated": "val", "paid": "paid"}
@@ -439,7 +439,7 @@ class DashboardApp(App[int]):
             "node", "role", "state", "for", "uptime", "points", "lvl", "precommit", "tok/s"
         )
         self.query_one("#tasks", DataTable).add_columns(
-            "sess", "node", "role", "stages", "now", "tx", "took"
+            "sess", "node", "role", "stages (latest last)", "tx", "took"
         )
         self.query_one("#poi", DataTable).add_columns(
             "sess", "miner", "top1/min", "cos/min", "end", "result"
@@ -547,7 +547,7 @@ class DashboardApp(App[int]):
         )
         lines.append(f"PoI      {passed}/{judged} passed")
         if s.earnings is None:
-            lines.append("earnings -  gas -  (no wallet events)")
+            lines.append("earnings -  gas -  (none reported)")
         else:
             e = s.earnings
             lines.append(f"earned   {_eth(e.earned_wei)}  withdrawable {_eth(e.withdrawable_wei)}")
@@ -593,7 +593,6 @@ class DashboardApp(App[int]):
                 short(task.node, 8),
                 "+".join(ROLE_SHORT.get(r, r) for r in task.roles),
                 _stages(task),
-                task.current,
                 short(task.last_tx, 8),
                 f"{task.duration_s:.1f}s",
             )

@@ -62,7 +62,7 @@ async def test_replayed_run_fills_tasks_poi_nodes_and_log(recorded: list[Event])
         assert {row[0] for row in tasks} == {"1", "2"}
         oracle = [row for row in tasks if row[2] == "oracle"]
         assert oracle and all("end✓" in row[3] for row in oracle)
-        assert any(row[2] == "create+answer" and "pc✓" in row[3] for row in tasks)
+        assert any(row[2] == "cre+ans" and "pc✓" in row[3] for row in tasks)
 
         poi = _rows(app, "poi")
         assert len(poi) == 6 and all(row[5] == "PASS" for row in poi)
