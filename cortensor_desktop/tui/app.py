@@ -439,7 +439,7 @@ class DashboardApp(App[int]):
             "node", "role", "state", "for", "uptime", "points", "lvl", "precommit", "tok/s"
         )
         self.query_one("#tasks", DataTable).add_columns(
-            "sess", "node", "role", "stages (latest last)", "tx", "took"
+            "sess", "node", "role", "stages", "tx", "took"
         )
         self.query_one("#poi", DataTable).add_columns(
             "sess", "miner", "top1/min", "cos/min", "end", "result"
@@ -593,7 +593,7 @@ class DashboardApp(App[int]):
                 short(task.node, 8),
                 "+".join(ROLE_SHORT.get(r, r) for r in task.roles),
                 _stages(task),
-                short(task.last_tx, 8),
+                short(task.last_tx, 6),
                 f"{task.duration_s:.1f}s",
             )
 
