@@ -472,7 +472,9 @@ class DashboardApp(App[int]):
             self.notify("starting the node")
 
     def _title(self) -> str:
-        return f"cortensor-desktop · {self.info.network} network · ? for help · q quits"
+        where = self.info.network
+        where = where if where.startswith("replay") else f"{where} network"
+        return f"cortensor-desktop · {where} · ? for help · q quits"
 
     # -- the frame ---------------------------------------------------------------------------
     def pump(self) -> int:

@@ -48,3 +48,17 @@ def test_run_opens_the_dashboard_only_on_a_terminal_without_headless(
     monkeypatch.setattr(run_cmd, "_run_embedded", lambda ctx, args: "headless")
     args = argparse.Namespace(miners=2, headless=headless)
     assert run_cmd._run(_Ctx(), args) == expected  # type: ignore[arg-type]
+
+
+def test_replay_without_a_terminal_logs_the_recording(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("run", "--replay", str(REPO_ROOT / "tests/ui/data/recorded_run.jsonl"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert sum("validate" in line and "PASS" in line for line in lines) == 6
+    assert any("session 2 end" in line for line in lines)
+
+
+def test_replay_of_a_missing_file_is_a_usage_error(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("run", "--replay", str(tmp_path / "nope.jsonl"))
+    assert result.returncode == 2
+    assert "no such recording" in result.stderr

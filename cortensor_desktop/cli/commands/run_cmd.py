@@ -66,10 +66,25 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--record", metavar="FILE", help="also write every event as JSON lines to FILE (replayable)"
     )
+    parser.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="show a recording (from --record) instead of running a node: in the dashboard on "
+        "a terminal, as log lines otherwise",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        metavar="X",
+        help="with --replay: 1 is the recorded pace, 10 ten times faster (default: at once)",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(ctx: AppContext, args: argparse.Namespace) -> int:
+    if getattr(args, "replay", None):
+        return _run_replay(args)
     if args.miners < 1 or args.miners > 8:
         raise UsageError("--miners must be between 1 and 8 on the embedded network")
     if not ctx.network.embedded:
@@ -80,6 +95,39 @@ def _run(ctx: AppContext, args: argparse.Namespace) -> int:
     if not args.headless and wants_dashboard():
         return _run_dashboard(ctx, args)
     return _run_embedded(ctx, args)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    """A recording played back through the same readers a live run has (Dolphie-style)."""
+    from engine.events import EventBus
+    from engine.recording import replay
+
+    path = Path(args.replay).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--replay: no such recording: {path}")
+    if args.speed is not None and args.speed <= 0:
+        raise UsageError("--speed must be positive (1 is the recorded pace)")
+    if args.headless or not wants_dashboard():
+        from cortensor_desktop.headless import log_event
+
+        for event in replay(path, speed=args.speed):
+            log_event(event)
+        return ExitCode.OK
+    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+
+    _quiet_stderr_logging()
+    bus = EventBus(history=10_000)
+
+    def feed() -> None:
+        for event in replay(path, speed=args.speed):
+            bus.publish(event, stamp=False)
+
+    info = NodeInfo(network=f"replay of {path.name}")
+    app = create_app(bus, None, info, sampler=psutil_sampler(), handle_signals=True)
+    app.clock = lambda: app.summary.last_ts or time.time()  # uptimes as of the recording
+    threading.Thread(target=feed, name="replay", daemon=True).start()
+    app.run()
+    return ExitCode.OK
 
 
 def wants_dashboard() -> bool:
