@@ -33,6 +33,10 @@ def _rows(app: DashboardApp, widget_id: str) -> list[list[str]]:
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
 
+def _alerts(app: DashboardApp) -> str:
+    return str(app.query_one("#alerts", Static).render())
+
+
 @pytest.mark.timeout(300)
 @sync
 async def test_live_network_task_scores_points_and_pause(
@@ -65,6 +69,13 @@ async def test_live_network_task_scores_points_and_pause(
         await pilot.press("p")
         await _until(app, lambda: not app.summary.paused, 10)
         assert not any(m.paused for m in network.miners)
+
+        # What the embedded host cannot do it refuses, and the dashboard shows the refusal.
+        await pilot.press("w")
+        await _until(app, lambda: "withdraw: refused" in _alerts(app), 10)
+        assert "nothing was sent" in _alerts(app)
+        await pilot.press("b")
+        await _until(app, lambda: "benchmark: refused" in _alerts(app), 10)
         await pilot.press("q")
     assert app.return_code == 0
     host.stop()
