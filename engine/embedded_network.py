@@ -170,6 +170,16 @@ class EmbeddedNetwork:
         """The first oracle (the leader at start)."""
         return self.oracles[0] if self.oracles else None
 
+    def abort(self) -> None:
+        """Stop now (a view quitting): set the stop flag and kill every worker process.
+
+        A request in flight ends as "killed"; the journal makes the next start resume it. Call
+        `stop()` afterwards (it returns quickly then) to join the loops and reap the workers.
+        """
+        self._stop.set()
+        for worker in list(self._workers):
+            worker.kill()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()

@@ -117,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cortensor_desktop.cli.self_test import run_self_test_command
 
         args.handler, args.needs_config = run_self_test_command, False
+    elif getattr(args, "command", None) is None and _on_terminal():
+        # No command on a terminal: open the dashboard (`run`); piped or scripted: print help.
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "run"])
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
@@ -137,6 +140,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(exc, args)
     finally:
         ctx.close()
+        if getattr(args, "fast_exit", False):
+            _exit_now()
+
+
+def _exit_now() -> None:
+    """Leave without interpreter teardown (the dashboard's quit): kill worker processes, flush."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _on_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def _setup_logging(ctx: AppContext, args: argparse.Namespace) -> None:

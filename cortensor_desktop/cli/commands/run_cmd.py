@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--headless",
         action="store_true",
-        help="no dashboard: log the event stream (what `run` does for now)",
+        help="no dashboard: log the event stream (the default when not on a terminal)",
     )
     parser.add_argument(
         "--role",
@@ -78,13 +79,30 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--record", metavar="FILE", help="also write every event as JSON lines to FILE (replayable)"
     )
+    parser.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="show a recording (from --record) instead of running a node: in the dashboard on "
+        "a terminal, as log lines otherwise",
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        metavar="X",
+        help="with --replay: 1 is the recorded pace, 10 ten times faster (default: at once)",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(ctx: AppContext, args: argparse.Namespace) -> int:
+    if getattr(args, "replay", None):
+        return _run_replay(args)
     if args.miners < 1 or args.miners > 8:
         raise UsageError("--miners must be between 1 and 8 on the embedded network")
     if ctx.network.embedded:
+        if not args.headless and wants_dashboard():
+            return _run_dashboard(ctx, args)
         return _run_embedded(ctx, args)
     if args.role == "both":
         raise UsageError(
@@ -92,6 +110,187 @@ def _run(ctx: AppContext, args: argparse.Namespace) -> int:
             "choose --role miner or --role oracle"
         )
     return _run_node(ctx, args)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    """A recording played back through the same readers a live run has (Dolphie-style)."""
+    from engine.events import EventBus
+    from engine.recording import replay
+
+    path = Path(args.replay).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--replay: no such recording: {path}")
+    if args.speed is not None and args.speed <= 0:
+        raise UsageError("--speed must be positive (1 is the recorded pace)")
+    if args.headless or not wants_dashboard():
+        from cortensor_desktop.headless import log_event
+
+        for event in replay(path, speed=args.speed):
+            log_event(event)
+        return ExitCode.OK
+    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+
+    _quiet_stderr_logging()
+    bus = EventBus(history=10_000)
+
+    def feed() -> None:
+        for event in replay(path, speed=args.speed):
+            bus.publish(event, stamp=False)
+
+    info = NodeInfo(network=f"replay of {path.name}")
+    app = create_app(bus, None, info, sampler=psutil_sampler(), handle_signals=True)
+    app.clock = lambda: app.summary.last_ts or time.time()  # uptimes as of the recording
+    threading.Thread(target=feed, name="replay", daemon=True).start()
+    app.run()
+    return ExitCode.OK
+
+
+def wants_dashboard() -> bool:
+    """A person is watching: stdin and stdout are both a terminal."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
+    """The dashboard in front of the embedded network; q quits at once and the node stops."""
+    from cortensor_desktop.node_host import NetworkHost
+    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+    from engine.embedded_network import EmbeddedNetworkSettings
+    from engine.events import EventBus
+    from engine.recording import Recorder
+
+    _quiet_stderr_logging()  # the dashboard owns the terminal; the log file keeps everything
+    bus = EventBus(history=5000)
+    recorder = Recorder(Path(args.record).expanduser()) if args.record else None
+    if recorder is not None:
+        recorder.attach(bus)
+    settings = EmbeddedNetworkSettings(miners=args.miners)
+    host = NetworkHost.embedded(ctx.database, ctx.models_dir, bus, settings)
+    info = NodeInfo(
+        network=ctx.network.name,
+        model=_chat_model_id(ctx),
+        n_ctx=settings.n_ctx,
+        n_threads=1,
+        miners=args.miners,
+    )
+    first_run = not ctx.config_path.exists()
+    wizard = _wizard_data(ctx, info.model) if first_run else None
+
+    def accepted() -> None:
+        if first_run:
+            _write_default_config(ctx)
+        host.start()
+
+    app = create_app(
+        bus,
+        host.commands,
+        info,
+        sampler=psutil_sampler(),
+        models=lambda: _model_rows(ctx),
+        wizard=wizard,
+        on_accept=accepted,
+        settings=lambda: _settings_data(ctx),
+        handle_signals=True,
+    )
+    # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
+    # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    if wizard is None:
+        host.start()
+    if args.duration or args.sessions:
+        threading.Thread(target=_stop_when_done, args=(app, host, args), daemon=True).start()
+    try:
+        app.run()
+    finally:
+        host.stop()
+        if recorder is not None:
+            recorder.close()
+    # Interpreter teardown with the engine's daemon threads and spawn workers around takes about
+    # a second; the node's state is in SQLite and the journal, so main() may leave at once.
+    args.fast_exit = True
+    return ExitCode.OK
+
+
+def _stop_when_done(app: Any, host: Any, args: argparse.Namespace) -> None:
+    """--duration and --sessions end a dashboard run as they end a headless one (exit 0)."""
+    started = time.monotonic()
+    while True:
+        time.sleep(0.5)
+        oracle = host.network.oracle
+        timed_out = args.duration and time.monotonic() - started >= args.duration
+        ended = args.sessions and oracle is not None and oracle.sessions_ended >= args.sessions
+        if timed_out or ended:
+            app.call_from_thread(app.exit, 0)
+            return
+
+
+def _settings_data(ctx: AppContext) -> Any:
+    from cortensor_desktop.tui.app import SettingsData
+    from cortensor_desktop.tui.settings_view import network_lines, settings_rows
+
+    loaded = ctx.loaded_config
+    network = network_lines(ctx.network, loaded.source, ctx.config_path)
+    return SettingsData(network, settings_rows(loaded.config))
+
+
+def _wizard_data(ctx: AppContext, running_model: str) -> Any:
+    """First run: probe this machine and ask the fit, as the `profile` command shows them."""
+    from cortensor_desktop.cli.commands.profile_cmd import render_hardware, render_recommendation
+    from cortensor_desktop.tui.app import WizardData
+    from profiler.catalogue import load_catalogue
+    from profiler.errors import DoesNotFitError
+    from profiler.fit import recommend
+    from profiler.probe import probe
+
+    hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
+    running = (
+        f"The embedded network (a local test network in this process) runs {running_model} "
+        "on every node; the recommendation above is what this machine would serve on a real "
+        "network. Accepting writes the default config file, so this wizard shows only once."
+    )
+    try:
+        rec = recommend(hardware, load_catalogue(), ctx.config.fit.to_fit_settings())
+    except DoesNotFitError as exc:
+        return WizardData(render_hardware(hardware), None, running, problem=str(exc))
+    return WizardData(render_hardware(hardware), render_recommendation(rec), running)
+
+
+def _write_default_config(ctx: AppContext) -> None:
+    from cortensor_desktop.config import default_config_text
+
+    if not ctx.config_path.exists():
+        ctx.config_path.parent.mkdir(parents=True, exist_ok=True)
+        ctx.config_path.write_text(default_config_text(), encoding="utf-8")
+
+
+def _model_rows(ctx: AppContext) -> list[Any]:
+    """The Models screen's rows: this machine (probed now, no cache) against the catalogue."""
+    from cortensor_desktop.tui.models_view import model_rows
+    from engine.model_store import ModelStore
+    from profiler.probe import probe
+
+    store = ModelStore(ctx.models_dir)
+    hardware = probe(None, ctx.models_dir, measure_bandwidth=False)
+    return model_rows(hardware, store.catalogue, store.installed())
+
+
+def _chat_model_id(ctx: AppContext) -> str:
+    from engine.model_store import ModelStore
+
+    try:
+        return ModelStore(ctx.models_dir).default_chat_model().id
+    except Exception:  # the network start reports the real problem on the dashboard
+        return "-"
+
+
+def _quiet_stderr_logging() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            root.removeHandler(handler)
 
 
 def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:

@@ -1,0 +1,751 @@
+"""The Textual dashboard: a reader of the engine's event stream and a sender of its commands.
+
+`create_app(...)` is the one factory the CLI and the tests share. The app subscribes to an
+`EventBus` and, on an interval timer, drains everything queued (one batch per frame: the UI
+thread never blocks on the engine), folds it into a `Summary`, and re-renders what changed. Keys
+put typed commands on a `CommandQueue`; the host (cortensor_desktop.node_host) answers them with
+`command_handled` events, which the dashboard shows. Nothing here makes up data: with no events,
+panels say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
+
+from cortensor_desktop.headless import format_event, short
+from cortensor_desktop.tui.models_view import ModelRow
+from cortensor_desktop.tui.settings_view import SettingRow
+from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, TaskView
+from engine.commands import (
+    Benchmark,
+    Command,
+    CommandQueue,
+    CommandQueueFull,
+    Pause,
+    Resume,
+    Withdraw,
+)
+from engine.events import Event, EventBus, LogLine, Subscription
+
+DEFAULT_REFRESH_S = 0.5
+MAX_LOG_LINES = 500
+
+
+@dataclass(frozen=True)
+class HostSample:
+    """The app's own reading of this machine: None is unknown, never an error."""
+
+    cpu_percent: float | None
+    ram_used_bytes: int | None
+    ram_total_bytes: int | None
+
+
+def psutil_sampler() -> Callable[[], HostSample]:
+    import psutil
+
+    psutil.cpu_percent(interval=None)  # the first call only primes the counter
+
+    def sample() -> HostSample:
+        mem = psutil.virtual_memory()
+        return HostSample(psutil.cpu_percent(interval=None), int(mem.used), int(mem.total))
+
+    return sample
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the node runs with, as the host decided it (the events do not repeat it)."""
+
+    network: str = "embedded"
+    model: str = "-"
+    tier: str = "-"
+    n_ctx: int | None = None
+    n_threads: int | None = None
+    miners: int | None = None
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+def _eth(wei: int) -> str:
+    return f"{wei / 10**18:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+ROLE_SHORT = {"creator": "cre", "preparer": "prep", "answerer": "ans", "oracle": "oracle"}
+STAGE_SHORT = {"request": "req", "create": "cre", "prepare": "prep", "start": "start"}
+STAGE_SHORT |= {"precommit": "pc", "commit": "com", "end": "end", "assigned": "asg", "ack": "ack"}
+STAGE_SHORT |= {"validated": "val", "paid": "paid"}
+STATUS_MARK = {"started": "…", "sent": "→", "confirmed": "✓", "failed": "✗", "missed": "⌛"}
+
+HELP_TEXT = """\
+[b]Keys[/b]
+
+  p          pause / resume mining (miners finish the current task first)
+  b          run a benchmark (the engine answers whether it can)
+  w          withdraw everything withdrawable
+  m          models: the catalogue, what is installed, what fits here and why
+  e          wallet: node addresses, balances, earnings history
+  s          settings: the config in effect and the network profile
+  ?          this help
+  escape     close this help
+  q, ctrl+q  quit now (exit code 0); the node stops within a second
+
+Panels: hardware, node settings, points and wallet, nodes, tokens/s,
+tasks (stage by stage: ✓ confirmed, → sent, … working, ✗ failed, ⌛ missed),
+PoI results (score / threshold), alerts, log.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP_TEXT, id="help-text")
+
+
+class ModelsScreen(Screen[None]):
+    """The catalogue: installed or not, fits this machine or not, and why (profiler.fit)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,m", "app.pop_screen", "dashboard")]
+
+    def __init__(self, rows: list[ModelRow] | None, error: str | None = None) -> None:
+        super().__init__()
+        self.rows = rows
+        self.error = error
+
+    def compose(self) -> ComposeResult:
+        yield Static("Models · escape returns to the dashboard", id="title")
+        yield DataTable(id="models", cursor_type="row")
+        yield Static(id="model-detail")
+        yield Static(id="models-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#models", DataTable)
+        table.border_title = "Catalogue"
+        table.add_columns("model", "kind", "params", "installed", "fits", "how, or why not")
+        note = self.query_one("#models-note", Static)
+        if self.rows is None:
+            note.update(self.error or "no hardware profile: run `cortensor-desktop profile`")
+            return
+        for row in self.rows:
+            name = row.model_id + (" *" if row.default else "")
+            table.add_row(
+                name, row.kind, row.parameters, row.installed, "yes" if row.fits else "NO", row.why
+            )
+        table.focus()
+        note.update(
+            "* the default chat model. Install and remove: `cortensor-desktop models pull ID` "
+            "and `models rm ID` (install from this screen is not built yet)."
+        )
+
+    def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
+        if self.rows is None or not 0 <= message.cursor_row < len(self.rows):
+            return
+        row = self.rows[message.cursor_row]
+        text = f"[b]{row.model_id}[/b] fits this machine: {row.why}" if row.fits else row.why
+        self.query_one("#model-detail", Static).update(text)
+
+
+class WalletScreen(Screen[None]):
+    """Addresses, balances and the earnings history, from the event stream only."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "dashboard"),
+        Binding("x", "export_key", "export key"),
+    ]
+
+    def __init__(self, summary: Summary) -> None:
+        super().__init__()
+        self.summary = summary
+
+    def compose(self) -> ComposeResult:
+        yield Static("Wallet · escape returns to the dashboard", id="title")
+        yield Static(id="wallet-balances", classes="panel")
+        yield DataTable(id="wallet-nodes", cursor_type="none")
+        yield DataTable(id="earnings", cursor_type="none")
+        yield Static(id="wallet-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        s = self.summary
+        self.query_one("#wallet-balances").border_title = "Balances"
+        nodes = self.query_one("#wallet-nodes", DataTable)
+        nodes.border_title = "Node addresses"
+        nodes.add_columns("address", "role", "points", "level", "precommit")
+        for node in sorted(s.nodes.values(), key=lambda n: (n.role, n.address)):
+            score = "-" if node.precommit_score is None else f"{node.precommit_score:.0%}"
+            points = "-" if node.points is None else str(node.points)
+            level = "-" if node.level is None else str(node.level)
+            nodes.add_row(node.address, node.role, points, level, score)
+        history = self.query_one("#earnings", DataTable)
+        history.border_title = "Earnings history"
+        history.add_columns("time", "node", "earned", "withdrawable", "gas")
+        for ts, node_address, e in reversed(s.earnings_history):
+            history.add_row(
+                time.strftime("%H:%M:%S", time.gmtime(ts)),
+                short(node_address),
+                _eth(e.earned_wei),
+                _eth(e.withdrawable_wei),
+                _eth(e.gas_balance_wei),
+            )
+        if s.earnings is None:
+            balances = (
+                "no earnings or balance events yet: the embedded network pays no rewards in this "
+                "version, so there is nothing to withdraw"
+            )
+        else:
+            e = s.earnings
+            balances = (
+                f"earned {_eth(e.earned_wei)}   withdrawable {_eth(e.withdrawable_wei)}   "
+                f"gas {_eth(e.gas_balance_wei)}"
+            )
+            if s.low_gas:
+                balances += "\n[b red]LOW GAS BALANCE: top up the node's wallet[/]"
+        if s.last_withdrawal is not None:
+            w = s.last_withdrawal
+            balances += (
+                f"\nlast withdrawal: {_eth(w.amount_wei)} to {short(w.to)}: {w.status.value}"
+            )
+        self.query_one("#wallet-balances", Static).update(balances)
+        self.query_one("#wallet-note", Static).update(
+            "w withdraws everything withdrawable (a command the engine answers); x export key. "
+            "The keystore, payout address, CSV export and key export need the wallet flow, "
+            "which is not built yet."
+        )
+
+    def action_export_key(self) -> None:
+        self.notify(
+            "exporting the key needs the wallet flow (keystore + passphrase), not built yet; "
+            "nothing was exported",
+            severity="warning",
+        )
+
+
+@dataclass(frozen=True)
+class SettingsData:
+    network: str  # the profile and config file, as text
+    rows: list[SettingRow]
+
+
+class SettingsScreen(Screen[None]):
+    """The config in effect and the network profile; read-only (edit config.toml, restart)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,s", "app.pop_screen", "dashboard")]
+
+    def __init__(self, data: SettingsData | None, error: str | None = None) -> None:
+        super().__init__()
+        self.data = data
+        self.error = error
+
+    def compose(self) -> ComposeResult:
+        yield Static("Settings · escape returns to the dashboard", id="title")
+        yield Static(id="settings-network", classes="panel")
+        yield DataTable(id="settings-table", cursor_type="row")
+        yield Static(id="setting-help")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#settings-network").border_title = "Network"
+        table = self.query_one("#settings-table", DataTable)
+        table.border_title = "Config in effect"
+        table.add_columns("key", "value", "")
+        if self.data is None:
+            self.query_one("#settings-network", Static).update(self.error or "no config loaded")
+            return
+        self.query_one("#settings-network", Static).update(self.data.network)
+        for row in self.data.rows:
+            table.add_row(row.key, row.value, "" if row.default else "changed")
+        table.focus()
+
+    def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
+        if self.data is None or not 0 <= message.cursor_row < len(self.data.rows):
+            return
+        row = self.data.rows[message.cursor_row]
+        env = "CORTENSOR_" + row.key.upper().replace(".", "__")
+        self.query_one("#setting-help", Static).update(
+            f"[b]{row.key}[/b]: {row.help}\nChange it in config.toml or with {env}, then "
+            "restart (editing here is not built yet)."
+        )
+
+
+@dataclass(frozen=True)
+class WizardData:
+    """The first-run wizard's content: this machine and what the fit recommends, as text."""
+
+    hardware: str
+    recommendation: str | None  # None: nothing fits (then `problem` says why)
+    running: str  # what the network will actually run (the embedded network's own model)
+    problem: str | None = None
+
+
+NODE_ACTIONS = {"toggle_pause", "benchmark", "withdraw", "models", "wallet", "settings", "help"}
+
+
+class WizardScreen(Screen[bool]):
+    """First run: hardware profile -> recommendation with reasons -> accept (enter) -> start."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "accept", "accept and start", priority=True),
+        Binding("tab", "next_step", "next"),
+    ]
+
+    def __init__(self, data: WizardData) -> None:
+        super().__init__()
+        self.data = data
+        self.step = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static("First run · step 1 of 2: this machine", id="title")
+        with VerticalScroll(id="wizard-scroll", classes="panel"):
+            yield Static(id="wizard-body")
+        yield Static(id="wizard-hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        body = self.query_one("#wizard-body", Static)
+        frame = self.query_one("#wizard-scroll", VerticalScroll)
+        title = self.query_one("#title", Static)
+        hint = self.query_one("#wizard-hint", Static)
+        if self.step == 0:
+            title.update("First run · step 1 of 2: this machine")
+            frame.border_title = "Hardware profile"
+            body.update(self.data.hardware)
+            hint.update(
+                "tab: the recommendation · enter: accept and start · q: quit · arrows scroll"
+            )
+            return
+        title.update("First run · step 2 of 2: what to run")
+        frame.border_title = "Recommendation"
+        text = self.data.recommendation or f"nothing in the catalogue fits: {self.data.problem}"
+        body.update(f"{self.data.running}\n\n{text}")
+        frame.scroll_home(animate=False)
+        hint.update("enter: accept and start the node · tab: back · q: quit")
+
+    def action_next_step(self) -> None:
+        self.step = 1 - self.step
+        self._show()
+
+    def action_accept(self) -> None:
+        self.dismiss(True)
+
+
+class DashboardApp(App[int]):
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "cortensor-desktop"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # Priority: q works on every screen (modals too), except where a text field takes it.
+        Binding("q", "quit_key", "quit", priority=True),
+        Binding("ctrl+q", "quit_now", "quit", show=False, priority=True),
+        Binding("p", "toggle_pause", "pause/resume"),
+        Binding("b", "benchmark", "benchmark"),
+        Binding("w", "withdraw", "withdraw"),
+        Binding("m", "models", "models"),
+        Binding("e", "wallet", "wallet"),
+        Binding("s", "settings", "settings"),
+        Binding("question_mark", "help", "help"),
+    ]
+
+    def __init__(
+        self,
+        bus: EventBus,
+        commands: CommandQueue | None = None,
+        info: NodeInfo | None = None,
+        sampler: Callable[[], HostSample] | None = None,
+        clock: Callable[[], float] = time.time,
+        refresh_s: float = DEFAULT_REFRESH_S,
+        subscribe_after: int | None = 0,
+        models: Callable[[], list[ModelRow]] | None = None,
+        wizard: WizardData | None = None,
+        on_accept: Callable[[], None] | None = None,
+        settings: Callable[[], SettingsData] | None = None,
+        handle_signals: bool = False,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.handle_signals = handle_signals
+        self._signals: list[signal.Signals] = []
+        self.models = models
+        self.wizard = wizard
+        self.on_accept = on_accept
+        self.accepted = wizard is None
+        self.bus = bus
+        self.commands = commands
+        self.info = info or NodeInfo()
+        self.sampler = sampler
+        self.clock = clock
+        self.refresh_s = refresh_s
+        self.summary = Summary()
+        self.sent: list[Command] = []
+        self._subscribe_after = subscribe_after
+        self._sub: Subscription | None = None
+        self._tasks_version = -1
+        self._poi_version = -1
+
+    # -- layout ------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(self._title(), id="title")
+        with Horizontal(id="top"):
+            yield Static(id="hardware", classes="panel")
+            yield Static(id="settings", classes="panel")
+            yield Static(id="wallet", classes="panel")
+        with Horizontal(id="middle"):
+            yield DataTable(id="nodes", cursor_type="none", zebra_stripes=False)
+            with Vertical(id="rate-box"):
+                yield Static("tokens/s: no inference yet", id="rate-label")
+                yield Sparkline([], id="rate")
+        with Horizontal(id="tables"):
+            yield DataTable(id="tasks", cursor_type="row")
+            yield DataTable(id="poi", cursor_type="row")
+        yield Static(id="alerts")
+        yield Log(id="log", max_lines=MAX_LOG_LINES, auto_scroll=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for widget_id, title in (
+            ("hardware", "Hardware"),
+            ("settings", "Node"),
+            ("wallet", "Points & wallet"),
+            ("nodes", "Nodes"),
+            ("rate-box", "Live tokens/s"),
+            ("tasks", "Tasks"),
+            ("poi", "PoI results"),
+            ("log", "Log"),
+        ):
+            self.query_one(f"#{widget_id}").border_title = title
+        self.query_one("#nodes", DataTable).add_columns(
+            "node", "role", "state", "for", "uptime", "points", "lvl", "precommit", "tok/s"
+        )
+        self.query_one("#tasks", DataTable).add_columns(
+            "sess", "node", "role", "stages", "tx", "took"
+        )
+        self.query_one("#poi", DataTable).add_columns(
+            "sess", "miner", "top1/min", "cos/min", "end", "result"
+        )
+        self._sub = self.bus.subscribe(maxsize=5000, name="tui", after_seq=self._subscribe_after)
+        self.pump()
+        self.set_interval(self.refresh_s, self.pump)
+        if self.wizard is not None:
+            self.push_screen(WizardScreen(self.wizard), self._wizard_done)
+        if self.handle_signals:
+            self._install_signals()
+
+    def _install_signals(self) -> None:
+        """SIGTERM and SIGHUP (the terminal closed) quit like q: exit code 0, node stopped."""
+        loop = asyncio.get_running_loop()
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                loop.add_signal_handler(sig, self.exit, 0)
+            except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+                continue
+            self._signals.append(sig)
+
+    def _wizard_done(self, accepted: bool | None) -> None:
+        self.accepted = bool(accepted)
+        if accepted and self.on_accept is not None:
+            self.on_accept()
+            self.notify("starting the node")
+
+    def _title(self) -> str:
+        where = self.info.network
+        where = where if where.startswith("replay") else f"{where} network"
+        return f"cortensor-desktop · {where} · ? for help · q quits"
+
+    # -- the frame ---------------------------------------------------------------------------
+    def pump(self) -> int:
+        """Drain the subscription, fold, render; returns how many events it took."""
+        events = self._sub.drain() if self._sub is not None else []
+        self.summary.apply_all(events)
+        lines = [line for e in events if (line := self._log_line(e)) is not None]
+        if lines:
+            self.query_one("#log", Log).write_lines(lines)
+        self._render_all(bool(events))
+        return len(events)
+
+    def _log_line(self, event: Event) -> str | None:
+
+        if isinstance(event, LogLine):
+            return f"{event.level}: {event.message}"
+        return format_event(event)
+
+    def _render_all(self, changed: bool) -> None:
+        self._render_hardware()
+        self._render_nodes()
+        if changed:
+            self._render_settings()
+            self._render_wallet()
+            self._render_rate()
+            self._render_tasks()
+            self._render_poi()
+            self._render_alerts()
+
+    def _render_hardware(self) -> None:
+        host = self.sampler() if self.sampler is not None else None
+        lines = []
+        if host is not None:
+            cpu = "?" if host.cpu_percent is None else f"{host.cpu_percent:5.1f} %"
+            lines.append(f"CPU  {cpu}")
+            lines.append(f"RAM  {_gib(host.ram_used_bytes)} / {_gib(host.ram_total_bytes)}")
+        sample = self.summary.hardware
+        if sample is not None:
+            temp = "?" if sample.cpu_temp_c is None else f"{sample.cpu_temp_c:.0f} °C"
+            lines.append(f"CPU temp {temp}")
+            for gpu in sample.gpus:
+                util = "?" if gpu.util_percent is None else f"{gpu.util_percent:.0f} %"
+                gtemp = "?" if gpu.temp_c is None else f"{gpu.temp_c:.0f} °C"
+                lines.append(f"GPU{gpu.index} {util} {_gib(gpu.mem_used_bytes)} {gtemp}")
+        elif host is not None:
+            lines.append("GPU  none reported")
+        self.query_one("#hardware", Static).update("\n".join(lines) or "no hardware readings")
+
+    def _render_settings(self) -> None:
+        info = self.info
+        bench = self.summary.benchmark
+        lines = [
+            f"network  {info.network}",
+            f"model    {info.model}",
+            f"tier     {bench.tier if bench and bench.tier else info.tier}",
+            f"context  {info.n_ctx or '-'}  threads {info.n_threads or '-'}",
+            f"miners   {len(self.summary.miners()) or '-'} of {info.miners or '-'}",
+        ]
+        if bench is not None:
+            lines.append(f"bench    {bench.gen_tokens_per_s:.1f} tok/s gen")
+        self.query_one("#settings", Static).update("\n".join(lines))
+
+    def _render_wallet(self) -> None:
+        s = self.summary
+        passed, judged = s.passed_ratio()
+        lines = [f"points   {s.total_points}  (all miners)"]
+        scores = [n.precommit_score for n in s.miners() if n.precommit_score is not None]
+        levels = [n.level for n in s.miners() if n.level is not None]
+        lines.append(f"level    {max(levels) if levels else '-'}")
+        lines.append(
+            "precommit " + (f"{sum(scores) / len(scores):.0%} (mean)" if scores else "- (none yet)")
+        )
+        lines.append(f"PoI      {passed}/{judged} passed")
+        if s.earnings is None:
+            lines.append("earnings -  gas -  (none reported)")
+        else:
+            e = s.earnings
+            lines.append(f"earned   {_eth(e.earned_wei)}  withdrawable {_eth(e.withdrawable_wei)}")
+            lines.append(f"gas      {_eth(e.gas_balance_wei)}")
+        if s.low_gas:
+            lines.append("[b red]LOW GAS BALANCE: top up the node's wallet[/]")
+        self.query_one("#wallet", Static).update("\n".join(lines))
+
+    def _render_nodes(self) -> None:
+        table = self.query_one("#nodes", DataTable)
+        table.clear()
+        now = self.clock()
+        for node in sorted(self.summary.nodes.values(), key=lambda n: (n.role, n.address)):
+            state = node.state
+            if node.pause_reasons:
+                state += f" ({', '.join(r.code for r in node.pause_reasons)})"
+            score = "-" if node.precommit_score is None else f"{node.precommit_score:.0%}"
+            table.add_row(
+                short(node.address),
+                node.role,
+                state,
+                _duration(now - node.state_since),
+                _duration(now - node.first_seen),
+                "-" if node.points is None else str(node.points),
+                "-" if node.level is None else str(node.level),
+                score,
+                "-" if node.last_tokens_per_s is None else f"{node.last_tokens_per_s:.1f}",
+            )
+
+    def _render_rate(self) -> None:
+        rates = list(self.summary.rates)
+        self.query_one("#rate", Sparkline).data = rates
+        if rates:
+            label = f"tokens/s: last {rates[-1]:.1f}  max {max(rates):.1f}  ({len(rates)} runs)"
+            self.query_one("#rate-label", Static).update(label)
+
+    def _render_tasks(self) -> None:
+        table = self.query_one("#tasks", DataTable)
+        table.clear()
+        for task in reversed(list(self.summary.tasks.values())):
+            table.add_row(
+                str(task.session_id) if task.kind == "network" else f"u{task.task_id}",
+                short(task.node, 8),
+                "+".join(ROLE_SHORT.get(r, r) for r in task.roles),
+                _stages(task),
+                short(task.last_tx, 6),
+                f"{task.duration_s:.1f}s",
+            )
+
+    def _render_poi(self) -> None:
+        table = self.query_one("#poi", DataTable)
+        table.clear()
+        for v in reversed(self.summary.validations):
+            cosine = "-" if v.cosine is None else f"{v.cosine:.2f}"
+            cosine_min = "-" if v.cosine_min is None else f"{v.cosine_min:.2f}"
+            result = "PASS" if v.passed else "FAIL " + ",".join(v.failed_checks)
+            table.add_row(
+                str(v.session_id),
+                short(v.miner, 8),
+                f"{v.top1_agreement:.2f}/{v.top1_min:.2f}",
+                f"{cosine}/{cosine_min}",
+                "ok" if v.ended_properly else "bad",
+                result,
+            )
+
+    def _render_alerts(self) -> None:
+        s = self.summary
+        parts = [f"[b]{a.severity.value.upper()}[/] {a.message}" for a in s.alerts.values()]
+        reasons = {r.message or r.code for n in s.nodes.values() for r in n.pause_reasons}
+        if reasons:
+            parts.append("[b]PAUSED[/] " + "; ".join(sorted(reasons)))
+        parts.extend(f"[b]ERROR[/] {message}" for message in s.errors[-2:])
+        if s.dropped:
+            parts.append(f"the dashboard fell behind and skipped {s.dropped} events")
+        if s.last_command is not None:
+            c = s.last_command
+            verdict = "done" if c.accepted else "refused"
+            parts.append(f"{c.command}: {verdict}: {c.message}")
+        self.query_one("#alerts", Static).update(" · ".join(parts) or "no alerts")
+
+    # -- keys --------------------------------------------------------------------------------
+    def send(self, command: Command) -> None:
+        if self.commands is None:
+            self.notify("read-only view: no engine to command", severity="warning")
+            return
+        try:
+            self.commands.put(command)
+        except CommandQueueFull as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.sent.append(command)
+        self.notify(f"{command.type} sent")
+
+    def action_toggle_pause(self) -> None:
+        self.send(Resume(source="tui") if self.summary.paused else Pause(source="tui"))
+
+    def action_benchmark(self) -> None:
+        self.send(Benchmark(source="tui"))
+
+    def action_withdraw(self) -> None:
+        self.send(Withdraw(all=True, source="tui"))
+
+    def action_models(self) -> None:
+        if isinstance(self.screen, ModelsScreen):
+            return
+        if self.models is None:
+            self.push_screen(ModelsScreen(None))
+            return
+        try:
+            rows = self.models()
+        except Exception as exc:  # a probe or catalogue problem is shown, not raised
+            self.push_screen(ModelsScreen(None, f"could not list the models: {exc}"))
+            return
+        self.push_screen(ModelsScreen(rows))
+
+    def action_wallet(self) -> None:
+        if not isinstance(self.screen, WalletScreen):
+            self.push_screen(WalletScreen(self.summary))
+
+    def action_settings(self) -> None:
+        if isinstance(self.screen, SettingsScreen):
+            return
+        if self.settings is None:
+            self.push_screen(SettingsScreen(None))
+            return
+        try:
+            data = self.settings()
+        except Exception as exc:  # a bad config file is shown, not raised
+            self.push_screen(SettingsScreen(None, f"could not read the settings: {exc}"))
+            return
+        self.push_screen(SettingsScreen(data))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if isinstance(self.screen, WizardScreen) and action in NODE_ACTIONS:
+            return False  # nothing runs until the wizard is accepted
+        # A text field keeps the letter q (a passphrase may contain one); ctrl+q always quits.
+        return not (action == "quit_key" and isinstance(self.focused, Input | TextArea))
+
+    def action_quit_key(self) -> None:
+        self.exit(0)
+
+    def action_quit_now(self) -> None:
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+
+
+def _stages(task: TaskView) -> str:
+    order = NETWORK_STAGES if task.kind == "network" else USER_STAGES
+    marks = []
+    for stage in order:
+        status = task.stages.get(stage)
+        if status is not None:
+            marks.append(f"{STAGE_SHORT.get(stage, stage)}{STATUS_MARK.get(status, '?')}")
+    return " ".join(marks)
+
+
+def create_app(
+    bus: EventBus,
+    commands: CommandQueue | None = None,
+    info: NodeInfo | None = None,
+    sampler: Callable[[], HostSample] | None = None,
+    clock: Callable[[], float] = time.time,
+    refresh_s: float = DEFAULT_REFRESH_S,
+    subscribe_after: int | None = 0,
+    models: Callable[[], list[ModelRow]] | None = None,
+    wizard: WizardData | None = None,
+    on_accept: Callable[[], None] | None = None,
+    settings: Callable[[], SettingsData] | None = None,
+    handle_signals: bool = False,
+) -> DashboardApp:
+    """The one way to build the dashboard, for the CLI and the tests alike.
+
+    With `wizard`, the first-run wizard comes first and `on_accept` runs when the user accepts
+    (the CLI starts the node then). `handle_signals`: SIGTERM/SIGHUP quit like q (the CLI).
+    """
+    return DashboardApp(
+        bus,
+        commands,
+        info,
+        sampler,
+        clock,
+        refresh_s,
+        subscribe_after,
+        models,
+        wizard,
+        on_accept,
+        settings,
+        handle_signals,
+    )

@@ -1,0 +1,113 @@
+"""Dashboard tests: a recorded real run for deterministic screens, the real engine for live ones."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cortensor_desktop.tui.app import (
+    DashboardApp,
+    HostSample,
+    NodeInfo,
+    SettingsData,
+    WizardData,
+    create_app,
+)
+from cortensor_desktop.tui.models_view import ModelRow, model_rows
+from engine.commands import CommandQueue
+from engine.events import Event, EventBus
+from engine.recording import read_events
+from profiler.catalogue import load_catalogue
+from profiler.hardware import load_hardware_file
+from tests.node.conftest import make_network, models_dir  # noqa: F401 (fixtures for live tests)
+
+DATA = Path(__file__).parent / "data"
+RECORDING = DATA / "recorded_run.jsonl"
+SIZE = (120, 40)
+# `cortensor-desktop run --headless --miners 3 --sessions 2 --record ...` on a scratch home.
+INFO = NodeInfo(
+    network="embedded", model="smollm2-135m-instruct", n_ctx=2048, n_threads=1, miners=3
+)
+
+
+def fixed_sampler() -> HostSample:
+    """Normalises what psutil would say, so screens are the same on every machine."""
+    return HostSample(cpu_percent=42.0, ram_used_bytes=3 * 2**30, ram_total_bytes=16 * 2**30)
+
+
+@pytest.fixture(scope="session")
+def recorded() -> list[Event]:
+    events = list(read_events(RECORDING))
+    assert len(events) > 40, "the recording should hold a real run"
+    return events
+
+
+def replay_app(
+    events: list[Event], commands: CommandQueue | None = None
+) -> tuple[DashboardApp, EventBus]:
+    """An app over a bus that will carry the recording; the clock stops at the last event."""
+    bus = EventBus()
+    last = max(e.ts for e in events)
+    app = create_app(bus, commands, INFO, sampler=fixed_sampler, clock=lambda: last, refresh_s=60)
+    return app, bus
+
+
+def publish_all(bus: EventBus, events: list[Event]) -> None:
+    for event in events:
+        bus.publish(event, stamp=False)
+
+
+def sync(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async Pilot test on its own event loop (no pytest-asyncio plugin needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+LAPTOP = Path(__file__).parents[1] / "profiler" / "recorded" / "laptop_8gb_recorded.json"
+
+
+def laptop_model_rows() -> list[ModelRow]:
+    """The Models screen's rows for a recorded 8 GB laptop (deterministic: no live probe)."""
+    from engine.model_store import InstalledModel
+
+    catalogue = load_catalogue()
+    installed = [
+        InstalledModel(
+            "smollm2-135m-instruct", "Q4_1", Path("/models/smollm2.gguf"), 98_000_000, True
+        )
+    ]
+    return model_rows(load_hardware_file(LAPTOP), catalogue, installed)
+
+
+def laptop_wizard() -> WizardData:
+    """The wizard's content for the recorded 8 GB laptop, rendered as `profile` renders it."""
+    from cortensor_desktop.cli.commands.profile_cmd import render_hardware, render_recommendation
+    from profiler.fit import recommend
+
+    hardware = load_hardware_file(LAPTOP)
+    rec = recommend(hardware, load_catalogue())
+    running = "The embedded network runs smollm2-135m-instruct on every node."
+    return WizardData(render_hardware(hardware), render_recommendation(rec), running)
+
+
+def sample_settings() -> SettingsData:
+    """Settings with one key changed from its default, on the embedded profile."""
+    from dataclasses import replace
+
+    from cortensor_desktop.config import Config, FitSection
+    from cortensor_desktop.networks import NetworkProfile
+    from cortensor_desktop.tui.settings_view import network_lines, settings_rows
+
+    config = replace(Config(), fit=FitSection(ram_buffer_pct=30.0))
+    profile = NetworkProfile(name="embedded", embedded=True, description="in-process chain")
+    network = network_lines(profile, Path("/home/me/.config/cortensor/config.toml"), Path("-"))
+    return SettingsData(network, settings_rows(config))
