@@ -396,29 +396,17 @@ class Miner:
     def _user_send(
         self, session_id: int, task_id: int, stage: UserStage, send: Callable[[], str]
     ) -> str | None:
-        try:
-            tx_hash = send()
-        except ChainError as exc:
-            self._publish(
-                UserTaskStage(
-                    session_id=session_id,
-                    task_id=task_id,
-                    stage=stage,
-                    status=TxStatus.FAILED,
-                    detail=str(exc),
-                )
-            )
-            return None
-        self._publish(
-            UserTaskStage(
+        def report(status: TxStatus, tx_hash: str | None, detail: str) -> Event:
+            return UserTaskStage(
                 session_id=session_id,
                 task_id=task_id,
                 stage=stage,
-                status=TxStatus.CONFIRMED,
+                status=status,
                 tx_hash=tx_hash,
+                detail=detail,
             )
-        )
-        return tx_hash
+
+        return self._transact(send, report)
 
     # -- helpers --------------------------------------------------------------------------
     def _chat(self, session_id: int, system: str, user: str, max_tokens: int) -> str:
@@ -467,29 +455,28 @@ class Miner:
         send: Callable[[], str],
         detail: str = "",
     ) -> str | None:
-        try:
-            tx_hash = send()
-        except ChainError as exc:
-            self._publish(
-                NetworkTaskStage(
-                    session_id=session_id,
-                    stage=stage,
-                    task_role=role,
-                    status=TxStatus.FAILED,
-                    detail=str(exc),
-                )
-            )
-            return None
-        self._publish(
-            NetworkTaskStage(
+        def report(status: TxStatus, tx_hash: str | None, error: str) -> Event:
+            return NetworkTaskStage(
                 session_id=session_id,
                 stage=stage,
                 task_role=role,
-                status=TxStatus.CONFIRMED,
+                status=status,
                 tx_hash=tx_hash,
-                detail=detail,
+                detail=error or detail,
             )
-        )
+
+        return self._transact(send, report)
+
+    def _transact(
+        self, send: Callable[[], str], report: Callable[[TxStatus, str | None, str], Event]
+    ) -> str | None:
+        """Send one transaction and publish how it went; the hash, or None when it failed."""
+        try:
+            tx_hash = send()
+        except ChainError as exc:
+            self._publish(report(TxStatus.FAILED, None, str(exc)))
+            return None
+        self._publish(report(TxStatus.CONFIRMED, tx_hash, ""))
         return tx_hash
 
     def _ping_if_due(self) -> None:

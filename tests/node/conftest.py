@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +76,15 @@ class CannedTextMiner:
             figures=result.figures,
             model=result.model,
         )
+
+
+def step_until(condition: Callable[[], bool], nodes: Sequence[Any], timeout_s: float = 180) -> None:
+    """Step hand-driven nodes round-robin until `condition` holds (tests that need an order)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the network did not get there in time"
+        for node in nodes:
+            node.step()
+            if condition():
+                return
+        time.sleep(0.1)

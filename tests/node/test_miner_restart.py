@@ -7,24 +7,13 @@ SIGKILL. (The multi-process SIGKILL on anvil belongs to the devnet tests.)
 
 from __future__ import annotations
 
-import time
-
 from chain.events import EventCursor
 from engine.journal import CommitState, TaskRef
 from engine.miner import Miner
 from engine.protocol import TaskKind
+from tests.node.conftest import step_until
 
 SLOT_COMMITTED = 3
-
-
-def _step_until(condition, nodes, timeout_s: float = 180) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the network did not get there in time"
-        for node in nodes:
-            node.step()
-            if condition():
-                return
 
 
 def test_killed_after_precommit_reveals_after_restart(make_network) -> None:
@@ -39,7 +28,7 @@ def test_killed_after_precommit_reveals_after_restart(make_network) -> None:
             CommitState.PRECOMMITTED,
         )
 
-    _step_until(precommitted, [oracle, victim, other])
+    step_until(precommitted, [oracle, victim, other])
     answer_before = victim.journal.get(task).answer  # type: ignore[union-attr]
 
     # Crash: everything in memory is gone; a new process builds a new miner on the same journal.
@@ -48,7 +37,7 @@ def test_killed_after_precommit_reveals_after_restart(make_network) -> None:
     reborn.resume()
 
     cognitive = reborn.client.cognitive
-    _step_until(
+    step_until(
         lambda: cognitive.slot_status(1, reborn.address) == SLOT_COMMITTED, [oracle, other, reborn]
     )
     record = reborn.journal.get(task)

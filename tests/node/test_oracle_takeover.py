@@ -9,20 +9,10 @@ from __future__ import annotations
 import time
 
 from chain.events import EventCursor
+from tests.node.conftest import step_until
 
 STATE_PRECOMMIT = 4
 GRACE_S = 8
-
-
-def _step_until(condition, nodes, timeout_s: float = 180) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the network did not get there in time"
-        for node in nodes:
-            node.step()
-            if condition():
-                return
-        time.sleep(0.1)
 
 
 def test_standby_oracle_takes_over_a_dead_leader_and_ends_the_session_once(make_network) -> None:
@@ -32,11 +22,11 @@ def test_standby_oracle_takes_over_a_dead_leader_and_ends_the_session_once(make_
     cognitive = standby.client.cognitive
     assert standby.client.registry.leader() == leader.address
 
-    _step_until(lambda: int(cognitive.call("sessionCount")) >= 1, [leader, standby, *miners])
-    _step_until(lambda: cognitive.state(1) >= STATE_PRECOMMIT, [leader, standby, *miners])
+    step_until(lambda: int(cognitive.call("sessionCount")) >= 1, [leader, standby, *miners])
+    step_until(lambda: cognitive.state(1) >= STATE_PRECOMMIT, [leader, standby, *miners])
     died_at = time.monotonic()  # the leader is never stepped again
 
-    _step_until(lambda: standby.sessions_ended >= 1, [standby, *miners], timeout_s=GRACE_S * 10)
+    step_until(lambda: standby.sessions_ended >= 1, [standby, *miners], timeout_s=GRACE_S * 10)
     assert standby.client.registry.leader() == standby.address
     assert time.monotonic() - died_at >= GRACE_S * 0.75  # not before the grace period
     ended = EventCursor("Cognitive", cognitive.contract, "SessionEnded", 0).poll()
