@@ -58,6 +58,11 @@ def test_generate_json_installs_the_default_and_is_deterministic(  # type: ignor
     assert document["figures"]["generated_tokens"] > 0
     assert document["figures"]["tokens_per_s"] > 0
     assert "using smollm2-135m-instruct" in first.stderr and "installing" in first.stderr
+    # says why: the fit's recommendation, or that it is not installed and how to install it
+    assert (
+        "recommended for this machine" in first.stderr
+        or "is recommended here but not installed" in first.stderr
+    )
     second = cli("generate", prompt, "--json", env=env)
     assert json.loads(second.stdout)["text"] == document["text"]
     assert "installing" not in second.stderr

@@ -105,14 +105,41 @@ def _resolve(
     if requested:
         return store.resolve(requested, progress=progress)
     if kind == "chat":
-        entry = store.default_chat_model()
-        why = "the default chat model" if entry.default else "the best chat model available offline"
+        entry, why = _chat_model_choice(ctx, store)
     else:
         entry = store.catalogue.of_kind("embedding")[0]
         why = "the catalogue's embedding model"
     installed = store.is_installed(entry.id)
     _say(ctx, f"using {entry.id} ({why}){'' if installed else '; installing it first'}")
     return store.pull(entry.id, progress=progress), entry
+
+
+def _chat_model_choice(ctx: AppContext, store: ModelStore) -> tuple[ModelEntry, str]:
+    """The fit's recommendation when it is installed, else the best model usable offline."""
+    from cortensor_desktop.cli.commands.profile_cmd import stored_benchmarks
+    from profiler.errors import ProfilerError
+    from profiler.fit import recommend
+    from profiler.probe import probe
+
+    try:
+        hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
+        settings = ctx.config.fit.to_fit_settings()
+        chosen = recommend(hardware, store.catalogue, settings, stored_benchmarks(ctx)).model_id
+    except ProfilerError as exc:
+        chosen, note = None, f"no recommendation ({exc})"
+    else:
+        note = f"{chosen} is recommended here but not installed"
+    if chosen is not None and store.is_installed(chosen):
+        entry = store.catalogue.get(chosen)
+        if entry is not None:
+            return entry, "the model recommended for this machine"
+    entry = store.default_chat_model()
+    fallback = (
+        "the default chat model" if entry.default else "the best chat model available offline"
+    )
+    if chosen is None:
+        return entry, f"{fallback}; {note}"
+    return entry, f"{fallback}; {note}: `models pull {chosen}` installs it"
 
 
 def _generate(ctx: AppContext, args: argparse.Namespace) -> int:
