@@ -13,7 +13,7 @@ import queue
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from engine.wire import WireError, from_plain, to_plain
 
@@ -129,6 +129,12 @@ def command_from_json(text: str) -> Command:
 
 class CommandQueueFull(WireError):
     """Views are sending commands faster than the engine takes them; try again shortly."""
+
+
+class CommandSink(Protocol):
+    """Where views put commands: the engine's queue, or a remote node's API (`attach`)."""
+
+    def put(self, command: Command) -> object: ...
 
 
 class CommandQueue:

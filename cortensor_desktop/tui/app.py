@@ -30,8 +30,8 @@ from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, 
 from engine.commands import (
     Benchmark,
     Command,
-    CommandQueue,
     CommandQueueFull,
+    CommandSink,
     Pause,
     Resume,
     Withdraw,
@@ -371,7 +371,7 @@ class DashboardApp(App[int]):
     def __init__(
         self,
         bus: EventBus,
-        commands: CommandQueue | None = None,
+        commands: CommandSink | None = None,
         info: NodeInfo | None = None,
         sampler: Callable[[], HostSample] | None = None,
         clock: Callable[[], float] = time.time,
@@ -718,7 +718,7 @@ def _stages(task: TaskView) -> str:
 
 def create_app(
     bus: EventBus,
-    commands: CommandQueue | None = None,
+    commands: CommandSink | None = None,
     info: NodeInfo | None = None,
     sampler: Callable[[], HostSample] | None = None,
     clock: Callable[[], float] = time.time,

@@ -8,6 +8,7 @@ SIGTERM ends it with exit 0 and a journal that can resume.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -204,6 +205,49 @@ def test_commands_need_the_token_and_a_pause_shows_in_the_summary(node: Node) ->
     assert any(c["id"] == command_id and c["accepted"] for c in doc["commands"])
     assert all(n["state"] == "paused" for n in doc["nodes"] if n["role"] == "miner")
     assert node.token not in node.log()
+
+
+def test_attach_shows_the_running_node_and_its_keys_reach_it(node: Node) -> None:
+    """`attach`'s dashboard against the real headless node: SSE in, commands out (Pilot)."""
+    asyncio.run(_attached_session(node))
+
+
+async def _attached_session(node: Node) -> None:
+    from cortensor_desktop.cli.commands.attach_cmd import build_attach_app
+
+    app, feed = build_attach_app(node.home / "data" / "api.json")
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            # What the node did before the attach arrives too (resumed from its event history).
+            await _settle(pilot, lambda: app.summary.total_points > 0, "points over SSE")
+            assert app.summary.nodes, "no node in the attached view"
+            was_paused = node.summary()["state"] == "paused"
+            await pilot.press("p")  # pause, or resume: the key toggles
+            await _settle(
+                pilot,
+                lambda: (node.summary()["state"] == "paused") != was_paused,
+                "the node to follow the key",
+            )
+            await _settle(pilot, lambda: app.summary.paused != was_paused, "the view to show it")
+            await pilot.press("p")
+            await _settle(
+                pilot,
+                lambda: (node.summary()["state"] == "paused") == was_paused,
+                "the node to toggle back",
+            )
+            await pilot.press("q")
+        assert app.return_code == 0
+        assert node.proc.poll() is None, "quitting the attached view must not stop the node"
+    finally:
+        feed.stop()
+
+
+async def _settle(pilot: Any, condition: Callable[[], Any], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await pilot.pause(0.25)
 
 
 def test_sighup_reloads_the_policy_live_and_names_what_needs_a_restart(node: Node) -> None:
