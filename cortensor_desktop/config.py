@@ -167,6 +167,13 @@ class PolicySection:
     sample_interval_s: float = _opt(
         30.0, "How often temperatures and battery are read", min=1.0, max=3600.0
     )
+    nodes_on_host: int = _opt(
+        1,
+        "How many nodes share this machine: each gets an even share of the physical cores",
+        min=1,
+        max=256,
+    )
+    thread_cap: int = _opt(0, "Most llama.cpp threads this node may use (0: no cap)", min=0)
 
     def __post_init__(self) -> None:
         try:

@@ -135,6 +135,21 @@ def thread_share(physical_cores: int, nodes_on_host: int, thread_cap: int | None
     return max(1, min(share, thread_cap)) if thread_cap else share
 
 
+def thread_decision(
+    physical_cores: int, nodes_on_host: int, thread_cap: int | None
+) -> tuple[int, str]:
+    """The thread count for this node's llama.cpp worker and why, for the status and the log."""
+    threads = thread_share(physical_cores, nodes_on_host, thread_cap)
+    reason = f"{physical_cores} physical cores shared by {nodes_on_host} node(s)"
+    if (
+        thread_cap
+        and threads == thread_cap
+        and physical_cores // max(1, nodes_on_host) > thread_cap
+    ):
+        reason += f", capped at {thread_cap} ([policy] thread_cap)"
+    return threads, f"{threads} llama.cpp thread(s): {reason}"
+
+
 # psutil's sensor chips whose readings stand for the CPU package, best first.
 _CPU_CHIPS = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "cpu-thermal", "acpitz")
 

@@ -20,6 +20,7 @@ from engine.policies import (
     Readings,
     evaluate,
     readings_from_psutil,
+    thread_decision,
     thread_share,
 )
 
@@ -120,3 +121,13 @@ def test_adapter_prefers_the_cpu_package_chip_and_ignores_unknown_chips() -> Non
     assert (
         readings_from_psutil(time(12), {"nvme": [("x", 40.0, None, None)]}, None).cpu_temp_c is None
     )
+
+
+def test_thread_decision_says_why_and_names_the_cap_only_when_it_bites() -> None:
+    assert thread_decision(8, 2, None) == (
+        4,
+        "4 llama.cpp thread(s): 8 physical cores shared by 2 node(s)",
+    )
+    threads, why = thread_decision(8, 1, 3)
+    assert threads == 3 and "capped at 3 ([policy] thread_cap)" in why
+    assert "capped" not in thread_decision(8, 4, 3)[1]  # the share (2) is below the cap

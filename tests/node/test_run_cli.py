@@ -99,8 +99,10 @@ def test_run_with_an_unreachable_rpc_is_exit_5_and_keeps_the_new_wallet(cli, hom
         "--passphrase-file",
         str(passphrase),
         timeout=180,
+        env={"CORTENSOR_POLICY__NODES_ON_HOST": "64"},  # many nodes here: one thread each
     )
     assert result.returncode == 5, result.stderr[-2000:]
+    assert "1 llama.cpp thread(s): " in result.stderr and "shared by 64 node(s)" in result.stderr
     assert len(result.stderr.strip().splitlines()[-1]) < 400
     assert "Traceback" not in result.stderr
     assert "correct horse" not in result.stderr

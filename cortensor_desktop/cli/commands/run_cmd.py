@@ -305,8 +305,12 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
             progress=lambda message: log.info("%s", message),
         )
 
-    rpc = {"in_use": "in-process chain (embedded)", "endpoints": 1}
-    return _serve(ctx, args, build, rpc, f"embedded network up: {args.miners} miners, 1 oracle")
+    extra = {
+        "rpc": {"in_use": "in-process chain (embedded)", "endpoints": 1},
+        "threads": "1 llama.cpp thread per node: every node of the embedded network "
+        "shares this machine",
+    }
+    return _serve(ctx, args, build, extra, f"embedded network up: {args.miners} miners, 1 oracle")
 
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -323,19 +327,36 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
     if devnet:
         _fund_on_devnet(client)
 
+    threads, why = _threads(ctx)
+    log.info("%s", why)
+
     def build(bus: Any) -> Any:
         return StandaloneNode(
             client,
             ctx.database,
             ctx.models_dir,
             bus,
-            NodeSettings(role=args.role),
+            NodeSettings(role=args.role, n_threads=threads),
             progress=lambda message: log.info("%s", message),
         )
 
-    rpc = {"in_use": profile.rpc_urls[0], "endpoints": len(profile.rpc_urls)}
+    extra = {
+        "rpc": {"in_use": profile.rpc_urls[0], "endpoints": len(profile.rpc_urls)},
+        "threads": why,
+    }
     banner = f"{args.role} {client.address} up on network '{profile.name}'"
-    return _serve(ctx, args, build, rpc, banner)
+    return _serve(ctx, args, build, extra, banner)
+
+
+def _threads(ctx: AppContext) -> tuple[int, str]:
+    """[policy] nodes_on_host and thread_cap decide this node's llama.cpp threads."""
+    import psutil
+
+    from engine.policies import thread_decision
+
+    policy = ctx.config.policy
+    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return thread_decision(physical, policy.nodes_on_host, policy.thread_cap or None)
 
 
 def _fund_on_devnet(client: Any) -> None:
@@ -351,7 +372,7 @@ def _serve(
     ctx: AppContext,
     args: argparse.Namespace,
     build: Callable[[Any], Any],
-    rpc: dict[str, Any],
+    extra: dict[str, Any],
     banner: str,
 ) -> int:
     """Start what `build` makes on a fresh bus; log its events, serve the status API, apply
@@ -370,7 +391,7 @@ def _serve(
         recorder.attach(bus)
     node = build(bus)
     commands = CommandQueue()
-    status = _Status(ctx, bus, commands, node, rpc)
+    status = _Status(ctx, bus, commands, node, extra)
     pump = threading.Thread(target=_pump, args=(reader, log_event), daemon=True)
     pump.start()
     started = time.monotonic()
@@ -397,7 +418,7 @@ class _Status:
     """The summary fold and the status API (when `[api] port` is not 0), up before the network."""
 
     def __init__(
-        self, ctx: AppContext, bus: Any, commands: Any, network: Any, rpc: dict[str, Any]
+        self, ctx: AppContext, bus: Any, commands: Any, network: Any, extra: dict[str, Any]
     ) -> None:
         from cortensor_desktop.api import SummaryHolder
         from engine.node_summary import Summary
@@ -407,7 +428,7 @@ class _Status:
         self.commands = commands
         info = {
             "network": ctx.network_name,
-            "rpc": rpc,
+            **extra,  # rpc in use, threads and why
             "home": str(ctx.paths.home) if ctx.paths.home else None,
             "pid": os.getpid(),
         }

@@ -126,6 +126,8 @@ def describe(doc: dict[str, Any]) -> list[str]:
         f"sessions   {doc.get('sessions_ended', 0)} ended, failed txs {doc.get('failed_txs', 0)}, "
         f"worker restarts {doc.get('worker_restarts', 0)}",
     ]
+    if doc.get("threads"):
+        lines.append(f"threads    {doc['threads']}")
     for reason in doc.get("pause_reasons", []):
         lines.append(f"paused     {reason['code']}: {reason['message']}")
     for alert in doc.get("alerts", []):
