@@ -80,7 +80,9 @@ def _write_config(home: Path, profile_text: str) -> None:
     (home / "config" / "config.toml").write_text('[network]\nprofile = "local"\n', "utf-8")
 
 
-def spawn(node: DevnetNode, models_dir: Path) -> DevnetNode:
+def spawn(
+    node: DevnetNode, models_dir: Path, extra_env: dict[str, str] | None = None
+) -> DevnetNode:
     home = Path(node.home)
     (home / "logs").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORTENSOR_")}
@@ -93,6 +95,7 @@ def spawn(node: DevnetNode, models_dir: Path) -> DevnetNode:
             "OMP_NUM_THREADS": "1",
         }
     )
+    env.update(extra_env or {})
     command = [sys.executable, "-m", "cortensor_desktop", "run", "--headless", "--role", node.role]
     with open(home / "logs" / "node.out", "ab") as log:
         process = subprocess.Popen(

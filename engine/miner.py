@@ -27,6 +27,7 @@ from chain.client import ChainClient
 from chain.errors import ChainError
 from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper, commitment, model_id
+from engine import failpoints
 from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
 from engine.errors import ModelError
@@ -284,6 +285,7 @@ class Miner:
             # Sends wait for the receipt, so "sent" and "confirmed" come together here.
             self.journal.mark_sent(task, CommitStage.PRECOMMIT, tx_hash)
             self.journal.mark_confirmed(task, CommitStage.PRECOMMIT)
+            failpoints.hit("miner-after-precommit")
 
     def _resume_precommit(self, task: TaskRef) -> None:
         cognitive = self.client.cognitive
