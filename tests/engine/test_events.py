@@ -154,7 +154,7 @@ def test_validation_event_from_a_verdict_carries_scores_and_thresholds() -> None
     event = ValidationResult.from_verdict(
         verdict, miner="0xabc", task_kind=TaskKind.USER, session_id=3, task_id=4
     )
-    assert not event.passed and event.failed_checks == ("top1",)
+    assert not event.passed and event.failed_checks == ("opening", "top1")
     assert event.top1_agreement == pytest.approx(1 / 3) and event.top1_min == 0.5
     assert event_from_json(event.to_json()) == event
 

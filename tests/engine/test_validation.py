@@ -98,6 +98,17 @@ def test_checksum_level_needs_an_exact_match() -> None:
     assert judge_answer(_answer(100, 100), 1.0, DEFAULTS, checksum_match=False).passed
 
 
+def test_an_answer_that_does_not_open_like_greedy_fails_even_with_high_agreement() -> None:
+    # Fluent repetition from another model: wrong from the first tokens, easy to predict later.
+    diverged = (False, False, False) + (True,) * 97
+    verdict = judge_answer(AnswerLikelihood(diverged, eos_expected_after=True), 0.9, DEFAULTS)
+    assert verdict.top1_agreement >= 0.97
+    assert verdict.failed_checks == (Check.OPENING,)
+    # One near-tie flip in the opening is hardware noise, not a different model.
+    one_flip = (True, True, False) + (True,) * 97
+    assert judge_answer(AnswerLikelihood(one_flip, eos_expected_after=True), 0.9, DEFAULTS).passed
+
+
 def test_bad_settings_and_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="top1_min"):
         ValidationThresholds(top1_min=1.5)
@@ -116,7 +127,8 @@ def test_verdict_passes_exactly_when_every_layer_passes(
         AnswerLikelihood(tuple(top1), eos_expected_after=True), cosine, thresholds
     )
     agreement = sum(top1) / len(top1) if top1 else 0.0
-    expected = bool(top1) and agreement >= threshold and cosine >= 0.30
+    opening_ok = top1[:8].count(False) <= 1
+    expected = bool(top1) and opening_ok and agreement >= threshold and cosine >= 0.30
     assert verdict.passed is expected
     assert 0.0 <= verdict.top1_agreement <= 1.0
 
