@@ -2,7 +2,9 @@
 
 Real processes on a real devnet: `devnet up --oracles 1` runs anvil and the oracle; the test
 starts two miner processes itself, one with the failpoint that SIGKILLs it right after its
-precommit is journaled and sent, then restarts that miner on the same home without it.
+precommit is journaled and sent, then restarts that miner on the same home without it. The
+miners' network profile lists a dead RPC URL first, so every request they make fails over to
+the second: the nodes carry on, across the kill and the restart, without losing journal state.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from chain.events import EventCursor
 from cortensor_desktop.devnet_nodes import alive, prepare_nodes, spawn, stop_all
 
 FAILPOINT = {"CORTENSOR_FAILPOINTS": "miner-after-precommit"}
+DEAD_RPC = "http://127.0.0.1:9"  # nothing listens on the discard port
 
 
 def _until(condition, timeout_s: float, what: str) -> object:  # type: ignore[no-untyped-def]
@@ -39,6 +42,9 @@ def test_killed_miner_process_reveals_after_restart(cli, home: Path, tmp_path: P
     state = json.loads((home / "data" / "devnet" / "local.json").read_text())
     client = connect(int(state["chain_id"]), [state["rpc_url"]], state["contracts"])
     profile = (home / "config" / "networks" / "local.toml").read_text()
+    live = state["rpc_url"]
+    assert f'"{live}"' in profile
+    profile = profile.replace(f'"{live}"', f'"{DEAD_RPC}", "{live}"')  # the first URL is dead
     victim, other = prepare_nodes(tmp_path / "miners", profile, 2, [])
     for node in (victim, other):
         fund(client.web3, node.address, 10**20)
