@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from types import FrameType
+from typing import ClassVar
 
 from engine.events import (
     Alert,
@@ -117,6 +119,8 @@ class StopSignals:
         self.stop = threading.Event()
         self.received: str | None = None
         self._reload_pending = False
+        self.finished = threading.Event()  # set by the run loop once it has stopped cleanly
+        self._console_handler: object = None
 
     def install(self) -> None:
         names = ["SIGTERM", "SIGINT", "SIGBREAK"]
@@ -127,6 +131,36 @@ class StopSignals:
         hup = getattr(signal, "SIGHUP", None)
         if hup is not None:
             signal.signal(hup, self._reload)
+        if sys.platform == "win32":
+            self._install_console_close()
+
+    # Windows: closing the console window, logging off or shutting down are not signals; the
+    # console control handler gets them, on its own thread, and the process dies when it returns.
+    _CONSOLE_EVENTS: ClassVar[dict[int, str]] = {
+        2: "CTRL_CLOSE_EVENT",
+        5: "CTRL_LOGOFF_EVENT",
+        6: "CTRL_SHUTDOWN_EVENT",
+    }
+
+    def _install_console_close(self) -> None:  # pragma: no cover - Windows only, untested here
+        if sys.platform != "win32":
+            return
+        import ctypes
+
+        handler_type = ctypes.WINFUNCTYPE(ctypes.c_bool, ctypes.c_uint)
+
+        def on_console_event(event: int) -> bool:
+            name = self._CONSOLE_EVENTS.get(event)
+            if name is None:
+                return False  # Ctrl+C and Ctrl+Break arrive as SIGINT and SIGBREAK
+            self.received = name
+            self.stop.set()
+            # Windows allows about 5 s before it ends the process: give the run loop its stop.
+            self.finished.wait(4.5)
+            return True
+
+        self._console_handler = handler_type(on_console_event)  # kept alive: ctypes callback
+        ctypes.windll.kernel32.SetConsoleCtrlHandler(self._console_handler, True)
 
     def _reload(self, _signum: int, _frame: FrameType | None) -> None:
         self._reload_pending = True

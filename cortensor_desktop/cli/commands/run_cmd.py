@@ -411,6 +411,7 @@ def _serve(
         if recorder is not None:
             recorder.close()
     _summary(node, time.monotonic() - started)
+    signals.finished.set()
     return ExitCode.OK
 
 
