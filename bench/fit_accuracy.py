@@ -44,18 +44,10 @@ def measure(path: str, n_ctx: int) -> dict[str, int]:
     settings = replace(LoadSettings(), n_ctx=n_ctx, n_gpu_layers=0, n_threads=1)
     process = psutil.Process()
     before = process.memory_info().rss
-    llm = llama_cpp.Llama(
-        model_path=path,
-        n_ctx=settings.n_ctx,
-        n_batch=settings.n_batch,
-        n_ubatch=settings.n_ubatch,
-        n_threads=settings.n_threads,
-        n_gpu_layers=settings.n_gpu_layers,
-        use_mmap=settings.use_mmap,
-        flash_attn=settings.flash_attn,
-        swa_full=settings.swa_full,
-        verbose=False,
-    )
+    from engine.worker_process import load_arguments
+
+    # Exactly the runtime's load, so the ratio measures what a node really holds.
+    llm = llama_cpp.Llama(model_path=path, **load_arguments(settings), verbose=False)
     llm.eval(llm.tokenize(b"The capital of France is"))
     after = process.memory_info().rss
     return {"n_ctx": n_ctx, "rss_before": before, "rss_after": after, "growth": after - before}

@@ -57,6 +57,28 @@ CHECKSUM_TOKENS = 64
 STREAM_FLUSH_S = 0.025
 EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert"})
 _GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
+
+
+def load_arguments(settings: LoadSettings) -> dict[str, Any]:
+    """llama.cpp's load arguments for `settings`: the one place they are spelled out, so the
+    runtime loads exactly what the memory estimate assumed (and bench/fit_accuracy.py measures
+    that same load)."""
+    kv_type = _GGML_TYPES[settings.kv_type]
+    return {
+        "n_ctx": settings.n_ctx,
+        "n_batch": settings.n_batch,
+        "n_ubatch": settings.n_ubatch,
+        "n_threads": settings.n_threads,
+        "n_threads_batch": settings.n_threads,
+        "n_gpu_layers": settings.n_gpu_layers,
+        "use_mmap": settings.use_mmap,
+        "flash_attn": settings.flash_attn,
+        "swa_full": settings.swa_full,
+        "type_k": kv_type,
+        "type_v": kv_type,
+    }
+
+
 _OOM_HINTS = ("alloc", "out of memory", "cannot allocate", "bad_alloc", "mmap", "memory")
 
 
@@ -206,20 +228,10 @@ class _Worker:
         self.unload()
         self.recent_logs.clear()
         started = time.perf_counter()
-        kv_type = _GGML_TYPES[settings.kv_type]
         try:
             llm = llama_cpp.Llama(
                 model_path=path,
-                n_ctx=settings.n_ctx,
-                n_batch=settings.n_batch,
-                n_ubatch=settings.n_ubatch,
-                n_threads=settings.n_threads,
-                n_threads_batch=settings.n_threads,
-                n_gpu_layers=settings.n_gpu_layers,
-                use_mmap=settings.use_mmap,
-                flash_attn=settings.flash_attn,
-                type_k=kv_type,
-                type_v=kv_type,
+                **load_arguments(settings),
                 embedding=is_embedding,
                 pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN if is_embedding else -1,
                 seed=0,
