@@ -30,7 +30,7 @@ from chain.wrappers import ContractWrapper, commitment, model_id
 from engine import failpoints
 from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
-from engine.errors import ModelError
+from engine.errors import ModelError, WorkerCrashedError
 from engine.events import (
     Alert,
     AlertKind,
@@ -415,6 +415,17 @@ class Miner:
         prompt = f"{system}\n\n{user}"
         return self._generate(session_id, prompt, max_tokens).text
 
+    def _generate_once_more_after_a_crash(
+        self, prompt: str, params: SamplingParams
+    ) -> GenerationResult:
+        """A worker that dies mid-answer is restarted by the next request: ask once more, so
+        the task is still answered in its window. Greedy decoding gives the same answer."""
+        try:
+            return self.chat.generate(prompt, params)
+        except WorkerCrashedError as exc:
+            log.warning("the inference worker died mid-answer (%s); asking again", exc)
+            return self.chat.generate(prompt, params)
+
     def _generate(
         self,
         session_id: int,
@@ -423,8 +434,9 @@ class Miner:
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
     ) -> GenerationResult:
+        params = SamplingParams(max_tokens=max_tokens)
         try:
-            result = self.chat.generate(prompt, SamplingParams(max_tokens=max_tokens))
+            result = self._generate_once_more_after_a_crash(prompt, params)
         except ModelError as exc:
             self._publish(
                 Alert(

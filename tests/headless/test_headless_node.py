@@ -165,6 +165,7 @@ def test_summary_events_and_metrics_of_a_running_node(node: Node) -> None:
     assert json.loads(result.stdout)["state"] in ("running", "starting")
 
 
+@pytest.mark.timeout(600)  # its own waits are up to 300 s each on a loaded machine
 def test_a_killed_inference_worker_is_restarted_and_the_node_carries_on(node: Node) -> None:
     ended = _until(lambda: node.summary()["sessions_ended"], 300, "a first session", node)
     victim = next(w for w in node.summary()["workers"] if w["name"].startswith("miner"))

@@ -7,6 +7,9 @@ SIGKILL. (The multi-process SIGKILL on anvil belongs to the devnet tests.)
 
 from __future__ import annotations
 
+import os
+import signal
+
 from chain.events import EventCursor
 from engine.journal import CommitState, TaskRef
 from engine.miner import Miner
@@ -51,3 +54,27 @@ def test_killed_after_precommit_reveals_after_restart(make_network) -> None:
     assert [str(e.args["answer"]) for e in reveals if str(e.args["miner"]) == reborn.address] == [
         answer_before
     ]
+
+
+def test_worker_killed_before_an_answer_is_restarted_and_the_answer_still_made(
+    make_network,  # type: ignore[no-untyped-def]
+) -> None:
+    network = make_network(miners=2, threads=False)
+    oracle, (victim, other) = network.oracle, network.miners
+    cognitive = victim.client.cognitive
+    step_until(lambda: int(cognitive.call("sessionCount")) >= 1, [oracle, victim, other])
+    # The victim may be creator or preparer: everyone steps until the prompts are prepared,
+    # then only the oracle, which starts the session: answers are due, none is made yet.
+    step_until(lambda: cognitive.state(1) >= 3, [oracle, victim, other])
+    step_until(lambda: cognitive.state(1) >= 4, [oracle])
+    worker = next(w for name, w in network.workers if name.endswith(victim.address[:10]))
+    dead_pid = worker.pid
+    assert dead_pid is not None
+    os.kill(dead_pid, signal.SIGKILL)  # the worker dies before the miner answers
+
+    task = TaskRef(TaskKind.NETWORK, 1)
+    step_until(lambda: victim.journal.get(task) is not None, [victim], timeout_s=60)
+    assert worker.pid not in (None, dead_pid)  # a fresh worker process answered
+    step_until(lambda: oracle.sessions_ended >= 1, [oracle, victim, other])
+    scored = EventCursor("Cognitive", cognitive.contract, "MinerScored", 0).poll()
+    assert {str(e.args["miner"]): bool(e.args["passed"]) for e in scored}[victim.address]
