@@ -24,7 +24,8 @@ from engine.validation import (
     medoid,
 )
 
-PASS_SCORE = 60  # Cognitive.PASS_SCORE: a score at or above it passes on chain
+PASS_SCORE = 60
+TOKEN_LIMIT_SLACK = 2  # Cognitive.PASS_SCORE: a score at or above it passes on chain
 
 
 class ChatModel(Protocol):
@@ -100,7 +101,10 @@ class Validator:
             top1=tuple(t.top1 for t in scored.tokens),
             logprobs=tuple(t.logprob for t in scored.tokens),
             eos_expected_after=scored.ends_properly,
-            hit_token_limit=len(scored.tokens) >= max_tokens,
+            # Re-tokenizing the answer's text can merge a token or two: an answer generated up
+            # to the limit then counts a little under it (measured: 95 for a limit of 96).
+            hit_token_limit=len(scored.tokens) >= max_tokens - TOKEN_LIMIT_SLACK,
+            end_logprob=scored.end_logprob,
         )
         cosine = cosine_similarity(reference_vector, answer_vector) if answer.strip() else 0.0
         verdict = judge_answer(likelihood, cosine, self.thresholds)

@@ -334,3 +334,13 @@ def test_selection_spreads_picks_over_time() -> None:
     # 210 picks over 7 miners: 30 each on average; cooldown keeps everyone close to that.
     assert set(counts) == set(MINERS)
     assert max(counts.values()) - min(counts.values()) <= 6
+
+
+def test_a_near_tied_ending_counts_but_an_unlikely_one_does_not() -> None:
+    tokens = (True,) * 20
+    near_tie = AnswerLikelihood(tokens, eos_expected_after=False, end_logprob=-0.9)
+    assert judge_answer(near_tie, 0.9, DEFAULTS).passed
+    cut_off = AnswerLikelihood(tokens, eos_expected_after=False, end_logprob=-7.5)
+    assert judge_answer(cut_off, 0.9, DEFAULTS).failed_checks == (Check.ENDING,)
+    unmeasured = AnswerLikelihood(tokens, eos_expected_after=False)
+    assert judge_answer(unmeasured, 0.9, DEFAULTS).failed_checks == (Check.ENDING,)
