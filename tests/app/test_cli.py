@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from cortensor_desktop import __version__
 from cortensor_desktop.cli.main import build_parser
 
@@ -93,3 +95,21 @@ def test_config_init_refuses_to_overwrite(cli) -> None:
     assert again.returncode == 3
     assert re.search(r"already exists; use --force", again.stderr)
     assert cli("config", "init", "--force").returncode == 0
+
+
+def test_run_on_a_recorded_cpu_without_avx2_stops_with_exit_7_before_loading_llama(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Recorded probe (a Xeon E5 v2 without AVX2): this machine has AVX2, so the CPU is fed in."""
+    import profiler.probe
+    from cortensor_desktop.cli.main import main
+    from profiler.hardware import load_hardware_file
+
+    recorded = Path(__file__).parents[1] / "profiler/recorded/xeon_e5_no_avx2_recorded.json"
+    monkeypatch.setattr(profiler.probe, "probe", lambda **_: load_hardware_file(recorded))
+    code = main(["run", "--headless"])
+    err = capsys.readouterr().err
+    assert code == 7
+    assert "this CPU lacks" in err and "AVX2" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

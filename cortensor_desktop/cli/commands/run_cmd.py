@@ -100,6 +100,7 @@ def _run(ctx: AppContext, args: argparse.Namespace) -> int:
         return _run_replay(args)
     if args.miners < 1 or args.miners > 8:
         raise UsageError("--miners must be between 1 and 8 on the embedded network")
+    _check_cpu_runs_this_build(ctx)
     if ctx.network.embedded:
         if not args.headless and wants_dashboard():
             return _run_dashboard(ctx, args)
@@ -357,6 +358,20 @@ def _threads(ctx: AppContext) -> tuple[int, str]:
     policy = ctx.config.policy
     physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
     return thread_decision(physical, policy.nodes_on_host, policy.thread_cap or None)
+
+
+def _check_cpu_runs_this_build(ctx: AppContext) -> None:
+    """Say "this CPU lacks AVX2" (exit 7) before a worker dies of an illegal instruction."""
+    from profiler.errors import DoesNotFitError
+    from profiler.hardware import missing_build_simd
+    from profiler.probe import probe
+
+    missing = missing_build_simd(probe(cache=ctx.database, models_dir=ctx.models_dir))
+    if missing:
+        raise DoesNotFitError(
+            f"this CPU lacks {', '.join(m.upper() for m in missing)}, which this llama.cpp build "
+            "needs: install a build for older CPUs (docs/INSTALL.md, 'CPU baseline')"
+        )
 
 
 def _fund_on_devnet(client: Any) -> None:
