@@ -3,7 +3,7 @@
 A view (the dashboard) never touches the engine objects: it reads the bus and puts commands on
 the `CommandQueue`. This host takes them off the queue and answers each with a `CommandHandled`
 event. What the embedded engine can do today it does (pause and resume the miners); what it
-cannot (a live benchmark, a withdrawal through the wallet flow) is refused with a message that
+cannot (a withdrawal through the wallet flow) is refused with a message that
 says so, never silently accepted. No textual here: a status API can host the same way.
 """
 
@@ -25,6 +25,7 @@ from engine.events import (
     NodeStateChanged,
     PauseReason,
 )
+from engine.node_control import request_benchmarks
 from engine.protocol import NodeRole
 
 log = logging.getLogger(__name__)
@@ -138,10 +139,7 @@ class NetworkHost:
                 )
             return True, f"{len(miners)} miners resumed"
         if isinstance(command, Benchmark):
-            return False, (
-                "a live benchmark is not wired into the embedded network yet: "
-                "stop the node and run `cortensor-desktop bench`"
-            )
+            return request_benchmarks(miners)
         if isinstance(command, Withdraw):
             return False, (
                 "withdrawals need the wallet flow, which the embedded network does not have yet; "

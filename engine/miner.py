@@ -28,6 +28,7 @@ from chain.errors import ChainError
 from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper, commitment, model_id
 from engine import failpoints
+from engine.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
 from engine.errors import ModelError, WorkerCrashedError
@@ -59,7 +60,7 @@ from engine.network_tasks import (
     topic_request,
 )
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
-from engine.runtime_types import GenerationResult, SamplingParams
+from engine.runtime_types import BenchResult, GenerationResult, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,18 @@ class ChatModel(Protocol):
     """What the miner needs of the runtime (InferenceWorker satisfies it)."""
 
     def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+
+
+class BenchableModel(ChatModel, Protocol):
+    """A runtime that can also benchmark itself (InferenceWorker); test doubles may not."""
+
+    def bench(self, prompt: str = ..., runs: int = ..., gen_tokens: int = ...) -> BenchResult: ...
+
+
+# The on-chain tier code (NodeRegistry) -> the profiler's tier name.
+TIER_NAMES = ("cpu-low", "cpu-high", "gpu-quantized", "gpu-full")
+LIVE_BENCH_RUNS = 2
+LIVE_BENCH_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,7 @@ class Miner:
         self._watcher: ChainWatcher | None = None
         self.paused = False
         self.tasks_done = 0
+        self._benchmark_wanted = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -175,10 +189,48 @@ class Miner:
         """One pass: ping when due, then react to every new chain event in order."""
         if self._watcher is None:
             raise RuntimeError("call preflight() first")
+        if self._benchmark_wanted.is_set():
+            self._benchmark_wanted.clear()
+            self._benchmark()
         if not self.paused:
             self._ping_if_due()
         for event in self._watcher.poll(self._head()):
             self._handle(event)
+
+    def request_benchmark(self) -> tuple[bool, str]:
+        """Benchmark the served model between tasks (the worker serves one request at a time)."""
+        if not callable(getattr(self.chat, "bench", None)):
+            return False, "this miner's runtime cannot benchmark itself"
+        self._benchmark_wanted.set()
+        return True, "benchmark queued: it runs between tasks"
+
+    def _benchmark(self) -> None:
+        import llama_cpp
+
+        chat: BenchableModel = self.chat  # type: ignore[assignment]  # request_benchmark checked
+        started = time.monotonic()
+        try:
+            result = chat.bench(runs=LIVE_BENCH_RUNS, gen_tokens=LIVE_BENCH_TOKENS)
+        except (ModelError, WorkerCrashedError) as exc:
+            self._publish(
+                Alert(
+                    kind=AlertKind.WORKER_CRASH,
+                    severity=Severity.WARNING,
+                    message=f"benchmark failed: {exc}",
+                )
+            )
+            return
+        model = self.settings.model_name
+        document = bench_document(
+            result,
+            model,
+            quant_of_file(result.model),
+            time.monotonic() - started,
+            llama_cpp.__version__,
+        )
+        store_benchmark(self.journal.db, document)
+        tier = TIER_NAMES[self.settings.tier] if 0 <= self.settings.tier < 4 else None
+        self._publish(benchmark_event(result, document, tier))
 
     def resume(self) -> None:
         """After a restart: reveal what was precommitted, send what was prepared but not sent."""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.commands import Command, Pause, ReloadConfig, Resume, Stop
+from engine.commands import Benchmark, Command, Pause, ReloadConfig, Resume, Stop
 from engine.events import (
     Alert,
     AlertKind,
@@ -113,6 +113,8 @@ class NodeController:
                 rest = {k: v for k, v in self.reasons.items() if k != code}
                 self.set_reasons(rest)
                 return True, "resumed" if not rest else f"still paused: {', '.join(sorted(rest))}"
+            case Benchmark():
+                return request_benchmarks(self.miners)
             case ReloadConfig():
                 if self._reload is None:
                     return False, "this node cannot reload its config"
@@ -323,6 +325,20 @@ def hottest_nvidia_gpu() -> float | None:
 
     temps = [g.temperature_c for g in probe_nvidia() if g.temperature_c is not None]
     return max(temps) if temps else None
+
+
+def request_benchmarks(miners: Sequence[object]) -> tuple[bool, str]:
+    """Ask every miner that can to benchmark its model between tasks (`BenchmarkResult` follows)."""
+    answers = [
+        request()
+        for request in (getattr(m, "request_benchmark", None) for m in miners)
+        if callable(request)
+    ]
+    queued = sum(1 for accepted, _ in answers if accepted)
+    if not queued:
+        reasons = sorted({message for _, message in answers}) or ["no miner here can benchmark"]
+        return False, "; ".join(reasons)
+    return True, f"benchmark queued on {queued} miner(s): it runs between tasks"
 
 
 def with_source(command: Command, source: str) -> Command:

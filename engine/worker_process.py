@@ -576,6 +576,7 @@ class _Worker:
         assert self.report is not None
         prompt_tps: list[float] = []
         gen_tps: list[float] = []
+        ttfts: list[float] = []
         # The checksum run has a fixed length, so checksums compare across --tokens values.
         checksum_run = self.op_generate(
             rid, prompt, SamplingParams(max_tokens=CHECKSUM_TOKENS), False, stream=False
@@ -588,6 +589,7 @@ class _Worker:
             last = self.op_generate(rid, prompt, timed, False, stream=False)
             prompt_tps.append(last.figures.prompt_tokens_per_s)
             gen_tps.append(last.figures.tokens_per_s)
+            ttfts.append(last.figures.ttft_s)
         digest = hashlib.sha256()
         digest.update(",".join(map(str, checksum_run.token_ids)).encode())
         digest.update(b"\0" + checksum_run.text.encode("utf-8"))
@@ -606,6 +608,7 @@ class _Worker:
             output_text=checksum_run.text,
             settings=self.report.used,
             system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+            extra={"ttft_s": statistics.median(ttfts)} if ttfts else {},
         )
 
     def op_memory(self, rid: int) -> dict[str, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.commands import Pause, ReloadConfig, Resume, Withdraw
+from engine.commands import Benchmark, Pause, ReloadConfig, Resume, Withdraw
 from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged, Subscription
 from engine.node_control import NodeController, PolicyMonitor, psutil_sampler
 from engine.policies import HourWindow, PolicySettings
@@ -177,3 +177,36 @@ def test_gpu_temperature_is_the_hottest_nvidia_gpu_and_unknown_without_one(
     sampler = psutil_sampler(dict, lambda: None, lambda: datetime(2026, 11, 20, 12), lambda: 83.0)
     PolicyMonitor(control, settings, sampler).tick(0.0)
     assert miners[0].paused and "GPU temperature 83" in control.reasons["temperature"]
+
+
+def test_benchmark_is_queued_on_miners_that_can_and_refused_where_none_can() -> None:
+    _, _, _, control = _controller()
+    refused = control.handle(Benchmark())
+    assert not refused.accepted and "no miner here can benchmark" in refused.message
+    asked: list[str] = []
+
+    @dataclass
+    class BenchingMiner(FakeMiner):
+        def request_benchmark(self) -> tuple[bool, str]:
+            asked.append(self.address)
+            return True, "queued"
+
+    control.miners = [BenchingMiner("0xc"), FakeMiner("0xd")]
+    queued = control.handle(Benchmark(source="test"))
+    assert queued.accepted and "1 miner" in queued.message
+    assert asked == ["0xc"]
+
+
+@pytest.mark.parametrize(
+    ("name", "quant"),
+    [
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1"),
+        ("gemma-3-270m-it-q4_k_m.gguf", "Q4_K_M"),
+        ("all-MiniLM-L6-v2.F16.gguf", "F16"),
+        ("model.gguf", "unknown"),
+    ],
+)
+def test_quant_is_read_from_the_gguf_file_name(name: str, quant: str) -> None:
+    from engine.benchmarks import quant_of_file
+
+    assert quant_of_file(Path("/models") / name) == quant

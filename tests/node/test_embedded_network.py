@@ -53,3 +53,29 @@ def test_network_task_passes_seven_states_and_a_canned_miner_fails(make_network)
 
     points = [e for e in events if isinstance(e, PointsUpdated)]
     assert points and all(p.precommit_score == 1.0 for p in points)
+
+
+def test_benchmark_command_measures_the_served_model_between_tasks(make_network) -> None:
+    from cortensor_desktop.node_host import NetworkHost
+    from engine.commands import Benchmark
+    from engine.events import BenchmarkResult, CommandHandled
+
+    bus = EventBus()
+    sub = bus.subscribe(maxsize=10_000)
+    network = make_network(miners=1, bus=bus)
+    answer = NetworkHost(network).handle(Benchmark(source="test"))
+    assert answer.accepted, answer.message
+    deadline = time.monotonic() + 120
+    results: list[BenchmarkResult] = []
+    while not results:
+        assert time.monotonic() < deadline, "no benchmark result in time"
+        time.sleep(0.5)
+        results = [e for e in sub.drain() if isinstance(e, BenchmarkResult)]
+    (result,) = results
+    assert result.node == network.miners[0].address
+    assert result.model_id == "smollm2-135m-instruct" and result.quant == "Q4_1"
+    assert result.gen_tokens_per_s > 0 and result.prompt_tokens_per_s > 0
+    assert 0 < result.ttft_s < 30 and result.checksum and result.tier == "cpu-low"
+    rows = network.db.query("SELECT model_id, quant FROM benchmarks")
+    assert [(r["model_id"], r["quant"]) for r in rows] == [("smollm2-135m-instruct", "Q4_1")]
+    assert not [e for e in sub.drain() if isinstance(e, CommandHandled) and not e.accepted]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -215,6 +214,7 @@ def _bench(ctx: AppContext, args: argparse.Namespace) -> int:
     import llama_cpp
 
     from cortensor_desktop.cli.commands.models_cmd import open_store
+    from engine.benchmarks import bench_document, store_benchmark
     from engine.runtime import InferenceWorker
 
     store = open_store(ctx)
@@ -225,29 +225,9 @@ def _bench(ctx: AppContext, args: argparse.Namespace) -> int:
         result = worker.bench(runs=args.runs, gen_tokens=args.tokens)
     quant = _quant_of(entry, path)
     model_id = entry.id if entry else path.name
-    document: dict[str, Any] = {
-        "model": model_id,
-        "quant": quant,
-        "model_path": str(path),
-        "prompt_tokens_per_s": round(result.prompt_tokens_per_s, 2),
-        "gen_tokens_per_s": round(result.gen_tokens_per_s, 2),
-        "prompt_tokens_per_s_runs": [round(x, 2) for x in result.prompt_tokens_per_s_runs],
-        "gen_tokens_per_s_runs": [round(x, 2) for x in result.gen_tokens_per_s_runs],
-        "prompt_tokens": result.prompt_tokens,
-        "gen_tokens": result.gen_tokens,
-        "runs": result.runs,
-        "peak_rss_bytes": result.peak_rss_bytes,
-        "output_sha256": result.output_sha256,
-        "settings": asdict(result.settings),
-        "llama_cpp_python": llama_cpp.__version__,
-        "system_info": result.system_info,
-        "seconds": round(time.monotonic() - started, 2),
-    }
-    with ctx.database.transaction() as conn:
-        conn.execute(
-            "INSERT INTO benchmarks (model_id, quant, created_at, result) VALUES (?, ?, ?, ?)",
-            (model_id, quant, time.time(), json.dumps(document)),
-        )
+    elapsed = time.monotonic() - started
+    document = bench_document(result, model_id, quant, elapsed, llama_cpp.__version__)
+    store_benchmark(ctx.database, document)
     if ctx.json_output:
         ctx.emit_json(document)
     else:
@@ -266,5 +246,6 @@ def _quant_of(entry: ModelEntry | None, path: Path) -> str:
             if variant.file_name == path.name:
                 return variant.quant
         return entry.quants[0].quant
-    stem = path.stem
-    return stem.rsplit(".", 1)[-1] if "." in stem else "unknown"
+    from engine.benchmarks import quant_of_file
+
+    return quant_of_file(path)
