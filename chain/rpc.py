@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
@@ -24,6 +25,15 @@ from chain.errors import RpcUnavailable
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def public_url(url: str) -> str:
+    """scheme://host:port only: a hosted RPC's path or query often carries its API key."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "/..." if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -74,7 +84,7 @@ class FailoverProvider(BaseProvider):
                 except Exception as exc:
                     if not _is_transient(exc):
                         raise
-                    failures.append(f"{self.urls[index]}: {type(exc).__name__}")
+                    failures.append(f"{public_url(self.urls[index])}: {type(exc).__name__}")
                     continue
                 self._switch_to(index)
                 return response
@@ -88,7 +98,11 @@ class FailoverProvider(BaseProvider):
             return
         with self._lock:
             if index != self._current:
-                log.warning("RPC failover: %s -> %s", self.urls[self._current], self.urls[index])
+                log.warning(
+                    "RPC failover: %s -> %s",
+                    public_url(self.urls[self._current]),
+                    public_url(self.urls[index]),
+                )
                 self._current = index
                 self.generation += 1
 
@@ -129,7 +143,7 @@ class HttpBackend:
 
     @property
     def description(self) -> str:
-        return self.provider.current_url
+        return public_url(self.provider.current_url)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper, commitment, model_id
 from engine import failpoints
 from engine.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
+from engine.chain_health import ChainHealth
 from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
 from engine.errors import ModelError, WorkerCrashedError
@@ -152,6 +153,7 @@ class Miner:
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
+        self.health = ChainHealth(client.backend, self._publish)
 
     # -- lifecycle ------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -180,8 +182,10 @@ class Miner:
         while not stop.is_set():
             try:
                 self.step()
+                self.health.step_ok()
             except ChainError as exc:
                 log.warning("miner %s: chain error: %s", self.address[:10], exc)
+                self.health.step_failed(exc)
             waiter.wait(stop)
         self._publish(NodeStateChanged(state=NodeState.STOPPED))
 
@@ -541,8 +545,10 @@ class Miner:
             tx_hash = send()
         except ChainError as exc:
             self._publish(report(TxStatus.FAILED, None, str(exc)))
+            self.health.tx_failed(str(exc))
             return None
         self._publish(report(TxStatus.CONFIRMED, tx_hash, ""))
+        self.health.tx_confirmed()
         return tx_hash
 
     def _ping_if_due(self) -> None:

@@ -22,6 +22,7 @@ from chain.client import ChainClient
 from chain.errors import ChainError
 from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper
+from engine.chain_health import ChainHealth
 from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
 from engine.events import (
@@ -106,6 +107,7 @@ class Oracle:
         self._last_picked: dict[str, float] = {}
         self._watcher: ChainWatcher | None = None
         self.sessions_ended = 0
+        self.health = ChainHealth(client.backend, self._publish)
         self.judgements: list[Judgement] = []
         self._user_open: dict[int, _UserTask] = {}
         self.user_results: dict[int, _UserTask] = {}
@@ -125,8 +127,10 @@ class Oracle:
         while not stop.is_set():
             try:
                 self.step()
+                self.health.step_ok()
             except ChainError as exc:
                 log.warning("oracle: chain error: %s", exc)
+                self.health.step_failed(exc)
             waiter.wait(stop)
 
     def step(self) -> None:
