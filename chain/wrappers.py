@@ -48,6 +48,7 @@ class NodeInfo:
     successes: int
     payout: str
     app_version: str
+    away: bool = False  # paused by its operator: out of selection and the pool
 
 
 class ContractWrapper:
@@ -110,6 +111,9 @@ class NodeRegistry(ContractWrapper):
     def set_payout(self, payout: str) -> TxResult:
         return self._tx("setPayout", payout)
 
+    def set_away(self, away: bool) -> TxResult:
+        return self._tx("setAway", away)
+
     def add_oracle(self, oracle: str) -> TxResult:
         return self._tx("addOracle", oracle)
 
@@ -126,9 +130,15 @@ class NodeRegistry(ContractWrapper):
         return self._tx("takeover")
 
     def node_info(self, node: str) -> NodeInfo:
-        status, tier, memory_mb, successes, payout, app_version = self._call("nodeInfo", node)
+        status, tier, memory_mb, successes, payout, away, app_version = self._call("nodeInfo", node)
         return NodeInfo(
-            int(status), int(tier), int(memory_mb), int(successes), str(payout), str(app_version)
+            int(status),
+            int(tier),
+            int(memory_mb),
+            int(successes),
+            str(payout),
+            str(app_version),
+            bool(away),
         )
 
     def models_of(self, node: str) -> list[bytes]:
@@ -142,6 +152,16 @@ class NodeRegistry(ContractWrapper):
 
     def miner_at(self, index: int) -> str:
         return str(self._call("minerAt", index))
+
+    def candidate_at(self, index: int) -> tuple[str, bool]:
+        """The index-th miner and whether it is away (paused), in one call."""
+        node, away = self._call("candidateAt", index)
+        return str(node), bool(away)
+
+    def present_miners(self) -> list[str]:
+        """Registered miners that are not away: the ones selection and assignment may pick."""
+        candidates = (self.candidate_at(i) for i in range(self.miner_count()))
+        return [node for node, away in candidates if not away]
 
 
 class NodeStats(ContractWrapper):

@@ -39,6 +39,7 @@ from engine.events import (
     Event,
     EventBus,
     InferenceFinished,
+    LogLine,
     NetworkTaskStage,
     NodeState,
     NodeStateChanged,
@@ -154,11 +155,14 @@ class Miner:
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
         self.health = ChainHealth(client.backend, self._publish)
+        self._away_on_chain = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def preflight(self) -> None:
         self._publish(NodeStateChanged(state=NodeState.PREFLIGHT))
-        if self.client.registry.node_info(self.address).status != 0:
+        info = self.client.registry.node_info(self.address)
+        self._away_on_chain = info.away
+        if info.status != 0:
             self._step("registered", StepStatus.OK, "already registered")
         else:
             s = self.settings
@@ -196,10 +200,27 @@ class Miner:
         if self._benchmark_wanted.is_set():
             self._benchmark_wanted.clear()
             self._benchmark()
+        if self.paused != self._away_on_chain:
+            self._set_away(self.paused)
         if not self.paused:
             self._ping_if_due()
         for event in self._watcher.poll(self._head()):
             self._handle(event)
+
+    def _set_away(self, away: bool) -> None:
+        """Paused: out of selection and the pool on chain, so no deadline is missed meanwhile."""
+
+        def report(status: TxStatus, tx_hash: str | None, error: str) -> Event:
+            what = "away: out of selection and the pool" if away else "back in selection"
+            ok = status is TxStatus.CONFIRMED
+            return LogLine(
+                level="info" if ok else "warning",
+                logger="miner",
+                message=f"{what} (tx {tx_hash})" if ok else f"could not mark {what}: {error}",
+            )
+
+        if self._transact(lambda: self.client.registry.set_away(away).tx_hash, report):
+            self._away_on_chain = away
 
     def request_benchmark(self) -> tuple[bool, str]:
         """Benchmark the served model between tasks (the worker serves one request at a time)."""
@@ -269,7 +290,8 @@ class Miner:
         elif event.name == "RoleReassigned":
             self._reassigned(session_id, view, args)
         elif event.name == "SessionStarted":
-            if any(self._is_me(str(m)) for m in args["miners"]) and not self.paused:
+            # Selected before the away flag reached the chain: finish it (pause finishes a task).
+            if any(self._is_me(str(m)) for m in args["miners"]):
                 self._answer(session_id, view)
         elif event.name == "CommitOpened":
             self._reveal(session_id)

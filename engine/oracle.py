@@ -177,7 +177,7 @@ class Oracle:
         )
         if not due or len(self._open) >= self.settings.max_open_sessions:
             return
-        miners = self._registered_miners()
+        miners = self.client.registry.present_miners()
         if not miners:
             return
         self._last_request = now
@@ -204,10 +204,6 @@ class Oracle:
         for miner in picked:
             self._last_picked[miner] = now
         return picked[0], picked[-1]
-
-    def _registered_miners(self) -> list[str]:
-        registry = self.client.registry
-        return [registry.miner_at(i) for i in range(registry.miner_count())]
 
     # -- events ---------------------------------------------------------------------------
     def _note(self, event: ChainEvent) -> None:
@@ -250,12 +246,17 @@ class Oracle:
             self._open.pop(session_id, None)
 
     def _start(self, session_id: int) -> None:
-        count = min(self.settings.miners_per_task, self.client.registry.miner_count())
+        present = len(self.client.registry.present_miners())
+        count = min(self.settings.miners_per_task, present)
+        if count == 0:
+            return  # every miner is away (paused): the session waits until one is back
         result = self.client.cognitive.start(session_id, count)
         self._stage(session_id, NetworkStage.START, result.tx_hash, f"{count} miners selected")
 
     def _reassign(self, session_id: int, state: int) -> None:
-        miners = self._registered_miners()
+        miners = self.client.registry.present_miners()
+        if not miners:
+            return
         now = self._clock()
         seed = hashlib.sha256(f"reassign:{session_id}:{now}".encode()).digest()
         nxt, _ = self._pick_roles(miners, seed, now)
@@ -338,7 +339,7 @@ class Oracle:
     def _assign(self, task_id: int, task: _UserTask) -> None:
         session = self.client.queue.call("sessions", task.session_id)
         k, model = int(session[3]), bytes(session[5])
-        eligible = [m for m in self._registered_miners() if self._serves(m, model)]
+        eligible = [m for m in self.client.registry.present_miners() if self._serves(m, model)]
         if len(eligible) < k:
             return  # not enough eligible miners yet; the task waits in the queue
         now = self._clock()

@@ -27,9 +27,9 @@ class SubmittedTask:
 
 
 def eligible_for_precision(client: ChainClient, precision: str) -> int:
-    """How many registered miners could serve a session of this precision."""
+    """How many registered miners, not away, could serve a session of this precision."""
     registry = client.registry
-    miners = [registry.miner_at(i) for i in range(registry.miner_count())]
+    miners = registry.present_miners()
     if precision == "quantized":
         return len(miners)
     return sum(1 for m in miners if registry.node_info(m).tier == FULL_PRECISION_TIER)

@@ -128,7 +128,8 @@ contract Cognitive is RegistryUser {
         uint256 total = registry.minerCount();
         uint256 offset = total == 0 ? 0 : uint256(keccak256(abi.encode(s.seed, id, block.prevrandao))) % total;
         for (uint256 i = 0; i < total && chosen.length < count; i++) {
-            address m = registry.minerAt((offset + i) % total);
+            (address m, bool away) = registry.candidateAt((offset + i) % total);
+            if (away) continue;
             uint64 last = lastSelectedAt[m];
             if (last != 0 && last + selectionCooldown > block.timestamp) continue;
             lastSelectedAt[m] = uint64(block.timestamp);

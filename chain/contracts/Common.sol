@@ -2,7 +2,7 @@
 pragma solidity ^0.8.24;
 
 // Bumped whenever a contract's interface or semantics change; the client warns on a mismatch.
-uint16 constant PROTOCOL_VERSION = 1;
+uint16 constant PROTOCOL_VERSION = 2;
 
 // Stages counted in NodeStats (uint8 so a counter key stays one byte).
 uint8 constant STAGE_CREATE = 0;
@@ -28,6 +28,7 @@ error HashMismatch();
 error PingTooSoon(uint64 nextAllowed);
 error NotInPool(address node);
 error WrongModel(address node);
+error NodeAway(address node);
 error NodeBusy(address node);
 error InCooldown(address node);
 error NotEnoughMiners(uint256 available);
@@ -48,6 +49,7 @@ interface INodeRegistry {
     function payoutOf(address node) external view returns (address);
     function minerCount() external view returns (uint256);
     function minerAt(uint256 i) external view returns (address);
+    function candidateAt(uint256 i) external view returns (address node, bool away);
 }
 
 interface INodeStats {

@@ -17,6 +17,7 @@ contract NodeRegistry {
         uint32 memoryMb;
         uint32 successes;
         address payout;
+        bool away; // paused by its operator: not selected, not assigned (same slot as payout)
         string appVersion;
     }
 
@@ -40,6 +41,7 @@ contract NodeRegistry {
     event NodeRegistered(address indexed node, address payout, uint8 tier, uint32 memoryMb, string appVersion, bytes32[] models);
     event NodeSpecUpdated(address indexed node, uint8 tier, uint32 memoryMb, string appVersion, bytes32[] models);
     event PayoutChanged(address indexed node, address payout);
+    event NodeAwayChanged(address indexed node, bool away);
     event NodeEphemeral(address indexed node, uint32 successes);
     event NodeRemovedFromPool(address indexed node);
     event OracleAdded(address indexed oracle);
@@ -134,6 +136,15 @@ contract NodeRegistry {
         emit PayoutChanged(msg.sender, payout);
     }
 
+    /// A paused node steps out of selection and the user-task pool, keeping its status and
+    /// successes, so the deadlines it would miss while paused are never held against it.
+    function setAway(bool away) external {
+        Node storage n = _node(msg.sender);
+        if (n.away == away) return;
+        n.away = away;
+        emit NodeAwayChanged(msg.sender, away);
+    }
+
     // ---- oracles ----
 
     function checkOracle(address who) external view {
@@ -161,7 +172,9 @@ contract NodeRegistry {
 
     /// Reverts unless `node` is in the user-task pool and serves `model` (SessionQueue.assign).
     function checkPool(address node, bytes32 model) external view {
-        if (nodes[node].status != Status.Ephemeral) revert NotInPool(node);
+        Node storage n = nodes[node];
+        if (n.status != Status.Ephemeral) revert NotInPool(node);
+        if (n.away) revert NodeAway(node);
         if (!servesModel[node][model]) revert WrongModel(node);
     }
 
@@ -203,6 +216,12 @@ contract NodeRegistry {
 
     function minerCount() external view returns (uint256) {
         return miners.length;
+    }
+
+    /// One read for the on-chain selection: the i-th miner and whether it is away.
+    function candidateAt(uint256 i) external view returns (address node, bool away) {
+        node = miners[i];
+        away = nodes[node].away;
     }
 
     function minerAt(uint256 i) external view returns (address) {

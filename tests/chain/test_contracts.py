@@ -375,9 +375,9 @@ def test_failures_in_a_row_take_a_node_out_of_the_pool(embedded: EmbeddedChain) 
 def test_protocol_version_mismatch_warns(embedded: EmbeddedChain, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     import chain.client
 
-    monkeypatch.setattr(chain.client, "PROTOCOL_VERSION", 2)
-    assert embedded.client().check_protocol() == 1
-    assert "protocol version 1, this app speaks 2" in caplog.text
+    monkeypatch.setattr(chain.client, "PROTOCOL_VERSION", 3)
+    assert embedded.client().check_protocol() == 2
+    assert "protocol version 2, this app speaks 3" in caplog.text
 
 
 def test_commit_window_close_after_a_precommit_failure_lists_only_the_late(
@@ -417,3 +417,32 @@ def test_precommit_implies_the_ack_but_not_twice_and_not_for_others(
     outsider = _funded(embedded)
     with _revert("NotSelected"):
         outsider.queue.commit(task, "Paris", SALT)
+
+
+def test_an_away_miner_is_skipped_by_selection_and_assignment_and_keeps_its_place(
+    embedded: EmbeddedChain,
+) -> None:
+    oracle, miners = _pool(embedded, 3)
+    away = miners[0]
+    with _revert("NotRegistered"):
+        _funded(embedded).registry.set_away(True)
+    result = away.registry.set_away(True)
+    changed = [e for e in away.registry.events(result) if e.name == "NodeAwayChanged"]
+    assert changed[0].args["away"] is True
+    assert away.registry.node_info(away.address).away
+    assert oracle.registry.present_miners() == [m.address for m in miners[1:]]
+    _, task = _user_task(embedded, 1)
+    with _revert("NodeAway"):
+        oracle.queue.assign(task, [away.address])
+    embedded.advance_time(3600)  # past every selection cooldown
+    sid, _ = oracle.cognitive.request(b"\x02" * 32, miners[1].address, miners[2].address)
+    miners[1].cognitive.create(sid, "rivers")
+    miners[2].cognitive.prepare(sid, '["Which river flows through Paris?"]')
+    with _revert("NotEnoughMiners"):
+        oracle.cognitive.start(sid, 3)
+    oracle.cognitive.start(sid, 2)
+    assert sorted(oracle.cognitive.selected(sid)) == sorted(m.address for m in miners[1:])
+    away.registry.set_away(False)
+    info = away.registry.node_info(away.address)
+    assert (info.status, info.away) == (2, False)  # back in the pool, successes kept
+    oracle.queue.assign(task, [away.address])

@@ -79,3 +79,30 @@ def test_benchmark_command_measures_the_served_model_between_tasks(make_network)
     rows = network.db.query("SELECT model_id, quant FROM benchmarks")
     assert [(r["model_id"], r["quant"]) for r in rows] == [("smollm2-135m-instruct", "Q4_1")]
     assert not [e for e in sub.drain() if isinstance(e, CommandHandled) and not e.accepted]
+
+
+def test_pause_takes_the_miners_out_of_selection_on_chain_and_resume_brings_them_back(
+    make_network,
+) -> None:
+    from cortensor_desktop.node_host import NetworkHost
+    from engine.commands import Pause, Resume
+
+    network = make_network(miners=2)
+    host = NetworkHost(network)
+    registry = network.miners[0].client.registry
+
+    def away() -> list[bool]:
+        return [registry.node_info(m.address).away for m in network.miners]
+
+    def wait_until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.3)
+
+    assert host.handle(Pause(source="test")).accepted
+    wait_until(lambda: away() == [True, True], "the pause did not reach the chain")
+    assert registry.present_miners() == []
+    assert host.handle(Resume(source="test")).accepted
+    wait_until(lambda: away() == [False, False], "the resume did not reach the chain")
+    assert sorted(registry.present_miners()) == sorted(m.address for m in network.miners)
