@@ -44,7 +44,7 @@ def test_unsupported_commands_are_refused_and_stop_ends_the_command_loop() -> No
     host, bus, _ = _host(1)
     sub = bus.subscribe()
     refused = host.handle(ReloadConfig())
-    assert not refused.accepted and "not supported" in refused.message
+    assert not refused.accepted and "restart to apply" in refused.message
     assert host.handle(Stop()).accepted
     assert host._stop.is_set()
     answers = [e for e in sub.drain() if isinstance(e, CommandHandled)]
