@@ -70,9 +70,16 @@ def settings_rows(config: Config) -> list[SettingRow]:
     return rows
 
 
+def tilde(path: Path | str) -> str:
+    """A path under the home folder as ~/..., shorter on screen and the same for every user."""
+    text, home = str(path), str(Path.home())
+    return "~" + text[len(home) :] if home != "/" and text.startswith(home + os.sep) else text
+
+
 def network_lines(profile: NetworkProfile, config_source: Path | None, config_path: Path) -> str:
     rpc = ", ".join(profile.rpc_urls) or ("in this process" if profile.embedded else "none")
-    source = str(config_source) if config_source else f"{config_path} (not created: defaults)"
+    where = tilde(config_source or config_path)
+    source = where if config_source else f"{where} (not created: defaults)"
     kind = " (embedded)" if profile.embedded and profile.name != "embedded" else ""
     lines = [
         f"network   {profile.name}{kind}",
@@ -94,7 +101,7 @@ class Saved:
     overridden_by: str | None  # an environment variable that still wins over the file
 
     def describe(self) -> str:
-        text = f"saved {self.key} to {self.where}"
+        text = f"saved {self.key} to {tilde(self.where)}"
         if self.overridden_by:
             text += f"; {self.overridden_by} is set and still overrides it"
         return text

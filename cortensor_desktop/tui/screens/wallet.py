@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Static
 from cortensor_desktop.config import ConfigError
 from cortensor_desktop.headless import short
 from cortensor_desktop.tui.screens.common import AskScreen
+from cortensor_desktop.tui.settings_view import tilde
 from cortensor_desktop.tui.summary import Summary
 from cortensor_desktop.tui.wallet_view import WalletBackend, user_path, write_earnings_csv
 from engine.commands import SetPayout
@@ -106,7 +107,7 @@ class WalletScreen(Screen[None]):
         lines = [
             f"address  {address or 'none'}",
             f"payout   {payout}",
-            f"keystore {where}" if address else f"         {where}",
+            f"keystore {tilde(where)}" if address else f"         {where}",
         ]
         if address and self.backend.balance is not None:
             wei, note = self.backend.balance(address)
