@@ -241,3 +241,23 @@ async def test_a_failed_install_is_one_line_and_installs_nothing(tmp_path: Path)
         assert note.startswith("tiny not installed: cannot install tiny") and "\n" not in note
         assert not screen.query_one("#model-progress", ProgressBar).display
     assert not store.is_installed("tiny")
+
+
+@sync
+async def test_leaving_the_screen_mid_install_lets_it_finish_without_the_screen(
+    tmp_path: Path,
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    app = _app(_backend(store))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("m")
+        await _highlight(app, pilot, BUNDLED)
+        await pilot.press("i", "escape")  # back to the dashboard while the sha256 runs
+        assert not isinstance(app.screen, ModelsScreen)
+        await _until(pilot, lambda: store.is_installed(BUNDLED), 120)
+        await pilot.pause(0.3)  # the worker's last call into the closed screen
+        assert app.is_running
+        await pilot.press("m")  # a fresh screen lists it installed
+        assert _row(app, BUNDLED)[3].startswith("Q4_1")
+        await pilot.press("q")
+    assert app.return_code == 0

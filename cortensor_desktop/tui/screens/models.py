@@ -142,6 +142,8 @@ class ModelsScreen(Screen[None]):
         self.app.call_from_thread(self.show_progress, event)
 
     def show_progress(self, event: PullProgress) -> None:
+        if not self.is_attached:  # the screen was closed; the install goes on without it
+            return
         fraction, text = progress_text(event)
         bar = self.query_one("#model-progress", ProgressBar)
         if fraction is None:
@@ -152,6 +154,8 @@ class ModelsScreen(Screen[None]):
 
     def _installed(self, model_id: str, rows: list[ModelRow]) -> None:
         self.busy = None
+        if not self.is_attached:
+            return
         self.rows = rows
         self._fill()
         self.query_one("#model-progress", ProgressBar).update(total=100, progress=100)
@@ -160,6 +164,9 @@ class ModelsScreen(Screen[None]):
 
     def _install_failed(self, model_id: str, message: str) -> None:
         self.busy = None
+        if not self.is_attached:
+            self.app.notify(f"{model_id} not installed: {message}", severity="error")
+            return
         self.query_one("#model-progress", ProgressBar).display = False
         self._error(f"{model_id} not installed: {message}")
 

@@ -90,6 +90,9 @@ class WalletScreen(Screen[None]):
             self._note("a payout address · c export earnings CSV · x back up the key · w withdraw")
 
     def _note(self, text: str, error: bool = False) -> None:
+        if not self.is_attached:  # closed while a worker was busy: say it where it shows
+            self.app.notify(text, severity="error" if error else "information")
+            return
         shown = f"[b red]{escape(text)}[/]" if error else escape(text)
         self.query_one("#wallet-note", Static).update(shown)
 
