@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from cortensor_desktop.config import ConfigError
 from cortensor_desktop.headless import short
+from cortensor_desktop.logs import register_secret
 from cortensor_desktop.tui.screens.common import AskScreen
 from cortensor_desktop.tui.settings_view import tilde
 from cortensor_desktop.tui.summary import Summary
@@ -299,6 +300,7 @@ class WalletScreen(Screen[None]):
         if not passphrase:
             self._note("key backup cancelled: nothing written")
             return
+        register_secret(passphrase)  # whatever was typed, never in a log line
         self._note("checking the passphrase...")
         # scrypt takes about a second and 256 MiB: off the UI thread.
         self.run_worker(lambda: self._export_on_thread(path, passphrase), thread=True)
