@@ -163,7 +163,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     recorder = Recorder(Path(args.record).expanduser()) if args.record else None
     if recorder is not None:
         recorder.attach(bus)
-    settings = EmbeddedNetworkSettings(miners=args.miners)
+    settings = EmbeddedNetworkSettings(miners=args.miners, payout=ctx.config.wallet.payout or None)
     host = NetworkHost.embedded(ctx.database, ctx.models_dir, bus, settings)
     info = NodeInfo(
         network=ctx.network.name,
@@ -350,7 +350,7 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
             ctx.database,
             ctx.models_dir,
             bus,
-            EmbeddedNetworkSettings(miners=args.miners),
+            EmbeddedNetworkSettings(miners=args.miners, payout=ctx.config.wallet.payout or None),
             progress=lambda message: log.info("%s", message),
         )
 
