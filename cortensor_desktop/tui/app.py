@@ -23,6 +23,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
+from cortensor_desktop.config import ConfigError
 from cortensor_desktop.headless import format_event, short
 from cortensor_desktop.tui.models_view import ModelRow, ModelsBackend
 from cortensor_desktop.tui.screens.common import AskScreen, ConfirmScreen
@@ -509,7 +510,10 @@ class DashboardApp(App[int]):
             return
         e = self.summary.earnings
         amount = "everything withdrawable" if e is None else f"{_eth(e.withdrawable_wei)} ETH"
-        payout = self.wallet.payout() if self.wallet is not None else ""
+        try:
+            payout = self.wallet.payout() if self.wallet is not None else ""
+        except ConfigError:  # a broken config file must not block a withdrawal
+            payout = ""
         to = payout or "each node's registered payout address"
         question = f"Withdraw {amount} to {to}?"
 
@@ -543,8 +547,9 @@ class DashboardApp(App[int]):
             self.push_screen(SettingsScreen(None))
             return
         backend = source if isinstance(source, SettingsBackend) else None
+        load = source.data if isinstance(source, SettingsBackend) else source
         try:
-            data = backend.data() if backend is not None else source()  # type: ignore[operator]
+            data = load()
         except Exception as exc:  # a bad config file is shown, not raised
             self.push_screen(SettingsScreen(None, f"could not read the settings: {exc}"))
             return

@@ -220,3 +220,21 @@ async def test_without_a_wallet_the_screen_says_so(tmp_path: Path) -> None:
         assert "wallet new" in _text(app, "wallet-note")
         await pilot.press("q")
     assert app.return_code == 0
+
+
+@sync
+async def test_a_broken_config_is_a_line_not_a_crash(tmp_path: Path) -> None:
+    backend = _home(tmp_path)
+    backend.config_path.write_text("[wallet]\npayout = 12\n", encoding="utf-8")
+    queue = CommandQueue()
+    app, _bus = _app(backend, queue)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("e")
+        assert "config unreadable" in _text(app, "wallet-account")
+        await pilot.press("a")
+        assert isinstance(app.screen, WalletScreen)
+        assert "expected a string, got 12" in _text(app, "wallet-note")
+        await pilot.press("w")
+        assert "each node's registered payout address" in _text(app, "dialog-text")
+        await pilot.press("y")
+        assert isinstance(queue.drain()[0], Withdraw)

@@ -212,7 +212,11 @@ class WalletScreen(Screen[None]):
         question = (
             "Payout address: where the node's earnings are paid (empty: the node's own address)"
         )
-        current = backend.payout()
+        try:
+            current = backend.payout()
+        except ConfigError as exc:  # fix the file first (Settings or an editor)
+            self._note(str(exc), error=True)
+            return
         self.app.push_screen(AskScreen(question, current, check=check), done)
 
     def _payout_saved(self, address: str) -> None:
