@@ -146,3 +146,17 @@ def change_passphrase(
 def export_private_key(keystore_dir: Path, passphrase: str) -> str:
     """The hex private key. Only for `wallet export`, after the user confirmed."""
     return "0x" + bytes(unlock(keystore_dir, passphrase).key).hex()
+
+
+def export_keystore(keystore_dir: Path, passphrase: str, target: Path) -> WalletInfo:
+    """Copy the encrypted keystore to `target` (mode 0600) once `passphrase` is shown to open it.
+
+    The key stays encrypted: a backup that needs the passphrase, safer to make than printing the
+    key. The passphrase check makes sure the backup is one its owner can still open.
+    """
+    path = wallet_path(keystore_dir)
+    document = _read(path)
+    account = _decrypt(document, passphrase, path)
+    refuse_overwrite(target)
+    _write_private(target, document)
+    return WalletInfo(target, str(account.address))

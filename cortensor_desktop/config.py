@@ -195,6 +195,19 @@ class PolicySection:
         )
 
 
+ADDRESS_PATTERN = r"^(0x[0-9a-fA-F]{40})?$"
+
+
+@dataclass(frozen=True)
+class WalletSection:
+    payout: str = _opt(
+        "",
+        "Address the node's earnings are paid to (0x + 40 hex digits; empty: the node's own "
+        "address). Set on chain with NodeRegistry.setPayout when the node registers",
+        pattern=ADDRESS_PATTERN,
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     network: NetworkSection = field(default_factory=NetworkSection)
@@ -204,6 +217,7 @@ class Config:
     fit: FitSection = field(default_factory=FitSection)
     api: ApiSection = field(default_factory=ApiSection)
     policy: PolicySection = field(default_factory=PolicySection)
+    wallet: WalletSection = field(default_factory=WalletSection)
 
 
 @dataclass(frozen=True)
@@ -406,6 +420,11 @@ def default_config_text() -> str:
     return "\n".join(lines)
 
 
+def toml_literal(value: Any) -> str:
+    """A value as TOML writes it (one line)."""
+    return _toml_literal(value)
+
+
 def _toml_literal(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -414,3 +433,84 @@ def _toml_literal(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
     return repr(value)
+
+
+# -- editing one key (the dashboard's Settings screen, `config set`) --------------------------
+def _key_field(dotted: str) -> tuple[Any, dataclasses.Field[Any]]:
+    """The type hint and field of `section.key`; ConfigError for a key the config does not have."""
+    section, _, key = dotted.partition(".")
+    sections = typing.get_type_hints(Config)
+    section_cls = sections.get(section)
+    if section_cls is None or not key:
+        raise ConfigError(f"unknown key '{dotted}'; sections are: {', '.join(sorted(sections))}")
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    if key not in fields:
+        raise ConfigError(f"unknown key '{dotted}'; [{section}] takes: {', '.join(sorted(fields))}")
+    return typing.get_type_hints(section_cls)[key], fields[key]
+
+
+def parse_value(dotted: str, text: str) -> Any:
+    """A value typed by a person (as in an environment variable), checked by the key's own rules.
+
+    Strings are taken as typed; numbers, booleans and lists are read as TOML values
+    (`4096`, `true`, `["22:00-07:00"]`). Raises ConfigError with a one-line message.
+    """
+    hint, key_field = _key_field(dotted)
+    return _coerce(hint, text.strip(), key_field.metadata, f"key '{dotted}'", from_env=True)
+
+
+def set_config_value(
+    path: Path, dotted: str, text: str, environ: dict[str, str] | None = None
+) -> LoadedConfig:
+    """Set one key in the config file: parsed, validated with the whole file, written atomically.
+
+    Comments and the other keys stay as they are (the key's line is replaced, or added under its
+    section). Nothing is written when the value or the resulting file is refused (ConfigError).
+    Returns the config now in effect (the file, then environment overrides).
+    """
+    value = parse_value(dotted, text)
+    old = path.read_text(encoding="utf-8") if path.exists() else default_config_text()
+    new = _with_key(old, dotted, _toml_literal(value))
+    try:
+        raw = tomllib.loads(new)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: the edit would not be valid TOML: {exc}") from None
+    _build(Config, raw, _KeyLocator(path, None), "")  # the whole file, checked before writing
+    write_atomically(path, new)
+    return load_config(path, environ)
+
+
+def _with_key(text: str, dotted: str, literal: str) -> str:
+    section, _, key = dotted.partition(".")
+    lines = text.splitlines()
+    current, header_at = "", None
+    for index, line in enumerate(lines):
+        header = re.match(r"^\s*\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+            if current == section:
+                header_at = index
+        elif current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            lines[index] = f"{key} = {literal}"
+            return "\n".join(lines) + "\n"
+    if header_at is None:
+        lines += ["", f"[{section}]", f"{key} = {literal}"]
+    else:
+        lines.insert(header_at + 1, f"{key} = {literal}")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A temporary file beside the target, flushed, then renamed: never a half-written config."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

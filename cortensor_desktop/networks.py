@@ -45,8 +45,17 @@ def load_profile(profiles_dir: Path, name: str) -> NetworkProfile:
         hint = " (run `cortensor-desktop devnet up` first)" if name == LOCAL else ""
         raise ConfigError(f"network profile '{name}' not found: no file {path}{hint}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read network profile: {exc}") from None
+    return parse_profile_text(name, text, path)
+
+
+def parse_profile_text(name: str, text: str, path: Path) -> NetworkProfile:
+    """A profile file's text, checked (the Settings screen checks an edit before writing it)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: cannot read network profile: {exc}") from None
     return _profile_from_raw(name, raw, path)
 

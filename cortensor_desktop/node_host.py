@@ -14,7 +14,17 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.commands import Benchmark, Command, CommandQueue, Pause, Resume, Stop, Withdraw
+from engine.commands import (
+    Benchmark,
+    Command,
+    CommandQueue,
+    Pause,
+    ReloadConfig,
+    Resume,
+    SetPayout,
+    Stop,
+    Withdraw,
+)
 from engine.database import Database
 from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
 from engine.events import (
@@ -42,6 +52,8 @@ class NetworkHost:
         self.failed: BaseException | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Set by the CLI: reads the config file again and says what applied live (ReloadConfig).
+        self.reload: Callable[[], tuple[bool, str]] | None = None
 
     @classmethod
     def embedded(
@@ -145,7 +157,31 @@ class NetworkHost:
                 "withdrawals need the wallet flow, which the embedded network does not have yet; "
                 "nothing was sent"
             )
+        if isinstance(command, SetPayout):
+            return self._set_payout(command.address)
+        if isinstance(command, ReloadConfig):
+            if self.reload is None:
+                return False, "this host cannot reload its config: restart to apply the changes"
+            return self.reload()
         if isinstance(command, Stop):
             self._stop.set()
             return True, "stopping"
         return False, f"`{command.type}` is not supported by the embedded host"
+
+    def _set_payout(self, address: str) -> tuple[bool, str]:
+        """Registered miners call NodeRegistry.setPayout; the rest register with it later."""
+        from chain.errors import ChainError
+
+        miners = self.network.miners
+        if not miners:
+            return False, "the network is still starting: the payout applies at registration"
+        sent: list[str] = []
+        for miner in miners:
+            miner.payout = address
+            try:
+                if miner.client.registry.node_info(miner.address).status == 0:
+                    continue  # not registered yet: preflight registers with miner.payout
+                sent.append(miner.client.registry.set_payout(address).tx_hash)
+            except ChainError as exc:
+                return False, f"setPayout failed for {miner.address}: {exc}"
+        return True, f"payout {address} set on chain for {len(sent)} miners ({', '.join(sent)})"

@@ -9,9 +9,11 @@ and answers the command with both lists, so an operator knows whether the edit t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Set
 from dataclasses import dataclass
+from pathlib import Path
 
-from cortensor_desktop.config import Config
+from cortensor_desktop.config import Config, ConfigError, load_config
 
 LIVE_SECTIONS = frozenset({"policy"})
 LIVE_KEYS = frozenset({"logging.level"})
@@ -33,7 +35,14 @@ class ConfigChanges:
         return "config reloaded; " + "; ".join(parts)
 
 
-def config_changes(old: Config, new: Config) -> ConfigChanges:
+def config_changes(
+    old: Config,
+    new: Config,
+    live_sections: Set[str] = LIVE_SECTIONS,
+    live_keys: Set[str] = LIVE_KEYS,
+) -> ConfigChanges:
+    """`live_sections`/`live_keys`: what this node applies without a restart (the embedded
+    network has no polite-mining monitor, so its host passes only `logging.level`)."""
     live: list[str] = []
     restart: list[str] = []
     for section_field in dataclasses.fields(Config):
@@ -42,5 +51,13 @@ def config_changes(old: Config, new: Config) -> ConfigChanges:
         for key_field in dataclasses.fields(before):
             key = f"{name}.{key_field.name}"
             if getattr(before, key_field.name) != getattr(after, key_field.name):
-                (live if name in LIVE_SECTIONS or key in LIVE_KEYS else restart).append(key)
+                (live if name in live_sections or key in live_keys else restart).append(key)
     return ConfigChanges(tuple(live), tuple(restart))
+
+
+def reread(path: Path) -> tuple[Config | None, str]:
+    """The config file read again: (the new config, "") or (None, why the running one stays)."""
+    try:
+        return load_config(path).config, ""
+    except ConfigError as exc:
+        return None, f"config not reloaded, the running one stays: {exc}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -99,6 +100,19 @@ class Withdraw(Command):
             raise ValueError("withdraw needs either amount_wei or all=true, not both or neither")
         if self.amount_wei is not None and self.amount_wei <= 0:
             raise ValueError("withdraw amount must be positive")
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class SetPayout(Command):
+    """Pay this node's earnings to `address` (NodeRegistry.setPayout once registered)."""
+
+    type: ClassVar[str] = "set_payout"
+    address: str
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", self.address):
+            raise ValueError(f"payout must be 0x and 40 hex digits, not {self.address!r}")
 
 
 @_register

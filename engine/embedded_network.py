@@ -43,6 +43,7 @@ class EmbeddedNetworkSettings:
     n_ctx: int = 2048
     miner: MinerSettings = field(default_factory=MinerSettings)
     oracle: OracleSettings = field(default_factory=OracleSettings)
+    payout: str | None = None  # every miner registers with it; None: each miner's own address
 
 
 class EmbeddedNetwork:
@@ -92,7 +93,9 @@ class EmbeddedNetwork:
             journal = Journal(self.db, key, account.address)
             client = self.chain.client(account)
             chat = self._miner_chat(index, worker)
-            self.miners.append(Miner(client, chat, journal, self.bus, self.settings.miner))
+            self.miners.append(
+                Miner(client, chat, journal, self.bus, self.settings.miner, self.settings.payout)
+            )
         for account in self.chain.oracles:
             name = f"oracle {account.address[:10]}"
             validator = Validator(

@@ -39,6 +39,7 @@ class NodeSettings:
     n_threads: int = 1
     miner: MinerSettings = field(default_factory=MinerSettings)
     oracle: OracleSettings = field(default_factory=OracleSettings)
+    payout: str | None = None  # where earnings go; None: the node's own address
 
 
 def chain_key(client: ChainClient) -> ChainKey:
@@ -87,7 +88,9 @@ class StandaloneNode:
                 from dataclasses import replace
 
                 miner_settings = replace(miner_settings, model_name=chat_id)
-            self.miner = Miner(self.client, chat, journal, self.bus, miner_settings)
+            self.miner = Miner(
+                self.client, chat, journal, self.bus, miner_settings, payout=self.settings.payout
+            )
             self.miner.preflight()
             target: Callable[[threading.Event], None] = self.miner.run
         else:

@@ -23,10 +23,16 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
+from cortensor_desktop.config import ConfigError
 from cortensor_desktop.headless import format_event, short
-from cortensor_desktop.tui.models_view import ModelRow
-from cortensor_desktop.tui.settings_view import SettingRow
+from cortensor_desktop.tui.models_view import ModelRow, ModelsBackend
+from cortensor_desktop.tui.screens.common import AskScreen, ConfirmScreen
+from cortensor_desktop.tui.screens.models import ModelsScreen
+from cortensor_desktop.tui.screens.settings import SettingsScreen
+from cortensor_desktop.tui.screens.wallet import WalletScreen
+from cortensor_desktop.tui.settings_view import SettingsBackend, SettingsData
 from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, TaskView
+from cortensor_desktop.tui.wallet_view import WalletBackend
 from engine.commands import (
     Benchmark,
     Command,
@@ -36,10 +42,11 @@ from engine.commands import (
     Resume,
     Withdraw,
 )
-from engine.events import Event, EventBus, LogLine, Subscription
+from engine.events import CommandHandled, Event, EventBus, LogLine, Subscription
 
 DEFAULT_REFRESH_S = 0.5
 MAX_LOG_LINES = 500
+MAX_ANSWERS = 100  # the engine's answers kept by command id, for screens waiting on one
 
 
 @dataclass(frozen=True)
@@ -101,13 +108,15 @@ HELP_TEXT = """\
 
   p          pause / resume mining (miners finish the current task first)
   b          run a benchmark (the engine answers whether it can)
-  w          withdraw everything withdrawable
-  m          models: the catalogue, what is installed, what fits here and why
-  e          wallet: node addresses, balances, earnings history
-  s          settings: the config in effect and the network profile
+  w          withdraw everything withdrawable (asks first: y / n)
+  m          models: the catalogue, what fits here and why; i install, d remove
+  e          wallet: addresses, balances, earnings; a payout address,
+             c CSV export, x back up the key (encrypted)
+  s          settings: the network profile and the config; enter edits a key
   ?          this help
   escape     close this help
   q, ctrl+q  quit now (exit code 0); the node stops within a second
+             (in a text field q is a letter: ctrl+q quits, escape leaves it)
 
 Panels: hardware, node settings, points and wallet, nodes, tokens/s,
 tasks (stage by stage: ✓ confirmed, → sent, … working, ✗ failed, ⌛ missed),
@@ -120,172 +129,6 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(HELP_TEXT, id="help-text")
-
-
-class ModelsScreen(Screen[None]):
-    """The catalogue: installed or not, fits this machine or not, and why (profiler.fit)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,m", "app.pop_screen", "dashboard")]
-
-    def __init__(self, rows: list[ModelRow] | None, error: str | None = None) -> None:
-        super().__init__()
-        self.rows = rows
-        self.error = error
-
-    def compose(self) -> ComposeResult:
-        yield Static("Models · escape returns to the dashboard", id="title")
-        yield DataTable(id="models", cursor_type="row")
-        yield Static(id="model-detail")
-        yield Static(id="models-note")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        table = self.query_one("#models", DataTable)
-        table.border_title = "Catalogue"
-        table.add_columns("model", "kind", "params", "installed", "fits", "how, or why not")
-        note = self.query_one("#models-note", Static)
-        if self.rows is None:
-            note.update(self.error or "no hardware profile: run `cortensor-desktop profile`")
-            return
-        for row in self.rows:
-            name = row.model_id + (" *" if row.default else "")
-            table.add_row(
-                name, row.kind, row.parameters, row.installed, "yes" if row.fits else "NO", row.why
-            )
-        table.focus()
-        note.update(
-            "* the default chat model. Install and remove: `cortensor-desktop models pull ID` "
-            "and `models rm ID` (install from this screen is not built yet)."
-        )
-
-    def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
-        if self.rows is None or not 0 <= message.cursor_row < len(self.rows):
-            return
-        row = self.rows[message.cursor_row]
-        text = f"[b]{row.model_id}[/b] fits this machine: {row.why}" if row.fits else row.why
-        self.query_one("#model-detail", Static).update(text)
-
-
-class WalletScreen(Screen[None]):
-    """Addresses, balances and the earnings history, from the event stream only."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "dashboard"),
-        Binding("x", "export_key", "export key"),
-    ]
-
-    def __init__(self, summary: Summary) -> None:
-        super().__init__()
-        self.summary = summary
-
-    def compose(self) -> ComposeResult:
-        yield Static("Wallet · escape returns to the dashboard", id="title")
-        yield Static(id="wallet-balances", classes="panel")
-        yield DataTable(id="wallet-nodes", cursor_type="none")
-        yield DataTable(id="earnings", cursor_type="none")
-        yield Static(id="wallet-note")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        s = self.summary
-        self.query_one("#wallet-balances").border_title = "Balances"
-        nodes = self.query_one("#wallet-nodes", DataTable)
-        nodes.border_title = "Node addresses"
-        nodes.add_columns("address", "role", "points", "level", "precommit")
-        for node in sorted(s.nodes.values(), key=lambda n: (n.role, n.address)):
-            score = "-" if node.precommit_score is None else f"{node.precommit_score:.0%}"
-            points = "-" if node.points is None else str(node.points)
-            level = "-" if node.level is None else str(node.level)
-            nodes.add_row(node.address, node.role, points, level, score)
-        history = self.query_one("#earnings", DataTable)
-        history.border_title = "Earnings history"
-        history.add_columns("time", "node", "earned", "withdrawable", "gas")
-        for ts, node_address, e in reversed(s.earnings_history):
-            history.add_row(
-                time.strftime("%H:%M:%S", time.gmtime(ts)),
-                short(node_address),
-                _eth(e.earned_wei),
-                _eth(e.withdrawable_wei),
-                _eth(e.gas_balance_wei),
-            )
-        if s.earnings is None:
-            balances = (
-                "no earnings or balance events yet: the embedded network pays no rewards in this "
-                "version, so there is nothing to withdraw"
-            )
-        else:
-            e = s.earnings
-            balances = (
-                f"earned {_eth(e.earned_wei)}   withdrawable {_eth(e.withdrawable_wei)}   "
-                f"gas {_eth(e.gas_balance_wei)}"
-            )
-            if s.low_gas:
-                balances += "\n[b red]LOW GAS BALANCE: top up the node's wallet[/]"
-        if s.last_withdrawal is not None:
-            w = s.last_withdrawal
-            balances += (
-                f"\nlast withdrawal: {_eth(w.amount_wei)} to {short(w.to)}: {w.status.value}"
-            )
-        self.query_one("#wallet-balances", Static).update(balances)
-        self.query_one("#wallet-note", Static).update(
-            "w withdraws everything withdrawable (a command the engine answers); x export key. "
-            "The keystore, payout address, CSV export and key export need the wallet flow, "
-            "which is not built yet."
-        )
-
-    def action_export_key(self) -> None:
-        self.notify(
-            "exporting the key needs the wallet flow (keystore + passphrase), not built yet; "
-            "nothing was exported",
-            severity="warning",
-        )
-
-
-@dataclass(frozen=True)
-class SettingsData:
-    network: str  # the profile and config file, as text
-    rows: list[SettingRow]
-
-
-class SettingsScreen(Screen[None]):
-    """The config in effect and the network profile; read-only (edit config.toml, restart)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,s", "app.pop_screen", "dashboard")]
-
-    def __init__(self, data: SettingsData | None, error: str | None = None) -> None:
-        super().__init__()
-        self.data = data
-        self.error = error
-
-    def compose(self) -> ComposeResult:
-        yield Static("Settings · escape returns to the dashboard", id="title")
-        yield Static(id="settings-network", classes="panel")
-        yield DataTable(id="settings-table", cursor_type="row")
-        yield Static(id="setting-help")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#settings-network").border_title = "Network"
-        table = self.query_one("#settings-table", DataTable)
-        table.border_title = "Config in effect"
-        table.add_columns("key", "value", "")
-        if self.data is None:
-            self.query_one("#settings-network", Static).update(self.error or "no config loaded")
-            return
-        self.query_one("#settings-network", Static).update(self.data.network)
-        for row in self.data.rows:
-            table.add_row(row.key, row.value, "" if row.default else "changed")
-        table.focus()
-
-    def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
-        if self.data is None or not 0 <= message.cursor_row < len(self.data.rows):
-            return
-        row = self.data.rows[message.cursor_row]
-        env = "CORTENSOR_" + row.key.upper().replace(".", "__")
-        self.query_one("#setting-help", Static).update(
-            f"[b]{row.key}[/b]: {row.help}\nChange it in config.toml or with {env}, then "
-            "restart (editing here is not built yet)."
-        )
 
 
 @dataclass(frozen=True)
@@ -377,14 +220,17 @@ class DashboardApp(App[int]):
         clock: Callable[[], float] = time.time,
         refresh_s: float = DEFAULT_REFRESH_S,
         subscribe_after: int | None = 0,
-        models: Callable[[], list[ModelRow]] | None = None,
+        models: Callable[[], list[ModelRow]] | ModelsBackend | None = None,
         wizard: WizardData | None = None,
         on_accept: Callable[[], None] | None = None,
-        settings: Callable[[], SettingsData] | None = None,
+        settings: Callable[[], SettingsData] | SettingsBackend | None = None,
         handle_signals: bool = False,
+        wallet: WalletBackend | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
+        self.wallet = wallet
+        self.answers: dict[str, CommandHandled] = {}
         self.handle_signals = handle_signals
         self._signals: list[signal.Signals] = []
         self.models = models
@@ -481,10 +327,17 @@ class DashboardApp(App[int]):
         """Drain the subscription, fold, render; returns how many events it took."""
         events = self._sub.drain() if self._sub is not None else []
         self.summary.apply_all(events)
+        for event in events:
+            if isinstance(event, CommandHandled):
+                self.answers[event.command_id] = event
+        while len(self.answers) > MAX_ANSWERS:
+            del self.answers[next(iter(self.answers))]
         lines = [line for e in events if (line := self._log_line(e)) is not None]
         if lines:
             self.query_one("#log", Log).write_lines(lines)
         self._render_all(bool(events))
+        if events and isinstance(self.screen, SettingsScreen | WalletScreen):
+            self.screen.summary_changed()  # screens over the dashboard follow the stream too
         return len(events)
 
     def _log_line(self, event: Event) -> str | None:
@@ -631,17 +484,19 @@ class DashboardApp(App[int]):
         self.query_one("#alerts", Static).update(" · ".join(parts) or "no alerts")
 
     # -- keys --------------------------------------------------------------------------------
-    def send(self, command: Command) -> None:
+    def send(self, command: Command) -> bool:
+        """Put a command on the engine's queue; False (and a notice) when it could not go."""
         if self.commands is None:
             self.notify("read-only view: no engine to command", severity="warning")
-            return
+            return False
         try:
             self.commands.put(command)
         except CommandQueueFull as exc:
             self.notify(str(exc), severity="error")
-            return
+            return False
         self.sent.append(command)
         self.notify(f"{command.type} sent")
+        return True
 
     def action_toggle_pause(self) -> None:
         self.send(Resume(source="tui") if self.summary.paused else Pause(source="tui"))
@@ -650,37 +505,55 @@ class DashboardApp(App[int]):
         self.send(Benchmark(source="tui"))
 
     def action_withdraw(self) -> None:
-        self.send(Withdraw(all=True, source="tui"))
+        """Withdraw everything withdrawable, after a y/n question (it moves money)."""
+        if isinstance(self.screen, ConfirmScreen):
+            return
+        e = self.summary.earnings
+        amount = "everything withdrawable" if e is None else f"{_eth(e.withdrawable_wei)} ETH"
+        try:
+            payout = self.wallet.payout() if self.wallet is not None else ""
+        except ConfigError:  # a broken config file must not block a withdrawal
+            payout = ""
+        to = payout or "each node's registered payout address"
+        question = f"Withdraw {amount} to {to}?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.send(Withdraw(all=True, source="tui"))
+            else:
+                self.notify("withdrawal cancelled: nothing sent")
+
+        self.push_screen(ConfirmScreen(question), answered)
 
     def action_models(self) -> None:
         if isinstance(self.screen, ModelsScreen):
             return
-        if self.models is None:
+        models = self.models
+        if models is None:
             self.push_screen(ModelsScreen(None))
             return
-        try:
-            rows = self.models()
-        except Exception as exc:  # a probe or catalogue problem is shown, not raised
-            self.push_screen(ModelsScreen(None, f"could not list the models: {exc}"))
-            return
-        self.push_screen(ModelsScreen(rows))
+        backend = models if isinstance(models, ModelsBackend) else ModelsBackend(models)
+        self.push_screen(ModelsScreen(backend))
 
     def action_wallet(self) -> None:
         if not isinstance(self.screen, WalletScreen):
-            self.push_screen(WalletScreen(self.summary))
+            self.push_screen(WalletScreen(self.summary, self.wallet))
 
     def action_settings(self) -> None:
         if isinstance(self.screen, SettingsScreen):
             return
-        if self.settings is None:
+        source = self.settings
+        if source is None:
             self.push_screen(SettingsScreen(None))
             return
+        backend = source if isinstance(source, SettingsBackend) else None
+        load = source.data if isinstance(source, SettingsBackend) else source
         try:
-            data = self.settings()
+            data = load()
         except Exception as exc:  # a bad config file is shown, not raised
             self.push_screen(SettingsScreen(None, f"could not read the settings: {exc}"))
             return
-        self.push_screen(SettingsScreen(data))
+        self.push_screen(SettingsScreen(data, backend=backend))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -689,6 +562,8 @@ class DashboardApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if isinstance(self.screen, WizardScreen) and action in NODE_ACTIONS:
             return False  # nothing runs until the wizard is accepted
+        if isinstance(self.screen, ConfirmScreen | AskScreen) and action in NODE_ACTIONS:
+            return False  # a question is open: answer it first
         # A text field keeps the letter q (a passphrase may contain one); ctrl+q always quits.
         return not (action == "quit_key" and isinstance(self.focused, Input | TextArea))
 
@@ -724,16 +599,19 @@ def create_app(
     clock: Callable[[], float] = time.time,
     refresh_s: float = DEFAULT_REFRESH_S,
     subscribe_after: int | None = 0,
-    models: Callable[[], list[ModelRow]] | None = None,
+    models: Callable[[], list[ModelRow]] | ModelsBackend | None = None,
     wizard: WizardData | None = None,
     on_accept: Callable[[], None] | None = None,
-    settings: Callable[[], SettingsData] | None = None,
+    settings: Callable[[], SettingsData] | SettingsBackend | None = None,
     handle_signals: bool = False,
+    wallet: WalletBackend | None = None,
 ) -> DashboardApp:
     """The one way to build the dashboard, for the CLI and the tests alike.
 
     With `wizard`, the first-run wizard comes first and `on_accept` runs when the user accepts
     (the CLI starts the node then). `handle_signals`: SIGTERM/SIGHUP quit like q (the CLI).
+    `models`, `settings` and `wallet` back the screens of the same names: a backend makes them
+    act (install, edit, export), a plain row function keeps them read-only.
     """
     return DashboardApp(
         bus,
@@ -748,4 +626,5 @@ def create_app(
         on_accept,
         settings,
         handle_signals,
+        wallet,
     )

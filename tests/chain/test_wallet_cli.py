@@ -69,3 +69,21 @@ def test_import_key_from_stdin_and_passwd(cli, tmp_path: Path) -> None:  # type:
 def test_show_without_wallet_is_exit_4(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("wallet", "show")
     assert result.returncode == 4 and "wallet new" in result.stderr
+
+
+def test_export_to_a_path_writes_the_encrypted_keystore_0600(
+    cli, home: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    pp = tmp_path / "pp"
+    pp.write_text("s3cret passphrase\n")
+    assert cli("wallet", "new", "--passphrase-file", str(pp), "--cheap-kdf").returncode == 0
+    target = tmp_path / "backup.json"
+    wrong = cli("wallet", "export", "--to", str(target), env={"CORTENSOR_PASSPHRASE": "wrong"})
+    assert wrong.returncode == 4 and "wrong passphrase" in wrong.stderr
+    assert not target.exists()
+    done = cli("wallet", "export", "--to", str(target), "--passphrase-file", str(pp), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["keystore_copy"] == str(target)
+    assert target.stat().st_mode & 0o777 == 0o600
+    keystore = home / "data" / "keystore" / "wallet.json"
+    assert json.loads(target.read_text()) == json.loads(keystore.read_text())

@@ -18,6 +18,7 @@ from engine.commands import (
     Pause,
     ReloadConfig,
     Resume,
+    SetPayout,
     Start,
     Stop,
     Withdraw,
@@ -35,6 +36,7 @@ EXAMPLES: list[Command] = [
     Withdraw(amount_wei=10**30),
     Withdraw(all=True),
     ReloadConfig(source="api"),
+    SetPayout(address="0x" + "5C" * 20, source="tui"),
 ]
 
 
@@ -48,7 +50,13 @@ def test_every_command_type_has_an_example() -> None:
         "benchmark",
         "withdraw",
         "reload_config",
+        "set_payout",
     }
+
+
+def test_set_payout_refuses_what_is_not_an_address() -> None:
+    with pytest.raises(WireError, match="40 hex digits"):
+        command_from_json('{"type": "set_payout", "address": "0x1234"}')
 
 
 @pytest.mark.parametrize("command", EXAMPLES, ids=lambda c: c.type)

@@ -71,7 +71,7 @@ async def test_live_network_task_scores_points_and_pause(
         assert not any(m.paused for m in network.miners)
 
         # What the embedded host cannot do it refuses, and the dashboard shows the refusal.
-        await pilot.press("w")
+        await pilot.press("w", "y")
         await _until(app, lambda: "withdraw: refused" in _alerts(app), 10)
         assert "nothing was sent" in _alerts(app)
         await pilot.press("b")

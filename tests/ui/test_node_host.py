@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from eth_account import Account
+
+from chain.devnet import start_embedded
+from chain.wrappers import model_id
 from cortensor_desktop.node_host import NetworkHost
-from engine.commands import Pause, ReloadConfig, Resume, Stop
+from engine.commands import Pause, ReloadConfig, Resume, SetPayout, Stop
 from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged
 
 
@@ -44,8 +48,33 @@ def test_unsupported_commands_are_refused_and_stop_ends_the_command_loop() -> No
     host, bus, _ = _host(1)
     sub = bus.subscribe()
     refused = host.handle(ReloadConfig())
-    assert not refused.accepted and "not supported" in refused.message
+    assert not refused.accepted and "restart to apply" in refused.message
     assert host.handle(Stop()).accepted
     assert host._stop.is_set()
     answers = [e for e in sub.drain() if isinstance(e, CommandHandled)]
     assert [a.command for a in answers] == ["reload_config", "stop"]
+
+
+def test_set_payout_calls_set_payout_for_registered_miners_only() -> None:
+    embedded = start_embedded(oracles=1)
+    registered = embedded.client(embedded.accounts[0])
+    registered.registry.register(0, 4096, "0.1.0", [model_id("m")], registered.address)
+    fresh = embedded.client(embedded.accounts[1])
+    miners = [
+        SimpleNamespace(address=c.address, client=c, payout=c.address, paused=False)
+        for c in (registered, fresh)
+    ]
+    host = NetworkHost(SimpleNamespace(bus=EventBus(), miners=miners))  # type: ignore[arg-type]
+    payout = Account.create().address
+    answer = host.handle(SetPayout(address=payout, source="tui"))
+    assert answer.accepted and "for 1 miners" in answer.message
+    assert registered.registry.node_info(registered.address).payout == payout
+    assert fresh.registry.node_info(fresh.address).status == 0  # registers with it later
+    assert all(m.payout == payout for m in miners)
+
+
+def test_reload_is_answered_by_the_hosts_reload() -> None:
+    host, _bus, _ = _host(1)
+    host.reload = lambda: (True, "config reloaded; needs a restart: fit.ctx")
+    answer = host.handle(ReloadConfig(source="tui"))
+    assert answer.accepted and answer.message.endswith("fit.ctx")

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from chain.wallet import DEVNET_SCRYPT_N, import_private_key
+from cortensor_desktop.config import default_config_text
+from cortensor_desktop.tui.models_view import ModelsBackend
+from cortensor_desktop.tui.settings_view import SettingsBackend
+from cortensor_desktop.tui.wallet_view import WalletBackend
 from engine.events import Event
+from engine.model_store import ModelStore
 from tests.ui.conftest import (
     SIZE,
     laptop_model_rows,
@@ -77,7 +83,8 @@ async def test_empty_dashboard_snapshot(recorded: list[Event], tmp_path: Path) -
 @sync
 async def test_models_snapshot(recorded: list[Event], tmp_path: Path) -> None:
     app, _bus = replay_app(recorded)
-    app.models = laptop_model_rows
+    # The recorded laptop's rows; the store behind i and d is an empty folder (not drawn).
+    app.models = ModelsBackend(laptop_model_rows, ModelStore(tmp_path / "models"))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("m")
         await pilot.pause()
@@ -86,8 +93,11 @@ async def test_models_snapshot(recorded: list[Event], tmp_path: Path) -> None:
 
 
 @sync
-async def test_wallet_snapshot(recorded: list[Event], tmp_path: Path) -> None:
+async def test_wallet_snapshot(
+    recorded: list[Event], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app, bus = replay_app(recorded)
+    app.wallet = _wallet_home(tmp_path, monkeypatch)
     async with app.run_test(size=SIZE) as pilot:
         publish_all(bus, recorded)
         app.pump()
@@ -106,3 +116,44 @@ async def test_settings_snapshot(recorded: list[Event], tmp_path: Path) -> None:
         await pilot.pause()
         svg = app.export_screenshot(title="settings")
     _compare("settings", svg, tmp_path)
+
+
+def _wallet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WalletBackend:
+    """A wallet from a fixed key, a payout in config, under a home shown as ~ (deterministic)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    import_private_key(tmp_path / "keystore", "0x" + "4c" * 32, "pass", DEVNET_SCRYPT_N)
+    config = tmp_path / "config.toml"
+    config.write_text('[wallet]\npayout = "0x' + "5C" * 20 + '"\n', encoding="utf-8")
+    return WalletBackend(tmp_path / "keystore", config, tmp_path, environ={})
+
+
+@sync
+async def test_settings_edit_snapshot(
+    recorded: list[Event], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Editing a key: the dialog with the config's one-line refusal of a bad value."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = tmp_path / "config.toml"
+    config.write_text(default_config_text(), encoding="utf-8")
+    app, _bus = replay_app(recorded)
+    app.settings = SettingsBackend(config, tmp_path / "networks", environ={})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s", "down", "down", "down", "enter")
+        await pilot.press("backspace", *"-1", "enter")
+        await pilot.pause()
+        svg = app.export_screenshot(title="settings: edit")
+    assert "expected&#160;at&#160;least&#160;256,&#160;got&#160;-1" in svg
+    _compare("settings_edit", svg, tmp_path)
+
+
+@sync
+async def test_withdraw_confirmation_snapshot(recorded: list[Event], tmp_path: Path) -> None:
+    app, bus = replay_app(recorded)
+    async with app.run_test(size=SIZE) as pilot:
+        publish_all(bus, recorded)
+        app.pump()
+        await pilot.press("w")
+        await pilot.pause()
+        svg = app.export_screenshot(title="withdraw")
+    assert "Withdraw&#160;everything&#160;withdrawable" in svg
+    _compare("withdraw_confirm", svg, tmp_path)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from cortensor_desktop.cli.context import AppContext
-from cortensor_desktop.config import ConfigError, config_as_dict, default_config_text
+from cortensor_desktop.config import (
+    ConfigError,
+    config_as_dict,
+    default_config_text,
+    env_name,
+    set_config_value,
+)
 from cortensor_desktop.networks import list_profiles
 
 
@@ -42,6 +49,19 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(handler=_init, needs_config=False)
+
+    set_ = actions.add_parser(
+        "set",
+        parents=[common],
+        help="set one key in the config file (checked, written atomically)",
+        description="Set SECTION.KEY to VALUE in the config file: the value is checked by the "
+        "key's own rules and the whole file with it before anything is written; comments and "
+        "the other keys stay. Numbers, true/false and lists are read as TOML values.",
+    )
+    set_.add_argument("key", metavar="SECTION.KEY", help="e.g. fit.ctx")
+    set_.add_argument("value", metavar="VALUE", help='e.g. 4096, true, ["22:00-07:00"]')
+    add_json_flag(set_)
+    set_.set_defaults(handler=_set, needs_config=False)
 
 
 def _path(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -91,4 +111,18 @@ def _init(ctx: AppContext, args: argparse.Namespace) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(default_config_text(), encoding="utf-8")
     ctx.echo(f"wrote {target}")
+    return 0
+
+
+def _set(ctx: AppContext, args: argparse.Namespace) -> int:
+    loaded = set_config_value(ctx.config_path, args.key, args.value)
+    section, _, key = args.key.partition(".")
+    value = config_as_dict(loaded.config)[section][key]
+    env = env_name(args.key)
+    if ctx.json_output:
+        ctx.emit_json({"path": str(ctx.config_path), "key": args.key, "value": value})
+        return 0
+    ctx.echo(f"{args.key} = {value!r} in {ctx.config_path}")
+    if env in os.environ:
+        ctx.echo(f"note: {env} is set and overrides the file")
     return 0

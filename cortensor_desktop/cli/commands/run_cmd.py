@@ -164,7 +164,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     recorder = Recorder(Path(args.record).expanduser()) if args.record else None
     if recorder is not None:
         recorder.attach(bus)
-    settings = EmbeddedNetworkSettings(miners=args.miners)
+    settings = EmbeddedNetworkSettings(miners=args.miners, payout=ctx.config.wallet.payout or None)
     host = NetworkHost.embedded(ctx.database, ctx.models_dir, bus, settings)
     info = NodeInfo(
         network=ctx.network.name,
@@ -186,12 +186,14 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         host.commands,
         info,
         sampler=psutil_sampler(),
-        models=lambda: _model_rows(ctx),
+        models=_models_backend(ctx, _models_in_use(ctx, host)),
         wizard=wizard,
         on_accept=accepted,
-        settings=lambda: _settings_data(ctx),
+        settings=_settings_backend(ctx),
         handle_signals=True,
+        wallet=_wallet_backend(ctx),
     )
+    host.reload = _embedded_reload(ctx)
     # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
     # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
     from multiprocessing import resource_tracker
@@ -226,13 +228,44 @@ def _stop_when_done(app: Any, host: Any, args: argparse.Namespace) -> None:
             return
 
 
-def _settings_data(ctx: AppContext) -> Any:
-    from cortensor_desktop.tui.app import SettingsData
-    from cortensor_desktop.tui.settings_view import network_lines, settings_rows
+def _settings_backend(ctx: AppContext) -> Any:
+    from cortensor_desktop.tui.settings_view import SettingsBackend
 
-    loaded = ctx.loaded_config
-    network = network_lines(ctx.network, loaded.source, ctx.config_path)
-    return SettingsData(network, settings_rows(loaded.config))
+    return SettingsBackend(ctx.config_path, ctx.paths.profiles_dir)
+
+
+def _wallet_backend(ctx: AppContext) -> Any:
+    from cortensor_desktop.cli.commands.wallet_cmd import balance_on_active_network
+    from cortensor_desktop.tui.wallet_view import WalletBackend
+
+    return WalletBackend(
+        ctx.paths.keystore_dir,
+        ctx.config_path,
+        balance=lambda address: balance_on_active_network(ctx, address),
+    )
+
+
+def _embedded_reload(ctx: AppContext) -> Any:
+    """The dashboard host's ReloadConfig: the embedded network applies only the log level live
+    (it has no polite-mining monitor); everything else is named as needing a restart."""
+    import dataclasses
+
+    from cortensor_desktop.reload import config_changes, reread
+
+    running = [ctx.config]
+
+    def reload() -> tuple[bool, str]:
+        fresh, why_not = reread(ctx.config_path)
+        if fresh is None:
+            return False, why_not
+        changes = config_changes(running[0], fresh, frozenset(), frozenset({"logging.level"}))
+        if "logging.level" in changes.live:
+            logging.getLogger().setLevel(fresh.logging.level.upper())
+            level = dataclasses.replace(running[0].logging, level=fresh.logging.level)
+            running[0] = dataclasses.replace(running[0], logging=level)
+        return True, changes.describe()
+
+    return reload
 
 
 def _wizard_data(ctx: AppContext, running_model: str) -> Any:
@@ -265,15 +298,31 @@ def _write_default_config(ctx: AppContext) -> None:
         ctx.config_path.write_text(default_config_text(), encoding="utf-8")
 
 
-def _model_rows(ctx: AppContext) -> list[Any]:
-    """The Models screen's rows: this machine (probed now, no cache) against the catalogue."""
-    from cortensor_desktop.tui.models_view import model_rows
+def _models_backend(ctx: AppContext, in_use: Any) -> Any:
+    """The Models screen: this machine (probed when the screen first opens, no cache) against the
+    catalogue, and the same store `models pull` / `models rm` use."""
+    from cortensor_desktop.tui.models_view import store_backend
     from engine.model_store import ModelStore
     from profiler.probe import probe
 
     store = ModelStore(ctx.models_dir)
-    hardware = probe(None, ctx.models_dir, measure_bandwidth=False)
-    return model_rows(hardware, store.catalogue, store.installed())
+    return store_backend(
+        store,
+        lambda: probe(None, ctx.models_dir, measure_bandwidth=False),
+        in_use,
+        ctx.config.fit.to_fit_settings(),
+    )
+
+
+def _models_in_use(ctx: AppContext, host: Any) -> Any:
+    """The embedded network's chat and embedding models: it loads them as the dashboard opens
+    and keeps them mapped until it quits, so they are in use the whole time."""
+
+    def in_use() -> set[str]:
+        store = host.network.store
+        return {_chat_model_id(ctx), store.catalogue.of_kind("embedding")[0].id}
+
+    return in_use
 
 
 def _chat_model_id(ctx: AppContext) -> str:
@@ -302,7 +351,7 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
             ctx.database,
             ctx.models_dir,
             bus,
-            EmbeddedNetworkSettings(miners=args.miners),
+            EmbeddedNetworkSettings(miners=args.miners, payout=ctx.config.wallet.payout or None),
             progress=lambda message: log.info("%s", message),
         )
 
@@ -337,7 +386,9 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
             ctx.database,
             ctx.models_dir,
             bus,
-            NodeSettings(role=args.role, n_threads=threads),
+            NodeSettings(
+                role=args.role, n_threads=threads, payout=ctx.config.wallet.payout or None
+            ),
             progress=lambda message: log.info("%s", message),
         )
 
@@ -536,13 +587,11 @@ class _Control:
         return hottest_nvidia_gpu()
 
     def reload(self) -> tuple[bool, str]:
-        from cortensor_desktop.config import ConfigError, load_config
-        from cortensor_desktop.reload import config_changes
+        from cortensor_desktop.reload import config_changes, reread
 
-        try:
-            fresh = load_config(self.ctx.config_path).config
-        except ConfigError as exc:
-            return False, f"config not reloaded, the running one stays: {exc}"
+        fresh, why_not = reread(self.ctx.config_path)
+        if fresh is None:
+            return False, why_not
         changes = config_changes(self.config, fresh)
         if "logging.level" in changes.live:
             logging.getLogger().setLevel(fresh.logging.level.upper())

@@ -54,8 +54,19 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
     action("show", "print the address and its balance on the active network", _show)
 
-    export = action("export", "print the private key (needs the passphrase and --yes)", _export)
+    export = action(
+        "export",
+        "print the private key (needs the passphrase and --yes), or with --to back up the "
+        "encrypted keystore",
+        _export,
+    )
     export.add_argument("--yes", action="store_true", help="confirm: print the private key")
+    export.add_argument(
+        "--to",
+        metavar="PATH",
+        help="write the encrypted keystore to PATH (mode 0600) after checking the passphrase; "
+        "nothing is printed",
+    )
 
     passwd = action("passwd", "change the keystore passphrase", _passwd)
     passwd.add_argument(
@@ -172,6 +183,8 @@ def _export(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.errors import WalletError
     from chain.wallet import export_private_key, wallet_info
 
+    if args.to:
+        return _export_keystore(ctx, args)
     if not args.yes:
         raise WalletError(
             "export prints the private key in clear: anyone who sees it owns the wallet; "
@@ -183,6 +196,19 @@ def _export(ctx: AppContext, args: argparse.Namespace) -> int:
         ctx.emit_json({"address": info.address, "private_key": key})
     else:
         ctx.echo(key)
+    return 0
+
+
+def _export_keystore(ctx: AppContext, args: argparse.Namespace) -> int:
+    from chain.wallet import export_keystore, wallet_info
+
+    info = wallet_info(ctx.paths.keystore_dir)
+    target = Path(args.to).expanduser()
+    written = export_keystore(ctx.paths.keystore_dir, _passphrase(args, info.address), target)
+    if ctx.json_output:
+        ctx.emit_json({"address": written.address, "keystore_copy": str(written.path)})
+    else:
+        ctx.echo(f"encrypted keystore of {written.address} written to {written.path} (mode 0600)")
     return 0
 
 
