@@ -75,7 +75,8 @@ def _miner(
     client = chain.client(chain.accounts[0])
     assert client.address is not None
     journal = _journal(chain, db, client.address)
-    miner = Miner(client, NoModel(), journal, bus, MinerSettings(low_gas_wei=low_gas_wei), payout=payout)
+    settings = MinerSettings(low_gas_wei=low_gas_wei)
+    miner = Miner(client, NoModel(), journal, bus, settings, payout=payout)
     miner.preflight()
     return miner
 
