@@ -123,7 +123,9 @@ class NodeController:
                 return self._reload()
             case Withdraw():
                 if self._withdraw is None:
-                    return False, "this node has no miner to withdraw for; nothing was sent"
+                    return False, (
+                        "withdraw is not available on this node: it runs no miner; nothing was sent"
+                    )
                 return self._withdraw(command)
             case Stop():
                 if self._stop is None:
