@@ -166,10 +166,18 @@ class EarningsTracker:
             return balances
 
     def tick(self) -> None:
-        """On the node loop: refresh after a payment event, else when the timer is due."""
+        """On the node loop: refresh after a payment event, else when the timer is due.
+
+        Never waits: while a withdrawal (another thread) waits for its receipt, the node loop
+        goes on answering tasks, and the withdrawal publishes the new figures itself.
+        """
         due = self._next_refresh is None or self._clock() >= self._next_refresh
-        if self._dirty or due:
+        if not (self._dirty or due) or not self._lock.acquire(blocking=False):
+            return
+        try:
             self.refresh()
+        finally:
+            self._lock.release()
 
     # -- chain events -------------------------------------------------------------------------
     def note(self, event: ChainEvent) -> None:
