@@ -315,6 +315,12 @@ class EarningsTracker:
             self.refresh()
             return WithdrawOutcome(True, message, True, balance, payout, tx_hash)
         reason = _reason(exc)
+        if state == "in_flight":
+            detail = f"sent, not confirmed yet ({reason}); checked again before the next withdrawal"
+            self._publish(
+                Withdrawal(amount_wei=balance, to=payout, status=TxStatus.SENT, detail=detail)
+            )
+            return WithdrawOutcome(False, f"the withdrawal was {detail}", True, balance, payout)
         self._publish(
             Withdrawal(amount_wei=balance, to=payout, status=TxStatus.FAILED, detail=reason)
         )

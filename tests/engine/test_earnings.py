@@ -268,3 +268,28 @@ def test_the_embedded_host_and_a_node_without_miners_answer_withdraw(
     accepted, message = withdraw_from([miner], None, "0x" + "12" * 20)
     assert not accepted and "no miner" in message
     assert isinstance(sub.drain()[0], CommandHandled)
+
+
+def test_a_reverted_withdrawal_is_published_failed_and_the_balance_stays(
+    chain: EmbeddedChain, db: Database
+) -> None:
+    """A payout address that refuses ether (a contract without a receive function)."""
+    bus = EventBus()
+    sub = bus.subscribe(maxsize=1000)
+    refuses_ether = chain.contracts["NodeRegistry"]
+    miner = _miner(chain, db, bus, refuses_ether)
+    _pay(chain, miner.address, task_id=11)
+    sub.drain()
+
+    outcome = miner.earnings.withdraw()
+    assert not outcome.accepted and "TransferFailed" in outcome.message
+    events = sub.drain()
+    assert [w.status for w in _of(events, Withdrawal)] == [TxStatus.STARTED, TxStatus.FAILED]
+    assert miner.client.payment.balance_of(miner.address) == SHARE
+    assert [i.state for i in miner.journal.unsettled_txs()] == []
+    assert miner.journal.total_of("withdrawal") == 0
+
+    payout = chain.accounts[1].address
+    miner.client.registry.set_payout(payout)
+    assert miner.earnings.withdraw().accepted
+    assert miner.journal.total_of("withdrawal") == SHARE
