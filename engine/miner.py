@@ -37,6 +37,7 @@ from engine.earnings import (
     DEFAULT_REFRESH_S,
     PAYMENT_EVENTS,
     EarningsTracker,
+    eth,
 )
 from engine.errors import ModelError, WorkerCrashedError
 from engine.events import (
@@ -193,7 +194,9 @@ class Miner:
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
         sources += [(self.client.payment, name) for name in PAYMENT_EVENTS]
         self._watcher = ChainWatcher(head, sources)
-        self.earnings.refresh()
+        gas = self.earnings.refresh().gas_balance_wei
+        low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
+        self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
         self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
 
     def run(self, stop: threading.Event) -> None:

@@ -27,6 +27,8 @@ from engine.events import (
     EarningsUpdated,
     Event,
     EventBus,
+    PreflightStep,
+    StepStatus,
     TxStatus,
     Withdrawal,
 )
@@ -113,7 +115,11 @@ def test_payment_shows_as_earnings_and_withdraw_pays_the_payout_address(
     sub = bus.subscribe(maxsize=1000)
     payout = chain.accounts[1].address
     miner = _miner(chain, db, bus, payout)
-    first = _of(sub.drain(), EarningsUpdated)
+    started = sub.drain()
+    gas_step = [e for e in _of(started, PreflightStep) if e.step == "gas"]
+    assert len(gas_step) == 1 and gas_step[0].status is StepStatus.OK
+    assert "ETH" in gas_step[0].detail
+    first = _of(started, EarningsUpdated)
     assert first and first[-1].withdrawable_wei == 0 and first[-1].earned_wei == 0
     assert first[-1].gas_balance_wei == miner.client.balance(miner.address) > 0
 
