@@ -209,6 +209,25 @@ class WalletSection:
 
 
 @dataclass(frozen=True)
+class AlertsSection:
+    """Thresholds of the alerts the engine raises (docs/CONFIG.md)."""
+
+    low_gas_eth: float = _opt(
+        0.01,
+        "Raise the low_gas alert when a miner's gas balance (the ether on its account that pays "
+        "for its transactions) falls below this many ETH; it clears once topped up. 0: never",
+        min=0.0,
+    )
+
+    @property
+    def low_gas_wei(self) -> int:
+        """The threshold in wei, exact for any decimal written in the file."""
+        from decimal import Decimal
+
+        return int(Decimal(str(self.low_gas_eth)) * 10**18)
+
+
+@dataclass(frozen=True)
 class Config:
     network: NetworkSection = field(default_factory=NetworkSection)
     models: ModelsSection = field(default_factory=ModelsSection)
@@ -218,6 +237,7 @@ class Config:
     api: ApiSection = field(default_factory=ApiSection)
     policy: PolicySection = field(default_factory=PolicySection)
     wallet: WalletSection = field(default_factory=WalletSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 A view (the dashboard) never touches the engine objects: it reads the bus and puts commands on
 the `CommandQueue`. This host takes them off the queue and answers each with a `CommandHandled`
-event. What the embedded engine can do today it does (pause and resume the miners); what it
-cannot (a withdrawal through the wallet flow) is refused with a message that
-says so, never silently accepted. No textual here: a status API can host the same way.
+event. What the embedded engine can do today it does (pause and resume the miners, benchmark
+them between tasks, withdraw their balances to their payout addresses); anything else is refused
+with a message that says so, never silently accepted. No textual here: a status API can host the
+same way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from engine.commands import (
     Withdraw,
 )
 from engine.database import Database
+from engine.earnings import withdraw_from
 from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
 from engine.events import (
     CommandHandled,
@@ -153,10 +155,9 @@ class NetworkHost:
         if isinstance(command, Benchmark):
             return request_benchmarks(miners)
         if isinstance(command, Withdraw):
-            return False, (
-                "withdrawals need the wallet flow, which the embedded network does not have yet; "
-                "nothing was sent"
-            )
+            if not miners:
+                return False, "the network is still starting; nothing was sent"
+            return withdraw_from(miners, command.amount_wei, command.node)
         if isinstance(command, SetPayout):
             return self._set_payout(command.address)
         if isinstance(command, ReloadConfig):

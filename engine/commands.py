@@ -89,11 +89,17 @@ class Benchmark(Command):
 @_register
 @dataclass(frozen=True, kw_only=True)
 class Withdraw(Command):
-    """Withdraw `amount_wei`, or everything withdrawable when `all` is true; exactly one of them."""
+    """Withdraw `amount_wei`, or everything withdrawable when `all` is true; exactly one of them.
+
+    SessionPayment pays out a node's whole balance, so an amount is accepted only when it is the
+    whole balance. `node` names one miner where a process runs several (the embedded network);
+    without it every miner of the process that has a balance withdraws.
+    """
 
     type: ClassVar[str] = "withdraw"
     amount_wei: int | None = None
     all: bool = False
+    node: str | None = None
 
     def __post_init__(self) -> None:
         if self.all == (self.amount_wei is not None):

@@ -41,7 +41,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from engine.database import Database
@@ -479,23 +479,60 @@ class Journal:
     # --- history: earnings and verdicts -----------------------------------------------------
 
     def record_earning(self, record: EarningRecord) -> None:
-        task = _task_cols(record.task) if record.task else (None, None, None)
         with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO earnings (chain_id, genesis_hash, node, at, kind, amount_wei, points,"
-                " task_kind, session_id, task_id, tx_hash, note)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    *self._scope,
-                    record.at,
-                    record.kind,
-                    str(record.amount_wei),
-                    record.points,
-                    *task,
-                    record.tx_hash,
-                    record.note,
-                ),
-            )
+            self._insert_earning(conn, record)
+
+    def _insert_earning(self, conn: sqlite3.Connection, record: EarningRecord) -> None:
+        task = _task_cols(record.task) if record.task else (None, None, None)
+        conn.execute(
+            "INSERT INTO earnings (chain_id, genesis_hash, node, at, kind, amount_wei, points,"
+            " task_kind, session_id, task_id, tx_hash, note)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *self._scope,
+                record.at,
+                record.kind,
+                str(record.amount_wei),
+                record.points,
+                *task,
+                record.tx_hash,
+                record.note,
+            ),
+        )
+
+    def record_earning_once(self, record: EarningRecord) -> bool:
+        """Record unless the same line is there (same kind and transaction, or same kind and
+        task when there is no transaction): events replayed after a restart count once.
+        True when it was recorded."""
+        if record.tx_hash is None and record.task is None:
+            raise JournalError("a once-only earning needs a transaction hash or a task")
+        with self.db.transaction() as conn:
+            params: tuple[object, ...]
+            if record.tx_hash is not None:
+                where, params = "tx_hash = ?", (record.tx_hash.lower(),)
+            else:
+                assert record.task is not None
+                where = "task_kind = ? AND session_id = ? AND task_id = ?"
+                params = _task_cols(record.task)
+            seen = conn.execute(
+                "SELECT 1 FROM earnings WHERE chain_id = ? AND genesis_hash = ? AND node = ?"
+                f" AND kind = ? AND {where}",
+                (*self._scope, record.kind, *params),
+            ).fetchone()
+            if seen is not None:
+                return False
+            tx_hash = record.tx_hash.lower() if record.tx_hash is not None else None
+            self._insert_earning(conn, replace(record, tx_hash=tx_hash))
+        return True
+
+    def total_of(self, kind: str) -> int:
+        """The sum of this node's history lines of one kind, in wei (e.g. all withdrawals)."""
+        rows = self.db.query(
+            "SELECT amount_wei FROM earnings WHERE chain_id = ? AND genesis_hash = ? AND node = ?"
+            " AND kind = ?",
+            (*self._scope, kind),
+        )
+        return sum(int(row["amount_wei"]) for row in rows)
 
     def earnings(
         self, since: float | None = None, until: float | None = None

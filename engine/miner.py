@@ -32,6 +32,13 @@ from engine.benchmarks import bench_document, benchmark_event, quant_of_file, st
 from engine.chain_health import ChainHealth
 from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
+from engine.earnings import (
+    DEFAULT_LOW_GAS_WEI,
+    DEFAULT_REFRESH_S,
+    PAYMENT_EVENTS,
+    EarningsTracker,
+    eth,
+)
 from engine.errors import ModelError, WorkerCrashedError
 from engine.events import (
     Alert,
@@ -115,6 +122,8 @@ class MinerSettings:
     tier: int = 0  # 0 cpu-low, 1 cpu-high, 2 gpu-quantized, 3 gpu-full
     memory_mb: int = 0
     app_version: str = "0.1.0"
+    low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
+    earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
 
 
 @dataclass
@@ -156,6 +165,14 @@ class Miner:
         self._benchmark_wanted = threading.Event()
         self.health = ChainHealth(client.backend, self._publish)
         self._away_on_chain = False
+        self.earnings = EarningsTracker(
+            client,
+            journal,
+            self._publish,
+            low_gas_wei=self.settings.low_gas_wei,
+            refresh_s=self.settings.earnings_refresh_s,
+            clock=clock,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -175,7 +192,11 @@ class Miner:
             (self.client.cognitive, name) for name in COGNITIVE_EVENTS
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
+        sources += [(self.client.payment, name) for name in PAYMENT_EVENTS]
         self._watcher = ChainWatcher(head, sources)
+        gas = self.earnings.refresh().gas_balance_wei
+        low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
+        self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
         self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
 
     def run(self, stop: threading.Event) -> None:
@@ -206,6 +227,7 @@ class Miner:
             self._ping_if_due()
         for event in self._watcher.poll(self._head()):
             self._handle(event)
+        self.earnings.tick()
 
     def _set_away(self, away: bool) -> None:
         """Paused: out of selection and the pool on chain, so no deadline is missed meanwhile."""
@@ -258,7 +280,9 @@ class Miner:
         self._publish(benchmark_event(result, document, tier))
 
     def resume(self) -> None:
-        """After a restart: reveal what was precommitted, send what was prepared but not sent."""
+        """After a restart: reveal what was precommitted, send what was prepared but not sent,
+        and settle a withdrawal a crash left open (from the chain; it is never sent again)."""
+        self.earnings.resume()
         for record in self.journal.pending_precommits():
             if record.task.kind is TaskKind.NETWORK:
                 self._resume_precommit(record.task)
@@ -272,6 +296,9 @@ class Miner:
     def _handle(self, event: ChainEvent) -> None:
         if event.contract == "SessionQueue":
             self._handle_user_task(event)
+            return
+        if event.contract == "SessionPayment":
+            self.earnings.note(event)
             return
         args = event.args
         session_id = int(args.get("id", 0))

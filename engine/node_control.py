@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.commands import Benchmark, Command, Pause, ReloadConfig, Resume, Stop
+from engine.commands import Benchmark, Command, Pause, ReloadConfig, Resume, Stop, Withdraw
 from engine.events import (
     Alert,
     AlertKind,
@@ -68,10 +68,12 @@ class NodeController:
         *,
         reload: Callable[[], tuple[bool, str]] | None = None,
         stop: threading.Event | None = None,
+        withdraw: Callable[[Withdraw], tuple[bool, str]] | None = None,
     ) -> None:
         self.bus = bus
         self.miners = list(miners)
         self._reload = reload
+        self._withdraw = withdraw
         self._stop = stop
         self._lock = threading.Lock()
         # reason code -> message, shared by every miner of this process (one host, one policy)
@@ -119,6 +121,12 @@ class NodeController:
                 if self._reload is None:
                     return False, "this node cannot reload its config"
                 return self._reload()
+            case Withdraw():
+                if self._withdraw is None:
+                    return False, (
+                        "withdraw is not available on this node: it runs no miner; nothing was sent"
+                    )
+                return self._withdraw(command)
             case Stop():
                 if self._stop is None:
                     return False, "this node cannot be stopped by command"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from engine.earnings import DEFAULT_LOW_GAS_WEI
 from engine.events import (
     Alert,
     BenchmarkResult,
@@ -36,8 +37,9 @@ from engine.events import (
 )
 from engine.protocol import NodeRole
 
-# Below this a node cannot pay for its transactions for long (0.01 ETH-like units, in wei).
-LOW_GAS_WEI = 10**16
+# The engine raises a low_gas alert at the configured `[alerts] low_gas_eth`; for a stream
+# without alerts (an older recording) the dashboard falls back to the engine's default.
+LOW_GAS_WEI = DEFAULT_LOW_GAS_WEI
 NETWORK_STAGES = ("request", "create", "prepare", "start", "precommit", "commit", "end")
 USER_STAGES = ("assigned", "ack", "precommit", "commit", "validated", "paid")
 

@@ -209,6 +209,22 @@ def test_commands_need_the_token_and_a_pause_shows_in_the_summary(node: Node) ->
     assert node.token not in node.log()
 
 
+def test_miners_publish_earnings_and_wallet_withdraw_reaches_the_node(node: Node) -> None:
+    def miners_with_earnings() -> list[dict[str, Any]] | None:
+        miners = [n for n in node.summary()["nodes"] if n["role"] == "miner"]
+        known = [n for n in miners if n["earnings"]["withdrawable_wei"] is not None]
+        return known if len(known) == 2 else None
+
+    miners = _until(miners_with_earnings, 60, "earnings events of both miners", node)
+    assert all(m["gas_balance_wei"] > 0 for m in miners)
+    # Network tasks earn points, not money: nothing to withdraw, and the node says so.
+    result = run_cli(node.home, "wallet", "withdraw", "--json", timeout=60)
+    assert result.returncode == 5, result.stderr
+    document = json.loads(result.stdout)
+    assert document["via"] == "node" and not document["accepted"]
+    assert "nothing to withdraw" in document["message"] and document["withdrawals"] == []
+
+
 def test_attach_shows_the_running_node_and_its_keys_reach_it(node: Node) -> None:
     """`attach`'s dashboard against the real headless node: SSE in, commands out (Pilot)."""
     asyncio.run(_attached_session(node))

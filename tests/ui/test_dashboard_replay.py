@@ -232,7 +232,7 @@ async def test_wallet_screen_shows_addresses_and_says_when_there_are_no_earnings
         addresses = {row[0] for row in _rows(app.screen, "wallet-nodes")}
         assert addresses == set(app.summary.nodes)  # full addresses, all four nodes
         assert _rows(app.screen, "earnings") == []
-        assert "pays no rewards" in _text(app.screen, "wallet-balances")
+        assert "no earnings yet" in _text(app.screen, "wallet-balances")
         await pilot.press("x")  # no wallet behind a replay: it says so and opens nothing
         await pilot.pause()
         assert isinstance(app.screen, WalletScreen)

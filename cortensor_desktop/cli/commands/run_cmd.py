@@ -164,7 +164,9 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     recorder = Recorder(Path(args.record).expanduser()) if args.record else None
     if recorder is not None:
         recorder.attach(bus)
-    settings = EmbeddedNetworkSettings(miners=args.miners, payout=ctx.config.wallet.payout or None)
+    settings = EmbeddedNetworkSettings(
+        miners=args.miners, payout=ctx.config.wallet.payout or None, miner=miner_settings(ctx)
+    )
     host = NetworkHost.embedded(ctx.database, ctx.models_dir, bus, settings)
     info = NodeInfo(
         network=ctx.network.name,
@@ -351,7 +353,11 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
             ctx.database,
             ctx.models_dir,
             bus,
-            EmbeddedNetworkSettings(miners=args.miners, payout=ctx.config.wallet.payout or None),
+            EmbeddedNetworkSettings(
+                miners=args.miners,
+                payout=ctx.config.wallet.payout or None,
+                miner=miner_settings(ctx),
+            ),
             progress=lambda message: log.info("%s", message),
         )
 
@@ -387,7 +393,10 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
             ctx.models_dir,
             bus,
             NodeSettings(
-                role=args.role, n_threads=threads, payout=ctx.config.wallet.payout or None
+                role=args.role,
+                n_threads=threads,
+                payout=ctx.config.wallet.payout or None,
+                miner=miner_settings(ctx),
             ),
             progress=lambda message: log.info("%s", message),
         )
@@ -398,6 +407,13 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
     }
     banner = f"{args.role} {client.address} up on network '{profile.name}'"
     return _serve(ctx, args, build, extra, banner)
+
+
+def miner_settings(ctx: AppContext) -> Any:
+    """The miners' settings from the config: the low-gas alert threshold."""
+    from engine.miner import MinerSettings
+
+    return MinerSettings(low_gas_wei=ctx.config.alerts.low_gas_wei)
 
 
 def _threads(ctx: AppContext) -> tuple[int, str]:
@@ -553,6 +569,7 @@ class _Control:
     GAS_EVERY_S = 30.0
 
     def __init__(self, ctx: AppContext, bus: Any, network: Any, signals: Any, holder: Any) -> None:
+        from engine.earnings import GasAlarm
         from engine.node_control import (
             NodeController,
             PolicyMonitor,
@@ -561,15 +578,21 @@ class _Control:
         )
 
         self.ctx = ctx
+        self.bus = bus
         self.holder = holder
-        nodes = [*network.miners, *network.oracles]
-        self.accounts = [(node.address, node.client) for node in nodes]
+        # Miners read and publish their own gas balance (EarningsUpdated, engine/earnings.py);
+        # the oracles' is read here, with the same low-gas alarm.
+        self.accounts = [(node.address, node.client) for node in network.oracles]
+        low_gas_wei = ctx.config.alerts.low_gas_wei
+        self.alarms = {address: GasAlarm(low_gas_wei) for address, _ in self.accounts}
         self._gas_at = 0.0
         self.network = network
         owners = dict(network.worker_owners)
         self.workers = WorkerWatch(bus, owners)
         self.config = ctx.config
-        self.controller = NodeController(bus, network.miners, reload=self.reload, stop=signals.stop)
+        self.controller = NodeController(
+            bus, network.miners, reload=self.reload, stop=signals.stop, withdraw=self.withdraw
+        )
         policy = self.config.policy
         self.monitor = PolicyMonitor(
             self.controller,
@@ -585,6 +608,11 @@ class _Control:
         if self.monitor.settings.gpu_pause_above_c is None:
             return None
         return hottest_nvidia_gpu()
+
+    def withdraw(self, command: Any) -> tuple[bool, str]:
+        from engine.earnings import withdraw_from
+
+        return withdraw_from(self.network.miners, command.amount_wei, command.node)
 
     def reload(self) -> tuple[bool, str]:
         from cortensor_desktop.reload import config_changes, reread
@@ -616,7 +644,10 @@ class _Control:
             self.sample_gas()
 
     def sample_gas(self) -> None:
+        from dataclasses import replace
+
         from chain.errors import ChainError
+        from engine.protocol import NodeRole
 
         for address, client in self.accounts:
             try:
@@ -625,6 +656,9 @@ class _Control:
                 log.debug("gas balance of %s not read: %s", address, exc)
                 continue
             self.holder.read(lambda summary, a=address, w=wei: summary.set_gas_balance(a, w))
+            alert = self.alarms[address].check(wei, address)
+            if alert is not None:
+                self.bus.publish(replace(alert, node=address, role=NodeRole.ORACLE))
 
 
 def _wait(

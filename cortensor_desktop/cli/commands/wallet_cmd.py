@@ -1,4 +1,9 @@
-"""`wallet new | import | show | export | passwd`: the node's key in an encrypted keystore."""
+"""`wallet new | import | show | export | passwd | withdraw`: the node's key and its earnings.
+
+`withdraw` pays the node's SessionPayment balance out to its registered payout address: through
+the running node's status API when a node runs for this home, else with the wallet unlocked here
+(cortensor_desktop/withdrawal.py).
+"""
 
 from __future__ import annotations
 
@@ -66,6 +71,25 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="write the encrypted keystore to PATH (mode 0600) after checking the passphrase; "
         "nothing is printed",
+    )
+
+    withdraw = action(
+        "withdraw",
+        "withdraw the node's whole earned balance to its registered payout address",
+        _withdraw,
+    )
+    withdraw.add_argument(
+        "--node",
+        metavar="ADDRESS",
+        help="which miner, where the running node has several (the embedded network); "
+        "default: every miner with a balance",
+    )
+    withdraw.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="seconds to wait for the running node's answer (default 120)",
     )
 
     passwd = action("passwd", "change the keystore passphrase", _passwd)
@@ -228,3 +252,42 @@ def _passwd(ctx: AppContext, args: argparse.Namespace) -> int:
     else:
         ctx.echo(f"passphrase changed for {info.address}")
     return 0
+
+
+def _withdraw(ctx: AppContext, args: argparse.Namespace) -> int:
+    from chain.errors import ChainError
+    from cortensor_desktop.attach import NodeUnreachableError
+    from cortensor_desktop.cli.exit_codes import ExitCode, NodeNotRunningError
+    from cortensor_desktop.withdrawal import WithdrawReport, through_node, with_wallet
+    from engine.commands import Withdraw
+
+    command = Withdraw(all=True, node=args.node, source="cli")
+    report: WithdrawReport
+    try:
+        report = through_node(ctx.paths.data_dir / "api.json", command, args.timeout)
+    except NodeUnreachableError:
+        network = ctx.network
+        if network.embedded:
+            raise NodeNotRunningError(
+                "no node is running for this home, and the embedded network's chain exists "
+                "only inside a running `cortensor-desktop run`: withdraw while it runs"
+            ) from None
+        if network.chain_id is None:
+            raise ChainError(f"network profile '{network.name}' has no chain id") from None
+        report = with_wallet(
+            ctx.paths.keystore_dir,
+            args.passphrase_file,
+            ctx.database,
+            network.chain_id,
+            list(network.rpc_urls),
+            dict(network.contracts),
+        )
+    if ctx.json_output:
+        ctx.emit_json(report.to_dict())
+        return ExitCode.OK if report.accepted else ExitCode.CHAIN
+    if not report.accepted:
+        raise ChainError(report.message)  # printed like every error, exit code 5
+    ctx.echo(report.message)
+    for w in report.withdrawals:
+        ctx.echo(f"  {w.node}: {w.status.value} {w.amount_wei} wei to {w.to} in tx {w.tx_hash}")
+    return ExitCode.OK

@@ -136,8 +136,8 @@ class WalletScreen(Screen[None]):
         s = self.summary
         if s.earnings is None:
             balances = (
-                "no earnings or balance events yet: the embedded network pays no rewards in this "
-                "version, so there is nothing to withdraw"
+                "no earnings yet: each miner publishes its balances once registered, then after "
+                "every payment and every 30 s"
             )
         else:
             e = s.earnings
