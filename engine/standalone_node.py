@@ -37,6 +37,7 @@ class NodeSettings:
     chat_model_id: str | None = None
     n_ctx: int = 2048
     n_threads: int = 1
+    payout: str | None = None  # where withdrawals go; None: the node's own address
     miner: MinerSettings = field(default_factory=MinerSettings)
     oracle: OracleSettings = field(default_factory=OracleSettings)
 
@@ -87,7 +88,9 @@ class StandaloneNode:
                 from dataclasses import replace
 
                 miner_settings = replace(miner_settings, model_name=chat_id)
-            self.miner = Miner(self.client, chat, journal, self.bus, miner_settings)
+            self.miner = Miner(
+                self.client, chat, journal, self.bus, miner_settings, payout=self.settings.payout
+            )
             self.miner.preflight()
             target: Callable[[threading.Event], None] = self.miner.run
         else:
