@@ -111,6 +111,28 @@ def measure_idle(seconds: float, work: Path) -> float:
         tmux("kill-session", "-t", "idle", check=False)
 
 
+def keys(session: str, *names: str) -> None:
+    for name in names:
+        tmux("send-keys", "-t", session, name)
+        time.sleep(0.3)  # the next key lands on the next widget
+
+
+def through_wizard(session: str) -> None:
+    """Hardware, override to the bundled model (nothing downloaded from outside), install,
+    skip the wallet (the embedded network signs with its own accounts), embedded, start."""
+    keys(session, "Enter", "o")
+    wait_for(session, "override the recommendation", 10)
+    keys(session, "Enter", "Home", "Enter", "Tab", "Tab", "Enter")
+    wait_for(session, "installed", 60)
+    keys(session, "Enter")
+    wait_for(session, "Create a new wallet", 10)
+    keys(session, "Down", "Down", "Down", "Enter")
+    wait_for(session, "Which network", 10)
+    keys(session, "Enter")
+    wait_for(session, "step 6 of 6", 10)
+    keys(session, "Enter")
+
+
 def measure_run(work: Path, miners: int) -> tuple[float, float, int | None]:
     """(seconds to first frame, seconds from q to exit, exit code) for a real embedded run."""
     rc_file = work / "run.rc"
@@ -123,7 +145,7 @@ def measure_run(work: Path, miners: int) -> tuple[float, float, int | None]:
     )
     wait_for("run", "First run", 60, poll_s=0.02)  # a fresh home: the wizard is the first frame
     first_frame = time.monotonic() - launched
-    tmux("send-keys", "-t", "run", "Enter")
+    through_wizard("run")
     wait_for("run", "PoI results", 30)
     # The first session's judging shows PASS; the next `start` means the miners are generating.
     wait_for("run", "PASS", 240, poll_s=0.2)

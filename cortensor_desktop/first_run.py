@@ -80,15 +80,17 @@ class Choices:
 
 def parse_payout(text: str) -> str:
     """A checksummed address, or '' for "the node's own"; ValueError with a one-line reason."""
-    from eth_utils.address import is_address, to_checksum_address
+    from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
     value = text.strip()
     if not value:
         return ""
-    if not value.startswith("0x") or len(value) != 42:
+    if not value.startswith("0x") or len(value) != 42 or not is_address(value):
         raise ValueError("a payout address is 0x followed by 40 hex digits")
-    if not is_address(value):
-        raise ValueError("that address is not valid (wrong characters or a bad checksum)")
+    digits = value[2:]
+    mixed = digits != digits.lower() and digits != digits.upper()
+    if mixed and not is_checksum_address(value):
+        raise ValueError("that address has a bad checksum (a mistyped letter?): check it")
     return str(to_checksum_address(value))
 
 

@@ -66,6 +66,13 @@ HINTS = {
     "network": "arrows: choose · enter: use this network · escape: back · q: quit",
     "start": "enter: write the config and start · escape: back · q: quit without starting",
 }
+INSTALL_STATES = {
+    "idle": "not installed",
+    "running": "installing",
+    "done": "installed",
+    "failed": "not installed: the download failed",
+    "skipped": "not installed: skipped; `cortensor-desktop models pull` later",
+}
 PROGRESS_EVERY_S = 0.05  # a progress message at most this often (the bar has ~60 cells)
 
 
@@ -103,6 +110,12 @@ PHASES = {
 }
 
 
+def _params(count: int | None) -> str:
+    if not count:
+        return "? parameters"
+    return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.0f}M"
+
+
 class WizardScreen(Screen[WizardResult | None]):
     """First run, step by step; dismissed with the result once the config is written."""
 
@@ -114,6 +127,8 @@ class WizardScreen(Screen[WizardResult | None]):
         Binding("r", "retry", "retry"),
     ]
     DEFAULT_CSS = """
+    WizardScreen #wizard-steps { height: 1fr; }
+    WizardScreen Input { border-title-color: $text; }
     WizardScreen .wizard-step { height: 1fr; border: round $primary; padding: 0 1; }
     WizardScreen .override-row { height: auto; }
     WizardScreen .override-row Input { width: 1fr; }
@@ -135,6 +150,7 @@ class WizardScreen(Screen[WizardResult | None]):
         self.overrides: Overrides | None = None
         self.model: tuple[str, str | None] | None = None  # (model id, quant) to install
         self.download_state = "idle"  # idle, running, done, failed, skipped
+        self._source = ""  # where the last progress came from (a URL, a package)
         self._token = 0
         self._cancel = threading.Event()
         self.wallet_address: str | None = None
@@ -153,7 +169,7 @@ class WizardScreen(Screen[WizardResult | None]):
                 yield Static(id="override-intro")
                 with Horizontal(id="override-row", classes="override-row"):
                     yield Select[str](self._model_options(), id="override-model", allow_blank=False)
-                    yield Select[str]([], id="override-quant", prompt="quant: the fit chooses")
+                    yield Select[str]([], id="override-quant", prompt="quant: auto")
                 with Horizontal(id="override-row-2", classes="override-row"):
                     yield Input(id="override-ctx", placeholder="empty: the fit chooses")
                     yield Input(id="override-gpu-layers", placeholder="empty: the fit chooses")
@@ -214,7 +230,7 @@ class WizardScreen(Screen[WizardResult | None]):
 
     def _model_options(self) -> list[tuple[str, str]]:
         return [
-            (f"{m.id} ({m.kind}, {m.parameters or '?'})", m.id) for m in self.setup.chat_models()
+            (f"{m.id} ({m.kind}, {_params(m.parameters)})", m.id) for m in self.setup.chat_models()
         ]
 
     def _fill_override_form(self) -> None:
@@ -252,9 +268,8 @@ class WizardScreen(Screen[WizardResult | None]):
         if action == "override":
             return self.step == "recommendation"
         if action in ("skip", "retry"):
-            return self.step == "download" and (
-                action == "skip" or self.download_state in ("failed", "skipped")
-            )
+            wanted = ("idle", "running", "failed") if action == "skip" else ("failed", "skipped")
+            return self.step == "download" and self.download_state in wanted
         return True
 
     def action_next(self) -> None:
@@ -356,7 +371,9 @@ class WizardScreen(Screen[WizardResult | None]):
         size = f"{variant.size_bytes / 2**20:,.0f} MiB" if variant and variant.size_bytes else ""
         what.update(
             f"[b]{model_id}[/b] {variant.quant if variant else ''} {size}\n"
-            f"into {self.setup.models_dir}"
+            f"into {self.setup.models_dir}\n"
+            f"(the embedded network runs {self.setup.running_model}; this is the model the node "
+            "serves on a real network)"
         )
         installed = self.setup.installed_path(model_id, quant)
         if installed is not None:
@@ -366,6 +383,7 @@ class WizardScreen(Screen[WizardResult | None]):
             self.refresh_bindings()
             return
         bar.update(total=None, progress=0)
+        self._source = ""
         status.update("starting…")
         self._token += 1
         self._cancel = threading.Event()
@@ -404,6 +422,7 @@ class WizardScreen(Screen[WizardResult | None]):
         if message.token != self._token or self.download_state != "running":
             return
         p = message.progress
+        self._source = p.source
         bar = self.query_one("#download-bar", ProgressBar)
         bar.update(total=p.total_bytes, progress=p.done_bytes)
         done = f"{p.done_bytes / 2**20:,.1f} MiB"
@@ -420,7 +439,8 @@ class WizardScreen(Screen[WizardResult | None]):
         if message.path is not None:
             self.download_state = "done"
             bar.update(total=bar.total or 1, progress=bar.total or 1)
-            status.update(f"installed: {message.path}\nenter: next")
+            source = f" from {self._source}" if self._source else ""
+            status.update(f"installed{source}: {message.path}\nenter: next")
         else:
             self.download_state = "failed"
             status.update(
@@ -531,8 +551,9 @@ class WizardScreen(Screen[WizardResult | None]):
             else f"enter writes the config and leaves; then start the node on {c.network} with "
             "`cortensor-desktop run --role miner`."
         )
+        installed = INSTALL_STATES[self.download_state]
         lines = [
-            f"model      {c.model_id or '-'} {c.quant or ''} ({self.download_state})",
+            f"model      {c.model_id or '-'} {c.quant or ''} ({installed})",
             f"fit        {fit}",
             f"wallet     {wallet}",
             f"payout     {c.payout_address or 'the node wallet itself'}",

@@ -5,6 +5,7 @@ back, an in-memory keyring. The machine is the recorded 8 GB laptop, so the fit 
 
 from __future__ import annotations
 
+import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from engine.events import Event, EventBus
 from profiler.catalogue import Catalogue, load_catalogue
 from tests.chain.test_wallet import InMemoryKeyring
 from tests.ui.conftest import INFO, SIZE, fixed_sampler, laptop_first_run, sync
+from tests.ui.test_snapshots import _compare
 
 BUNDLED = "smollm2-135m-instruct"
 PAYOUT = "0xABaBaBaBABabABabAbAbABAbABabababaBaBABaB"  # checksummed; typed in lower case
@@ -334,3 +336,38 @@ async def test_q_quits_mid_download(tmp_path: Path, recorded: list[Event]) -> No
         assert wizard(app).step == "download"
         await pilot.press("q")
     assert app.return_code == 0
+
+
+SNAPSHOT_ROOT = Path("/tmp/cortensor-wizard-snapshot")  # fixed: the paths on screen are the same
+
+
+@sync
+async def test_wizard_snapshots(tmp_path: Path) -> None:
+    """Every step at 120 x 40 (compared with snapshots/wizard_*.svg)."""
+    shutil.rmtree(SNAPSHOT_ROOT, ignore_errors=True)
+    setup = laptop_first_run(SNAPSHOT_ROOT, bundled_only())
+    app = wizard_app(setup, [])
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+
+            async def snap(name: str) -> None:
+                await pilot.pause()
+                _compare(f"wizard_{name}", app.export_screenshot(title=f"wizard: {name}"), tmp_path)
+
+            await snap("hardware")
+            await pilot.press("enter")
+            await snap("recommendation")
+            await pilot.press("o")
+            await snap("override")
+            await pilot.press("escape", "enter")
+            await until(pilot, lambda: wizard(app).download_state == "done")
+            await snap("download")
+            await pilot.press("enter")
+            await snap("wallet")
+            await pilot.press("down", "down", "down", "enter")
+            await snap("network")
+            await pilot.press("enter")
+            await snap("start")
+            await pilot.press("q")
+    finally:
+        shutil.rmtree(SNAPSHOT_ROOT, ignore_errors=True)
