@@ -5,10 +5,12 @@ back, an in-memory keyring. The machine is the recorded 8 GB laptop, so the fit 
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import keyring
@@ -24,8 +26,10 @@ from cortensor_desktop.tui.app import DashboardApp, create_app
 from cortensor_desktop.tui.wizard import WizardResult, WizardScreen
 from engine.commands import CommandQueue
 from engine.events import Event, EventBus
-from profiler.catalogue import Catalogue, load_catalogue
+from engine.model_store import package_folder
+from profiler.catalogue import Catalogue, Source, load_catalogue
 from tests.chain.test_wallet import InMemoryKeyring
+from tests.engine.test_model_store import Behaviour, closed_port_url, serve  # noqa: F401
 from tests.ui.conftest import INFO, SIZE, fixed_sampler, laptop_first_run, sync
 from tests.ui.test_snapshots import _compare
 
@@ -371,3 +375,72 @@ async def test_wizard_snapshots(tmp_path: Path) -> None:
             await pilot.press("q")
     finally:
         shutil.rmtree(SNAPSHOT_ROOT, ignore_errors=True)
+
+
+def served_catalogue(url: str, body: bytes) -> Catalogue:
+    """The bundled model as a real user's catalogue lists a model: a URL, a size and a hash."""
+    entry = bundled_only().require(BUNDLED)
+    variant = replace(
+        entry.quants[0],
+        size_bytes=len(body),
+        sha256=hashlib.sha256(body).hexdigest(),
+        sources=(Source("url", (("url", url),)),),
+    )
+    others = tuple(m for m in bundled_only().models if m.id != BUNDLED)
+    return Catalogue((replace(entry, quants=(variant,)), *others))
+
+
+def bundled_bytes() -> bytes:
+    variant = load_catalogue().require(BUNDLED).quants[0]
+    source = next(s for s in variant.sources if s.type == "python_package")
+    folder = package_folder(str(source.get("package")))
+    assert folder is not None, "the bundled model's package is not installed"
+    return (folder / str(source.get("path"))).read_bytes()
+
+
+@sync
+async def test_download_from_a_url_shows_progress_then_100_percent(
+    tmp_path: Path,
+    serve: Callable[[Behaviour], str],  # noqa: F811 (the model store tests' fixture)
+) -> None:
+    body = bundled_bytes()
+    url = serve(Behaviour(body, slow_s=2.0))
+    setup = laptop_first_run(tmp_path, served_catalogue(url, body))
+    app = wizard_app(setup, [])
+    seen: list[float] = []
+    statuses: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "enter")
+        bar = app.screen.query_one("#download-bar", ProgressBar)
+
+        def finished() -> bool:
+            if bar.percentage is not None:
+                seen.append(bar.percentage)
+            statuses.append(text(app, "download-status"))
+            return wizard(app).download_state == "done"
+
+        await until(pilot, finished)
+        assert any(f"downloading from {url}" in status for status in statuses)
+        assert bar.percentage == 1.0
+        assert any(0.0 < p < 1.0 for p in seen), f"no partial progress shown: {seen[:5]}"
+        assert url in text(app, "download-status")
+        await pilot.press("q")
+    installed = setup.installed_path(BUNDLED, None)
+    assert installed is not None and installed.read_bytes() == body
+
+
+@sync
+async def test_a_failed_download_says_why_and_can_be_skipped(tmp_path: Path) -> None:
+    setup = laptop_first_run(tmp_path, served_catalogue(closed_port_url(), b"x" * 1000))
+    app = wizard_app(setup, [])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "enter")
+        await until(pilot, lambda: wizard(app).download_state == "failed")
+        status = text(app, "download-status")
+        assert "Not installed" in status and "cannot connect" in status
+        await pilot.press("enter")  # refused: enter does not skip silently
+        assert wizard(app).step == "download"
+        await pilot.press("s")
+        assert wizard(app).step == "wallet"
+        await pilot.press("q")
+    assert setup.installed_path(BUNDLED, None) is None
