@@ -20,6 +20,7 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape as esc
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import (
@@ -33,7 +34,7 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
-from cortensor_desktop.first_run import Cancelled, Choices, FirstRun, Overrides
+from cortensor_desktop.first_run import Cancelled, Choices, FirstRun, NetworkChoice, Overrides
 from cortensor_desktop.tui.wizard_wallet import WalletReady, WalletStep
 from engine.model_store import PullProgress
 from profiler.errors import DoesNotFitError
@@ -156,6 +157,7 @@ class WizardScreen(Screen[WizardResult | None]):
         self.wallet_address: str | None = None
         self.payout = ""
         self.network: str | None = None
+        self._networks: list[NetworkChoice] = []
 
     # -- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -203,7 +205,7 @@ class WizardScreen(Screen[WizardResult | None]):
             ("override-threads", "CPU threads"),
         ):
             self.query_one(f"#{widget_id}").border_title = label
-        self.query_one("#hardware-body", Static).update(self.setup.hardware_text())
+        self.query_one("#hardware-body", Static).update(esc(self.setup.hardware_text()))
         try:
             self.recommendation = self.setup.recommend()
         except DoesNotFitError as exc:
@@ -219,10 +221,10 @@ class WizardScreen(Screen[WizardResult | None]):
             "would serve on a real network."
         )
         if self.recommendation is not None:
-            text = self.setup.recommendation_text(self.recommendation)
+            text = esc(self.setup.recommendation_text(self.recommendation))
             action = "enter accepts it (the fit decides again at every start); o overrides it."
         else:
-            text = f"[b]Nothing in the catalogue fits this machine:[/b] {self.problem}"
+            text = f"[b]Nothing in the catalogue fits this machine:[/b] {esc(self.problem or '')}"
             action = f"o overrides; enter goes on with {self.setup.running_model} only."
         self.query_one("#recommendation-body", Static).update(
             f"{running}\n{action}\n\n{text}", layout=True
@@ -302,8 +304,8 @@ class WizardScreen(Screen[WizardResult | None]):
         rec = self.recommendation
         if rec is not None:
             self.model = (rec.model_id, rec.quant)
-        else:
-            self.model = (self.setup.running_model, None)
+        else:  # nothing fits: the bundled model, which the embedded network runs anyway
+            self.model = (self.setup.bundled_model().id, None)
         self._start_download()
 
     def on_select_changed(self, event: Select.Changed) -> None:
@@ -350,7 +352,7 @@ class WizardScreen(Screen[WizardResult | None]):
             overrides = self._read_overrides()
             rec = self.setup.recommend(overrides)
         except (ValueError, DoesNotFitError) as exc:
-            result.update(f"[b red]Not used:[/] {exc}")
+            result.update(f"[b red]Not used:[/] {esc(str(exc))}")
             return
         self.overrides = overrides
         self.model = (rec.model_id, rec.quant)
@@ -371,14 +373,14 @@ class WizardScreen(Screen[WizardResult | None]):
         size = f"{variant.size_bytes / 2**20:,.0f} MiB" if variant and variant.size_bytes else ""
         what.update(
             f"[b]{model_id}[/b] {variant.quant if variant else ''} {size}\n"
-            f"into {self.setup.models_dir}\n"
+            f"into {esc(str(self.setup.models_dir))}\n"
             f"(the embedded network runs {self.setup.running_model}; this is the model the node "
             "serves on a real network)"
         )
         installed = self.setup.installed_path(model_id, quant)
         if installed is not None:
             bar.update(total=1, progress=1)
-            status.update(f"already installed: {installed}\nenter: next")
+            status.update(f"already installed: {esc(str(installed))}\nenter: next")
             self.download_state = "done"
             self.refresh_bindings()
             return
@@ -429,7 +431,7 @@ class WizardScreen(Screen[WizardResult | None]):
         if p.total_bytes:
             done += f" of {p.total_bytes / 2**20:,.1f} MiB"
         phase = PHASES.get(p.phase, p.phase).format(source=p.source)
-        self.query_one("#download-status", Static).update(f"{phase}: {done}")
+        self.query_one("#download-status", Static).update(esc(f"{phase}: {done}"))
 
     def on_download_ended(self, message: DownloadEnded) -> None:
         if message.token != self._token or self.download_state != "running":
@@ -440,12 +442,12 @@ class WizardScreen(Screen[WizardResult | None]):
             self.download_state = "done"
             bar.update(total=bar.total or 1, progress=bar.total or 1)
             source = f" from {self._source}" if self._source else ""
-            status.update(f"installed{source}: {message.path}\nenter: next")
+            status.update(esc(f"installed{source}: {message.path}") + "\nenter: next")
         else:
             self.download_state = "failed"
             status.update(
-                f"[b red]Not installed:[/] {message.error}\nr retries; s skips (install it "
-                "later with `cortensor-desktop models pull ID`)"
+                f"[b red]Not installed:[/] {esc(message.error or '')}\n"
+                "r retries; s skips (install it later with `cortensor-desktop models pull ID`)"
             )
         self.refresh_bindings()
 
@@ -453,7 +455,7 @@ class WizardScreen(Screen[WizardResult | None]):
         self._cancel.set()
         self._token += 1  # whatever the thread still posts is ignored
         self.download_state = "skipped"
-        self.query_one("#download-status", Static).update(why)
+        self.query_one("#download-status", Static).update(esc(why))
 
     def action_skip(self) -> None:
         if self.download_state == "running":
@@ -496,7 +498,7 @@ class WizardScreen(Screen[WizardResult | None]):
         for choice in self._networks:
             options.add_option(
                 Option(
-                    f"[b]{choice.name}[/b]  {choice.text}",
+                    f"[b]{esc(choice.name)}[/b]  {esc(choice.text)}",
                     id=choice.name,
                     disabled=not choice.usable,
                 )
@@ -504,7 +506,7 @@ class WizardScreen(Screen[WizardResult | None]):
         options.highlighted = 0
         self.query_one("#network-note", Static).update(
             "Other networks are profile files in "
-            f"{self.setup.paths.profiles_dir} (`devnet up` writes local.toml). "
+            f"{esc(str(self.setup.paths.profiles_dir))} (`devnet up` writes local.toml). "
             "This dashboard runs the embedded network; on any other network one process is one "
             "node: `cortensor-desktop run --role miner`."
         )
@@ -562,18 +564,18 @@ class WizardScreen(Screen[WizardResult | None]):
             "",
             start,
         ]
-        self.query_one("#start-body", Static).update("\n".join(lines))
+        self.query_one("#start-body", Static).update(esc("\n".join(lines)))
         self._show("start")
 
     def _embedded(self, name: str) -> bool:
-        return any(n.name == name and n.embedded for n in getattr(self, "_networks", []))
+        return any(n.name == name and n.embedded for n in self._networks)
 
     def _finish(self) -> None:
         choices = self._choices()
         try:
             path = self.setup.write_config(choices)
         except Exception as exc:  # a config that would not load back is refused, not raised
-            self.notify(f"config not written: {exc}", severity="error")
+            self.notify(esc(f"config not written: {exc}"), severity="error")
             return
         self.dismiss(WizardResult(choices, path, self._embedded(choices.network)))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape as esc
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, OptionList, Static
 from textual.widgets.option_list import Option
@@ -112,9 +113,9 @@ class WalletStep(Vertical):
 
     def _where_text(self) -> str:
         return (
-            f"[b]Where the key is kept:[/b] {self.setup.keystore_file()}, a V3 keystore encrypted "
-            "with scrypt, readable by you only (0600). The passphrase is stored nowhere unless "
-            "you tick the keyring box.\n"
+            f"[b]Where the key is kept:[/b] {esc(str(self.setup.keystore_file()))}, a V3 "
+            "keystore encrypted with scrypt, readable by you only (0600). The passphrase is "
+            "stored nowhere unless you tick the keyring box.\n"
             "[b]Back it up:[/b] copy that file somewhere safe (a USB stick, a password manager) "
             "and keep the passphrase apart from it: both are needed and neither can be "
             "recovered. `cortensor-desktop wallet export --yes` prints the raw key when you "
@@ -192,7 +193,7 @@ class WalletStep(Vertical):
         try:
             payout = parse_payout(self._value("payout"))
         except ValueError as exc:
-            self._status(f"[b red]Payout address:[/] {exc}")
+            self._status(f"[b red]Payout address:[/] {esc(str(exc))}")
             self.query_one("#wallet-payout").focus()
             return
         self.payout = payout
@@ -241,7 +242,7 @@ class WalletStep(Vertical):
         for name in SECRET_FIELDS:
             self.query_one(f"#wallet-{name}", Input).value = ""
         if message.info is None:
-            self._status(f"[b red]No wallet written:[/] {message.error}")
+            self._status(f"[b red]No wallet written:[/] {esc(message.error or '')}")
             first_secret = next(n for n in FIELDS[self.mode] if n in SECRET_FIELDS)
             self.query_one(f"#wallet-{first_secret}").focus()
             return
@@ -251,8 +252,8 @@ class WalletStep(Vertical):
         self.mode = "keep"
         self._fill_modes()
         self._status(
-            f"[b green]Wallet ready:[/] {info.address}\nkept in {info.path} (0600, encrypted). "
-            "Back it up now (below). enter: next"
+            f"[b green]Wallet ready:[/] {info.address}\n"
+            f"kept in {esc(str(info.path))} (0600, encrypted). Back it up now (below). enter: next"
         )
         self.post_message(WalletReady(info.address, self.payout, go_on=False))
         self.screen.set_focus(None)
