@@ -14,8 +14,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from chain.wallet import STANDARD_SCRYPT_N, WalletInfo
 from cortensor_desktop.config import (
     Config,
     ConfigError,
@@ -31,6 +31,9 @@ from engine.model_store import ModelStore, ProgressCallback, PullProgress
 from profiler.catalogue import Catalogue, ModelEntry
 from profiler.fit import Benchmark, FitSettings, Recommendation, recommend
 from profiler.hardware import Hardware
+
+if TYPE_CHECKING:  # chain.wallet imports eth_account (about a second): only when it is used
+    from chain.wallet import WalletInfo
 
 
 class Cancelled(Exception):
@@ -106,7 +109,7 @@ class FirstRun:
     fit_settings: FitSettings = field(default_factory=FitSettings)
     benchmarks: tuple[Benchmark, ...] = ()
     running_model: str = "-"  # what the embedded network runs on every node
-    scrypt_n: int = STANDARD_SCRYPT_N
+    scrypt_n: int | None = None  # None: chain.wallet's standard cost (tests pass a cheap one)
 
     # -- what to run ----------------------------------------------------------------------
     def hardware_text(self) -> str:
@@ -184,7 +187,7 @@ class FirstRun:
 
         self._check_pair(passphrase, repeat)
         self.paths.ensure()  # the data folder is private (0700) before the key lands in it
-        info = create_wallet(self.paths.keystore_dir, passphrase, self.scrypt_n)
+        info = create_wallet(self.paths.keystore_dir, passphrase, self._scrypt_n())
         self._remember(info.address, passphrase, remember)
         return info
 
@@ -196,7 +199,7 @@ class FirstRun:
         register_secret(key.strip())
         self._check_pair(passphrase, repeat)
         self.paths.ensure()
-        info = import_private_key(self.paths.keystore_dir, key, passphrase, self.scrypt_n)
+        info = import_private_key(self.paths.keystore_dir, key, passphrase, self._scrypt_n())
         self._remember(info.address, passphrase, remember)
         return info
 
@@ -215,6 +218,11 @@ class FirstRun:
         info = import_keystore(self.paths.keystore_dir, path, passphrase)
         self._remember(info.address, passphrase, remember)
         return info
+
+    def _scrypt_n(self) -> int:
+        from chain.wallet import STANDARD_SCRYPT_N
+
+        return self.scrypt_n or STANDARD_SCRYPT_N
 
     @staticmethod
     def _check_pair(passphrase: str, repeat: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -19,8 +19,10 @@ from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from chain.wallet import WalletInfo
 from cortensor_desktop.first_run import FirstRun, parse_payout
+
+if TYPE_CHECKING:
+    from chain.wallet import WalletInfo
 
 MODES = {
     "create": "Create a new wallet",
@@ -76,6 +78,7 @@ class WalletStep(Vertical):
         self.ready = False
         self.busy = False
         self.payout = ""
+        self._keyring_checked = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="wallet-top"):
@@ -102,12 +105,6 @@ class WalletStep(Vertical):
         }
         for name, title in titles.items():
             self.query_one(f"#wallet-{name}").border_title = title
-        remember = self.query_one("#wallet-remember", Checkbox)
-        if self.setup.keyring_available():
-            remember.label = "remember the passphrase in the OS keyring (unattended starts)"
-        else:
-            remember.label = "no secure OS keyring here: the node asks at start"
-            remember.disabled = True
         self._fill_modes()
         self.query_one("#wallet-where", Static).update(self._where_text())
 
@@ -139,8 +136,21 @@ class WalletStep(Vertical):
                 "It stays as it is; set a payout address if you like."
             )
 
+    def _probe_keyring(self) -> None:
+        """Asked when the step is first shown: finding the keyring backend takes a moment."""
+        if self._keyring_checked:
+            return
+        self._keyring_checked = True
+        remember = self.query_one("#wallet-remember", Checkbox)
+        if self.setup.keyring_available():
+            remember.label = "remember the passphrase in the OS keyring (unattended starts)"
+        else:
+            remember.label = "no secure OS keyring here: the node asks at start"
+            remember.disabled = True
+
     def enter(self) -> None:
         """The step is shown: pick up where the user left off."""
+        self._probe_keyring()
         if self.ready:
             self.screen.set_focus(None)
         else:
