@@ -445,3 +445,32 @@ async def test_a_failed_download_says_why_and_can_be_skipped(tmp_path: Path) -> 
         assert wizard(app).step == "wallet"
         await pilot.press("q")
     assert setup.installed_path(BUNDLED, None) is None
+
+
+@sync
+async def test_a_home_with_a_wallet_keeps_it_and_sets_only_the_payout(tmp_path: Path) -> None:
+    setup = laptop_first_run(tmp_path, bundled_only())
+    before = wallet.create_wallet(setup.paths.keystore_dir, "old pass", wallet.DEVNET_SCRYPT_N)
+    document = before.path.read_bytes()
+    results: list[WizardResult] = []
+    app = wizard_app(setup, results)
+    async with app.run_test(size=SIZE) as pilot:
+        await through_download(pilot, app)
+        await pilot.press("enter")
+        assert "already has a wallet" in text(app, "wallet-status")
+        assert before.address in text(app, "wallet-status")
+        await pilot.press("enter")  # "Keep this home's wallet": only the payout field
+        assert app.focused is not None and app.focused.id == "wallet-payout"
+        await type_text(pilot, "0x1234")
+        await pilot.press("enter")
+        assert "40 hex digits" in text(app, "wallet-status")
+        app.screen.query_one("#wallet-payout", Input).value = ""
+        await type_text(pilot, PAYOUT)
+        await pilot.press("enter")
+        assert wizard(app).step == "network"
+        await pilot.press("enter", "enter")
+        await pilot.pause()
+        await pilot.press("q")
+    assert results[0].choices.wallet_address == before.address
+    assert before.path.read_bytes() == document  # untouched
+    assert load_config(setup.config_path, environ={}).config.wallet.payout_address == PAYOUT
