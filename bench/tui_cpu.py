@@ -67,7 +67,17 @@ def launch(session: str, argv: list[str], home: Path, rc_file: Path) -> None:
         f"cd {shlex.quote(str(ROOT))} && env -i {exports} {shlex.quote(sys.executable)} "
         f"{' '.join(shlex.quote(a) for a in argv)}; echo $? > {shlex.quote(str(rc_file))}"
     )
-    tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    new_session = ("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
+    for attempt in range(3):
+        try:
+            tmux("-f", "/dev/null", *new_session)
+            return
+        except RuntimeError as exc:
+            # The idle run's kill-session leaves the server with no session: it exits, and a
+            # new-session that reaches it while it does fails; the next one starts a new server.
+            if "server exited unexpectedly" not in str(exc) or attempt == 2:
+                raise
+            time.sleep(0.5)
 
 
 def pane_pid(session: str) -> int:
