@@ -422,20 +422,23 @@ def config_as_dict(config: Config, mask_secrets: bool = True) -> dict[str, dict[
 
 def default_config_text() -> str:
     """A config file with every key at its default, each explained, for `config init`."""
+    return config_text(Config())
+
+
+def config_text(config: Config) -> str:
+    """A config file with every key at its value in `config`, each explained (the wizard's)."""
     lines = [
-        "# cortensor-desktop configuration. Every key is optional; shown at its default.",
+        "# cortensor-desktop configuration. Every key is optional; a key left at its default "
+        "can be deleted.",
         "# Environment variables CORTENSOR_<SECTION>__<KEY> override this file.",
         "",
     ]
-    for section_field in dataclasses.fields(Config):
-        section_cls = typing.get_type_hints(Config)[section_field.name]
+    for section_field in dataclasses.fields(config):
+        section = getattr(config, section_field.name)
         lines.append(f"[{section_field.name}]")
-        for f in dataclasses.fields(section_cls):
-            default = (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            )
+        for f in dataclasses.fields(section):
             lines.append(f"# {f.metadata.get('help', '')}")
-            lines.append(f"{f.name} = {_toml_literal(default)}")
+            lines.append(f"{f.name} = {_toml_literal(getattr(section, f.name))}")
         lines.append("")
     return "\n".join(lines)
 

@@ -15,12 +15,12 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
 from cortensor_desktop.config import ConfigError
@@ -33,6 +33,7 @@ from cortensor_desktop.tui.screens.wallet import WalletScreen
 from cortensor_desktop.tui.settings_view import SettingsBackend, SettingsData
 from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, TaskView
 from cortensor_desktop.tui.wallet_view import WalletBackend
+from cortensor_desktop.tui.wizard import WizardResult, WizardScreen
 from engine.commands import (
     Benchmark,
     Command,
@@ -43,6 +44,9 @@ from engine.commands import (
     Withdraw,
 )
 from engine.events import CommandHandled, Event, EventBus, LogLine, Subscription
+
+if TYPE_CHECKING:
+    from cortensor_desktop.first_run import FirstRun
 
 DEFAULT_REFRESH_S = 0.5
 MAX_LOG_LINES = 500
@@ -131,68 +135,7 @@ class HelpScreen(ModalScreen[None]):
         yield Static(HELP_TEXT, id="help-text")
 
 
-@dataclass(frozen=True)
-class WizardData:
-    """The first-run wizard's content: this machine and what the fit recommends, as text."""
-
-    hardware: str
-    recommendation: str | None  # None: nothing fits (then `problem` says why)
-    running: str  # what the network will actually run (the embedded network's own model)
-    problem: str | None = None
-
-
 NODE_ACTIONS = {"toggle_pause", "benchmark", "withdraw", "models", "wallet", "settings", "help"}
-
-
-class WizardScreen(Screen[bool]):
-    """First run: hardware profile -> recommendation with reasons -> accept (enter) -> start."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "accept", "accept and start", priority=True),
-        Binding("tab", "next_step", "next"),
-    ]
-
-    def __init__(self, data: WizardData) -> None:
-        super().__init__()
-        self.data = data
-        self.step = 0
-
-    def compose(self) -> ComposeResult:
-        yield Static("First run · step 1 of 2: this machine", id="title")
-        with VerticalScroll(id="wizard-scroll", classes="panel"):
-            yield Static(id="wizard-body")
-        yield Static(id="wizard-hint")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self._show()
-
-    def _show(self) -> None:
-        body = self.query_one("#wizard-body", Static)
-        frame = self.query_one("#wizard-scroll", VerticalScroll)
-        title = self.query_one("#title", Static)
-        hint = self.query_one("#wizard-hint", Static)
-        if self.step == 0:
-            title.update("First run · step 1 of 2: this machine")
-            frame.border_title = "Hardware profile"
-            body.update(self.data.hardware)
-            hint.update(
-                "tab: the recommendation · enter: accept and start · q: quit · arrows scroll"
-            )
-            return
-        title.update("First run · step 2 of 2: what to run")
-        frame.border_title = "Recommendation"
-        text = self.data.recommendation or f"nothing in the catalogue fits: {self.data.problem}"
-        body.update(f"{self.data.running}\n\n{text}")
-        frame.scroll_home(animate=False)
-        hint.update("enter: accept and start the node · tab: back · q: quit")
-
-    def action_next_step(self) -> None:
-        self.step = 1 - self.step
-        self._show()
-
-    def action_accept(self) -> None:
-        self.dismiss(True)
 
 
 class DashboardApp(App[int]):
@@ -221,8 +164,8 @@ class DashboardApp(App[int]):
         refresh_s: float = DEFAULT_REFRESH_S,
         subscribe_after: int | None = 0,
         models: Callable[[], list[ModelRow]] | ModelsBackend | None = None,
-        wizard: WizardData | None = None,
-        on_accept: Callable[[], None] | None = None,
+        wizard: FirstRun | None = None,
+        on_accept: Callable[[WizardResult], None] | None = None,
         settings: Callable[[], SettingsData] | SettingsBackend | None = None,
         handle_signals: bool = False,
         wallet: WalletBackend | None = None,
@@ -311,11 +254,10 @@ class DashboardApp(App[int]):
                 continue
             self._signals.append(sig)
 
-    def _wizard_done(self, accepted: bool | None) -> None:
-        self.accepted = bool(accepted)
-        if accepted and self.on_accept is not None:
-            self.on_accept()
-            self.notify("starting the node")
+    def _wizard_done(self, result: WizardResult | None) -> None:
+        self.accepted = result is not None
+        if result is not None and self.on_accept is not None:
+            self.on_accept(result)
 
     def _title(self) -> str:
         where = self.info.network
@@ -600,16 +542,17 @@ def create_app(
     refresh_s: float = DEFAULT_REFRESH_S,
     subscribe_after: int | None = 0,
     models: Callable[[], list[ModelRow]] | ModelsBackend | None = None,
-    wizard: WizardData | None = None,
-    on_accept: Callable[[], None] | None = None,
+    wizard: FirstRun | None = None,
+    on_accept: Callable[[WizardResult], None] | None = None,
     settings: Callable[[], SettingsData] | SettingsBackend | None = None,
     handle_signals: bool = False,
     wallet: WalletBackend | None = None,
 ) -> DashboardApp:
     """The one way to build the dashboard, for the CLI and the tests alike.
 
-    With `wizard`, the first-run wizard comes first and `on_accept` runs when the user accepts
-    (the CLI starts the node then). `handle_signals`: SIGTERM/SIGHUP quit like q (the CLI).
+    With `wizard` (the first-run services), the first-run wizard comes first and `on_accept` gets
+    its result once the config is written (the CLI starts the node then). `handle_signals`:
+    SIGTERM/SIGHUP quit like q (the CLI).
     `models`, `settings` and `wallet` back the screens of the same names: a backend makes them
     act (install, edit, export), a plain row function keeps them read-only.
     """

@@ -10,19 +10,19 @@ from typing import Any
 
 import pytest
 
+from cortensor_desktop.first_run import FirstRun
 from cortensor_desktop.tui.app import (
     DashboardApp,
     HostSample,
     NodeInfo,
     SettingsData,
-    WizardData,
     create_app,
 )
 from cortensor_desktop.tui.models_view import ModelRow, model_rows
 from engine.commands import CommandQueue
 from engine.events import Event, EventBus
 from engine.recording import read_events
-from profiler.catalogue import load_catalogue
+from profiler.catalogue import Catalogue, load_catalogue
 from profiler.hardware import load_hardware_file
 from tests.node.conftest import make_network, models_dir  # noqa: F401 (fixtures for live tests)
 
@@ -88,15 +88,22 @@ def laptop_model_rows() -> list[ModelRow]:
     return model_rows(load_hardware_file(LAPTOP), catalogue, installed)
 
 
-def laptop_wizard() -> WizardData:
-    """The wizard's content for the recorded 8 GB laptop, rendered as `profile` renders it."""
-    from cortensor_desktop.cli.commands.profile_cmd import render_hardware, render_recommendation
-    from profiler.fit import recommend
+def laptop_first_run(root: Path, catalogue: Catalogue | None = None) -> FirstRun:
+    """The wizard's services for the recorded 8 GB laptop on a fresh home and model folder
+    under `root` (cheap scrypt: many keystores are written in tests)."""
+    from chain.wallet import DEVNET_SCRYPT_N
+    from cortensor_desktop.paths import resolve_paths
 
-    hardware = load_hardware_file(LAPTOP)
-    rec = recommend(hardware, load_catalogue())
-    running = "The embedded network runs smollm2-135m-instruct on every node."
-    return WizardData(render_hardware(hardware), render_recommendation(rec), running)
+    paths = resolve_paths({"CORTENSOR_HOME": str(root / "home")})
+    return FirstRun(
+        load_hardware_file(LAPTOP),
+        catalogue or load_catalogue(),
+        paths,
+        paths.config_file,
+        root / "models",
+        running_model="smollm2-135m-instruct",
+        scrypt_n=DEVNET_SCRYPT_N,
+    )
 
 
 def sample_settings() -> SettingsData:

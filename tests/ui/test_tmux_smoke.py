@@ -1,8 +1,8 @@
 """The real app in a real terminal (tmux): the first-run wizard, the dashboard, quit on q.
 
 `cortensor-desktop` with no arguments on a terminal with a fresh home opens the first-run wizard;
-accepting starts the embedded network behind the dashboard; `q` must end the process with exit
-code 0 within 3 s, even with the engine busy.
+its steps (override, model install, wallet, network) end with the embedded network started behind
+the dashboard; `q` must end the process with exit code 0 within 3 s, even with the engine busy.
 """
 
 from __future__ import annotations
@@ -50,6 +50,48 @@ def _wait_for(session: str, text: str, timeout_s: float) -> str:
     raise AssertionError(f"{text!r} not on screen within {timeout_s} s:\n{screen}")
 
 
+def _keys(session: str, *keys: str, literal: bool = False) -> None:
+    _tmux("send-keys", "-t", session, *(["-l"] if literal else []), *keys)
+    time.sleep(0.3)  # one step at a time: the next key lands on the next widget
+
+
+def _through_the_wizard(session: str, home: Path) -> None:
+    """Every step with the keyboard: override to the bundled model (no download from outside),
+    create a wallet with a passphrase typed twice, the embedded network, start."""
+    screen = _wait_for(session, "First run", 60)
+    assert "Hardware profile" in screen and "cores" in screen
+    _keys(session, "Enter")
+    screen = _wait_for(session, "Reasons", 10)
+    assert "tier" in screen
+    _keys(session, "o")
+    _wait_for(session, "override the recommendation", 10)
+    _keys(session, "Enter")  # open the model list
+    _keys(session, "Home")  # the first model: the bundled one
+    _keys(session, "Enter")
+    _keys(session, "Tab")
+    _keys(session, "Tab")  # the context field
+    _keys(session, "Enter")  # check it with the fit and use it
+    _wait_for(session, "installed", 60)
+    _keys(session, "Enter")
+    _wait_for(session, "Create a new wallet", 10)
+    _keys(session, "Enter")  # create: the passphrase field
+    for _ in range(2):
+        _keys(session, "smoke quiet pass", literal=True)
+        _keys(session, "Enter")
+    _keys(session, "Enter")  # no payout address: the node wallet itself
+    screen = _wait_for(session, "Wallet ready", 30)
+    assert "quiet" not in screen  # the passphrase is never on the screen
+    assert (home / "data" / "keystore" / "wallet.json").exists()
+    _keys(session, "Enter")
+    _wait_for(session, "Which network", 10)
+    _keys(session, "Enter")
+    _wait_for(session, "step 6 of 6", 10)
+    _keys(session, "Enter")
+    screen = _wait_for(session, "PoI results", 30)
+    assert "q quit" in screen and "Nodes" in screen
+    assert (home / "config" / "config.toml").exists()  # accepted: the wizard shows once
+
+
 @pytest.mark.timeout(240)
 def test_fresh_home_wizard_then_dashboard_and_q_exits_0_within_3_s(tmp_path: Path) -> None:
     home = tmp_path / "home"
@@ -66,15 +108,7 @@ def test_fresh_home_wizard_then_dashboard_and_q_exits_0_within_3_s(tmp_path: Pat
     session = "smoke"
     _tmux("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
     try:
-        screen = _wait_for(session, "First run", 60)
-        assert "Hardware profile" in screen and "cores" in screen
-        _tmux("send-keys", "-t", session, "Tab")
-        screen = _wait_for(session, "Reasons", 10)
-        assert "tier" in screen
-        _tmux("send-keys", "-t", session, "Enter")
-        screen = _wait_for(session, "PoI results", 30)
-        assert "q quit" in screen and "Nodes" in screen
-        assert (home / "config" / "config.toml").exists()  # accepted: the wizard shows once
+        _through_the_wizard(session, home)
         # Quit with the engine at work: once a task has been judged, sessions keep coming.
         _wait_for(session, "PASS", 150)
         _tmux("send-keys", "-t", session, "q")

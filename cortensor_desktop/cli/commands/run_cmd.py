@@ -176,12 +176,16 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         miners=args.miners,
     )
     first_run = not ctx.config_path.exists()
-    wizard = _wizard_data(ctx, info.model) if first_run else None
+    wizard = _first_run(ctx, info.model) if first_run else None
+    elsewhere: list[str] = []  # the network the wizard chose, when it is not this one
 
-    def accepted() -> None:
-        if first_run:
-            _write_default_config(ctx)
-        host.start()
+    def accepted(result: Any) -> None:
+        if result.embedded:
+            host.start()
+            app.notify(f"config written to {result.config_path}; starting the node")
+            return
+        elsewhere.append(result.choices.network)
+        app.exit(0)
 
     app = create_app(
         bus,
@@ -214,6 +218,11 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     # Interpreter teardown with the engine's daemon threads and spawn workers around takes about
     # a second; the node's state is in SQLite and the journal, so main() may leave at once.
     args.fast_exit = True
+    if elsewhere:
+        ctx.echo(
+            f"config written: network '{elsewhere[0]}'. On that network one process is one "
+            "node: start it with `cortensor-desktop run --role miner` (or --role oracle)."
+        )
     return ExitCode.OK
 
 
@@ -270,34 +279,24 @@ def _embedded_reload(ctx: AppContext) -> Any:
     return reload
 
 
-def _wizard_data(ctx: AppContext, running_model: str) -> Any:
-    """First run: probe this machine and ask the fit, as the `profile` command shows them."""
-    from cortensor_desktop.cli.commands.profile_cmd import render_hardware, render_recommendation
-    from cortensor_desktop.tui.app import WizardData
+def _first_run(ctx: AppContext, running_model: str) -> Any:
+    """First run: this machine probed, and the wizard's services on this home's folders."""
+    from cortensor_desktop.cli.commands.profile_cmd import stored_benchmarks
+    from cortensor_desktop.first_run import FirstRun
     from profiler.catalogue import load_catalogue
-    from profiler.errors import DoesNotFitError
-    from profiler.fit import recommend
     from profiler.probe import probe
 
     hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
-    running = (
-        f"The embedded network (a local test network in this process) runs {running_model} "
-        "on every node; the recommendation above is what this machine would serve on a real "
-        "network. Accepting writes the default config file, so this wizard shows only once."
+    return FirstRun(
+        hardware,
+        load_catalogue(),
+        ctx.paths,
+        ctx.config_path,
+        ctx.models_dir,
+        ctx.config.fit.to_fit_settings(),
+        stored_benchmarks(ctx),
+        running_model=running_model,
     )
-    try:
-        rec = recommend(hardware, load_catalogue(), ctx.config.fit.to_fit_settings())
-    except DoesNotFitError as exc:
-        return WizardData(render_hardware(hardware), None, running, problem=str(exc))
-    return WizardData(render_hardware(hardware), render_recommendation(rec), running)
-
-
-def _write_default_config(ctx: AppContext) -> None:
-    from cortensor_desktop.config import default_config_text
-
-    if not ctx.config_path.exists():
-        ctx.config_path.parent.mkdir(parents=True, exist_ok=True)
-        ctx.config_path.write_text(default_config_text(), encoding="utf-8")
 
 
 def _models_backend(ctx: AppContext, in_use: Any) -> Any:
