@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chain.client import ChainClient
-from chain.errors import ChainError
+from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper
 from engine.chain_wait import ChainWaiter
@@ -38,6 +38,7 @@ from engine.events import (
 from engine.journal import Journal, TaskRef, VerdictRecord
 from engine.network_tasks import decode_prompts, prompt_for_miner
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
+from engine.rpc_health import RpcHealth
 from engine.validation import Verdict, select_miners
 from engine.validator import Judgement, Validator
 
@@ -121,12 +122,18 @@ class Oracle:
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
             self.start()
+        health = RpcHealth(self.client.backend, self._publish)
         waiter = ChainWaiter(self.client.web3, self.settings.poll_interval_s)
         while not stop.is_set():
             try:
                 self.step()
+            except RpcUnavailable as exc:
+                health.failed(exc)  # every step re-reads the chain: nothing else to resume
             except ChainError as exc:
                 log.warning("oracle: chain error: %s", exc)
+                health.succeeded()
+            else:
+                health.succeeded()
             waiter.wait(stop)
 
     def step(self) -> None:
