@@ -121,23 +121,37 @@ def wait_for_pool(
     poll_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Wait until k miners can take the task, so no price sits in escrow for nothing."""
-    if eligible_for_precision(client, precision) < k:
-        raise ChainError(
-            f"fewer than {k} miners on this network can serve {precision} precision; "
-            "lower --redundancy or choose --precision quantized"
-        )
-    announced = False
-    while (found := pool_size(client, model_name, precision)) < k:
+    """Wait until k miners can take the task, so no price sits in escrow for nothing.
+
+    Miners of a network just started may still be registering, and a miner joins the pool only
+    after passing a network task, so this waits (saying what it waits for) rather than refusing.
+    """
+    last: tuple[int, int] | None = None
+    while True:
+        registered = eligible_for_precision(client, precision)
+        pooled = pool_size(client, model_name, precision)
+        if pooled >= k:
+            return
+        if (registered, pooled) != last:
+            log.info(
+                "waiting for %d miners in the user-task pool: %d registered for %s precision, "
+                "%d in the pool serving %s",
+                k,
+                registered,
+                precision,
+                pooled,
+                model_name,
+            )
+            last = (registered, pooled)
         if clock() > deadline:
             raise ValidationTimeout(
-                f"only {found} of the {k} miners needed are in the user-task pool for "
-                f"{model_name} (a miner joins after passing a network task); nothing was "
-                "submitted; try again later or with a longer --timeout"
+                f"fewer than {k} miners can take the task before --timeout: {registered} "
+                f"registered for {precision} precision, {pooled} of them in the user-task "
+                f"pool serving {model_name} (a miner joins the pool after passing a network "
+                "task); nothing was submitted. Lower --redundancy"
+                + (", choose --precision quantized" if precision == "full" else "")
+                + " or wait longer (--timeout)"
             )
-        if not announced:
-            log.info("waiting until %d miners serving %s are in the user-task pool", k, model_name)
-            announced = True
         time.sleep(poll_s)
 
 
@@ -177,9 +191,10 @@ def submit_user_task(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     if eligible_for_precision(client, precision) < redundancy:
+        hint = " or choose --precision quantized" if precision == "full" else ""
         raise ChainError(
             f"fewer than {redundancy} miners on this network can serve {precision} precision; "
-            "lower --redundancy or choose --precision quantized"
+            f"lower --redundancy{hint}"
         )
     transactions: list[TxResult] = []
     missing = price_wei - client.payment.deposit_of(str(client.address))

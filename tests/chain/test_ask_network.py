@@ -60,7 +60,10 @@ def test_ask_on_a_network_without_miners_says_so(  # type: ignore[no-untyped-def
 ) -> None:
     passphrase, address = _wallet(cli, tmp_path)
     fund(Web3(Web3.HTTPProvider(testnet.rpc_url)), address, 10**18)
-    result = cli("ask", "hi", "--network", "testnet", "--passphrase-file", str(passphrase))
+    result = cli(
+        "ask", "hi", "--network", "testnet", "--passphrase-file", str(passphrase), "--timeout", "2"
+    )
     assert result.returncode == 5
-    assert "fewer than 3 miners on this network" in result.stderr
+    assert "fewer than 3 miners can take the task before --timeout: 0 registered" in result.stderr
+    assert "nothing was submitted" in result.stderr
     assert "Traceback" not in result.stderr
