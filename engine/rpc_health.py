@@ -44,7 +44,7 @@ class RpcHealth:
             return
         self.down_since = self._clock()
         self.outages += 1
-        log.warning("RPC down: %s", exc)
+        log.debug("RPC down: %s", exc)  # the alert itself is logged by the readers
         self._publish(
             Alert(
                 kind=AlertKind.RPC_DOWN,
