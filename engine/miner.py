@@ -327,6 +327,9 @@ class Miner:
             self._adopt_precommit(task, "SessionQueue.TaskPrecommitted")
             self._user_reveal(task)
             return
+        if self.client.queue.state(task.task_id) != TASK_ASSIGNED:
+            self.journal.abandon(task, "the precommit window closed while the node was away")
+            return
         self._user_precommit(task)  # sends only while the assignment still waits for it
 
     def _adopt_precommit(self, task: TaskRef, found_as: str) -> None:
