@@ -7,7 +7,7 @@ network of this CORTENSOR_HOME. It stays in the foreground until Ctrl-C or SIGTE
 runs the same thing in the background); stopping restores the previous network. `down` stops a
 running `up` from another terminal. State: `<data>/devnet/local.json`.
 
-anvil keeps the chain in `<data>/devnet/chain-state.json` (saved on stop and every 30 s).
+anvil keeps the chain in `<data>/devnet/chain-state.json` (saved on stop and every 60 s).
 `restart-chain --down-for S` stops anvil, keeps it down S seconds and starts it again on the
 same port from that file: the nodes see the RPC go away and come back to the same chain.
 """
@@ -31,7 +31,7 @@ from cortensor_desktop.networks import LOCAL, profile_file
 
 FUND_WEI = 1000 * 10**18
 CHAIN_STATE_NAME = "chain-state.json"
-CHAIN_SAVE_INTERVAL_S = 30  # anvil also saves on every stop; this bounds what a crash loses
+CHAIN_SAVE_INTERVAL_S = 60  # anvil also saves on every stop; this bounds what a crash loses
 MAX_DOWN_S = 600
 
 
@@ -315,7 +315,7 @@ def _restart_anvil(ctx: AppContext, anvil: Any, state: dict[str, Any], stop: Any
     _restart_request_file(ctx).unlink(missing_ok=True)
     down_s = min(max(float(request.get("down_for_s", 0)), 0.0), MAX_DOWN_S)
     print(f"restart-chain: stopping anvil for {down_s:.0f} s", file=sys.stderr, flush=True)
-    anvil.terminate()
+    anvil.terminate(timeout_s=60)  # a long chain takes a while to save; never cut that short
     if stop.wait(down_s):
         return  # stopping the devnet meanwhile: nothing to restart
     anvil.start()
@@ -496,7 +496,7 @@ def _restart_chain(ctx: AppContext, args: argparse.Namespace) -> int:
     request = _restart_request_file(ctx)
     request.write_text(json.dumps({"down_for_s": args.down_for}), encoding="utf-8")
     os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + args.down_for + 60
+    deadline = time.monotonic() + args.down_for + 150  # saving a long chain, then starting
     while time.monotonic() < deadline:
         fresh = _read_state(ctx) or {}
         if int(fresh.get("chain_restarts", 0)) > restarts:
