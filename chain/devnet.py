@@ -169,73 +169,114 @@ def find_anvil() -> Path:
 
 
 class AnvilProcess:
-    """anvil on 127.0.0.1 on a free port; `stop()` ends it (also usable as a context manager)."""
+    """anvil on 127.0.0.1 (a free port unless one is given); `stop()` ends it.
+
+    With a `state_file` anvil loads the chain from it when it exists and dumps the chain into it
+    on SIGTERM (and every `state_interval_s` seconds, so a crash loses at most that much), so
+    `restart()` brings the same chain back on the same port: same genesis, blocks, logs,
+    balances, contracts and nonces. Usable as a context manager.
+    """
 
     def __init__(
-        self, chain_id: int = DEFAULT_LOCAL_CHAIN_ID, log_file: Path | None = None
+        self,
+        chain_id: int = DEFAULT_LOCAL_CHAIN_ID,
+        log_file: Path | None = None,
+        state_file: Path | None = None,
+        port: int = 0,
+        state_interval_s: int = 5,
     ) -> None:
         self.chain_id = chain_id
         self.log_file = log_file
+        self.state_file = state_file
+        self.state_interval_s = state_interval_s
         self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        self.port = port
         self._owns_log = False
 
     @property
     def rpc_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        command = [
+            str(find_anvil()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--chain-id",
+            str(self.chain_id),
+            "--hardfork",
+            HARDFORK,
+        ]
+        if self.state_file is not None:
+            command += ["--state", str(self.state_file)]
+            command += ["--state-interval", str(self.state_interval_s)]
+        return command
+
     def start(self, timeout_s: float = 20.0) -> AnvilProcess:
-        binary = find_anvil()
+        command = self.command()
         if self.log_file is None:  # nobody asked for the log: a temporary file, removed on stop
             fd, name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
             os.close(fd)
             self.log_file, self._owns_log = Path(name), True
-        # anvil logs every request: to a file, never to a pipe nobody drains.
-        with open(self.log_file, "wb") as out:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        # anvil logs every request: to a file, never to a pipe nobody drains. Appended, so a
+        # restart keeps the log of the run before it.
+        with open(self.log_file, "ab") as out:
             self.process = subprocess.Popen(
-                [
-                    str(binary),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--chain-id",
-                    str(self.chain_id),
-                    "--hardfork",
-                    HARDFORK,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        self.port = self._wait_for_port(self.log_file, timeout_s)
+        self.port = self._wait_for_port(self.log_file, offset, timeout_s)
         return self
 
-    def _wait_for_port(self, log_path: Path, timeout_s: float) -> int:
+    def _wait_for_port(self, log_path: Path, offset: int, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
         pattern = re.compile(rb"Listening on 127\.0\.0\.1:(\d+)")
         while time.monotonic() < deadline:
-            match = pattern.search(log_path.read_bytes())
+            match = pattern.search(log_path.read_bytes()[offset:])
             if match:
                 return int(match.group(1))
             if self.process is not None and self.process.poll() is not None:
                 break
             time.sleep(0.05)
-        tail = log_path.read_text(errors="replace")[-400:]
+        tail = log_path.read_bytes()[offset:].decode(errors="replace")[-400:]
         self.stop()
         raise DevnetError(f"anvil did not start within {timeout_s:.0f}s: {tail}")
 
     def backend(self, policy: RetryPolicy | None = None) -> HttpBackend:
         return HttpBackend([self.rpc_url], policy or RetryPolicy())
 
-    def stop(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (anvil dumps its state file then), SIGKILL only if it hangs."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+
+    def restart(self, down_s: float = 0.0, timeout_s: float = 20.0) -> AnvilProcess:
+        """Stop anvil, stay down `down_s` seconds, start it again on the same port.
+
+        Without a state file the chain comes back empty: a restart is for a chain with state.
+        """
+        if self.state_file is None:
+            raise DevnetError("anvil runs without a state file: a restart would lose the chain")
+        if not self.port:
+            raise DevnetError("anvil has not started yet: nothing to restart")
+        self.terminate()
+        time.sleep(down_s)
+        return self.start(timeout_s)
+
+    def stop(self) -> None:
+        self.terminate(timeout_s=5)
         if self._owns_log and self.log_file is not None:
             self.log_file.unlink(missing_ok=True)
 

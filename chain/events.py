@@ -79,14 +79,24 @@ class EventCursor:
 
     def poll(self, to_block: int | None = None) -> list[ChainEvent]:
         """Events since the last poll up to `to_block` (default: the latest block)."""
+        found, self.next_block = self.read(to_block)
+        return found
+
+    def read(self, to_block: int | None = None) -> tuple[list[ChainEvent], int]:
+        """The events `poll` would return and where it would stop, without moving the cursor.
+
+        A read that fails part-way (the RPC went down between two chunks) raises and moves
+        nothing, so the next poll reads the same blocks again instead of skipping them.
+        """
         head = int(self.contract.w3.eth.block_number) if to_block is None else to_block
         event = getattr(self.contract.events, self.event_name)
         found: list[ChainEvent] = []
-        while self.next_block <= head:
-            end = min(head, self.next_block + self.max_span - 1)
+        next_block = self.next_block
+        while next_block <= head:
+            end = min(head, next_block + self.max_span - 1)
             raws = event.get_logs(
-                from_block=self.next_block, to_block=end, argument_filters=self.argument_filters
+                from_block=next_block, to_block=end, argument_filters=self.argument_filters
             )
             found.extend(_to_event(self.contract_name, r) for r in raws)
-            self.next_block = end + 1
-        return found
+            next_block = end + 1
+        return found, next_block

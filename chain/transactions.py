@@ -4,6 +4,10 @@ Several tasks of one node send from one account at once (ping while committing).
 manager hands out nonces under a lock and keeps that lock until the node has accepted the signed
 transaction, so nonces reach the node in order and a failed send gives its nonce back instead of
 leaving a gap. A nonce error from the node re-reads the pending count and retries once.
+
+When the RPC goes away mid-transaction (a restarted node, a failover) the counter is forgotten,
+so the next send re-reads the pending count from the chain: a transaction lost in the gap leaves
+no nonce gap behind, and one that did land is not reused.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from web3 import Web3
 from web3.exceptions import TimeExhausted
 from web3.types import Nonce, TxParams, TxReceipt
 
-from chain.errors import ChainError, ChainIdMismatch, TransactionTimeout
+from chain.errors import ChainError, ChainIdMismatch, RpcUnavailable, TransactionTimeout
 from chain.reverts import decode_revert, is_revert
 from chain.rpc import Backend
 
@@ -70,6 +74,10 @@ class NonceManager:
 
     def advance(self, address: str) -> None:
         self._next[address] += 1
+
+    def forget(self, address: str) -> None:
+        """Re-read the nonce from the chain on the next send; the caller holds the lock."""
+        self._next.pop(address, None)
 
     def resync(self, address: str) -> None:
         pending = self._web3.eth.get_transaction_count(Web3.to_checksum_address(address), "pending")
@@ -166,7 +174,8 @@ class TxSender:
                         log.warning("nonce conflict on %s; re-reading the pending nonce", what)
                         self.nonces.resync(address)
                         continue
-                    self.nonces.resync(address)
+                    # Not resynced here: with the RPC down that read would fail as well.
+                    self.nonces.forget(address)
                     raise self._as_chain_error(exc, what) from None
                 self.nonces.advance(address)
                 return tx_hash
@@ -177,7 +186,12 @@ class TxSender:
             receipt = self.web3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.gas.receipt_timeout_s, poll_latency=self.gas.poll_s
             )
-        except TimeExhausted:
+        except (TimeExhausted, RpcUnavailable) as exc:
+            # It may or may not be on chain: the next send asks the chain for the nonce.
+            with self.nonces.lock_for(self.address):
+                self.nonces.forget(self.address)
+            if isinstance(exc, RpcUnavailable):
+                raise
             raise TransactionTimeout(
                 f"{what}: no receipt for {tx_hash.to_0x_hex()} within "
                 f"{self.gas.receipt_timeout_s:.0f}s"

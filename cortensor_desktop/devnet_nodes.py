@@ -157,3 +157,18 @@ def node_status(client: Any, node: dict[str, Any]) -> dict[str, Any]:
         "tasks_done": done,
         "pid": pid,
     }
+
+
+def devnet_user(base: Path) -> Any:
+    """The devnet account `ask` pays from: a keystore (devnet scrypt) and its passphrase file
+    (mode 0600) under `base`, made on first use, so a devnet needs no wallet set-up to ask."""
+    from chain.wallet import DEVNET_SCRYPT_N, create_wallet, unlock, wallet_path
+
+    keystore = base / "keystore"
+    passphrase_file = base / "passphrase"
+    if not passphrase_file.exists():  # a throwaway devnet key without its passphrase: renew it
+        wallet_path(keystore).unlink(missing_ok=True)
+    if not wallet_path(keystore).exists():
+        _private_file(passphrase_file, secrets.token_urlsafe(24))
+        create_wallet(keystore, passphrase_file.read_text(encoding="utf-8"), DEVNET_SCRYPT_N)
+    return unlock(keystore, passphrase_file.read_text(encoding="utf-8"))

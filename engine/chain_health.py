@@ -1,7 +1,8 @@
 """The chain alerts operators asked for, raised once and cleared once, by every node loop.
 
-- `rpc_down`: no RPC URL answered (the client already retried every URL with backoff); cleared
-  by the next step that reaches the chain.
+- `rpc_down`: a step found no RPC URL answering (the client already retried every URL with
+  backoff); later failures of the same outage only log at debug. The first step that reaches
+  the chain again clears it and tells the loop to pick up work the outage interrupted.
 - `rpc_failover`: the client moved to another URL of the profile (its `generation` went up).
 - `tx_failed_repeatedly`: several transactions in a row failed (reverted, refused, underpriced);
   cleared by the next one that is confirmed.
@@ -10,12 +11,15 @@ A flapping condition must not flood the event stream, so each alert is published
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
-from chain.errors import ChainError, RpcUnavailable
+from chain.errors import RpcUnavailable
 from chain.rpc import Backend
 from engine.events import Alert, AlertKind, Event, Severity
 
+log = logging.getLogger(__name__)
 TX_FAILURES_TO_ALERT = 3
 
 
@@ -25,26 +29,43 @@ class ChainHealth:
         backend: Backend,
         publish: Callable[[Event], object],
         tx_failures_to_alert: int = TX_FAILURES_TO_ALERT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._backend = backend
         self._publish = publish
         self._tx_failures_to_alert = tx_failures_to_alert
+        self._clock = clock
         self._generation = backend.generation
-        self.rpc_down = False
+        self.down_since: float | None = None
+        self.outages = 0
         self.tx_failure_streak = 0
 
-    # -- node loop steps ------------------------------------------------------------------
-    def step_ok(self) -> None:
-        if self.rpc_down:
-            self.rpc_down = False
-            self._alert(AlertKind.RPC_DOWN, f"the chain answers again ({self._where()})", False)
-        self._check_failover()
+    @property
+    def rpc_down(self) -> bool:
+        return self.down_since is not None
 
-    def step_failed(self, error: ChainError) -> None:
+    # -- node loop steps ------------------------------------------------------------------
+    def step_ok(self) -> bool:
+        """A step reached the chain; True when this ends an outage (resume interrupted work)."""
         self._check_failover()
-        if isinstance(error, RpcUnavailable) and not self.rpc_down:
-            self.rpc_down = True
-            self._alert(AlertKind.RPC_DOWN, f"no RPC URL answers: {error}", True, Severity.ERROR)
+        if self.down_since is None:
+            return False
+        gone = self._clock() - self.down_since
+        self.down_since = None
+        message = f"the chain answers again ({self._where()}) after {gone:.0f} s"
+        self._alert(AlertKind.RPC_DOWN, message, False)
+        return True
+
+    def step_failed(self, error: RpcUnavailable) -> None:
+        """A step found no RPC answering."""
+        self._check_failover()
+        if self.down_since is not None:
+            log.debug("RPC still down: %s", error)
+            return
+        self.down_since = self._clock()
+        self.outages += 1
+        message = f"no RPC URL answers ({self._where()}): {error}"
+        self._alert(AlertKind.RPC_DOWN, message, True, Severity.ERROR)
 
     # -- transactions ---------------------------------------------------------------------
     def tx_confirmed(self) -> None:

@@ -33,7 +33,14 @@ class ChainWatcher:
         self._cursors = [wrapper.cursor(name, start) for wrapper, name in sources]
 
     def poll(self, head: int) -> list[ChainEvent]:
+        """All new events up to `head`, in chain order; all or nothing.
+
+        Every cursor is read before any moves: when the RPC fails on the third cursor, the
+        first two must not have skipped past events nobody handled.
+        """
+        reads = [cursor.read(head) for cursor in self._cursors]
         found: list[ChainEvent] = []
-        for cursor in self._cursors:
-            found.extend(cursor.poll(head))
+        for cursor, (events, next_block) in zip(self._cursors, reads, strict=True):
+            found.extend(events)
+            cursor.next_block = next_block
         return sorted(found, key=lambda e: (e.block_number, e.log_index))

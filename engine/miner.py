@@ -19,12 +19,13 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from chain.client import ChainClient
-from chain.errors import ChainError
+from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper, commitment, model_id
 from engine import failpoints
@@ -160,6 +161,7 @@ class Miner:
         self._task_prompts: dict[int, str] = {}
         self._last_ping: float | None = None
         self._watcher: ChainWatcher | None = None
+        self._backlog: deque[ChainEvent] = deque()  # read from the chain, not yet handled
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
@@ -202,15 +204,22 @@ class Miner:
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
             self.preflight()
-        self.resume()
+        resume_due = True  # at start, and again after every RPC outage
         waiter = ChainWaiter(self.client.web3, self.settings.poll_interval_s)
         while not stop.is_set():
             try:
+                if resume_due:
+                    resume_due = False
+                    self.resume()
                 self.step()
-                self.health.step_ok()
+            except RpcUnavailable as exc:
+                self.health.step_failed(exc)
+                resume_due = True  # a send may have failed or lost its receipt meanwhile
             except ChainError as exc:
                 log.warning("miner %s: chain error: %s", self.address[:10], exc)
-                self.health.step_failed(exc)
+                self.health.step_ok()
+            else:
+                self.health.step_ok()
             waiter.wait(stop)
         self._publish(NodeStateChanged(state=NodeState.STOPPED))
 
@@ -225,8 +234,14 @@ class Miner:
             self._set_away(self.paused)
         if not self.paused:
             self._ping_if_due()
-        for event in self._watcher.poll(self._head()):
-            self._handle(event)
+        self._backlog.extend(self._watcher.poll(self._head()))
+        while self._backlog:
+            event = self._backlog.popleft()
+            try:
+                self._handle(event)
+            except RpcUnavailable:
+                self._backlog.appendleft(event)  # handled again once the chain answers
+                raise
         self.earnings.tick()
 
     def _set_away(self, away: bool) -> None:
@@ -286,6 +301,8 @@ class Miner:
         for record in self.journal.pending_precommits():
             if record.task.kind is TaskKind.NETWORK:
                 self._resume_precommit(record.task)
+            else:
+                self._resume_user_precommit(record.task)
         for record in self.journal.pending_reveals():
             if record.task.kind is TaskKind.NETWORK:
                 self._reveal(record.task.session_id)
@@ -394,11 +411,33 @@ class Miner:
 
     def _resume_precommit(self, task: TaskRef) -> None:
         cognitive = self.client.cognitive
+        if cognitive.slot_status(task.session_id, self.address) == SLOT_PRECOMMITTED:
+            # It landed but its receipt was lost (RPC down, node killed): the chain holds the
+            # journal's binding (only this journal knows the salt). Reveal it; never resend.
+            self._adopt_precommit(task, "Cognitive.Precommitted")
+            self._reveal(task.session_id)
+            return
         if cognitive.state(task.session_id) != STATE_PRECOMMIT:
             self.journal.abandon(task, "the precommit window closed while the node was down")
             return
         if cognitive.slot_status(task.session_id, self.address) == SLOT_SELECTED:
             self._precommit(task)
+
+    def _resume_user_precommit(self, task: TaskRef) -> None:
+        if self.client.queue.assignment(self.address) == (task.task_id, ASSIGNMENT_PRECOMMITTED):
+            self._adopt_precommit(task, "SessionQueue.TaskPrecommitted")
+            self._user_reveal(task)
+            return
+        if self.client.queue.state(task.task_id) != TASK_ASSIGNED:
+            self.journal.abandon(task, "the precommit window closed while the node was away")
+            return
+        self._user_precommit(task)  # sends only while the assignment still waits for it
+
+    def _adopt_precommit(self, task: TaskRef, found_as: str) -> None:
+        """Journal a precommit the chain has but the journal did not see confirmed."""
+        log.info("%s %s is on chain already; not sending it again", found_as, task.key)
+        self.journal.mark_sent(task, CommitStage.PRECOMMIT, "")
+        self.journal.mark_confirmed(task, CommitStage.PRECOMMIT)
 
     def _reveal(self, session_id: int) -> None:
         task = TaskRef(TaskKind.NETWORK, session_id)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chain.client import ChainClient
-from chain.errors import ChainError
+from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.wrappers import ContractWrapper
 from engine.chain_health import ChainHealth
@@ -127,10 +127,15 @@ class Oracle:
         while not stop.is_set():
             try:
                 self.step()
-                self.health.step_ok()
+            except RpcUnavailable as exc:
+                self.health.step_failed(
+                    exc
+                )  # every step re-reads the chain: nothing else to resume
             except ChainError as exc:
                 log.warning("oracle: chain error: %s", exc)
-                self.health.step_failed(exc)
+                self.health.step_ok()
+            else:
+                self.health.step_ok()
             waiter.wait(stop)
 
     def step(self) -> None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from web3 import Web3
 
 from chain.devnet import find_anvil
 from chain.errors import DevnetError
@@ -73,3 +74,28 @@ def test_sigterm_stops_up_and_restores(cli, home: Path, needs_anvil: None) -> No
     assert not (home / "data" / "devnet" / "local.json").exists()
     assert not _alive(state["anvil_pid"])
     assert json.loads(cli("config", "show", "--json").stdout)["network"]["active"] == "embedded"
+
+
+def test_restart_chain_brings_back_the_same_chain(cli, home: Path, needs_anvil: None) -> None:  # type: ignore[no-untyped-def]
+    assert cli("devnet", "up", "--detach").returncode == 0
+    try:
+        before = json.loads(cli("devnet", "status", "--json").stdout)
+        restarted = cli("devnet", "restart-chain", "--down-for", "1", "--json")
+        assert restarted.returncode == 0, restarted.stderr
+        report = json.loads(restarted.stdout)
+        after = json.loads(cli("devnet", "status", "--json").stdout)
+        live_genesis = Web3(Web3.HTTPProvider(after["rpc_url"])).eth.get_block(0)["hash"]
+    finally:
+        cli("devnet", "down")
+    assert report["block_after"] == report["block_before"] > 0  # deployed blocks all came back
+    assert after["rpc_url"] == before["rpc_url"]  # same port: the profiles still point at it
+    assert live_genesis.to_0x_hex() == before["genesis_hash"]  # the journals' chain key holds
+    assert after["anvil_pid"] != before["anvil_pid"] and not _alive(before["anvil_pid"])
+    assert not (home / "data" / "devnet" / "chain-state.json").exists()  # down: next up is fresh
+
+
+def test_restart_chain_without_a_devnet_is_a_chain_error(cli, home: Path) -> None:  # type: ignore[no-untyped-def]
+    result = cli("devnet", "restart-chain")
+    assert result.returncode == 5
+    assert "no devnet running" in result.stderr and "Traceback" not in result.stderr
+    assert cli("devnet", "restart-chain", "--down-for", "9999").returncode == 2

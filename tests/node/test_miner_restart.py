@@ -78,3 +78,40 @@ def test_worker_killed_before_an_answer_is_restarted_and_the_answer_still_made(
     step_until(lambda: oracle.sessions_ended >= 1, [oracle, victim, other])
     scored = EventCursor("Cognitive", cognitive.contract, "MinerScored", 0).poll()
     assert {str(e.args["miner"]): bool(e.args["passed"]) for e in scored}[victim.address]
+
+
+def test_a_precommit_whose_receipt_was_lost_is_revealed_not_resent(make_network) -> None:  # type: ignore[no-untyped-def]
+    """The precommit landed, but the node never saw its receipt (the RPC went away, or the node
+    died while waiting): the journal still says 'prepared'. Resuming must find it on chain and
+    reveal it; sending it again would fail, and abandoning it would miss the task."""
+    network = make_network(miners=2, threads=False)
+    oracle, (victim, other) = network.oracle, network.miners
+    task = TaskRef(TaskKind.NETWORK, 1)
+    step_until(
+        lambda: victim.client.cognitive.slot_status(1, victim.address) == 2,  # precommitted
+        [oracle, victim, other],
+    )
+    answer = victim.journal.get(task).answer  # type: ignore[union-attr]
+    with victim.journal.db.transaction() as conn:  # what a lost receipt leaves behind
+        conn.execute(
+            "UPDATE journal_commits SET state = 'prepared', precommit_tx = NULL"
+            " WHERE node = ? AND session_id = 1",
+            (victim.address.lower(),),
+        )
+
+    reborn = Miner(victim.client, victim.chat, victim.journal, victim.bus, victim.settings)
+    reborn.preflight()
+    reborn.resume()
+
+    cognitive = reborn.client.cognitive
+    step_until(
+        lambda: cognitive.slot_status(1, reborn.address) == SLOT_COMMITTED, [oracle, other, reborn]
+    )
+    record = reborn.journal.get(task)
+    assert record is not None and record.state is CommitState.COMMITTED
+    precommits = EventCursor("Cognitive", cognitive.contract, "Precommitted", 0).poll()
+    assert [str(e.args["miner"]) for e in precommits].count(reborn.address) == 1
+    reveals = EventCursor("Cognitive", cognitive.contract, "AnswerRevealed", 0).poll()
+    assert [str(e.args["answer"]) for e in reveals if str(e.args["miner"]) == reborn.address] == [
+        answer
+    ]

@@ -1,8 +1,13 @@
-"""`ask PROMPT`: submit a user task to the network and print the validated answer.
+"""`ask PROMPT`: submit a user task to the active network and print the validated answer.
 
-On the `embedded` network this starts the whole network in this process (chain, oracle and
-miners), waits until enough miners are in the user-task pool (one passed network task each),
-then acts as the user: deposit, open a session, submit the prompt, wait for validation.
+The same user flow runs on every network, reading only the chain: wait until k miners are in the
+user-task pool, deposit what the price needs, open a session (or reuse this user's open one with
+the same terms), submit the prompt, follow the task's events until the oracle validated it, and
+read each miner's score from the oracle's `validate` transaction.
+
+Who pays: on the `embedded` network (started in this process first: chain, oracle and miners) a
+funded dev account; on the `local` devnet a devnet account of this home, made on first use and
+funded from anvil; on any other network this home's wallet, unlocked like the wallet commands.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from typing import Any
 
 from cortensor_desktop.cli.context import AppContext
 from cortensor_desktop.cli.exit_codes import UsageError
+from cortensor_desktop.networks import LOCAL
 
 log = logging.getLogger(__name__)
-NODE_EPHEMERAL = 2
-
-
-class AskTimeoutError(Exception):
-    """The network did not validate the task in time."""
+MAX_REDUNDANCY = 16
+EMBEDDED_MAX_REDUNDANCY = 7
+DEVNET_USER_WEI = 100 * 10**18
+# Deposit, open and submit cost about 250k gas; the margin covers a busier fee market.
+USER_GAS_BUDGET = 400_000
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -30,10 +36,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "ask",
         parents=[common],
         help="ask the network a question and get a validated answer",
-        description="Submit PROMPT as a user task: k miners answer it (greedy), the oracle "
-        "checks every answer against its own model (likelihood and embedding "
-        "similarity), pays the miners that pass and returns the consensus answer. "
-        "On the embedded network the whole network starts in this process first.",
+        description="Submit PROMPT as a user task on the active network: k miners answer it "
+        "(greedy), the oracle checks every answer against its own model (likelihood and "
+        "embedding similarity), pays the miners that pass and returns the consensus answer. "
+        "On the embedded network the whole network starts in this process first; on the "
+        "local devnet a devnet account pays (funded from anvil); elsewhere this home's wallet.",
     )
     parser.add_argument("prompt", help="the question")
     parser.add_argument(
@@ -46,24 +53,42 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="quantized models (cheaper, faster) or full precision",
     )
     parser.add_argument(
+        "--model",
+        metavar="ID",
+        help="the catalogue model to ask (default: the model the nodes run by default)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=600,
         metavar="SECONDS",
         help="give up after this long (default 600)",
     )
+    parser.add_argument(
+        "--passphrase-file",
+        metavar="PATH",
+        help="the wallet passphrase (networks other than embedded and local)",
+    )
     add_json_flag(parser)
     parser.set_defaults(handler=_ask)
 
 
 def _ask(ctx: AppContext, args: argparse.Namespace) -> int:
-    if not 1 <= args.redundancy <= 7:
-        raise UsageError("--redundancy must be between 1 and 7 on the embedded network")
-    if not ctx.network.embedded:
-        raise UsageError(
-            f"`ask` reaches the embedded network only in this version, "
-            f"not '{ctx.network.name}' (use --network embedded)"
-        )
+    embedded = ctx.network.embedded
+    limit = EMBEDDED_MAX_REDUNDANCY if embedded else MAX_REDUNDANCY
+    if not 1 <= args.redundancy <= limit:
+        where = "the embedded network" if embedded else "a network"
+        raise UsageError(f"--redundancy must be between 1 and {limit} on {where}")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    deadline = time.monotonic() + args.timeout
+    document = _ask_embedded(ctx, args, deadline) if embedded else _ask_network(ctx, args, deadline)
+    document["network"] = ctx.network.name
+    _print(ctx, document)
+    return 0
+
+
+def _ask_embedded(ctx: AppContext, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
     from engine.events import EventBus
 
@@ -76,74 +101,138 @@ def _ask(ctx: AppContext, args: argparse.Namespace) -> int:
     )
     try:
         network.start()
-        document = _run_task(network, args)
+        chain = network.chain
+        if chain is None:  # start() sets it or raises; this keeps the type honest
+            raise RuntimeError("the embedded network started without a chain")
+        user = chain.client(chain.accounts[len(network.miners)])
+        model = args.model or network.miners[0].settings.model_name
+        return _run_task(user, model, args, deadline, session_id=None)
     finally:
         network.stop()
-    _print(ctx, document)
-    return 0
 
 
-def _run_task(network: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from engine.user_session import submit_user_task
+def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
+    from chain.client import connect
+    from engine.model_store import ModelStore
 
-    deadline = time.monotonic() + args.timeout
-    _wait_for_pool(network, args.redundancy, deadline)
-    chain = network.chain
-    user = chain.client(chain.accounts[len(network.miners)])
-    model = network.miners[0].settings.model_name
-    submitted = submit_user_task(user, model, args.prompt, args.redundancy, args.precision)
+    profile = ctx.network
+    if profile.chain_id is None:
+        raise UsageError(f"network profile '{profile.name}' has no chain id")
+    devnet = profile.name == LOCAL
+    account = _devnet_user(ctx) if devnet else _home_wallet(ctx, args)
+    client = connect(profile.chain_id, profile.rpc_urls, profile.contracts, account)
+    if devnet:
+        _fund_from_anvil(client)
+    else:
+        _check_funds(client, profile.name)
+    model = args.model or ModelStore(ctx.models_dir).default_chat_model().id
+    remembered = _SessionMemory(ctx, client, model, args)
+    document = _run_task(client, model, args, deadline, session_id=remembered.reusable())
+    remembered.keep(int(document["session_id"]))
+    return document
+
+
+def _run_task(
+    client: Any, model: str, args: argparse.Namespace, deadline: float, session_id: int | None
+) -> dict[str, Any]:
+    from engine.user_session import submit_user_task, wait_for_outcome, wait_for_pool
+
+    wait_for_pool(client, model, args.precision, args.redundancy, deadline)
+    submitted = submit_user_task(
+        client, model, args.prompt, args.redundancy, args.precision, session_id=session_id
+    )
     log.info(
-        "task %d submitted in session %d; waiting for validation",
+        "task %d submitted in session %d (%s); waiting for validation",
         submitted.task_id,
         submitted.session_id,
+        "reused" if session_id else "new",
     )
-    while submitted.task_id not in network.oracle.user_results:
-        _check_deadline(deadline, "the network did not validate the task")
-        time.sleep(0.5)
-    return _result(network.oracle.user_results[submitted.task_id], submitted)
+    outcome = wait_for_outcome(client, submitted, deadline)
+    return {**outcome.to_json(), "user": client.address, "model": model}
 
 
-def _wait_for_pool(network: Any, k: int, deadline: float) -> None:
-    log.info("waiting until %d miners have passed a network task and joined the user pool", k)
-    registry = network.chain.client().registry
-    while (
-        sum(1 for m in network.miners if registry.node_info(m.address).status == NODE_EPHEMERAL) < k
-    ):
-        _check_deadline(deadline, f"fewer than {k} miners joined the user-task pool")
-        time.sleep(1.0)
+# ---- who pays ----
 
 
-def _check_deadline(deadline: float, what: str) -> None:
-    if time.monotonic() > deadline:
-        from chain.errors import ChainError
+def _devnet_user(ctx: AppContext) -> Any:
+    from cortensor_desktop.devnet_nodes import devnet_user
 
-        raise ChainError(f"{what} before --timeout; try a longer --timeout")
+    return devnet_user(ctx.paths.data_dir / "devnet" / "user")
 
 
-def _result(task: Any, submitted: Any) -> dict[str, Any]:
-    judgement = task.judgement
-    answers = {j.miner: j for j in judgement.answers} if judgement else {}
-    consensus = (
-        judgement.answers[judgement.consensus_index].answer
-        if judgement and judgement.consensus_index is not None
-        else None
-    )
-    user_txs = list(submitted.transactions)
-    return {
-        "answer": consensus,
-        "session_id": submitted.session_id,
-        "task_id": submitted.task_id,
-        "miners": [
-            {
-                "address": m,
-                "score": answers[m].score if m in answers else 0,
-                "passed": bool(m in answers and answers[m].verdict.passed),
-            }
-            for m in task.miners
-        ],
-        "tx_hashes": [tx.tx_hash for tx in user_txs] + task.tx_hashes,
-        "gas_used": sum(int(tx.receipt["gasUsed"]) for tx in user_txs) + task.gas_used,
-    }
+def _fund_from_anvil(client: Any) -> None:
+    from chain.devnet import fund
+
+    if client.balance(client.address) < DEVNET_USER_WEI // 10:
+        fund(client.web3, client.address, DEVNET_USER_WEI)
+        log.info("funded the devnet user %s from anvil", client.address)
+
+
+def _home_wallet(ctx: AppContext, args: argparse.Namespace) -> Any:
+    from chain.errors import WalletError
+    from chain.passphrase import resolve
+    from chain.wallet import unlock, wallet_info, wallet_path
+    from cortensor_desktop.logs import register_secret
+
+    keystore = ctx.paths.keystore_dir
+    if not wallet_path(keystore).exists():
+        raise WalletError(
+            f"no wallet in this home: `ask` on network '{ctx.network.name}' pays from this "
+            "home's wallet (`wallet new` or `wallet import` first, then fund it)"
+        )
+    passphrase = resolve(args.passphrase_file, wallet_info(keystore).address)
+    register_secret(passphrase.value)
+    return unlock(keystore, passphrase.value)
+
+
+def _check_funds(client: Any, network: str) -> None:
+    from chain.errors import ChainError
+    from engine.user_session import DEFAULT_PRICE_WEI
+
+    address = client.address
+    held = client.balance(address)
+    deposited = client.payment.deposit_of(address)
+    need = max(0, DEFAULT_PRICE_WEI - deposited) + USER_GAS_BUDGET * int(client.web3.eth.gas_price)
+    if held < need:
+        raise ChainError(
+            f"wallet {address} holds {held / 1e18:.6f} ETH on network '{network}'; `ask` needs "
+            f"about {need / 1e18:.6f} ETH (the task price plus gas): fund it first"
+        )
+
+
+# ---- session reuse ----
+
+
+class _SessionMemory:
+    """This home remembers the user's open session per chain and terms, to submit into it again
+    instead of paying to open a new one; the chain has the last word on whether it still fits."""
+
+    def __init__(self, ctx: AppContext, client: Any, model: str, args: argparse.Namespace) -> None:
+        from engine.standalone_node import chain_key
+        from engine.user_session import DEFAULT_PRICE_WEI
+
+        chain = chain_key(client)
+        self.db = ctx.database
+        self.client = client
+        self.terms = (model, args.precision, args.redundancy, DEFAULT_PRICE_WEI)
+        self.key = (
+            f"ask-session:{chain.chain_id}:{chain.genesis_hash}:{str(client.address).lower()}:"
+            f"{model}:{args.precision}:{args.redundancy}:{DEFAULT_PRICE_WEI}"
+        )
+
+    def reusable(self) -> int | None:
+        from engine.user_session import reusable_session
+
+        stored = self.db.cache_get(self.key)
+        if not isinstance(stored, int):
+            return None
+        return stored if reusable_session(self.client, stored, *self.terms) else None
+
+    def keep(self, session_id: int) -> None:
+        self.db.cache_put(self.key, session_id)
+
+
+# ---- output ----
 
 
 def _print(ctx: AppContext, document: dict[str, Any]) -> None:
@@ -156,8 +245,9 @@ def _print(ctx: AppContext, document: dict[str, Any]) -> None:
         verdict = "passed" if miner["passed"] else "failed"
         ctx.echo(f"  miner {miner['address']}  score {miner['score']:>3}  {verdict}")
     ctx.echo(
-        f"  task {document['task_id']} in session {document['session_id']}, "
-        f"gas used {document['gas_used']:,}"
+        f"  task {document['task_id']} in session {document['session_id']} on "
+        f"'{document['network']}', gas used {document['gas_used']:,} "
+        f"(this user {document['user_gas_used']:,})"
     )
     for tx_hash in document["tx_hashes"]:
         ctx.echo(f"  tx {tx_hash}")

@@ -1,10 +1,15 @@
-"""`devnet up | status | down`: a local anvil chain with the contracts, as this home's network.
+"""`devnet up | status | restart-chain | down`: a local anvil chain with the contracts, as this
+home's network.
 
 `up` starts anvil (npm @foundry-rs/anvil) on 127.0.0.1 on a free port, deploys, funds this
 home's wallet if it has one, writes `<config>/networks/local.toml` and makes `local` the active
 network of this CORTENSOR_HOME. It stays in the foreground until Ctrl-C or SIGTERM (`--detach`
 runs the same thing in the background); stopping restores the previous network. `down` stops a
 running `up` from another terminal. State: `<data>/devnet/local.json`.
+
+anvil keeps the chain in `<data>/devnet/chain-state.json` (saved on stop and every 60 s).
+`restart-chain --down-for S` stops anvil, keeps it down S seconds and starts it again on the
+same port from that file: the nodes see the RPC go away and come back to the same chain.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from cortensor_desktop.cli.exit_codes import ExitCode
 from cortensor_desktop.networks import LOCAL, profile_file
 
 FUND_WEI = 1000 * 10**18
+CHAIN_STATE_NAME = "chain-state.json"
+CHAIN_SAVE_INTERVAL_S = 60  # anvil also saves on every stop; this bounds what a crash loses
+MAX_DOWN_S = 600
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -66,6 +74,23 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "down", parents=[common], help="stop the devnet, restore the previous network"
     )
     down.set_defaults(handler=_down)
+    restart = actions.add_parser(
+        "restart-chain",
+        parents=[common],
+        help="stop anvil for a while, then restart it with its state on the same port",
+        description="Stop anvil (it saves the chain), keep it down --down-for seconds, start "
+        "it again on the same port from the saved chain. The nodes keep running: they raise an "
+        "rpc_down alert while it is gone and carry on when it is back.",
+    )
+    restart.add_argument(
+        "--down-for",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long anvil stays down (default 0, at most 600)",
+    )
+    add_json_flag(restart)
+    restart.set_defaults(handler=_restart_chain)
 
 
 # ---- state ----
@@ -75,12 +100,17 @@ def _state_file(ctx: AppContext) -> Path:
     return ctx.paths.data_dir / "devnet" / "local.json"
 
 
+def _chain_state_file(ctx: AppContext) -> Path:
+    """anvil's own dump of the chain: loaded when anvil (re)starts, written when it stops."""
+    return ctx.paths.data_dir / "devnet" / CHAIN_STATE_NAME
+
+
+def _restart_request_file(ctx: AppContext) -> Path:
+    return ctx.paths.data_dir / "devnet" / "restart-request.json"
+
+
 def _read_state(ctx: AppContext) -> dict[str, Any] | None:
-    try:
-        state = json.loads(_state_file(ctx).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return state if isinstance(state, dict) else None
+    return _read_json(_state_file(ctx))
 
 
 def _alive(pid: int | None) -> bool:
@@ -148,6 +178,8 @@ def _write_profile(ctx: AppContext, rpc_url: str, chain_id: int, contracts: dict
 def _restore(ctx: AppContext, state: dict[str, Any]) -> None:
     _set_active_profile(ctx, state.get("previous_profile"))
     profile_file(ctx.paths.profiles_dir, LOCAL).unlink(missing_ok=True)
+    _chain_state_file(ctx).unlink(missing_ok=True)  # the next `up` is a fresh chain
+    _restart_request_file(ctx).unlink(missing_ok=True)
     _state_file(ctx).unlink(missing_ok=True)
 
 
@@ -216,9 +248,19 @@ def _run_foreground(ctx: AppContext, args: argparse.Namespace) -> int:
 
     ctx.paths.ensure()
     stop = threading.Event()
+    restart = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    anvil = AnvilProcess(log_file=ctx.paths.log_dir / "anvil.log").start()
+    if hasattr(signal, "SIGUSR1"):  # `devnet restart-chain` asks with SIGUSR1 (POSIX only)
+        signal.signal(signal.SIGUSR1, lambda *_: restart.set())
+    chain_state = _chain_state_file(ctx)
+    chain_state.parent.mkdir(parents=True, exist_ok=True)
+    chain_state.unlink(missing_ok=True)  # `up` deploys a fresh chain
+    anvil = AnvilProcess(
+        log_file=ctx.paths.log_dir / "anvil.log",
+        state_file=chain_state,
+        state_interval_s=CHAIN_SAVE_INTERVAL_S,
+    ).start()
     state: dict[str, Any] = {}
     try:
         devnet = deploy_on_anvil(anvil, oracles=args.oracles)
@@ -248,6 +290,10 @@ def _run_foreground(ctx: AppContext, args: argparse.Namespace) -> int:
             flush=True,
         )
         while not stop.wait(0.5):
+            if restart.is_set():
+                restart.clear()
+                _restart_anvil(ctx, anvil, state, stop)
+                continue
             if anvil.process is None or anvil.process.poll() is not None:
                 print("anvil exited; stopping the devnet", file=sys.stderr)
                 return int(ExitCode.CHAIN)
@@ -261,6 +307,35 @@ def _run_foreground(ctx: AppContext, args: argparse.Namespace) -> int:
         if state:
             _restore(ctx, state)
         print("devnet stopped", file=sys.stderr, flush=True)
+
+
+def _restart_anvil(ctx: AppContext, anvil: Any, state: dict[str, Any], stop: Any) -> None:
+    """Stop anvil (it saves the chain), wait as asked, start it from the saved chain."""
+    request = _read_json(_restart_request_file(ctx)) or {}
+    _restart_request_file(ctx).unlink(missing_ok=True)
+    down_s = min(max(float(request.get("down_for_s", 0)), 0.0), MAX_DOWN_S)
+    print(f"restart-chain: stopping anvil for {down_s:.0f} s", file=sys.stderr, flush=True)
+    anvil.terminate(timeout_s=60)  # a long chain takes a while to save; never cut that short
+    if stop.wait(down_s):
+        return  # stopping the devnet meanwhile: nothing to restart
+    anvil.start()
+    state["anvil_pid"] = anvil.process.pid if anvil.process else None
+    state["chain_restarts"] = int(state.get("chain_restarts", 0)) + 1
+    _write_state(ctx, state)
+    head = int(anvil.backend().web3.eth.block_number)
+    print(
+        f"restart-chain: anvil is back on {anvil.rpc_url} at block {head}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _start_nodes(ctx: AppContext, args: argparse.Namespace, devnet: Any, anvil: Any) -> list[Any]:
@@ -397,4 +472,69 @@ def _down(ctx: AppContext, args: argparse.Namespace) -> int:
     if _state_file(ctx).exists():  # the `up` process was gone or did not clean up
         _cleanup_stale(ctx, state)
     ctx.echo("devnet stopped; the previous network is active again")
+    return 0
+
+
+# ---- restart-chain ----
+
+
+def _restart_chain(ctx: AppContext, args: argparse.Namespace) -> int:
+    """Ask the running `up` (which owns anvil) to restart it; wait until the chain is back."""
+    from chain.errors import DevnetError
+
+    if not 0 <= args.down_for <= MAX_DOWN_S:
+        print(f"cortensor-desktop: error: --down-for must be 0-{MAX_DOWN_S}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    state = _read_state(ctx)
+    pid = state.get("pid") if state else None
+    if not state or not isinstance(pid, int) or not _alive(pid):
+        raise DevnetError("no devnet running for this home (`devnet up` starts one)")
+    if not hasattr(signal, "SIGUSR1"):
+        raise DevnetError("restart-chain needs POSIX signals; stop and start anvil by hand")
+    restarts = int(state.get("chain_restarts", 0))
+    before = _head_block(state)
+    request = _restart_request_file(ctx)
+    request.write_text(json.dumps({"down_for_s": args.down_for}), encoding="utf-8")
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + args.down_for + 150  # saving a long chain, then starting
+    while time.monotonic() < deadline:
+        fresh = _read_state(ctx) or {}
+        if int(fresh.get("chain_restarts", 0)) > restarts:
+            return _report_restart(ctx, fresh, before)
+        if not _alive(pid):
+            break
+        time.sleep(0.2)
+    raise DevnetError("anvil did not come back; see the devnet log (`devnet status`)")
+
+
+def _head_block(state: dict[str, Any]) -> int | None:
+    from chain.errors import ChainError
+    from chain.rpc import HttpBackend, RetryPolicy
+
+    try:
+        backend = HttpBackend([str(state["rpc_url"])], RetryPolicy(rounds=1))
+        return int(backend.web3.eth.block_number)
+    except (ChainError, KeyError):
+        return None
+
+
+def _report_restart(ctx: AppContext, state: dict[str, Any], before: int | None) -> int:
+    from chain.errors import DevnetError
+
+    after = _head_block(state)
+    if after is None:
+        raise DevnetError(f"anvil restarted but {state.get('rpc_url')} does not answer")
+    if before is not None and after < before:
+        raise DevnetError(f"anvil restarted at block {after}, below {before}: its state was lost")
+    document = {
+        "rpc_url": state.get("rpc_url"),
+        "anvil_pid": state.get("anvil_pid"),
+        "block_before": before,
+        "block_after": after,
+        "chain_restarts": state.get("chain_restarts"),
+    }
+    if ctx.json_output:
+        ctx.emit_json(document)
+    else:
+        ctx.echo(f"anvil restarted on {document['rpc_url']} with its chain (block {after})")
     return 0
