@@ -110,10 +110,13 @@ class _Flaky:
 
 def test_an_event_whose_handling_met_an_outage_is_handled_after_it() -> None:
     client: Any = SimpleNamespace(
-        address="0x" + "11" * 20, web3=SimpleNamespace(eth=SimpleNamespace(block_number=9))
+        address="0x" + "11" * 20,
+        web3=SimpleNamespace(eth=SimpleNamespace(block_number=9)),
+        backend=FakeBackend(),
     )
     miner = Miner(client, chat=None, journal=None, bus=EventBus())  # type: ignore[arg-type]
-    miner.paused = True  # no ping: this test is about events
+    miner.paused = miner._away_on_chain = True  # no ping, no away transaction: events only
+    miner.earnings = SimpleNamespace(tick=lambda: None)  # type: ignore[assignment]
     events = [_event("SessionRequested", 5), _event("TopicCreated", 6)]
     miner._watcher = SimpleNamespace(poll=lambda head: list(events))  # type: ignore[assignment]
     flaky = _Flaky(failures=1)
