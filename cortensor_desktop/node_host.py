@@ -37,7 +37,7 @@ from engine.events import (
     NodeStateChanged,
     PauseReason,
 )
-from engine.node_control import request_benchmarks
+from engine.node_control import request_benchmarks, set_payout_for
 from engine.protocol import NodeRole
 
 log = logging.getLogger(__name__)
@@ -170,19 +170,6 @@ class NetworkHost:
         return False, f"`{command.type}` is not supported by the embedded host"
 
     def _set_payout(self, address: str) -> tuple[bool, str]:
-        """Registered miners call NodeRegistry.setPayout; the rest register with it later."""
-        from chain.errors import ChainError
-
-        miners = self.network.miners
-        if not miners:
+        if not self.network.miners:
             return False, "the network is still starting: the payout applies at registration"
-        sent: list[str] = []
-        for miner in miners:
-            miner.payout = address
-            try:
-                if miner.client.registry.node_info(miner.address).status == 0:
-                    continue  # not registered yet: preflight registers with miner.payout
-                sent.append(miner.client.registry.set_payout(address).tx_hash)
-            except ChainError as exc:
-                return False, f"setPayout failed for {miner.address}: {exc}"
-        return True, f"payout {address} set on chain for {len(sent)} miners ({', '.join(sent)})"
+        return set_payout_for(self.network.miners, address)

@@ -23,7 +23,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.commands import Benchmark, Command, Pause, ReloadConfig, Resume, Stop, Withdraw
+from chain.errors import ChainError
+from engine.commands import (
+    Benchmark,
+    Command,
+    Pause,
+    ReloadConfig,
+    Resume,
+    SetPayout,
+    Stop,
+    Withdraw,
+)
 from engine.events import (
     Alert,
     AlertKind,
@@ -117,6 +127,8 @@ class NodeController:
                 return True, "resumed" if not rest else f"still paused: {', '.join(sorted(rest))}"
             case Benchmark():
                 return request_benchmarks(self.miners)
+            case SetPayout():
+                return set_payout_for(self.miners, command.address)
             case ReloadConfig():
                 if self._reload is None:
                     return False, "this node cannot reload its config"
@@ -347,6 +359,22 @@ def request_benchmarks(miners: Sequence[object]) -> tuple[bool, str]:
         reasons = sorted({message for _, message in answers}) or ["no miner here can benchmark"]
         return False, "; ".join(reasons)
     return True, f"benchmark queued on {queued} miner(s): it runs between tasks"
+
+
+def set_payout_for(miners: Sequence[Any], address: str) -> tuple[bool, str]:
+    """Registered miners call NodeRegistry.setPayout; the rest register with it later."""
+    if not miners:
+        return False, "this node runs no miner: there is no payout to set"
+    sent: list[str] = []
+    for miner in miners:
+        miner.payout = address
+        try:
+            if miner.client.registry.node_info(miner.address).status == 0:
+                continue  # not registered yet: preflight registers with miner.payout
+            sent.append(miner.client.registry.set_payout(address).tx_hash)
+        except ChainError as exc:
+            return False, f"setPayout failed for {miner.address}: {exc}"
+    return True, f"payout {address} set on chain for {len(sent)} miners ({', '.join(sent)})"
 
 
 def with_source(command: Command, source: str) -> Command:

@@ -210,3 +210,25 @@ def test_quant_is_read_from_the_gguf_file_name(name: str, quant: str) -> None:
     from engine.benchmarks import quant_of_file
 
     assert quant_of_file(Path("/models") / name) == quant
+
+
+def test_a_headless_node_sets_the_payout_on_chain_through_the_same_code_as_the_dashboard() -> None:
+    from types import SimpleNamespace
+
+    from eth_account import Account
+
+    from chain.devnet import start_embedded
+    from chain.wrappers import model_id
+    from engine.commands import SetPayout
+
+    chain = start_embedded(oracles=1)
+    miner = chain.client(chain.accounts[0])
+    miner.registry.register(0, 4096, "0.1.0", [model_id("m")], miner.address)
+    node = SimpleNamespace(address=miner.address, client=miner, payout=miner.address, paused=False)
+    control = NodeController(EventBus(), [node])
+    payout = Account.create().address
+    answer = control.handle(SetPayout(address=payout, source="api"))
+    assert answer.accepted, answer.message
+    assert miner.registry.node_info(miner.address).payout == payout
+    refused = NodeController(EventBus(), []).handle(SetPayout(address=payout))
+    assert not refused.accepted and "runs no miner" in refused.message
