@@ -23,6 +23,7 @@ from engine.commands import (
     ReloadConfig,
     Resume,
     SetPayout,
+    Start,
     Stop,
     Withdraw,
 )
@@ -46,8 +47,16 @@ log = logging.getLogger(__name__)
 class NetworkHost:
     """Hosts one `EmbeddedNetwork`; `embedded(...)` builds one, tests pass one already started."""
 
-    def __init__(self, network: EmbeddedNetwork, commands: CommandQueue | None = None) -> None:
+    def __init__(
+        self,
+        network: EmbeddedNetwork,
+        commands: CommandQueue | None = None,
+        fresh_network: Callable[[], EmbeddedNetwork] | None = None,
+    ) -> None:
         self.network = network
+        # Start after Stop builds the network anew (an embedded chain does not outlive its run).
+        self._fresh_network = fresh_network
+        self.node_stopped = False
         self.bus = network.bus
         self.commands = commands or CommandQueue()
         self.started = threading.Event()
@@ -71,8 +80,10 @@ class NetworkHost:
             log.info("%s", message)
             bus.publish(LogLine(level="info", logger="embedded", message=message))
 
-        network = EmbeddedNetwork(db, models_dir, bus, settings, progress=progress)
-        return cls(network)
+        def fresh() -> EmbeddedNetwork:
+            return EmbeddedNetwork(db, models_dir, bus, settings, progress=progress)
+
+        return cls(fresh(), fresh_network=fresh)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, network: bool = True) -> None:
@@ -124,34 +135,10 @@ class NetworkHost:
 
     def _apply(self, command: Command) -> tuple[bool, str]:
         miners = self.network.miners
-        if isinstance(command, Pause | Resume) and not miners:
-            return False, "the network is still starting"
-        if isinstance(command, Pause):
-            reason = PauseReason(command.reason, f"paused by the {command.source or 'user'}")
-            for miner in miners:
-                miner.paused = True
-                self.bus.publish(
-                    NodeStateChanged(
-                        node=miner.address,
-                        role=NodeRole.MINER,
-                        state=NodeState.PAUSED,
-                        previous=NodeState.REGISTERED,
-                        reasons=(reason,),
-                    )
-                )
-            return True, f"{len(miners)} miners paused: they finish the current task, then idle"
-        if isinstance(command, Resume):
-            for miner in miners:
-                miner.paused = False
-                self.bus.publish(
-                    NodeStateChanged(
-                        node=miner.address,
-                        role=NodeRole.MINER,
-                        state=NodeState.REGISTERED,
-                        previous=NodeState.PAUSED,
-                    )
-                )
-            return True, f"{len(miners)} miners resumed"
+        if isinstance(command, Pause | Resume):
+            if not miners:
+                return False, "the network is still starting"
+            return self._pause(command) if isinstance(command, Pause) else self._resume()
         if isinstance(command, Benchmark):
             return request_benchmarks(miners)
         if isinstance(command, Withdraw):
@@ -165,9 +152,60 @@ class NetworkHost:
                 return False, "this host cannot reload its config: restart to apply the changes"
             return self.reload()
         if isinstance(command, Stop):
-            self._stop.set()
-            return True, "stopping"
+            return self._stop_node()
+        if isinstance(command, Start):
+            return self._start_node()
         return False, f"`{command.type}` is not supported by the embedded host"
+
+    def _pause(self, command: Pause) -> tuple[bool, str]:
+        miners = self.network.miners
+        reason = PauseReason(command.reason, f"paused by the {command.source or 'user'}")
+        for miner in miners:
+            miner.paused = True
+            self.bus.publish(
+                NodeStateChanged(
+                    node=miner.address,
+                    role=NodeRole.MINER,
+                    state=NodeState.PAUSED,
+                    previous=NodeState.REGISTERED,
+                    reasons=(reason,),
+                )
+            )
+        return True, f"{len(miners)} miners paused: they finish the current task, then idle"
+
+    def _resume(self) -> tuple[bool, str]:
+        miners = self.network.miners
+        for miner in miners:
+            miner.paused = False
+            self.bus.publish(
+                NodeStateChanged(
+                    node=miner.address,
+                    role=NodeRole.MINER,
+                    state=NodeState.REGISTERED,
+                    previous=NodeState.PAUSED,
+                )
+            )
+        return True, f"{len(miners)} miners resumed"
+
+    def _stop_node(self) -> tuple[bool, str]:
+        """The node stops (loops end, workers close); the view and this command loop stay."""
+        if self.node_stopped:
+            return False, "the node is already stopped: start (t) runs it again"
+        self.node_stopped = True
+        network = self.network
+        threading.Thread(target=network.stop, name="network-stop", daemon=True).start()
+        return True, "stopping the node: the current step ends, the workers close"
+
+    def _start_node(self) -> tuple[bool, str]:
+        if not self.node_stopped:
+            return False, "the node is already running"
+        if self._fresh_network is None:
+            return False, "this host cannot start its network again"
+        self.node_stopped = False
+        self.network = self._fresh_network()
+        self.started.clear()
+        threading.Thread(target=self._start_network, name="network-start", daemon=True).start()
+        return True, "starting the node: a fresh embedded chain, the same miners' accounts"
 
     def _set_payout(self, address: str) -> tuple[bool, str]:
         if not self.network.miners:

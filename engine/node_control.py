@@ -31,6 +31,7 @@ from engine.commands import (
     ReloadConfig,
     Resume,
     SetPayout,
+    Start,
     Stop,
     Withdraw,
 )
@@ -108,23 +109,9 @@ class NodeController:
     def _dispatch(self, command: Command) -> tuple[bool, str]:
         match command:
             case Pause():
-                code = "user"
-                source = f" by {command.source}" if command.source else ""
-                text = f"paused{source}" + (
-                    f": {command.reason}" if command.reason not in ("", "user") else ""
-                )
-                added = self.set_reasons({**self.reasons, code: text})
-                return True, "paused" if added else "already paused by the user"
+                return self._pause(command)
             case Resume():
-                code = command.reason or "user"
-                if code not in self.reasons:
-                    held = ", ".join(sorted(self.reasons)) or "none"
-                    return False, f"no '{code}' pause to clear (holding: {held})"
-                if code in POLICY_CODES:
-                    return False, f"'{code}' is held by a policy; it clears when its condition does"
-                rest = {k: v for k, v in self.reasons.items() if k != code}
-                self.set_reasons(rest)
-                return True, "resumed" if not rest else f"still paused: {', '.join(sorted(rest))}"
+                return self._resume(command)
             case Benchmark():
                 return request_benchmarks(self.miners)
             case SetPayout():
@@ -139,12 +126,36 @@ class NodeController:
                         "withdraw is not available on this node: it runs no miner; nothing was sent"
                     )
                 return self._withdraw(command)
+            case Start():
+                return (
+                    False,
+                    "this node is running (a stopped headless node is started by its service)",
+                )
             case Stop():
                 if self._stop is None:
                     return False, "this node cannot be stopped by command"
                 self._stop.set()
                 return True, "stopping"
         return False, f"'{command.type}' is not available on this node in this version"
+
+    def _pause(self, command: Pause) -> tuple[bool, str]:
+        source = f" by {command.source}" if command.source else ""
+        text = f"paused{source}" + (
+            f": {command.reason}" if command.reason not in ("", "user") else ""
+        )
+        added = self.set_reasons({**self.reasons, "user": text})
+        return True, "paused" if added else "already paused by the user"
+
+    def _resume(self, command: Resume) -> tuple[bool, str]:
+        code = command.reason or "user"
+        if code not in self.reasons:
+            held = ", ".join(sorted(self.reasons)) or "none"
+            return False, f"no '{code}' pause to clear (holding: {held})"
+        if code in POLICY_CODES:
+            return False, f"'{code}' is held by a policy; it clears when its condition does"
+        rest = {k: v for k, v in self.reasons.items() if k != code}
+        self.set_reasons(rest)
+        return True, "resumed" if not rest else f"still paused: {', '.join(sorted(rest))}"
 
     # -- pause reasons --------------------------------------------------------------------
     def apply_policy(self, decision: PolicyDecision) -> bool:

@@ -41,6 +41,8 @@ from engine.commands import (
     CommandSink,
     Pause,
     Resume,
+    Start,
+    Stop,
     Withdraw,
 )
 from engine.events import CommandHandled, Event, EventBus, LogLine, Subscription
@@ -111,6 +113,7 @@ HELP_TEXT = """\
 [b]Keys[/b]
 
   p          pause / resume mining (miners finish the current task first)
+  t          stop / start the node (the dashboard stays; start runs it anew)
   b          run a benchmark (the engine answers whether it can)
   w          withdraw everything withdrawable (asks first: y / n)
   m          models: the catalogue, what fits here and why; i install, d remove
@@ -135,7 +138,16 @@ class HelpScreen(ModalScreen[None]):
         yield Static(HELP_TEXT, id="help-text")
 
 
-NODE_ACTIONS = {"toggle_pause", "benchmark", "withdraw", "models", "wallet", "settings", "help"}
+NODE_ACTIONS = {
+    "toggle_pause",
+    "toggle_node",
+    "benchmark",
+    "withdraw",
+    "models",
+    "wallet",
+    "settings",
+    "help",
+}
 
 
 class DashboardApp(App[int]):
@@ -146,6 +158,7 @@ class DashboardApp(App[int]):
         Binding("q", "quit_key", "quit", priority=True),
         Binding("ctrl+q", "quit_now", "quit", show=False, priority=True),
         Binding("p", "toggle_pause", "pause/resume"),
+        Binding("t", "toggle_node", "stop/start"),
         Binding("b", "benchmark", "benchmark"),
         Binding("w", "withdraw", "withdraw"),
         Binding("m", "models", "models"),
@@ -442,6 +455,9 @@ class DashboardApp(App[int]):
 
     def action_toggle_pause(self) -> None:
         self.send(Resume(source="tui") if self.summary.paused else Pause(source="tui"))
+
+    def action_toggle_node(self) -> None:
+        self.send(Start(source="tui") if self.summary.node_stopped else Stop(source="tui"))
 
     def action_benchmark(self) -> None:
         self.send(Benchmark(source="tui"))

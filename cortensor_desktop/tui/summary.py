@@ -111,6 +111,7 @@ class Summary:
     withdrawals: list[Withdrawal] = field(default_factory=list)
     benchmark: BenchmarkResult | None = None
     last_command: CommandHandled | None = None
+    node_stopped: bool = False  # the engine accepted a stop and no start since
     last_withdrawal: Withdrawal | None = None
     errors: list[str] = field(default_factory=list)  # error log lines (a start that failed)
     dropped: int = 0
@@ -205,6 +206,8 @@ class Summary:
             self.benchmark = event
         elif isinstance(event, CommandHandled):
             self.last_command = event
+            if event.accepted and event.command in ("stop", "start"):
+                self.node_stopped = event.command == "stop"
         elif isinstance(event, LogLine) and event.level == "error":
             self.errors.append(event.message)
             del self.errors[:-10]

@@ -106,3 +106,38 @@ def test_pause_takes_the_miners_out_of_selection_on_chain_and_resume_brings_them
     assert host.handle(Resume(source="test")).accepted
     wait_until(lambda: away() == [False, False], "the resume did not reach the chain")
     assert sorted(registry.present_miners()) == sorted(m.address for m in network.miners)
+
+
+def test_stop_then_start_runs_the_embedded_network_anew_with_the_same_accounts(
+    tmp_path, models_dir
+) -> None:
+    from cortensor_desktop.node_host import NetworkHost
+    from engine.commands import Start, Stop
+    from engine.database import Database
+    from engine.embedded_network import EmbeddedNetworkSettings
+    from engine.events import NodeState, NodeStateChanged
+
+    bus = EventBus()
+    sub = bus.subscribe(maxsize=10_000)
+    settings = EmbeddedNetworkSettings(miners=1)
+    host = NetworkHost.embedded(Database(tmp_path / "node.sqlite3"), models_dir, bus, settings)
+    host.start()
+    try:
+        assert host.started.wait(120), host.failed
+        first = host.network
+        address = first.miners[0].address
+        assert host.handle(Stop(source="test")).accepted
+        deadline = time.monotonic() + 60
+        while not any(
+            isinstance(e, NodeStateChanged) and e.state is NodeState.STOPPED and e.node == address
+            for e in sub.drain()
+        ):
+            assert time.monotonic() < deadline, "the miner did not stop"
+            time.sleep(0.2)
+        assert host.handle(Start(source="test")).accepted
+        assert host.started.wait(120), host.failed
+        assert host.network is not first and host.network.miners[0].address == address
+        assert host.network.miners[0].client.registry.node_info(address).status != 0
+    finally:
+        host.stop()
+        host.network.stop()

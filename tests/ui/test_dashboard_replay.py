@@ -16,7 +16,7 @@ from cortensor_desktop.tui.app import (
     WalletScreen,
     create_app,
 )
-from engine.commands import Benchmark, CommandQueue, Pause, Resume, Withdraw
+from engine.commands import Benchmark, CommandQueue, Pause, Resume, Start, Stop, Withdraw
 from engine.events import (
     CommandHandled,
     EarningsUpdated,
@@ -136,6 +136,14 @@ async def test_keys_send_typed_commands_and_the_answer_is_shown(recorded: list[E
         bench, withdraw = queue.drain()
         assert isinstance(bench, Benchmark)
         assert isinstance(withdraw, Withdraw) and withdraw.all
+
+        await pilot.press("t")  # stop the node; once the engine says so, t starts it again
+        (stop,) = queue.drain()
+        assert isinstance(stop, Stop)
+        bus.publish(CommandHandled(command_id=stop.id, command="stop", accepted=True, message=""))
+        app.pump()
+        await pilot.press("t")
+        assert [type(c) for c in queue.drain()] == [Start]
     assert "Notify" in posted  # each command sent is confirmed on screen
 
 

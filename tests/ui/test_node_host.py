@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 from eth_account import Account
@@ -9,7 +10,7 @@ from eth_account import Account
 from chain.devnet import start_embedded
 from chain.wrappers import model_id
 from cortensor_desktop.node_host import NetworkHost
-from engine.commands import Pause, ReloadConfig, Resume, SetPayout, Stop
+from engine.commands import Pause, ReloadConfig, Resume, SetPayout, Start, Stop
 from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged
 
 
@@ -44,15 +45,43 @@ def test_pause_and_resume_flip_every_miner_and_publish_their_states() -> None:
     assert [(e.state, e.previous) for e in states] == [(NodeState.REGISTERED, NodeState.PAUSED)] * 2
 
 
-def test_unsupported_commands_are_refused_and_stop_ends_the_command_loop() -> None:
+def test_unsupported_commands_are_refused_and_stop_keeps_the_command_loop() -> None:
     host, bus, _ = _host(1)
+    host.network.stop = lambda **_: None  # type: ignore[attr-defined]
     sub = bus.subscribe()
     refused = host.handle(ReloadConfig())
-    assert not refused.accepted and "restart to apply" in refused.message
+    assert not refused.accepted and "cannot reload" in refused.message
     assert host.handle(Stop()).accepted
-    assert host._stop.is_set()
+    assert not host._stop.is_set()  # the view stays and can start the node again
     answers = [e for e in sub.drain() if isinstance(e, CommandHandled)]
     assert [a.command for a in answers] == ["reload_config", "stop"]
+
+
+def test_stop_then_start_runs_a_fresh_network_and_each_twice_is_refused() -> None:
+    bus = EventBus()
+    stopped: list[object] = []
+    started: list[object] = []
+
+    def network() -> SimpleNamespace:
+        net = SimpleNamespace(bus=bus, miners=[])
+        net.stop = lambda **_: stopped.append(net)
+        net.start = lambda: started.append(net)
+        return net
+
+    first = network()
+    host = NetworkHost(first, fresh_network=network)  # type: ignore[arg-type]
+    assert not host.handle(Start()).accepted  # already running
+    assert host.handle(Stop()).accepted
+    assert not host.handle(Stop()).accepted  # already stopped
+    assert host.handle(Start()).accepted
+    assert host.started.wait(5)
+    deadline = time.monotonic() + 5
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(0.01)  # the stop runs on its own thread
+    assert stopped == [first] and started == [host.network] and host.network is not first
+    no_factory = NetworkHost(network())  # type: ignore[arg-type]
+    assert no_factory.handle(Stop()).accepted
+    assert "cannot start" in no_factory.handle(Start()).message
 
 
 def test_set_payout_calls_set_payout_for_registered_miners_only() -> None:
