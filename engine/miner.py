@@ -16,6 +16,7 @@ after asking the chain whether it already went through, so nothing is sent twice
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import threading
 import time
@@ -56,6 +57,7 @@ from engine.events import (
     PreflightStep,
     Severity,
     StepStatus,
+    TokenProgress,
     TxStatus,
     UserTaskStage,
 )
@@ -70,7 +72,7 @@ from engine.network_tasks import (
     topic_request,
 )
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
-from engine.runtime_types import BenchResult, GenerationResult, SamplingParams
+from engine.runtime_types import BenchResult, GenerationResult, SamplingParams, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class BenchableModel(ChatModel, Protocol):
 TIER_NAMES = ("cpu-low", "cpu-high", "gpu-quantized", "gpu-full")
 LIVE_BENCH_RUNS = 2
 LIVE_BENCH_TOKENS = 32
+TOKEN_EVENT_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ class Miner:
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
+        self._chat_streams = _streams_tokens(chat)
         self.health = ChainHealth(client.backend, self._publish)
         self._away_on_chain = False
         self.earnings = EarningsTracker(
@@ -560,15 +564,25 @@ class Miner:
         return self._generate(session_id, prompt, max_tokens).text
 
     def _generate_once_more_after_a_crash(
-        self, prompt: str, params: SamplingParams
+        self, prompt: str, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """A worker that dies mid-answer is restarted by the next request: ask once more, so
         the task is still answered in its window. Greedy decoding gives the same answer."""
         try:
-            return self.chat.generate(prompt, params)
+            return self._generate_streaming(prompt, params, progress)
         except WorkerCrashedError as exc:
             log.warning("the inference worker died mid-answer (%s); asking again", exc)
+            progress.restart()
+            return self._generate_streaming(prompt, params, progress)
+
+    def _generate_streaming(
+        self, prompt: str, params: SamplingParams, progress: TokenMeter
+    ) -> GenerationResult:
+        """Live tokens/s for the views while the answer streams, where the runtime streams."""
+        if not self._chat_streams:
             return self.chat.generate(prompt, params)
+        generate: Callable[..., GenerationResult] = self.chat.generate
+        return generate(prompt, params, on_token=progress.on_token)
 
     def _generate(
         self,
@@ -579,8 +593,19 @@ class Miner:
         task_id: int = 0,
     ) -> GenerationResult:
         params = SamplingParams(max_tokens=max_tokens)
+        progress = TokenMeter(
+            lambda tokens, rate: self._publish(
+                TokenProgress(
+                    task_kind=kind,
+                    session_id=session_id,
+                    task_id=task_id,
+                    tokens=tokens,
+                    tokens_per_s=rate,
+                )
+            )
+        )
         try:
-            result = self._generate_once_more_after_a_crash(prompt, params)
+            result = self._generate_once_more_after_a_crash(prompt, params, progress)
         except ModelError as exc:
             self._publish(
                 Alert(
@@ -683,6 +708,44 @@ class Miner:
 
     def _publish(self, event: Event) -> None:
         self.bus.publish(dataclasses.replace(event, node=self.address, role=NodeRole.MINER))
+
+
+def _streams_tokens(chat: object) -> bool:
+    """Whether the runtime's generate takes `on_token` (InferenceWorker does; doubles may not)."""
+    generate = getattr(chat, "generate", None)
+    try:
+        return generate is not None and "on_token" in inspect.signature(generate).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class TokenMeter:
+    """Turns streamed tokens into `tokens` events, a few a second (a view plots them)."""
+
+    def __init__(
+        self,
+        publish: Callable[[int, float], None],
+        every_s: float = TOKEN_EVENT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._publish = publish
+        self._every_s = every_s
+        self._clock = clock
+        self.restart()
+
+    def restart(self) -> None:
+        self._first: float | None = None
+        self._last_sent = 0.0
+
+    def on_token(self, event: TokenEvent) -> None:
+        now = self._clock()
+        if self._first is None:
+            self._first, self._last_sent = now, now  # rate counts from the first token
+            return
+        if now - self._last_sent < self._every_s:
+            return
+        self._last_sent = now
+        self._publish(event.index + 1, event.index / (now - self._first))
 
 
 def _salt_bytes(salt: str) -> bytes:

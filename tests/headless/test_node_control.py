@@ -232,3 +232,18 @@ def test_a_headless_node_sets_the_payout_on_chain_through_the_same_code_as_the_d
     assert miner.registry.node_info(miner.address).payout == payout
     refused = NodeController(EventBus(), []).handle(SetPayout(address=payout))
     assert not refused.accepted and "runs no miner" in refused.message
+
+
+def test_token_meter_sends_a_few_rates_a_second_counted_from_the_first_token() -> None:
+    from engine.miner import TokenMeter
+    from engine.runtime_types import TokenEvent
+
+    now = [100.0]
+    sent: list[tuple[int, float]] = []
+    meter = TokenMeter(lambda tokens, rate: sent.append((tokens, rate)), 0.25, lambda: now[0])
+    for index in range(100):  # 100 tokens at 50 tokens/s
+        meter.on_token(TokenEvent(index, index, "x"))
+        now[0] += 0.02
+    assert 7 <= len(sent) <= 8  # about 2 s of tokens, one rate every 0.25 s
+    assert all(abs(rate - 50) < 1 for _, rate in sent)
+    assert [tokens for tokens, _ in sent] == sorted(tokens for tokens, _ in sent)

@@ -6,7 +6,13 @@ import time
 
 from chain.events import EventCursor
 from engine.embedded_network import EmbeddedNetwork
-from engine.events import EventBus, NetworkTaskStage, PointsUpdated, ValidationResult
+from engine.events import (
+    EventBus,
+    NetworkTaskStage,
+    PointsUpdated,
+    TokenProgress,
+    ValidationResult,
+)
 from engine.protocol import NetworkStage
 from engine.runtime import InferenceWorker
 from tests.node.conftest import CannedTextMiner
@@ -53,6 +59,10 @@ def test_network_task_passes_seven_states_and_a_canned_miner_fails(make_network)
 
     points = [e for e in events if isinstance(e, PointsUpdated)]
     assert points and all(p.precommit_score == 1.0 for p in points)
+    # While honest miners generate, the views get live tokens/s (a few events a second).
+    progress = [e for e in events if isinstance(e, TokenProgress)]
+    assert progress and all(e.tokens > 1 and e.tokens_per_s > 0 for e in progress)
+    assert {e.node for e in progress} <= set(honest)
 
 
 def test_benchmark_command_measures_the_served_model_between_tasks(make_network) -> None:
