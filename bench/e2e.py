@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from platformdirs import user_cache_dir
 
+from chain.wrappers import NodeStatus
 from engine.database import Database
 from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
 from engine.events import EventBus, InferenceFinished
@@ -31,7 +32,6 @@ from engine.protocol import TaskKind
 from engine.user_session import submit_user_task
 
 TARGET_SHARE = 0.25
-NODE_EPHEMERAL = 2
 PROMPTS = [
     "Name three colours of the rainbow.",
     "What is a comet?",
@@ -52,7 +52,10 @@ def wait_for_pool(network: EmbeddedNetwork, k: int, timeout_s: float = 300) -> N
     assert network.chain is not None
     registry = network.chain.client().registry
     deadline = time.monotonic() + timeout_s
-    while sum(registry.node_info(m.address).status == NODE_EPHEMERAL for m in network.miners) < k:
+    while (
+        sum(registry.node_info(m.address).status == NodeStatus.EPHEMERAL for m in network.miners)
+        < k
+    ):
         if time.monotonic() > deadline:
             raise SystemExit("the miners did not join the user pool in time")
         time.sleep(0.5)

@@ -8,6 +8,7 @@ ContractRevert with the contract's error name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from eth_utils.crypto import keccak
@@ -16,10 +17,43 @@ from web3.contract import Contract
 from chain.events import ChainEvent, EventCursor, events_in_receipt
 from chain.transactions import TxResult, TxSender
 
+# NodeStats stages (Common.sol): create, prepare, precommit, commit, validate, user task.
 STAGE_CREATE, STAGE_PREPARE, STAGE_PRECOMMIT, STAGE_COMMIT, STAGE_VALIDATE, STAGE_USER_TASK = range(
     6
 )
+STAGE_COUNT = 6
 NO_CONSENSUS = 255
+
+
+# The contracts' states and statuses, numbered as the Solidity enums and constants number them.
+class SessionState(IntEnum):
+    """Cognitive.State: a network task's session."""
+
+    NONE, REQUESTED, CREATED, PREPARED, PRECOMMIT, COMMIT, COMMITTED, ENDED = range(8)
+
+
+class SlotStatus(IntEnum):
+    """Cognitive: one selected miner's progress in a session."""
+
+    NONE, SELECTED, PRECOMMITTED, COMMITTED = range(4)
+
+
+class TaskState(IntEnum):
+    """SessionQueue.State: a user task. Ack and precommit both happen while it is Assigned."""
+
+    NONE, QUEUED, ASSIGNED, COMMIT, COMMITTED, VALIDATED = range(6)
+
+
+class AssignmentStatus(IntEnum):
+    """SessionQueue: one assigned miner's progress in a user task."""
+
+    NONE, ASSIGNED, ACKED, PRECOMMITTED, COMMITTED = range(5)
+
+
+class NodeStatus(IntEnum):
+    """NodeRegistry.Status: ephemeral nodes are the user-task pool."""
+
+    NONE, REGISTERED, EPHEMERAL = range(3)
 
 
 def model_id(name: str) -> bytes:

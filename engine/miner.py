@@ -28,7 +28,18 @@ from typing import Protocol
 from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
-from chain.wrappers import ContractWrapper, commitment, model_id
+from chain.wrappers import (
+    STAGE_COUNT,
+    STAGE_PRECOMMIT,
+    AssignmentStatus,
+    ContractWrapper,
+    NodeStatus,
+    SessionState,
+    SlotStatus,
+    TaskState,
+    commitment,
+    model_id,
+)
 from engine import failpoints
 from engine.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.chain_health import ChainHealth
@@ -76,17 +87,8 @@ from engine.runtime_types import BenchResult, GenerationResult, SamplingParams, 
 
 log = logging.getLogger(__name__)
 
-# Cognitive.State and the per-miner slot status, as the contract numbers them.
-STATE_REQUESTED, STATE_CREATED, STATE_PRECOMMIT, STATE_COMMIT = 1, 2, 4, 5
-SLOT_SELECTED, SLOT_PRECOMMITTED = 1, 2
-# NodeStats stages (Common.sol): create, prepare, precommit, commit, validate, user task.
-STAGE_PRECOMMIT, STAGE_COUNT = 2, 6
 _REVEALABLE = (CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED, CommitState.COMMIT_SENT)
 QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskPhase")
-# SessionQueue.State and a miner's assignment status as the contract numbers them. Ack and
-# precommit both happen while a task is Assigned; once every miner precommitted it is Commit.
-TASK_ASSIGNED, TASK_COMMIT = 2, 3
-ASSIGNMENT_ASSIGNED, ASSIGNMENT_ACKED, ASSIGNMENT_PRECOMMITTED = 1, 2, 3
 COGNITIVE_EVENTS = (
     "SessionRequested",
     "TopicCreated",
@@ -185,7 +187,7 @@ class Miner:
         self._publish(NodeStateChanged(state=NodeState.PREFLIGHT))
         info = self.client.registry.node_info(self.address)
         self._away_on_chain = info.away
-        if info.status != 0:
+        if info.status != NodeStatus.NONE:
             self._step("registered", StepStatus.OK, "already registered")
         else:
             s = self.settings
@@ -345,7 +347,7 @@ class Miner:
             self._reveal(session_id)
 
     def _reassigned(self, session_id: int, view: _Session, args: dict[str, object]) -> None:
-        creating = self.client.cognitive.state(session_id) == STATE_REQUESTED
+        creating = self.client.cognitive.state(session_id) == SessionState.REQUESTED
         nxt = str(args["next"])
         if creating:
             view.creator = nxt
@@ -356,7 +358,7 @@ class Miner:
 
     # -- creator and preparer -------------------------------------------------------------
     def _create(self, session_id: int, view: _Session) -> None:
-        if self.client.cognitive.state(session_id) != STATE_REQUESTED:
+        if self.client.cognitive.state(session_id) != SessionState.REQUESTED:
             return
         request = topic_request(view.seed)
         text = self._chat(session_id, request.system, request.user, request.max_tokens)
@@ -370,7 +372,7 @@ class Miner:
         )
 
     def _prepare(self, session_id: int, view: _Session) -> None:
-        if self.client.cognitive.state(session_id) != STATE_CREATED:
+        if self.client.cognitive.state(session_id) != SessionState.CREATED:
             return
         count = self.settings.prompts_per_session
         request = prompts_request(view.topic, count)
@@ -415,24 +417,27 @@ class Miner:
 
     def _resume_precommit(self, task: TaskRef) -> None:
         cognitive = self.client.cognitive
-        if cognitive.slot_status(task.session_id, self.address) == SLOT_PRECOMMITTED:
+        if cognitive.slot_status(task.session_id, self.address) == SlotStatus.PRECOMMITTED:
             # It landed but its receipt was lost (RPC down, node killed): the chain holds the
             # journal's binding (only this journal knows the salt). Reveal it; never resend.
             self._adopt_precommit(task, "Cognitive.Precommitted")
             self._reveal(task.session_id)
             return
-        if cognitive.state(task.session_id) != STATE_PRECOMMIT:
+        if cognitive.state(task.session_id) != SessionState.PRECOMMIT:
             self.journal.abandon(task, "the precommit window closed while the node was down")
             return
-        if cognitive.slot_status(task.session_id, self.address) == SLOT_SELECTED:
+        if cognitive.slot_status(task.session_id, self.address) == SlotStatus.SELECTED:
             self._precommit(task)
 
     def _resume_user_precommit(self, task: TaskRef) -> None:
-        if self.client.queue.assignment(self.address) == (task.task_id, ASSIGNMENT_PRECOMMITTED):
+        if self.client.queue.assignment(self.address) == (
+            task.task_id,
+            AssignmentStatus.PRECOMMITTED,
+        ):
             self._adopt_precommit(task, "SessionQueue.TaskPrecommitted")
             self._user_reveal(task)
             return
-        if self.client.queue.state(task.task_id) != TASK_ASSIGNED:
+        if self.client.queue.state(task.task_id) != TaskState.ASSIGNED:
             self.journal.abandon(task, "the precommit window closed while the node was away")
             return
         self._user_precommit(task)  # sends only while the assignment still waits for it
@@ -449,9 +454,9 @@ class Miner:
         if record is None or record.state not in _REVEALABLE:
             return
         cognitive = self.client.cognitive
-        if cognitive.state(session_id) != STATE_COMMIT:
+        if cognitive.state(session_id) != SessionState.COMMIT:
             return
-        if cognitive.slot_status(session_id, self.address) != SLOT_PRECOMMITTED:
+        if cognitive.slot_status(session_id, self.address) != SlotStatus.PRECOMMITTED:
             return
         answer, salt = record.answer, _salt_bytes(record.salt)
         tx_hash = self._send(
@@ -478,7 +483,7 @@ class Miner:
         elif event.name == "TaskPhase":
             state = int(args["state"])
             task = self._user_task_ref(task_id)
-            if task is not None and state == TASK_COMMIT:
+            if task is not None and state == TaskState.COMMIT:
                 self._user_reveal(task)
 
     def _user_task_ref(self, task_id: int) -> TaskRef | None:
@@ -488,7 +493,7 @@ class Miner:
 
     def _user_ack(self, task_id: int) -> None:
         queue = self.client.queue
-        if queue.state(task_id) != TASK_ASSIGNED or task_id not in self._task_prompts:
+        if queue.state(task_id) != TaskState.ASSIGNED or task_id not in self._task_prompts:
             return
         session_id = int(queue.call("tasks", task_id)[0])
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
@@ -507,8 +512,8 @@ class Miner:
         if record is None or record.state is not CommitState.PREPARED:
             return
         if queue.assignment(self.address) not in (
-            (task.task_id, ASSIGNMENT_ASSIGNED),
-            (task.task_id, ASSIGNMENT_ACKED),
+            (task.task_id, AssignmentStatus.ASSIGNED),
+            (task.task_id, AssignmentStatus.ACKED),
         ):
             return
         digest = commitment(task.task_id, self.address, _salt_bytes(record.salt), record.answer)
@@ -527,9 +532,9 @@ class Miner:
         queue = self.client.queue
         if record is None or record.state not in _REVEALABLE:
             return
-        if queue.state(task.task_id) != TASK_COMMIT:
+        if queue.state(task.task_id) != TaskState.COMMIT:
             return
-        if queue.assignment(self.address) != (task.task_id, ASSIGNMENT_PRECOMMITTED):
+        if queue.assignment(self.address) != (task.task_id, AssignmentStatus.PRECOMMITTED):
             return
         answer, salt = record.answer, _salt_bytes(record.salt)
         tx_hash = self._user_send(

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from chain.errors import ChainError
+from chain.wrappers import NodeStatus
 from engine.commands import (
     Benchmark,
     Command,
@@ -380,7 +381,7 @@ def set_payout_for(miners: Sequence[Any], address: str) -> tuple[bool, str]:
     for miner in miners:
         miner.payout = address
         try:
-            if miner.client.registry.node_info(miner.address).status == 0:
+            if miner.client.registry.node_info(miner.address).status == NodeStatus.NONE:
                 continue  # not registered yet: preflight registers with miner.payout
             sent.append(miner.client.registry.set_payout(address).tx_hash)
         except ChainError as exc:

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
-from chain.wrappers import ContractWrapper
+from chain.wrappers import (
+    NO_CONSENSUS,
+    AssignmentStatus,
+    ContractWrapper,
+    NodeStatus,
+    SessionState,
+    SlotStatus,
+    TaskState,
+)
 from engine.chain_health import ChainHealth
 from engine.chain_wait import ChainWaiter
 from engine.chain_watch import ChainWatcher
@@ -44,16 +52,8 @@ from engine.validator import Judgement, Validator
 
 log = logging.getLogger(__name__)
 
-STATE_REQUESTED, STATE_CREATED, STATE_PREPARED = 1, 2, 3
-STATE_PRECOMMIT, STATE_COMMIT, STATE_COMMITTED, STATE_ENDED = 4, 5, 6, 7
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
 QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
-# SessionQueue.State as the contract numbers it; NodeRegistry status 2 is "in the user pool".
-TASK_QUEUED, TASK_ASSIGNED, TASK_COMMIT, TASK_COMMITTED, TASK_VALIDATED = range(1, 6)
-NODE_EPHEMERAL = 2
-SLOT_COMMITTED = 3  # Cognitive slot status of a miner that revealed
-ASSIGNMENT_COMMITTED = 4  # SessionQueue assignment status of a miner that revealed
-NO_CONSENSUS = 255
 
 
 @dataclass(frozen=True)
@@ -233,21 +233,21 @@ class Oracle:
         cognitive = self.client.cognitive
         state = cognitive.state(session_id)
         late = self._chain_time() > cognitive.deadline(session_id)
-        if state == STATE_PREPARED:
+        if state == SessionState.PREPARED:
             self._start(session_id)
-        elif state in (STATE_REQUESTED, STATE_CREATED) and late:
+        elif state in (SessionState.REQUESTED, SessionState.CREATED) and late:
             self._reassign(session_id, state)
-        elif state in (STATE_PRECOMMIT, STATE_COMMIT) and late:
+        elif state in (SessionState.PRECOMMIT, SessionState.COMMIT) and late:
             result = cognitive.close_window(session_id)
             self._stage(
                 session_id,
-                NetworkStage.PRECOMMIT if state == STATE_PRECOMMIT else NetworkStage.COMMIT,
+                NetworkStage.PRECOMMIT if state == SessionState.PRECOMMIT else NetworkStage.COMMIT,
                 result.tx_hash,
                 "window closed at its deadline",
             )
-        elif state == STATE_COMMITTED:
+        elif state == SessionState.COMMITTED:
             self._validate_and_end(session_id)
-        elif state == STATE_ENDED:
+        elif state == SessionState.ENDED:
             self._open.pop(session_id, None)
 
     def _start(self, session_id: int) -> None:
@@ -266,7 +266,7 @@ class Oracle:
         seed = hashlib.sha256(f"reassign:{session_id}:{now}".encode()).digest()
         nxt, _ = self._pick_roles(miners, seed, now)
         result = self.client.cognitive.reassign(session_id, nxt)
-        stage = NetworkStage.CREATE if state == STATE_REQUESTED else NetworkStage.PREPARE
+        stage = NetworkStage.CREATE if state == SessionState.REQUESTED else NetworkStage.PREPARE
         self._stage(session_id, stage, result.tx_hash, f"late; reassigned to {nxt[:10]}")
 
     def _validate_and_end(self, session_id: int) -> None:
@@ -278,7 +278,8 @@ class Oracle:
         unread = [
             m
             for m in selected
-            if m not in view.answers and cognitive.slot_status(session_id, m) == SLOT_COMMITTED
+            if m not in view.answers
+            and cognitive.slot_status(session_id, m) == SlotStatus.COMMITTED
         ]
         if unread:
             return
@@ -329,16 +330,16 @@ class Oracle:
         task = self._user_open[task_id]
         queue = self.client.queue
         state = queue.state(task_id)
-        if state == TASK_QUEUED:
+        if state == TaskState.QUEUED:
             self._assign(task_id, task)
-        elif state in (TASK_ASSIGNED, TASK_COMMIT):
+        elif state in (TaskState.ASSIGNED, TaskState.COMMIT):
             deadline = int(queue.call("tasks", task_id)[2])
             if self._chain_time() > deadline:
                 result = queue.close_window(task_id, task.miners)
                 task.tx_hashes.append(result.tx_hash)
-        elif state == TASK_COMMITTED:
+        elif state == TaskState.COMMITTED:
             self._validate_user(task_id, task)
-        elif state == TASK_VALIDATED:
+        elif state == TaskState.VALIDATED:
             self._user_open.pop(task_id, None)
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
@@ -358,14 +359,17 @@ class Oracle:
 
     def _serves(self, miner: str, model: bytes) -> bool:
         info = self.client.registry.node_info(miner)
-        return info.status == NODE_EPHEMERAL and model in self.client.registry.models_of(miner)
+        return info.status == NodeStatus.EPHEMERAL and model in self.client.registry.models_of(
+            miner
+        )
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
         unread = [
             m
             for m in task.miners
-            if m not in task.answers and queue.assignment(m) == (task_id, ASSIGNMENT_COMMITTED)
+            if m not in task.answers
+            and queue.assignment(m) == (task_id, AssignmentStatus.COMMITTED)
         ]
         if unread:
             return  # its answer event is in a block this step did not read yet

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from chain.events import EventCursor
-from chain.wrappers import NodeInfo
+from chain.wrappers import NodeInfo, NodeStatus
 from cortensor_desktop.node_host import NetworkHost
 from engine.commands import Withdraw
 from engine.embedded_network import EmbeddedNetwork
@@ -24,8 +24,6 @@ from engine.events import (
     Withdrawal,
 )
 from engine.user_session import submit_user_task
-
-NODE_EPHEMERAL = 2  # NodeRegistry status of a miner in the user-task pool
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -53,7 +51,7 @@ def test_a_validated_user_task_is_withdrawable_and_withdraw_pays_the_payout(
     def info() -> NodeInfo:
         return registry.node_info(miner.address)
 
-    _wait(lambda: info().status == NODE_EPHEMERAL, 240, "the miner joining the user pool")
+    _wait(lambda: info().status == NodeStatus.EPHEMERAL, 240, "the miner joining the user pool")
     user = chain.client(chain.accounts[-1])
     submit_user_task(user, miner.settings.model_name, "Name three colours of the rainbow.", 1)
 

@@ -11,12 +11,11 @@ import os
 import signal
 
 from chain.events import EventCursor
+from chain.wrappers import SlotStatus
 from engine.journal import CommitState, TaskRef
 from engine.miner import Miner
 from engine.protocol import TaskKind
 from tests.node.conftest import step_until
-
-SLOT_COMMITTED = 3
 
 
 def test_killed_after_precommit_reveals_after_restart(make_network) -> None:
@@ -41,7 +40,8 @@ def test_killed_after_precommit_reveals_after_restart(make_network) -> None:
 
     cognitive = reborn.client.cognitive
     step_until(
-        lambda: cognitive.slot_status(1, reborn.address) == SLOT_COMMITTED, [oracle, other, reborn]
+        lambda: cognitive.slot_status(1, reborn.address) == SlotStatus.COMMITTED,
+        [oracle, other, reborn],
     )
     record = reborn.journal.get(task)
     assert record is not None and record.state is CommitState.COMMITTED
@@ -105,7 +105,8 @@ def test_a_precommit_whose_receipt_was_lost_is_revealed_not_resent(make_network)
 
     cognitive = reborn.client.cognitive
     step_until(
-        lambda: cognitive.slot_status(1, reborn.address) == SLOT_COMMITTED, [oracle, other, reborn]
+        lambda: cognitive.slot_status(1, reborn.address) == SlotStatus.COMMITTED,
+        [oracle, other, reborn],
     )
     record = reborn.journal.get(task)
     assert record is not None and record.state is CommitState.COMMITTED

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 
 from chain.events import EventCursor
+from chain.wrappers import SessionState
 from tests.node.conftest import step_until
 
-STATE_PRECOMMIT = 4
 GRACE_S = 8
 
 
@@ -23,7 +23,7 @@ def test_standby_oracle_takes_over_a_dead_leader_and_ends_the_session_once(make_
     assert standby.client.registry.leader() == leader.address
 
     step_until(lambda: int(cognitive.call("sessionCount")) >= 1, [leader, standby, *miners])
-    step_until(lambda: cognitive.state(1) >= STATE_PRECOMMIT, [leader, standby, *miners])
+    step_until(lambda: cognitive.state(1) >= SessionState.PRECOMMIT, [leader, standby, *miners])
     died_at = time.monotonic()  # the leader is never stepped again
 
     step_until(lambda: standby.sessions_ended >= 1, [standby, *miners], timeout_s=GRACE_S * 10)
