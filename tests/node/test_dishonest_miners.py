@@ -81,6 +81,7 @@ def _answers(worker: InferenceWorker) -> list[str]:
     return [worker.generate(prompt, params).text for prompt in PROMPTS]
 
 
+@pytest.mark.timeout(300)  # five models on two cores: slow when the machine is shared
 def test_honest_pass_and_replayed_canned_and_cheaper_quant_are_caught(workers) -> None:  # type: ignore[no-untyped-def]
     validator = Validator(workers["validator"], workers["embedder"])
     honest, cheap = _answers(workers["honest"]), _answers(workers["cheap"])
