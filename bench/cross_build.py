@@ -11,8 +11,8 @@ template, greedy, seed 42), only the native code under it differs:
 
 REQUEST.json: {"model": path, "prompts": [...], "max_tokens": int, "n_ctx": int}.
 ANSWERS.json: {"answers": [...], "llama_cpp_version": str, "system_info": str}, one answer per
-prompt in order. `engine.runtime` needs only the standard library and llama_cpp, so the other
-venv needs nothing of ours installed.
+prompt in order. `engine.runtime` needs only the standard library, llama_cpp and gguf (its file
+check), so the other venv needs nothing of ours installed; `--check` tries those imports.
 """
 
 from __future__ import annotations
@@ -85,9 +85,17 @@ class CrossBuild:
             )
         )
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        script = str(Path(__file__).resolve())
         try:
+            # Fail now, not after this build's half hour of answers, when a module is missing.
+            check = subprocess.run(
+                [python, script, "--check"], env=env, cwd=REPO, capture_output=True, text=True
+            )
+            if check.returncode != 0:
+                last = (check.stderr.strip().splitlines() or ["no output"])[-1]
+                raise SystemExit(f"error: the cross-build python {python} cannot run: {last}")
             self.process = subprocess.Popen(
-                [python, str(Path(__file__).resolve()), str(self.request), str(self.output)],
+                [python, script, str(self.request), str(self.output)],
                 env=env,
                 stdout=sys.stderr,
                 cwd=REPO,
@@ -139,7 +147,20 @@ def generate(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check() -> int:
+    """Everything the answers need imports: llama_cpp, gguf (the runtime checks files), ours."""
+    import gguf  # noqa: F401
+    import llama_cpp  # noqa: F401
+
+    import engine.runtime
+    import engine.worker_process  # noqa: F401
+
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--check"]:
+        return check()
     if len(argv) != 2:
         print("usage: cross_build.py REQUEST.json ANSWERS.json", file=sys.stderr)
         return 2
