@@ -204,6 +204,10 @@ class NodeStats(ContractWrapper):
     def ping(self) -> TxResult:
         return self._tx("ping")
 
+    def remove_from_pool(self, node: str) -> TxResult:
+        """Leader oracle only: the window rule's removal (emits NodeRemovedFromPool)."""
+        return self._tx("removeFromPool", node)
+
     def stats(self, node: str) -> dict[str, int]:
         names = (
             "pings",

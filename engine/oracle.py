@@ -38,6 +38,7 @@ from engine.events import (
     AlertKind,
     Event,
     EventBus,
+    LogLine,
     NetworkTaskStage,
     Severity,
     TxStatus,
@@ -47,7 +48,7 @@ from engine.events import (
 from engine.journal import Journal, TaskRef, VerdictRecord
 from engine.network_tasks import decode_prompts, prompt_for_miner
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
-from engine.validation import Verdict, select_miners
+from engine.validation import Verdict, WindowPolicy, select_miners, should_remove
 from engine.validator import Judgement, Validator
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class OracleSettings:
     poll_interval_s: float = 0.5
     max_open_sessions: int = 1
     role_cooldown_s: float = 30.0
+    # Removal from the pool: too many failed answers among a node's recent ones.
+    window: WindowPolicy = field(default_factory=WindowPolicy)
 
 
 @dataclass
@@ -313,6 +316,27 @@ class Oracle:
         self._publish(
             ValidationResult.from_verdict(
                 verdict, miner=miner, task_kind=kind, session_id=session_id, task_id=task_id
+            )
+        )
+        if not verdict.passed:
+            self._remove_if_the_window_says_so(miner)
+
+    def _remove_if_the_window_says_so(self, miner: str) -> None:
+        """The per-node rule: failures improbable for an honest node take it out of the pool."""
+        policy = self.settings.window
+        window = [record.passed for record in self.journal.recent_verdicts(miner, policy.size)]
+        if not should_remove(window, policy):
+            return
+        if self.client.registry.node_info(miner).status != NodeStatus.EPHEMERAL:
+            return  # not in the pool (never was, or already out)
+        result = self.client.stats.remove_from_pool(miner)
+        failed = window.count(False)
+        self._publish(
+            LogLine(
+                level="warning",
+                logger="oracle",
+                message=f"{miner} removed from the pool: {failed} of its last {len(window)} "
+                f"answers failed validation (tx {result.tx_hash})",
             )
         )
 

@@ -222,13 +222,16 @@ def medoid(embeddings: Sequence[Sequence[float]]) -> int:
 class WindowPolicy:
     """When a node's recent failures are too many to be an honest node's bad luck.
 
-    `honest_fail_rate` (p0) is the per-answer false-flag rate of honest nodes: 1 of 40 measured.
-    A node is removed when P(X >= failures | n, p0) < `alpha`, X ~ Binomial(n, p0), n being the
-    verdicts in its window (at most `size`).
+    `honest_fail_rate` (p0) is the per-answer false-flag rate of honest nodes, as measured by
+    bench/validation.py over 200 prompts: 2.0 % on this build, 3.5 % on a natively built llama.cpp
+    (AVX-512) judged by this one (docs/VALIDATION.md). 5 % covers both; with a window of 10 and
+    `alpha` 1 % a node is removed at 4 failures. A node is removed when
+    P(X >= failures | n, p0) < `alpha`, X ~ Binomial(n, p0), n being the verdicts in its window
+    (at most `size`).
     """
 
     size: int = 10
-    honest_fail_rate: float = 0.025
+    honest_fail_rate: float = 0.05
     alpha: float = 0.01
 
     def __post_init__(self) -> None:

@@ -78,6 +78,12 @@ contract NodeStats is RegistryUser {
         return (c.count, c.points);
     }
 
+    /// The leader oracle's window rule (engine/validation.py `should_remove`): too many failed
+    /// answers among a node's recent ones, not only in a row, take it out of the pool.
+    function removeFromPool(address node) external onlyLeader {
+        registry.expel(node);
+    }
+
     /// Final outcomes: streak and level; network-task successes count towards the pool, and too
     /// many failures in a row take a node out of it. A user-task success touches only this slot.
     function _final(address node, Stats storage s, bool ok, uint8 stage) internal {

@@ -192,14 +192,14 @@ def test_binomial_tail_known_values() -> None:
     assert binomial_tail(10, 3, 0.025) == pytest.approx(0.001643, abs=1e-6)
 
 
-def test_default_policy_flags_three_failures_in_ten() -> None:
+def test_default_policy_flags_four_failures_in_ten() -> None:
     policy = WindowPolicy()
-    assert min_failures_to_flag(10, policy) == 3
-    # One honest false flag in a window, or even two, never removes a node.
-    assert not should_remove([True] * 8 + [False] * 2, policy)
-    assert should_remove([True] * 7 + [False] * 3, policy)
+    assert min_failures_to_flag(10, policy) == 4
+    # Up to three honest false flags in a window (3.5 % measured across builds) never remove a node.
+    assert not should_remove([True] * 7 + [False] * 3, policy)
+    assert should_remove([True] * 6 + [False] * 4, policy)
     # Failures that slid out of the window no longer count.
-    assert not should_remove([False] * 3 + [True] * 10, policy)
+    assert not should_remove([False] * 4 + [True] * 10, policy)
     # Two failures among the first two tasks are already improbable for an honest node.
     assert should_remove([False, False], policy)
     assert not should_remove([False], policy)
