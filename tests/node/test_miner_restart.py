@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 from chain.events import EventCursor
 from chain.wrappers import SlotStatus
@@ -34,17 +35,8 @@ def test_killed_after_precommit_reveals_after_restart(make_network) -> None:
     answer_before = victim.journal.get(task).answer  # type: ignore[union-attr]
 
     # Crash: everything in memory is gone; a new process builds a new miner on the same journal.
-    reborn = Miner(victim.client, victim.chat, victim.journal, victim.bus, victim.settings)
-    reborn.preflight()
-    reborn.resume()
-
+    reborn, record = _restart_until_revealed(victim, oracle, other, task)
     cognitive = reborn.client.cognitive
-    step_until(
-        lambda: cognitive.slot_status(1, reborn.address) == SlotStatus.COMMITTED,
-        [oracle, other, reborn],
-    )
-    record = reborn.journal.get(task)
-    assert record is not None and record.state is CommitState.COMMITTED
     assert record.answer == answer_before
 
     precommits = EventCursor("Cognitive", cognitive.contract, "Precommitted", 0).poll()
@@ -99,20 +91,25 @@ def test_a_precommit_whose_receipt_was_lost_is_revealed_not_resent(make_network)
             (victim.address.lower(),),
         )
 
-    reborn = Miner(victim.client, victim.chat, victim.journal, victim.bus, victim.settings)
-    reborn.preflight()
-    reborn.resume()
-
+    reborn, _record = _restart_until_revealed(victim, oracle, other, task)
     cognitive = reborn.client.cognitive
-    step_until(
-        lambda: cognitive.slot_status(1, reborn.address) == SlotStatus.COMMITTED,
-        [oracle, other, reborn],
-    )
-    record = reborn.journal.get(task)
-    assert record is not None and record.state is CommitState.COMMITTED
     precommits = EventCursor("Cognitive", cognitive.contract, "Precommitted", 0).poll()
     assert [str(e.args["miner"]) for e in precommits].count(reborn.address) == 1
     reveals = EventCursor("Cognitive", cognitive.contract, "AnswerRevealed", 0).poll()
     assert [str(e.args["answer"]) for e in reveals if str(e.args["miner"]) == reborn.address] == [
         answer
     ]
+
+
+def _restart_until_revealed(victim: Miner, oracle: Any, other: Miner, task: TaskRef) -> Any:
+    """A new miner on the dead one's journal (a new process) runs until its answer is revealed."""
+    reborn = Miner(victim.client, victim.chat, victim.journal, victim.bus, victim.settings)
+    reborn.preflight()
+    reborn.resume()
+    step_until(
+        lambda: reborn.client.cognitive.slot_status(1, reborn.address) == SlotStatus.COMMITTED,
+        [oracle, other, reborn],
+    )
+    record = reborn.journal.get(task)
+    assert record is not None and record.state is CommitState.COMMITTED
+    return reborn, record
