@@ -116,6 +116,7 @@ TIER_NAMES = ("cpu-low", "cpu-high", "gpu-quantized", "gpu-full")
 LIVE_BENCH_RUNS = 2
 LIVE_BENCH_TOKENS = 32
 TOKEN_EVENT_INTERVAL_S = 0.25
+INTERRUPTED = frozenset({"cancelled", "killed"})  # finish reasons of a request cut off by a stop
 
 
 @dataclass(frozen=True)
@@ -620,6 +621,12 @@ class Miner:
                 )
             )
             raise ChainError(f"no answer for session {session_id}: {exc}") from exc
+        if result.finish_reason in INTERRUPTED:
+            # The node is stopping: a cut-off answer must never reach the journal (it would be
+            # revealed after a restart and fail validation as a truncated one).
+            raise ChainError(
+                f"no answer for session {session_id}: generation {result.finish_reason}"
+            )
         f = result.figures
         self._publish(
             InferenceFinished(

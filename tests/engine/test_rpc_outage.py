@@ -126,3 +126,19 @@ def test_an_event_whose_handling_met_an_outage_is_handled_after_it() -> None:
     events.clear()  # the chain has nothing new: the backlog alone must bring them back
     miner.step()
     assert flaky.handled == ["SessionRequested", "TopicCreated"]
+
+
+@pytest.mark.parametrize("reason", ["cancelled", "killed"])
+def test_an_answer_cut_off_by_a_stop_is_never_used(reason: str) -> None:
+    from chain.errors import ChainError
+    from engine.runtime_types import GenerationFigures, GenerationResult
+
+    class _StoppedMidAnswer:
+        def generate(self, prompt: str, params: Any = None) -> GenerationResult:
+            figures = GenerationFigures(12, 1, 0.1, 100.0, 0.0, 0.1)
+            return GenerationResult("Par", (1,), reason, figures, "m.gguf")
+
+    client: Any = SimpleNamespace(address="0x" + "11" * 20, backend=FakeBackend())
+    miner = Miner(client, chat=_StoppedMidAnswer(), journal=None, bus=EventBus())  # type: ignore[arg-type]
+    with pytest.raises(ChainError, match=f"generation {reason}"):
+        miner._generate(3, "What is the capital of France?", 64)
