@@ -158,34 +158,28 @@ class NetworkHost:
         return False, f"`{command.type}` is not supported by the embedded host"
 
     def _pause(self, command: Pause) -> tuple[bool, str]:
-        miners = self.network.miners
         reason = PauseReason(command.reason, f"paused by the {command.source or 'user'}")
-        for miner in miners:
-            miner.paused = True
-            self.bus.publish(
-                NodeStateChanged(
-                    node=miner.address,
-                    role=NodeRole.MINER,
-                    state=NodeState.PAUSED,
-                    previous=NodeState.REGISTERED,
-                    reasons=(reason,),
-                )
-            )
-        return True, f"{len(miners)} miners paused: they finish the current task, then idle"
+        count = self._set_paused(True, (reason,))
+        return True, f"{count} miners paused: they finish the current task, then idle"
 
     def _resume(self) -> tuple[bool, str]:
-        miners = self.network.miners
-        for miner in miners:
-            miner.paused = False
+        return True, f"{self._set_paused(False, ())} miners resumed"
+
+    def _set_paused(self, paused: bool, reasons: tuple[PauseReason, ...]) -> int:
+        """Flip every miner and tell the views; the miners do the on-chain part themselves."""
+        states = (NodeState.REGISTERED, NodeState.PAUSED)
+        for miner in self.network.miners:
+            miner.paused = paused
             self.bus.publish(
                 NodeStateChanged(
                     node=miner.address,
                     role=NodeRole.MINER,
-                    state=NodeState.REGISTERED,
-                    previous=NodeState.PAUSED,
+                    state=states[paused],
+                    previous=states[not paused],
+                    reasons=reasons,
                 )
             )
-        return True, f"{len(miners)} miners resumed"
+        return len(self.network.miners)
 
     def _stop_node(self) -> tuple[bool, str]:
         """The node stops (loops end, workers close); the view and this command loop stay."""
