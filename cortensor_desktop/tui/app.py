@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, Te
 from cortensor_desktop.config import ConfigError
 from cortensor_desktop.headless import format_event, short
 from cortensor_desktop.tui.models_view import ModelRow, ModelsBackend
-from cortensor_desktop.tui.screens.common import AskScreen, ConfirmScreen
+from cortensor_desktop.tui.screens.common import AskScreen, ConfirmScreen, ether
 from cortensor_desktop.tui.screens.models import ModelsScreen
 from cortensor_desktop.tui.screens.settings import SettingsScreen
 from cortensor_desktop.tui.screens.wallet import WalletScreen
@@ -90,10 +90,6 @@ class NodeInfo:
 
 def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**30:.1f} GiB"
-
-
-def _eth(wei: int) -> str:
-    return f"{wei / 10**18:.4f}"
 
 
 def _duration(seconds: float) -> str:
@@ -360,8 +356,10 @@ class DashboardApp(App[int]):
             lines.append("earnings -  gas -  (none reported)")
         else:
             e = s.earnings
-            lines.append(f"earned   {_eth(e.earned_wei)}  withdrawable {_eth(e.withdrawable_wei)}")
-            lines.append(f"gas      {_eth(e.gas_balance_wei)}")
+            lines.append(
+                f"earned   {ether(e.earned_wei)}  withdrawable {ether(e.withdrawable_wei)}"
+            )
+            lines.append(f"gas      {ether(e.gas_balance_wei)}")
         if s.low_gas:
             lines.append("[b red]LOW GAS BALANCE: top up the node's wallet[/]")
         self.query_one("#wallet", Static).update("\n".join(lines))
@@ -467,7 +465,7 @@ class DashboardApp(App[int]):
         if isinstance(self.screen, ConfirmScreen):
             return
         e = self.summary.earnings
-        amount = "everything withdrawable" if e is None else f"{_eth(e.withdrawable_wei)} ETH"
+        amount = "everything withdrawable" if e is None else f"{ether(e.withdrawable_wei)} ETH"
         try:
             payout = self.wallet.payout() if self.wallet is not None else ""
         except ConfigError:  # a broken config file must not block a withdrawal

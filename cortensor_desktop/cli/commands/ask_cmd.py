@@ -187,6 +187,7 @@ def _home_wallet(ctx: AppContext, args: argparse.Namespace) -> Any:
 
 def _check_funds(client: Any, network: str) -> None:
     from chain.errors import ChainError
+    from engine.earnings import eth
     from engine.user_session import DEFAULT_PRICE_WEI
 
     address = client.address
@@ -195,8 +196,8 @@ def _check_funds(client: Any, network: str) -> None:
     need = max(0, DEFAULT_PRICE_WEI - deposited) + USER_GAS_BUDGET * int(client.web3.eth.gas_price)
     if held < need:
         raise ChainError(
-            f"wallet {address} holds {held / 1e18:.6f} ETH on network '{network}'; `ask` needs "
-            f"about {need / 1e18:.6f} ETH (the task price plus gas): fund it first"
+            f"wallet {address} holds {eth(held)} on network '{network}'; `ask` needs "
+            f"about {eth(need)} (the task price plus gas): fund it first"
         )
 
 

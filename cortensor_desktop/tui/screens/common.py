@@ -18,6 +18,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 
+def ether(wei: int) -> str:
+    """Wei as ether to 4 places, the dashboard's short form (events keep exact wei)."""
+    return f"{wei / 10**18:.4f}"
+
+
 class ConfirmScreen(ModalScreen[bool]):
     """A question answered with y (yes) or n / escape (no); dismisses with the answer."""
 

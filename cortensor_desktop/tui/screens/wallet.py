@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Footer, Static
 from cortensor_desktop.config import ConfigError
 from cortensor_desktop.headless import short
 from cortensor_desktop.logs import register_secret
-from cortensor_desktop.tui.screens.common import AskScreen
+from cortensor_desktop.tui.screens.common import AskScreen, ether
 from cortensor_desktop.tui.settings_view import tilde
 from cortensor_desktop.tui.summary import Summary
 from cortensor_desktop.tui.wallet_view import WalletBackend, user_path, write_earnings_csv
@@ -35,10 +35,6 @@ KEY_BACKUP_WARNING = (
     "The backup is your wallet's key, encrypted with this passphrase: anyone who has the file "
     "AND the passphrase controls the wallet. Keep it offline, never share it."
 )
-
-
-def _eth(wei: int) -> str:
-    return f"{wei / 10**18:.4f}"
 
 
 class WalletScreen(Screen[None]):
@@ -115,7 +111,7 @@ class WalletScreen(Screen[None]):
         ]
         if address and self.backend.balance is not None:
             wei, note = self.backend.balance(address)
-            shown = f"{_eth(wei)} ETH" if wei is not None else "unavailable"
+            shown = f"{ether(wei)} ETH" if wei is not None else "unavailable"
             lines.append(f"balance  {shown} ({note})")
         panel.update(escape("\n".join(lines)))
 
@@ -142,15 +138,15 @@ class WalletScreen(Screen[None]):
         else:
             e = s.earnings
             balances = (
-                f"earned {_eth(e.earned_wei)}   withdrawable {_eth(e.withdrawable_wei)}   "
-                f"gas {_eth(e.gas_balance_wei)}"
+                f"earned {ether(e.earned_wei)}   withdrawable {ether(e.withdrawable_wei)}   "
+                f"gas {ether(e.gas_balance_wei)}"
             )
             if s.low_gas:
                 balances += "\n[b red]LOW GAS BALANCE: top up the node's wallet[/]"
         if s.last_withdrawal is not None:
             w = s.last_withdrawal
             balances += (
-                f"\nlast withdrawal: {_eth(w.amount_wei)} to {short(w.to)}: {w.status.value}"
+                f"\nlast withdrawal: {ether(w.amount_wei)} to {short(w.to)}: {w.status.value}"
             )
         self.query_one("#wallet-balances", Static).update(balances)
 
@@ -170,9 +166,9 @@ class WalletScreen(Screen[None]):
             history.add_row(
                 time.strftime("%H:%M:%S", time.gmtime(ts)),
                 short(node_address),
-                _eth(e.earned_wei),
-                _eth(e.withdrawable_wei),
-                _eth(e.gas_balance_wei),
+                ether(e.earned_wei),
+                ether(e.withdrawable_wei),
+                ether(e.gas_balance_wei),
             )
 
     def _render_withdrawals(self) -> None:
@@ -181,7 +177,7 @@ class WalletScreen(Screen[None]):
         for w in reversed(self.summary.withdrawals):
             table.add_row(
                 time.strftime("%H:%M:%S", time.gmtime(w.ts)),
-                _eth(w.amount_wei),
+                ether(w.amount_wei),
                 short(w.to),
                 w.status.value + (f" {w.detail}" if w.detail else ""),
                 short(w.tx_hash or "-", 6),
