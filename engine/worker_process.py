@@ -31,6 +31,7 @@ import errno
 import hashlib
 import logging
 import os
+import signal
 import statistics
 import sys
 import time
@@ -649,6 +650,9 @@ def worker_main(conn: Connection, cancel_slot: Any, options: dict[str, Any]) -> 
     # OpenMP spins while waiting by default; with several processes on few cores that collapses
     # throughput, so wait passively (must be set before llama.cpp's OpenMP runtime starts).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Ctrl-C reaches the whole foreground process group; the parent owns shutdown (it cancels,
+    # closes or kills this worker), so a worker must not die of it with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit = options.get("address_space_limit")
     worker = _Worker(conn, cancel_slot, int(options.get("forward_log_level", logging.WARNING)))
     worker.install_log_forwarding()

@@ -233,3 +233,14 @@ def test_a_stuck_worker_is_stopped_at_its_deadline(smollm_path: Path) -> None:
                     os.kill(worker.pid, signal.SIGSTOP)  # stuck, as if in native code
         assert time.monotonic() - started < 3.0
         assert worker.generate("Say hello.", SamplingParams(max_tokens=4)).text
+
+
+def test_ctrl_c_to_the_process_group_leaves_the_worker_serving(
+    chat_worker: InferenceWorker,
+) -> None:
+    """A terminal's Ctrl-C signals every process of the group; the parent decides the shutdown."""
+    pid = chat_worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)
+    result = chat_worker.generate("Say hello.", SamplingParams(max_tokens=4))
+    assert chat_worker.pid == pid and result.figures.generated_tokens > 0
