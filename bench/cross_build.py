@@ -4,14 +4,15 @@ The validation bench judges everything with the project's own (portable) llama-c
 miners on other hardware run other builds, whose answers drift from the validator's after a few
 dozen tokens; the thresholds must survive that. This module is run by the *other* interpreter
 (a venv with a differently built llama-cpp-python, e.g. -DGGML_NATIVE=ON) with the repository on
-PYTHONPATH, so the answers come from the node's own inference code (`engine.runtime`: chat
+PYTHONPATH, so the answers come from the node's own inference code (`engine.inference.runtime`: chat
 template, greedy, seed 42), only the native code under it differs:
 
     OTHER_PYTHON bench/cross_build.py REQUEST.json ANSWERS.json
 
 REQUEST.json: {"model": path, "prompts": [...], "max_tokens": int, "n_ctx": int}.
 ANSWERS.json: {"answers": [...], "llama_cpp_version": str, "system_info": str}, one answer per
-prompt in order. `engine.runtime` needs only the standard library, llama_cpp and gguf (its file
+prompt in order. `engine.inference.runtime` needs only the standard library, llama_cpp and gguf
+(its file
 check), so the other venv needs nothing of ours installed; `--check` tries those imports.
 """
 
@@ -122,8 +123,8 @@ def generate(request: dict[str, Any]) -> dict[str, Any]:
     """In the other interpreter: greedy answers with the node's own runtime, on this build."""
     import llama_cpp
 
-    from engine.runtime import InferenceWorker
-    from engine.runtime_types import SamplingParams
+    from engine.inference.runtime import InferenceWorker
+    from engine.inference.types import SamplingParams
     from profiler.load_settings import LoadSettings
 
     prompts: list[str] = request["prompts"]
@@ -152,8 +153,8 @@ def check() -> int:
     import gguf  # noqa: F401
     import llama_cpp  # noqa: F401
 
-    import engine.runtime
-    import engine.worker_process  # noqa: F401
+    import engine.inference.runtime
+    import engine.inference.worker_process  # noqa: F401
 
     return 0
 

@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from platformdirs import user_cache_dir
 
 from chain.wrappers import NodeStatus
-from engine.database import Database
-from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
-from engine.events import EventBus, InferenceFinished
-from engine.model_store import ModelStore
-from engine.oracle import OracleSettings
+from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+from engine.models.store import ModelStore
+from engine.node.oracle import OracleSettings
+from engine.node.user_session import submit_user_task
 from engine.protocol import TaskKind
-from engine.user_session import submit_user_task
+from engine.state.database import Database
+from engine.state.events import EventBus, InferenceFinished
 
 TARGET_SHARE = 0.25
 PROMPTS = [

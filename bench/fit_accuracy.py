@@ -44,7 +44,7 @@ def measure(path: str, n_ctx: int) -> dict[str, int]:
     settings = replace(LoadSettings(), n_ctx=n_ctx, n_gpu_layers=0, n_threads=1)
     process = psutil.Process()
     before = process.memory_info().rss
-    from engine.worker_process import load_arguments
+    from engine.inference.worker_process import load_arguments
 
     # Exactly the runtime's load, so the ratio measures what a node really holds.
     llm = llama_cpp.Llama(model_path=path, **load_arguments(settings), verbose=False)

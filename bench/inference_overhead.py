@@ -1,7 +1,8 @@
 """Does the contained worker cost throughput, and how fast does a cancel land?
 
 Runs the same prompt with the same greedy parameters (fixed token count, end-of-generation
-ignored) through `engine.runtime.InferenceWorker` and through llama-cpp-python directly in this
+ignored) through `engine.inference.runtime.InferenceWorker` and through llama-cpp-python directly
+in this
 process (`Llama.generate`, its high-level loop), one thread each, in ABBA order so drifting
 background load hits both alike. Prints the generation tokens/s of both (median) and the median
 of the paired ratios (target: worker/direct >= 0.95), then the cancel latency: time from
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.runtime import InferenceWorker, SamplingParams
+from engine.inference.runtime import InferenceWorker, SamplingParams
 from profiler.load_settings import LoadSettings
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."

@@ -1,7 +1,7 @@
 """Probe time, cold (new process, empty cache) and warm (new process, cache present).
 
 Each run is a fresh interpreter that imports the probe and probes with the home database as
-its cache (engine.database.Database, as the app does); the time is measured inside it, from
+its cache (engine.state.database.Database, as the app does); the time is measured inside it, from
 before the imports to the returned Hardware. Warm must stay under 300 ms (the median of 5);
 exit 1 otherwise. Headline on the last line.
 """
@@ -23,7 +23,7 @@ CHILD = """
 import json, sys, time
 start = time.perf_counter()
 from pathlib import Path
-from engine.database import Database
+from engine.state.database import Database
 from profiler.probe import probe
 db = Database(Path(sys.argv[1]))
 hw = probe(cache=db, models_dir=Path(sys.argv[2]))

@@ -96,8 +96,8 @@ def pane_pid(session: str) -> int:
 def idle_child() -> None:
     """Runs inside tmux: the dashboard over an empty bus at the default refresh."""
     from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
-    from engine.commands import CommandQueue
-    from engine.events import EventBus
+    from engine.state.commands import CommandQueue
+    from engine.state.events import EventBus
 
     create_app(EventBus(), CommandQueue(), NodeInfo(), sampler=psutil_sampler()).run()
 

@@ -47,10 +47,10 @@ import llama_cpp
 from cross_build import CrossBuild, cpu_flags
 from platformdirs import user_cache_dir
 
-from engine.model_store import ModelStore
-from engine.runtime import InferenceWorker
-from engine.runtime_types import SamplingParams
-from engine.validation import (
+from engine.inference.runtime import InferenceWorker
+from engine.inference.types import SamplingParams
+from engine.models.store import ModelStore
+from engine.poi.validation import (
     Check,
     Verdict,
     WindowPolicy,
@@ -58,7 +58,7 @@ from engine.validation import (
     min_failures_to_flag,
     wilson_interval,
 )
-from engine.validator import Validator
+from engine.poi.validator import Validator
 from profiler.load_settings import LoadSettings
 
 MAX_TOKENS = 96

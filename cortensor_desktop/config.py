@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.policies import PolicySettings
+    from engine.host.policies import PolicySettings
     from profiler.fit import FitSettings
 
 ENV_PREFIX = "CORTENSOR_"
@@ -183,7 +183,7 @@ class PolicySection:
 
     def to_policy_settings(self) -> PolicySettings:
         """The engine's pure-data settings; raises ValueError on a bad window or ordering."""
-        from engine.policies import HourWindow, PolicySettings
+        from engine.host.policies import HourWindow, PolicySettings
 
         return PolicySettings(
             cpu_pause_above_c=self.cpu_pause_above_c or None,

@@ -38,7 +38,7 @@ BANDWIDTH_BUFFER_BYTES = 64 * 1024**2
 
 
 class ProbeCache(Protocol):
-    """What the probe needs from a cache; `engine.database.Database` provides it."""
+    """What the probe needs from a cache; `engine.state.database.Database` provides it."""
 
     def cache_get(self, key: str, max_age_s: float | None = None) -> Any | None: ...
 

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from cortensor_desktop.config import Config, LoadedConfig, load_config
 from cortensor_desktop.networks import NetworkProfile, load_profile
 from cortensor_desktop.paths import AppPaths
-from engine.database import Database
+from engine.state.database import Database
 
 
 @dataclass

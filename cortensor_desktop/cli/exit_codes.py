@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from cortensor_desktop.service.errors import NodeNotRunningError
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -21,16 +23,12 @@ class UsageError(Exception):
     """A request the command line cannot honour as given (exit code 2)."""
 
 
-class NodeNotRunningError(Exception):
-    """`status` found no running node to ask (exit code 8)."""
-
-
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Map a typed error from any layer to its documented exit code."""
     from chain.errors import ChainError, WalletError
     from cortensor_desktop.config import ConfigError
-    from engine.database import DatabaseError
     from engine.errors import ModelError
+    from engine.state.database import DatabaseError
     from profiler.errors import DoesNotFitError, GGUFReadError, HardwareFileError
 
     table: list[tuple[type[BaseException], ExitCode]] = [

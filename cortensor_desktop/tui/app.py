@@ -3,7 +3,8 @@
 `create_app(...)` is the one factory the CLI and the tests share. The app subscribes to an
 `EventBus` and, on an interval timer, drains everything queued (one batch per frame: the UI
 thread never blocks on the engine), folds it into a `Summary`, and re-renders what changed. Keys
-put typed commands on a `CommandQueue`; the host (cortensor_desktop.node_host) answers them with
+put typed commands on a `CommandQueue`; the host (cortensor_desktop.hosting.dashboard_host) answers
+them with
 `command_handled` events, which the dashboard shows. Nothing here makes up data: with no events,
 panels say so.
 """
@@ -24,17 +25,17 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
 from cortensor_desktop.config import ConfigError
-from cortensor_desktop.headless import format_event, short
-from cortensor_desktop.tui.models_view import ModelRow, ModelsBackend
+from cortensor_desktop.hosting.headless import format_event, short
+from cortensor_desktop.tui.backends.models import ModelRow, ModelsBackend
+from cortensor_desktop.tui.backends.settings import SettingsBackend, SettingsData
+from cortensor_desktop.tui.backends.wallet import WalletBackend
 from cortensor_desktop.tui.screens.common import AskScreen, ConfirmScreen, ether
 from cortensor_desktop.tui.screens.models import ModelsScreen
 from cortensor_desktop.tui.screens.settings import SettingsScreen
 from cortensor_desktop.tui.screens.wallet import WalletScreen
-from cortensor_desktop.tui.settings_view import SettingsBackend, SettingsData
+from cortensor_desktop.tui.screens.wizard import WizardResult, WizardScreen
 from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, TaskView
-from cortensor_desktop.tui.wallet_view import WalletBackend
-from cortensor_desktop.tui.wizard import WizardResult, WizardScreen
-from engine.commands import (
+from engine.state.commands import (
     Benchmark,
     Command,
     CommandQueueFull,
@@ -45,10 +46,10 @@ from engine.commands import (
     Stop,
     Withdraw,
 )
-from engine.events import CommandHandled, Event, EventBus, LogLine, Subscription
+from engine.state.events import CommandHandled, Event, EventBus, LogLine, Subscription
 
 if TYPE_CHECKING:
-    from cortensor_desktop.first_run import FirstRun
+    from cortensor_desktop.tui.backends.first_run import FirstRun
 
 DEFAULT_REFRESH_S = 0.5
 MAX_LOG_LINES = 500

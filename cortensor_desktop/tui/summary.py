@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from engine.earnings import DEFAULT_LOW_GAS_WEI
-from engine.events import (
+from engine.node.earnings import DEFAULT_LOW_GAS_WEI
+from engine.protocol import NodeRole
+from engine.state.events import (
     Alert,
     BenchmarkResult,
     CommandHandled,
@@ -35,7 +36,6 @@ from engine.events import (
     ValidationResult,
     Withdrawal,
 )
-from engine.protocol import NodeRole
 
 # The engine raises a low_gas alert at the configured `[alerts] low_gas_eth`; for a stream
 # without alerts (an older recording) the dashboard falls back to the engine's default.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.database import MIGRATIONS, Database, DatabaseError
+from engine.state.database import MIGRATIONS, Database, DatabaseError
 
 
 def test_fresh_database_is_at_the_latest_schema(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cortensor_desktop.config import load_config
-from cortensor_desktop.first_run import Choices, Overrides, parse_payout
+from cortensor_desktop.tui.backends.first_run import Choices, Overrides, parse_payout
 from tests.ui.conftest import laptop_first_run
 
 

@@ -85,13 +85,13 @@ def test_cli_entry_and_config_path_never_load_textual_or_rich() -> None:
             "cortensor_desktop.config",
             "cortensor_desktop.logs",
             # the headless path: what `run --headless` and `status` load on a server
-            "cortensor_desktop.headless",
-            "cortensor_desktop.api",
-            "cortensor_desktop.reload",
+            "cortensor_desktop.hosting.headless",
+            "cortensor_desktop.service.status_api",
+            "cortensor_desktop.hosting.reload",
             "cortensor_desktop.cli.commands.run_cmd",
             "cortensor_desktop.cli.commands.status_cmd",
-            "engine.node_summary",
-            "engine.node_control",
+            "engine.state.summary",
+            "engine.host.node_control",
             "prometheus_client",
         ]
     )
@@ -106,3 +106,23 @@ def test_import_linter_contracts_hold() -> None:
     proc = subprocess.run([str(lint)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "broken" not in proc.stdout.lower().replace("0 broken", "")
+
+
+# The engine's shared kernel: what may sit loose beside its subpackages.
+ENGINE_KERNEL = {"__init__.py", "errors.py", "protocol.py"}
+
+
+def test_engine_modules_live_in_their_concern_subpackage() -> None:
+    loose = {p.name for p in (REPO / "engine").glob("*.py")} - ENGINE_KERNEL
+    assert not loose, f"engine/ modules outside a subpackage: {sorted(loose)}"
+
+
+def test_no_screen_imports_the_dashboard_app() -> None:
+    offenders = []
+    for folder in ("screens", "backends"):
+        for path in sorted((REPO / "cortensor_desktop" / "tui" / folder).glob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module == "cortensor_desktop.tui.app":
+                    offenders.append(str(path.relative_to(REPO)))
+    assert not offenders, offenders

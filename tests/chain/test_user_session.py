@@ -6,7 +6,7 @@ import pytest
 
 from chain.devnet import EmbeddedChain
 from chain.wrappers import model_id
-from engine.user_session import (
+from engine.node.user_session import (
     DEFAULT_PRICE_WEI,
     ValidationTimeout,
     reusable_session,

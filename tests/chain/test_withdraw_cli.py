@@ -20,16 +20,16 @@ from chain.client import ChainClient, connect
 from chain.devnet import EmbeddedChain, LocalDevnet, fund, new_funded_account
 from chain.wallet import DEVNET_SCRYPT_N, import_private_key
 from chain.wrappers import model_id
-from cortensor_desktop.api import StatusApi, SummaryHolder
-from engine.commands import CommandQueue
-from engine.database import Database
-from engine.earnings import withdraw_from
-from engine.events import EventBus
-from engine.journal import ChainKey, Journal
-from engine.miner import Miner
-from engine.node_control import NodeController
-from engine.node_summary import Summary
-from engine.runtime_types import GenerationResult, SamplingParams
+from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
+from engine.host.node_control import NodeController
+from engine.inference.types import GenerationResult, SamplingParams
+from engine.node.earnings import withdraw_from
+from engine.node.miner import Miner
+from engine.state.commands import CommandQueue
+from engine.state.database import Database
+from engine.state.events import EventBus
+from engine.state.journal import ChainKey, Journal
+from engine.state.summary import Summary
 from tests.conftest import CliResult
 
 pytestmark = pytest.mark.chain

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.bert_convert import convert_bert
-from engine.runtime import InferenceWorker
+from engine.inference.runtime import InferenceWorker
+from engine.models.bert_convert import convert_bert
 from profiler.load_settings import LoadSettings
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from chain.errors import ChainError
 from chain.rpc import HttpBackend, RetryPolicy, public_url
-from engine.chain_health import ChainHealth
-from engine.events import Alert, AlertKind, Event
+from engine.node.chain_health import ChainHealth
+from engine.state.events import Alert, AlertKind, Event
 
 FAST = RetryPolicy(rounds=1, backoff_s=0.0, request_timeout_s=2.0)
 

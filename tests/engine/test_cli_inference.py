@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.database import Database
+from engine.state.database import Database
 
 pytestmark = pytest.mark.llama
 
@@ -114,7 +114,7 @@ def test_progress_bar_draws_one_line_and_ends_it() -> None:
     import io
 
     from cortensor_desktop.cli.commands.models_cmd import ProgressBar
-    from engine.model_store import PullProgress
+    from engine.models.store import PullProgress
 
     out = io.StringIO()
     bar = ProgressBar(out, enabled=True)

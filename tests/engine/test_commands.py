@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.commands import (
+from engine.state.commands import (
     COMMAND_TYPES,
     Benchmark,
     Command,
@@ -24,7 +24,7 @@ from engine.commands import (
     Withdraw,
     command_from_json,
 )
-from engine.wire import WireError
+from engine.state.wire import WireError
 
 EXAMPLES: list[Command] = [
     Start(source="tui"),

@@ -17,10 +17,13 @@ from web3 import Web3
 from chain.client import ChainClient
 from chain.devnet import EmbeddedChain, start_embedded
 from chain.events import EventCursor
-from engine.commands import Withdraw
-from engine.database import Database
-from engine.earnings import EarningsTracker, withdraw_from
-from engine.events import (
+from engine.host.node_control import NodeController
+from engine.inference.types import GenerationResult, SamplingParams
+from engine.node.earnings import EarningsTracker, withdraw_from
+from engine.node.miner import Miner, MinerSettings
+from engine.state.commands import Withdraw
+from engine.state.database import Database
+from engine.state.events import (
     Alert,
     AlertKind,
     CommandHandled,
@@ -32,10 +35,7 @@ from engine.events import (
     TxStatus,
     Withdrawal,
 )
-from engine.journal import ChainKey, Journal, TxState
-from engine.miner import Miner, MinerSettings
-from engine.node_control import NodeController
-from engine.runtime_types import GenerationResult, SamplingParams
+from engine.state.journal import ChainKey, Journal, TxState
 
 SHARE = 6 * 10**15
 PRICE = 10**16

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InferenceRequestError
-from engine.runtime import InferenceWorker, cosine
+from engine.inference.runtime import InferenceWorker, cosine
 
 pytestmark = pytest.mark.llama
 

@@ -16,7 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.events import (
+from engine.poi.validation import AnswerLikelihood, ValidationThresholds, judge_answer
+from engine.protocol import NodeRole, TaskKind
+from engine.state.events import (
     EVENT_TYPES,
     SCHEMA_VERSION,
     Alert,
@@ -33,10 +35,8 @@ from engine.events import (
     ValidationResult,
     event_from_json,
 )
-from engine.protocol import NodeRole, TaskKind
-from engine.recording import Recorder, read_events, replay
-from engine.validation import AnswerLikelihood, ValidationThresholds, judge_answer
-from engine.wire import WireError
+from engine.state.recording import Recorder, read_events, replay
+from engine.state.wire import WireError
 
 JSON_FLOATS = st.floats(allow_nan=False, allow_infinity=False)
 
@@ -335,7 +335,7 @@ def _doc_rows(text: str) -> dict[str, str]:
 
 
 def test_docs_list_every_event_command_and_field() -> None:
-    from engine.commands import COMMAND_TYPES
+    from engine.state.commands import COMMAND_TYPES
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "EVENTS.md").read_text(encoding="utf-8")
     events_part, commands_part = doc.split("## Commands")

@@ -17,8 +17,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from engine.database import MIGRATIONS, Database
-from engine.journal import (
+from engine.poi.validation import (
+    AnswerLikelihood,
+    ValidationThresholds,
+    WindowPolicy,
+    judge_answer,
+    should_remove,
+)
+from engine.protocol import TaskKind, TaskRole
+from engine.state.database import MIGRATIONS, Database
+from engine.state.journal import (
     ChainKey,
     CommitStage,
     CommitState,
@@ -31,14 +39,6 @@ from engine.journal import (
     VerdictRecord,
     earnings_csv,
     resume_decision,
-)
-from engine.protocol import TaskKind, TaskRole
-from engine.validation import (
-    AnswerLikelihood,
-    ValidationThresholds,
-    WindowPolicy,
-    judge_answer,
-    should_remove,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,8 +143,8 @@ def test_sigkill_after_precommit_leaves_a_reveal_to_resume(tmp_path: Path) -> No
         f"""
         import os, signal
         from pathlib import Path
-        from engine.database import Database
-        from engine.journal import ChainKey, CommitStage, Journal, TaskRef
+        from engine.state.database import Database
+        from engine.state.journal import ChainKey, CommitStage, Journal, TaskRef
         from engine.protocol import TaskKind, TaskRole
         chain = ChainKey(31337, {CHAIN.genesis_hash!r})
         j = Journal(Database(Path({str(path)!r})), chain, {NODE!r})

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from engine.errors import DownloadError, HashMismatchError, InsufficientDiskError
-from engine.gguf_check import check_gguf
-from engine.model_store import ModelStore, PullProgress
+from engine.models.gguf_check import check_gguf
+from engine.models.store import ModelStore, PullProgress
 from profiler.catalogue import Catalogue, parse_catalogue
 
 
@@ -227,7 +227,7 @@ def test_two_processes_pulling_at_once_download_once(
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from engine.model_store import ModelStore\n"
+        "from engine.models.store import ModelStore\n"
         "from profiler.catalogue import load_catalogue\n"
         "store = ModelStore(Path(sys.argv[1]), load_catalogue(Path(sys.argv[2])))\n"
         "print(store.pull('tiny'))\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.network_tasks import (
+from engine.node.network_tasks import (
     DOMAINS,
     decode_prompts,
     domain_for,

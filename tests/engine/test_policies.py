@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.policies import (
+from engine.host.policies import (
     HourWindow,
     PolicySettings,
     PolicyState,

@@ -10,10 +10,10 @@ import pytest
 
 from chain.errors import RpcUnavailable
 from chain.events import ChainEvent
-from engine.chain_health import ChainHealth
-from engine.chain_watch import ChainWatcher
-from engine.events import Alert, AlertKind, Event, EventBus
-from engine.miner import Miner
+from engine.node.chain_health import ChainHealth
+from engine.node.chain_watch import ChainWatcher
+from engine.node.miner import Miner
+from engine.state.events import Alert, AlertKind, Event, EventBus
 
 
 @dataclass
@@ -131,7 +131,7 @@ def test_an_event_whose_handling_met_an_outage_is_handled_after_it() -> None:
 @pytest.mark.parametrize("reason", ["cancelled", "killed"])
 def test_an_answer_cut_off_by_a_stop_is_never_used(reason: str) -> None:
     from chain.errors import ChainError
-    from engine.runtime_types import GenerationFigures, GenerationResult
+    from engine.inference.types import GenerationFigures, GenerationResult
 
     class _StoppedMidAnswer:
         def generate(self, prompt: str, params: Any = None) -> GenerationResult:

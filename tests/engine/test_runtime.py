@@ -16,7 +16,12 @@ from engine.errors import (
     InferenceRequestError,
     UnsupportedModelError,
 )
-from engine.runtime import InferenceWorker, SamplingParams, WorkerOptions, smaller_settings
+from engine.inference.runtime import (
+    InferenceWorker,
+    SamplingParams,
+    WorkerOptions,
+    smaller_settings,
+)
 from profiler.load_settings import LoadSettings
 
 pytestmark = pytest.mark.llama

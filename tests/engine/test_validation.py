@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.validation import (
+from engine.poi.validation import (
     AnswerLikelihood,
     Check,
     ValidationThresholds,

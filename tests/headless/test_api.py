@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cortensor_desktop.api import StatusApi, SummaryHolder, load_or_create_token
 from cortensor_desktop.logs import redact
-from engine.commands import CommandQueue, Pause
-from engine.events import (
+from cortensor_desktop.service.status_api import StatusApi, SummaryHolder, load_or_create_token
+from engine.protocol import NodeRole, TaskKind
+from engine.state.commands import CommandQueue, Pause
+from engine.state.events import (
     EventBus,
     InferenceFinished,
     NodeState,
@@ -23,8 +24,7 @@ from engine.events import (
     PingSent,
     ValidationResult,
 )
-from engine.node_summary import Summary
-from engine.protocol import NodeRole, TaskKind
+from engine.state.summary import Summary
 
 
 @pytest.fixture

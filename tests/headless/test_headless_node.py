@@ -26,8 +26,8 @@ from typing import Any
 import psutil
 import pytest
 
-from engine.database import Database
-from engine.journal import ChainKey, CommitState, Journal
+from engine.state.database import Database
+from engine.state.journal import ChainKey, CommitState, Journal
 from tests.conftest import REPO_ROOT, cli_env, run_cli
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from engine.commands import Benchmark, Pause, ReloadConfig, Resume, Withdraw
-from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged, Subscription
-from engine.node_control import NodeController, PolicyMonitor, psutil_sampler
-from engine.policies import HourWindow, PolicySettings
+from engine.host.node_control import NodeController, PolicyMonitor, psutil_sampler
+from engine.host.policies import HourWindow, PolicySettings
+from engine.state.commands import Benchmark, Pause, ReloadConfig, Resume, Withdraw
+from engine.state.events import CommandHandled, EventBus, NodeState, NodeStateChanged, Subscription
 
 SAMPLES = Path(__file__).parents[1] / "engine" / "data" / "laptop_sensor_samples.json"
 # psutil's own shapes (psutil._ntuples.shwtemp / sbattery)
@@ -134,8 +134,8 @@ class FakeWorker:
 
 
 def test_a_worker_death_raises_an_alert_cleared_when_it_runs_again() -> None:
-    from engine.events import Alert
-    from engine.node_control import WorkerWatch
+    from engine.host.node_control import WorkerWatch
+    from engine.state.events import Alert
 
     bus = EventBus()
     sub = bus.subscribe()
@@ -161,7 +161,7 @@ def test_gpu_temperature_is_the_hottest_nvidia_gpu_and_unknown_without_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import profiler.nvml
-    from engine.node_control import hottest_nvidia_gpu
+    from engine.host.node_control import hottest_nvidia_gpu
 
     @dataclass
     class Gpu:
@@ -207,7 +207,7 @@ def test_benchmark_is_queued_on_miners_that_can_and_refused_where_none_can() -> 
     ],
 )
 def test_quant_is_read_from_the_gguf_file_name(name: str, quant: str) -> None:
-    from engine.benchmarks import quant_of_file
+    from engine.node.benchmarks import quant_of_file
 
     assert quant_of_file(Path("/models") / name) == quant
 
@@ -219,7 +219,7 @@ def test_a_headless_node_sets_the_payout_on_chain_through_the_same_code_as_the_d
 
     from chain.devnet import start_embedded
     from chain.wrappers import model_id
-    from engine.commands import SetPayout
+    from engine.state.commands import SetPayout
 
     chain = start_embedded(oracles=1)
     miner = chain.client(chain.accounts[0])
@@ -235,8 +235,8 @@ def test_a_headless_node_sets_the_payout_on_chain_through_the_same_code_as_the_d
 
 
 def test_token_meter_sends_a_few_rates_a_second_counted_from_the_first_token() -> None:
-    from engine.miner import TokenMeter
-    from engine.runtime_types import TokenEvent
+    from engine.inference.types import TokenEvent
+    from engine.node.miner import TokenMeter
 
     now = [100.0]
     sent: list[tuple[int, float]] = []

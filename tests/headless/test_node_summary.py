@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from engine.events import (
+from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
+from engine.state.events import (
     Alert,
     AlertKind,
     EarningsUpdated,
@@ -20,8 +21,7 @@ from engine.events import (
     TxStatus,
     ValidationResult,
 )
-from engine.node_summary import Summary
-from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
+from engine.state.summary import Summary
 
 MINER, ORACLE = "0xminer", "0xoracle"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cortensor_desktop.api import StatusApi, SummaryHolder
 from cortensor_desktop.config import Config, PolicySection, load_config
-from cortensor_desktop.reload import config_changes
-from engine.commands import CommandQueue
-from engine.events import EventBus, NodeState, NodeStateChanged
-from engine.node_summary import Summary
+from cortensor_desktop.hosting.reload import config_changes
+from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
 from engine.protocol import NodeRole
+from engine.state.commands import CommandQueue
+from engine.state.events import EventBus, NodeState, NodeStateChanged
+from engine.state.summary import Summary
 from tests.conftest import run_cli
 
 

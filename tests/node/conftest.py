@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from engine.database import Database
-from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
-from engine.events import EventBus
-from engine.miner import ChatModel
-from engine.model_store import ModelStore
-from engine.runtime import InferenceWorker
-from engine.runtime_types import GenerationResult, SamplingParams
+from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+from engine.inference.runtime import InferenceWorker
+from engine.inference.types import GenerationResult, SamplingParams
+from engine.models.store import ModelStore
+from engine.node.miner import ChatModel
+from engine.state.database import Database
+from engine.state.events import EventBus
 from profiler.catalogue import load_catalogue
 
 MinerChat = Callable[[int, InferenceWorker], ChatModel]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cortensor_desktop.devnet_nodes import alive
+from cortensor_desktop.hosting.devnet_nodes import alive
 
 
 @pytest.mark.slow

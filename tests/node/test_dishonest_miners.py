@@ -16,10 +16,10 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from engine.runtime import InferenceWorker
-from engine.runtime_types import SamplingParams
-from engine.validation import WindowPolicy, should_remove
-from engine.validator import Validator
+from engine.inference.runtime import InferenceWorker
+from engine.inference.types import SamplingParams
+from engine.poi.validation import WindowPolicy, should_remove
+from engine.poi.validator import Validator
 from profiler.load_settings import LoadSettings
 
 PROMPTS = [

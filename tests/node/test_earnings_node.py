@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 from chain.events import EventCursor
 from chain.wrappers import NodeInfo, NodeStatus
-from cortensor_desktop.node_host import NetworkHost
-from engine.commands import Withdraw
-from engine.embedded_network import EmbeddedNetwork
-from engine.events import (
+from cortensor_desktop.hosting.dashboard_host import NetworkHost
+from engine.host.embedded_network import EmbeddedNetwork
+from engine.node.user_session import submit_user_task
+from engine.state.commands import Withdraw
+from engine.state.events import (
     EarningsUpdated,
     Event,
     EventBus,
@@ -23,7 +24,6 @@ from engine.events import (
     TxStatus,
     Withdrawal,
 )
-from engine.user_session import submit_user_task
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import time
 
 from chain.events import EventCursor
-from engine.embedded_network import EmbeddedNetwork
-from engine.events import (
+from engine.host.embedded_network import EmbeddedNetwork
+from engine.inference.runtime import InferenceWorker
+from engine.protocol import NetworkStage
+from engine.state.events import (
     EventBus,
     NetworkTaskStage,
     PointsUpdated,
     TokenProgress,
     ValidationResult,
 )
-from engine.protocol import NetworkStage
-from engine.runtime import InferenceWorker
 from tests.node.conftest import CannedTextMiner
 
 
@@ -66,9 +66,9 @@ def test_network_task_passes_seven_states_and_a_canned_miner_fails(make_network)
 
 
 def test_benchmark_command_measures_the_served_model_between_tasks(make_network) -> None:
-    from cortensor_desktop.node_host import NetworkHost
-    from engine.commands import Benchmark
-    from engine.events import BenchmarkResult, CommandHandled
+    from cortensor_desktop.hosting.dashboard_host import NetworkHost
+    from engine.state.commands import Benchmark
+    from engine.state.events import BenchmarkResult, CommandHandled
 
     bus = EventBus()
     sub = bus.subscribe(maxsize=10_000)
@@ -94,8 +94,8 @@ def test_benchmark_command_measures_the_served_model_between_tasks(make_network)
 def test_pause_takes_the_miners_out_of_selection_on_chain_and_resume_brings_them_back(
     make_network,
 ) -> None:
-    from cortensor_desktop.node_host import NetworkHost
-    from engine.commands import Pause, Resume
+    from cortensor_desktop.hosting.dashboard_host import NetworkHost
+    from engine.state.commands import Pause, Resume
 
     network = make_network(miners=2)
     host = NetworkHost(network)
@@ -121,11 +121,11 @@ def test_pause_takes_the_miners_out_of_selection_on_chain_and_resume_brings_them
 def test_stop_then_start_runs_the_embedded_network_anew_with_the_same_accounts(
     tmp_path, models_dir
 ) -> None:
-    from cortensor_desktop.node_host import NetworkHost
-    from engine.commands import Start, Stop
-    from engine.database import Database
-    from engine.embedded_network import EmbeddedNetworkSettings
-    from engine.events import NodeState, NodeStateChanged
+    from cortensor_desktop.hosting.dashboard_host import NetworkHost
+    from engine.host.embedded_network import EmbeddedNetworkSettings
+    from engine.state.commands import Start, Stop
+    from engine.state.database import Database
+    from engine.state.events import NodeState, NodeStateChanged
 
     bus = EventBus()
     sub = bus.subscribe(maxsize=10_000)

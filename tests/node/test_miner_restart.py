@@ -13,9 +13,9 @@ from typing import Any
 
 from chain.events import EventCursor
 from chain.wrappers import SlotStatus
-from engine.journal import CommitState, TaskRef
-from engine.miner import Miner
+from engine.node.miner import Miner
 from engine.protocol import TaskKind
+from engine.state.journal import CommitState, TaskRef
 from tests.node.conftest import step_until
 
 

@@ -18,7 +18,7 @@ import pytest
 from chain.client import connect
 from chain.devnet import fund
 from chain.events import EventCursor
-from cortensor_desktop.devnet_nodes import alive, prepare_nodes, spawn, stop_all
+from cortensor_desktop.hosting.devnet_nodes import alive, prepare_nodes, spawn, stop_all
 
 FAILPOINT = {"CORTENSOR_FAILPOINTS": "miner-after-precommit"}
 DEAD_RPC = "http://127.0.0.1:9"  # nothing listens on the discard port

@@ -9,12 +9,12 @@ import pytest
 from chain.devnet import start_embedded
 from chain.errors import ContractRevert
 from chain.wrappers import NodeStatus
-from engine.database import Database
-from engine.events import EventBus, LogLine
-from engine.journal import ChainKey, Journal, TaskRef, VerdictRecord
-from engine.oracle import Oracle
+from engine.node.oracle import Oracle
+from engine.poi.validation import Check, ValidationThresholds, Verdict
 from engine.protocol import TaskKind
-from engine.validation import Check, ValidationThresholds, Verdict
+from engine.state.database import Database
+from engine.state.events import EventBus, LogLine
+from engine.state.journal import ChainKey, Journal, TaskRef, VerdictRecord
 from tests.chain.test_contracts import _pool
 
 

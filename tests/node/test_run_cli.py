@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.recording import read_events
+from engine.state.recording import read_events
 from tests.conftest import REPO_ROOT, cli_env
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from eth_account import Account
 
 from chain.devnet import start_embedded
-from engine.database import Database
-from engine.events import EventBus
-from engine.standalone_node import NodeSettings, StandaloneNode
+from engine.host.standalone_node import NodeSettings, StandaloneNode
+from engine.state.database import Database
+from engine.state.events import EventBus
 
 
 def test_a_standalone_miner_registers_with_its_payout_address(

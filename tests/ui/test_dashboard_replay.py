@@ -16,8 +16,9 @@ from cortensor_desktop.tui.app import (
     WalletScreen,
     create_app,
 )
-from engine.commands import Benchmark, CommandQueue, Pause, Resume, Start, Stop, Withdraw
-from engine.events import (
+from engine.protocol import NodeRole
+from engine.state.commands import Benchmark, CommandQueue, Pause, Resume, Start, Stop, Withdraw
+from engine.state.events import (
     CommandHandled,
     EarningsUpdated,
     Event,
@@ -27,7 +28,6 @@ from engine.events import (
     NodeStateChanged,
     PauseReason,
 )
-from engine.protocol import NodeRole
 from tests.ui.conftest import (
     SIZE,
     fixed_sampler,

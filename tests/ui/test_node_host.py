@@ -9,9 +9,9 @@ from eth_account import Account
 
 from chain.devnet import start_embedded
 from chain.wrappers import model_id
-from cortensor_desktop.node_host import NetworkHost
-from engine.commands import Pause, ReloadConfig, Resume, SetPayout, Start, Stop
-from engine.events import CommandHandled, EventBus, NodeState, NodeStateChanged
+from cortensor_desktop.hosting.dashboard_host import NetworkHost
+from engine.state.commands import Pause, ReloadConfig, Resume, SetPayout, Start, Stop
+from engine.state.events import CommandHandled, EventBus, NodeState, NodeStateChanged
 
 
 def _host(miners: int) -> tuple[NetworkHost, EventBus, list[SimpleNamespace]]:

@@ -21,11 +21,11 @@ import pytest
 from textual.widgets import DataTable, ProgressBar, Static
 
 from cortensor_desktop.tui.app import DashboardApp, create_app
-from cortensor_desktop.tui.models_view import ModelsBackend, store_backend
+from cortensor_desktop.tui.backends.models import ModelsBackend, store_backend
 from cortensor_desktop.tui.screens.common import ConfirmScreen
 from cortensor_desktop.tui.screens.models import ModelsScreen
-from engine.events import EventBus
-from engine.model_store import ModelStore, ProgressCallback, PullProgress
+from engine.models.store import ModelStore, ProgressCallback, PullProgress
+from engine.state.events import EventBus
 from profiler.catalogue import Catalogue, load_catalogue, parse_catalogue
 from profiler.hardware import load_hardware_file
 from tests.ui.conftest import LAPTOP, SIZE, fixed_sampler, sync

@@ -11,11 +11,11 @@ from textual.widgets import DataTable, Input, Static
 
 from cortensor_desktop.config import ConfigError, default_config_text, load_config
 from cortensor_desktop.tui.app import DashboardApp, create_app
+from cortensor_desktop.tui.backends.settings import RPC_KEY, SettingsBackend
 from cortensor_desktop.tui.screens.common import AskScreen
 from cortensor_desktop.tui.screens.settings import SettingsScreen
-from cortensor_desktop.tui.settings_view import RPC_KEY, SettingsBackend
-from engine.commands import CommandQueue, ReloadConfig
-from engine.events import CommandHandled, EventBus
+from engine.state.commands import CommandQueue, ReloadConfig
+from engine.state.events import CommandHandled, EventBus
 from tests.ui.conftest import SIZE, fixed_sampler, sync
 
 

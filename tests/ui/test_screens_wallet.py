@@ -15,11 +15,11 @@ from textual.widgets import DataTable, Input, Static
 from chain.wallet import DEVNET_SCRYPT_N, create_wallet, export_private_key, wallet_path
 from cortensor_desktop.config import default_config_text, load_config
 from cortensor_desktop.tui.app import DashboardApp, create_app
+from cortensor_desktop.tui.backends.wallet import WalletBackend, is_private
 from cortensor_desktop.tui.screens.common import AskScreen, ConfirmScreen
 from cortensor_desktop.tui.screens.wallet import WalletScreen
-from cortensor_desktop.tui.wallet_view import WalletBackend, is_private
-from engine.commands import CommandQueue, SetPayout, Withdraw
-from engine.events import CommandHandled, EarningsUpdated, EventBus, TxStatus, Withdrawal
+from engine.state.commands import CommandQueue, SetPayout, Withdraw
+from engine.state.events import CommandHandled, EarningsUpdated, EventBus, TxStatus, Withdrawal
 from tests.ui.conftest import SIZE, fixed_sampler, sync
 
 PASSPHRASE = "correct horse battery staple"

@@ -15,11 +15,11 @@ import pytest
 
 from chain.wallet import DEVNET_SCRYPT_N, import_private_key
 from cortensor_desktop.config import default_config_text
-from cortensor_desktop.tui.models_view import ModelsBackend
-from cortensor_desktop.tui.settings_view import SettingsBackend
-from cortensor_desktop.tui.wallet_view import WalletBackend
-from engine.events import Event
-from engine.model_store import ModelStore
+from cortensor_desktop.tui.backends.models import ModelsBackend
+from cortensor_desktop.tui.backends.settings import SettingsBackend
+from cortensor_desktop.tui.backends.wallet import WalletBackend
+from engine.models.store import ModelStore
+from engine.state.events import Event
 from tests.ui.conftest import (
     SIZE,
     laptop_model_rows,

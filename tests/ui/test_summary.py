@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from cortensor_desktop.tui.summary import LOW_GAS_WEI, Summary
-from engine.events import (
+from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
+from engine.state.events import (
     Alert,
     AlertKind,
     EarningsUpdated,
@@ -18,7 +19,6 @@ from engine.events import (
     UnknownEvent,
     ValidationResult,
 )
-from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
 
 
 def test_recorded_run_folds_into_the_sessions_points_and_verdicts(recorded: list[Event]) -> None:

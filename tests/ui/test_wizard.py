@@ -21,12 +21,12 @@ from textual.widgets import Input, OptionList, ProgressBar, Static
 
 from chain import wallet
 from cortensor_desktop.config import load_config
-from cortensor_desktop.first_run import FirstRun
 from cortensor_desktop.tui.app import DashboardApp, create_app
-from cortensor_desktop.tui.wizard import WizardResult, WizardScreen
-from engine.commands import CommandQueue
-from engine.events import Event, EventBus
-from engine.model_store import package_folder
+from cortensor_desktop.tui.backends.first_run import FirstRun
+from cortensor_desktop.tui.screens.wizard import WizardResult, WizardScreen
+from engine.models.store import package_folder
+from engine.state.commands import CommandQueue
+from engine.state.events import Event, EventBus
 from profiler.catalogue import Catalogue, Source, load_catalogue
 from tests.chain.test_wallet import InMemoryKeyring
 from tests.engine.test_model_store import Behaviour, closed_port_url, serve  # noqa: F401

@@ -89,8 +89,8 @@ def _ask(ctx: AppContext, args: argparse.Namespace) -> int:
 
 
 def _ask_embedded(ctx: AppContext, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
-    from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
-    from engine.events import EventBus
+    from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+    from engine.state.events import EventBus
 
     network = EmbeddedNetwork(
         ctx.database,
@@ -113,7 +113,7 @@ def _ask_embedded(ctx: AppContext, args: argparse.Namespace, deadline: float) ->
 
 def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     from chain.client import connect
-    from engine.model_store import ModelStore
+    from engine.models.store import ModelStore
 
     profile = ctx.network
     if profile.chain_id is None:
@@ -135,7 +135,7 @@ def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> 
 def _run_task(
     client: Any, model: str, args: argparse.Namespace, deadline: float, session_id: int | None
 ) -> dict[str, Any]:
-    from engine.user_session import submit_user_task, wait_for_outcome, wait_for_pool
+    from engine.node.user_session import submit_user_task, wait_for_outcome, wait_for_pool
 
     wait_for_pool(client, model, args.precision, args.redundancy, deadline)
     submitted = submit_user_task(
@@ -155,7 +155,7 @@ def _run_task(
 
 
 def _devnet_user(ctx: AppContext) -> Any:
-    from cortensor_desktop.devnet_nodes import devnet_user
+    from cortensor_desktop.hosting.devnet_nodes import devnet_user
 
     return devnet_user(ctx.paths.data_dir / "devnet" / "user")
 
@@ -187,8 +187,8 @@ def _home_wallet(ctx: AppContext, args: argparse.Namespace) -> Any:
 
 def _check_funds(client: Any, network: str) -> None:
     from chain.errors import ChainError
-    from engine.earnings import eth
-    from engine.user_session import DEFAULT_PRICE_WEI
+    from engine.node.earnings import eth
+    from engine.node.user_session import DEFAULT_PRICE_WEI
 
     address = client.address
     held = client.balance(address)
@@ -209,8 +209,8 @@ class _SessionMemory:
     instead of paying to open a new one; the chain has the last word on whether it still fits."""
 
     def __init__(self, ctx: AppContext, client: Any, model: str, args: argparse.Namespace) -> None:
-        from engine.standalone_node import chain_key
-        from engine.user_session import DEFAULT_PRICE_WEI
+        from engine.host.standalone_node import chain_key
+        from engine.node.user_session import DEFAULT_PRICE_WEI
 
         chain = chain_key(client)
         self.db = ctx.database
@@ -222,7 +222,7 @@ class _SessionMemory:
         )
 
     def reusable(self) -> int | None:
-        from engine.user_session import reusable_session
+        from engine.node.user_session import reusable_session
 
         stored = self.db.cache_get(self.key)
         if not isinstance(stored, int):

@@ -33,9 +33,9 @@ def api_file_for(ctx: AppContext, home: str | None) -> Path:
 
 def build_attach_app(api_file: Path) -> tuple[Any, Any]:
     """The dashboard wired to a remote node, and the event feed to stop when it closes."""
-    from cortensor_desktop.attach import EventFeed, NodeApi, RemoteCommands
+    from cortensor_desktop.service.attach import EventFeed, NodeApi, RemoteCommands
     from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
-    from engine.events import EventBus
+    from engine.state.events import EventBus
 
     api = NodeApi.from_api_file(api_file)
     summary = api.summary()

@@ -300,7 +300,7 @@ def _run_foreground(ctx: AppContext, args: argparse.Namespace) -> int:
         return 0
     finally:
         if state.get("nodes"):
-            from cortensor_desktop.devnet_nodes import DevnetNode, stop_all
+            from cortensor_desktop.hosting.devnet_nodes import DevnetNode, stop_all
 
             stop_all([DevnetNode(**n) for n in state["nodes"]])
         anvil.stop()
@@ -343,8 +343,8 @@ def _start_nodes(ctx: AppContext, args: argparse.Namespace, devnet: Any, anvil: 
     import shutil
 
     from chain.devnet import fund
-    from cortensor_desktop.devnet_nodes import prepare_nodes, spawn
-    from engine.model_store import ModelStore
+    from cortensor_desktop.hosting.devnet_nodes import prepare_nodes, spawn
+    from engine.models.store import ModelStore
 
     base = ctx.paths.data_dir / "devnet" / "nodes"
     shutil.rmtree(base, ignore_errors=True)
@@ -391,7 +391,7 @@ def _write_state(ctx: AppContext, state: dict[str, Any]) -> None:
 
 def _cleanup_stale(ctx: AppContext, state: dict[str, Any]) -> None:
     if state.get("nodes"):
-        from cortensor_desktop.devnet_nodes import DevnetNode, stop_all
+        from cortensor_desktop.hosting.devnet_nodes import DevnetNode, stop_all
 
         stop_all([DevnetNode(**n) for n in state["nodes"]], timeout_s=5)
     anvil_pid = state.get("anvil_pid")
@@ -443,7 +443,7 @@ def _nodes_status(state: dict[str, Any]) -> list[dict[str, Any]]:
     if not state.get("nodes"):
         return []
     from chain.client import connect
-    from cortensor_desktop.devnet_nodes import node_status
+    from cortensor_desktop.hosting.devnet_nodes import node_status
 
     client = connect(int(state["chain_id"]), [str(state["rpc_url"])], state["contracts"])
     return [node_status(client, node) for node in state["nodes"]]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cortensor_desktop.cli.context import AppContext
 
 if TYPE_CHECKING:
-    from engine.model_store import ModelStore
+    from engine.models.store import ModelStore
     from profiler.catalogue import ModelEntry
     from profiler.load_settings import LoadSettings
 
@@ -143,7 +143,7 @@ def _chat_model_choice(ctx: AppContext, store: ModelStore) -> tuple[ModelEntry, 
 
 def _generate(ctx: AppContext, args: argparse.Namespace) -> int:
     from cortensor_desktop.cli.commands.models_cmd import open_store
-    from engine.runtime import InferenceWorker, SamplingParams
+    from engine.inference.runtime import InferenceWorker, SamplingParams
 
     store = open_store(ctx)
     path, entry = _resolve(ctx, store, args.model, "chat")
@@ -195,7 +195,7 @@ def _generate(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _embed(ctx: AppContext, args: argparse.Namespace) -> int:
     from cortensor_desktop.cli.commands.models_cmd import open_store
-    from engine.runtime import InferenceWorker
+    from engine.inference.runtime import InferenceWorker
 
     store = open_store(ctx)
     path, entry = _resolve(ctx, store, args.model, "embedding")
@@ -214,8 +214,8 @@ def _bench(ctx: AppContext, args: argparse.Namespace) -> int:
     import llama_cpp
 
     from cortensor_desktop.cli.commands.models_cmd import open_store
-    from engine.benchmarks import bench_document, store_benchmark
-    from engine.runtime import InferenceWorker
+    from engine.inference.runtime import InferenceWorker
+    from engine.node.benchmarks import bench_document, store_benchmark
 
     store = open_store(ctx)
     path, entry = _resolve(ctx, store, args.model, "chat")
@@ -246,6 +246,6 @@ def _quant_of(entry: ModelEntry | None, path: Path) -> str:
             if variant.file_name == path.name:
                 return variant.quant
         return entry.quants[0].quant
-    from engine.benchmarks import quant_of_file
+    from engine.node.benchmarks import quant_of_file
 
     return quant_of_file(path)

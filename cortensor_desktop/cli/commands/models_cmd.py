@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from cortensor_desktop.cli.context import AppContext
 
 if TYPE_CHECKING:
-    from engine.model_store import ModelStore, PullProgress
+    from engine.models.store import ModelStore, PullProgress
     from profiler.catalogue import ModelEntry
 
 
@@ -72,7 +72,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def open_store(ctx: AppContext) -> ModelStore:
-    from engine.model_store import ModelStore
+    from engine.models.store import ModelStore
 
     return ModelStore(ctx.models_dir)
 

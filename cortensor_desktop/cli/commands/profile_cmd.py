@@ -7,13 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cortensor_desktop.cli.context import AppContext
+from cortensor_desktop.reports import render_hardware, render_recommendation
 
 if TYPE_CHECKING:
-    from profiler.fit import Benchmark, Recommendation
-    from profiler.hardware import Hardware
-
-GIB = 1024**3
-BATTERY = {None: "none or unknown", True: "on battery", False: "plugged in"}
+    from profiler.fit import Benchmark
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -121,110 +118,10 @@ def stored_benchmarks(ctx: AppContext) -> tuple[Benchmark, ...]:
     return benchmarks_from_rows((r["model_id"], r["quant"], r["result"]) for r in rows)
 
 
-def _gib(value: int | None) -> str:
-    return "unknown" if value is None else f"{value / GIB:.1f} GiB"
-
-
-def render_hardware(hw: Hardware) -> str:
-    from cortensor_desktop.cli.table import format_pairs, format_table
-    from profiler.hardware import SIMD_FEATURES, hardware_warnings
-
-    cpu, mem = hw.cpu, hw.memory
-    freq = cpu.freq_mhz_max or cpu.freq_mhz_current
-    simd = " ".join(f for f in SIMD_FEATURES if f in cpu.flags) or "none known"
-    memory = f"{_gib(mem.total_bytes)} total, {_gib(mem.available_bytes)} available"
-    if mem.swap_total_bytes is not None:
-        memory += f", swap {_gib(mem.swap_total_bytes)}"
-    if mem.cgroup_limit_bytes is not None:
-        memory += f", container limit {_gib(mem.cgroup_limit_bytes)}"
-    bandwidth = mem.read_bandwidth_bytes_per_s
-    build = hw.llama_build
-    if build is None or not build.available:
-        llama = "not installed (unknown)"
-    else:
-        llama = f"{build.version or '?'}, " + (
-            "GPU offload" if hw.gpu_offload_supported else "CPU only"
-        )
-        if build.simd_required:
-            llama += f", built for {' '.join(build.simd_required)}"
-    pairs: list[tuple[str, object]] = [
-        ("OS / arch", f"{hw.os} {hw.arch}"),
-        ("CPU", cpu.brand),
-        ("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical"),
-        ("frequency", f"{freq:.0f} MHz" if freq else "unknown"),
-        ("caches", f"L2 {_kib(cpu.cache_l2_bytes)}, L3 {_kib(cpu.cache_l3_bytes)}"),
-        ("SIMD", simd),
-        ("memory", memory),
-        ("read bandwidth", f"{bandwidth / 1e9:.1f} GB/s" if bandwidth else "unknown"),
-        ("disk free", _gib(hw.disk_free_bytes) + (f" at {hw.models_dir}" if hw.models_dir else "")),
-        (
-            "battery",
-            {None: "none or unknown", True: "on battery", False: "plugged in"}[hw.on_battery],
-        ),
-        ("temperatures", ", ".join(f"{k} {v:.0f} C" for k, v in hw.temperatures_c) or "unknown"),
-        ("llama.cpp", llama),
-        ("source", hw.source),
-    ]
-    out = ["Hardware", format_pairs(pairs), "", "GPUs"]
-    if hw.gpus:
-        rows = [
-            [
-                g.index,
-                g.vendor,
-                g.name,
-                _gib(g.memory_total_bytes),
-                _gib(g.memory_free_bytes),
-                g.compute_capability or "",
-                "yes" if g.integrated else "no",
-            ]
-            for g in hw.gpus
-        ]
-        headers = ["#", "vendor", "name", "total", "free", "cc", "integrated"]
-        out.append(format_table(headers, rows, indent="  "))
-    else:
-        out.append("  none found (CPU only)")
-    warnings = hardware_warnings(hw)
-    if warnings:
-        out += ["", "Warnings", *(f"  ! {w}" for w in warnings)]
-    return "\n".join(out)
-
-
-def _kib(value: int | None) -> str:
-    if value is None:
-        return "?"
-    return f"{value // 1024**2} MiB" if value >= 1024**2 else f"{value // 1024} KiB"
-
-
-def render_recommendation(rec: Recommendation) -> str:
-    from cortensor_desktop.cli.table import format_pairs
-
-    speed = (
-        f"{rec.expected_tokens_per_s:.1f} tokens/s ({rec.speed_source})"
-        if rec.expected_tokens_per_s is not None
-        else "unknown"
-    )
-    pairs: list[tuple[str, object]] = [
-        ("model", rec.model_id),
-        ("quant", rec.quant + (f" ({rec.file_name})" if rec.file_name else "")),
-        ("context", rec.n_ctx),
-        ("GPU layers", rec.n_gpu_layers),
-        ("threads", rec.n_threads),
-        ("tier", rec.tier),
-        ("peak RAM", _gib(rec.estimated_ram_bytes)),
-        ("peak VRAM", _gib(rec.estimated_vram_bytes)),
-        ("speed", speed),
-    ]
-    if rec.load_anyway:
-        pairs.append(("load anyway", "yes: the estimate says it does not fit"))
-    return "\n".join(
-        ["Recommendation", format_pairs(pairs), "", "Reasons", *(f"  - {r}" for r in rec.reasons)]
-    )
-
-
 def _estimate(ctx: AppContext, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from cortensor_desktop.cli.table import format_pairs
+    from cortensor_desktop.table import format_pairs
     from profiler.estimate import estimate
     from profiler.gguf_shape import read_shape
     from profiler.load_settings import LoadSettings

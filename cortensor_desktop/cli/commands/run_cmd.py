@@ -115,8 +115,8 @@ def _run(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _run_replay(args: argparse.Namespace) -> int:
     """A recording played back through the same readers a live run has (Dolphie-style)."""
-    from engine.events import EventBus
-    from engine.recording import replay
+    from engine.state.events import EventBus
+    from engine.state.recording import replay
 
     path = Path(args.replay).expanduser()
     if not path.is_file():
@@ -124,7 +124,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     if args.speed is not None and args.speed <= 0:
         raise UsageError("--speed must be positive (1 is the recorded pace)")
     if args.headless or not wants_dashboard():
-        from cortensor_desktop.headless import log_event
+        from cortensor_desktop.hosting.headless import log_event
 
         for event in replay(path, speed=args.speed):
             log_event(event)
@@ -153,11 +153,11 @@ def wants_dashboard() -> bool:
 
 def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     """The dashboard in front of the embedded network; q quits at once and the node stops."""
-    from cortensor_desktop.node_host import NetworkHost
+    from cortensor_desktop.hosting.dashboard_host import NetworkHost
     from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
-    from engine.embedded_network import EmbeddedNetworkSettings
-    from engine.events import EventBus
-    from engine.recording import Recorder
+    from engine.host.embedded_network import EmbeddedNetworkSettings
+    from engine.state.events import EventBus
+    from engine.state.recording import Recorder
 
     _quiet_stderr_logging()  # the dashboard owns the terminal; the log file keeps everything
     bus = EventBus(history=5000)
@@ -240,14 +240,14 @@ def _stop_when_done(app: Any, host: Any, args: argparse.Namespace) -> None:
 
 
 def _settings_backend(ctx: AppContext) -> Any:
-    from cortensor_desktop.tui.settings_view import SettingsBackend
+    from cortensor_desktop.tui.backends.settings import SettingsBackend
 
     return SettingsBackend(ctx.config_path, ctx.paths.profiles_dir)
 
 
 def _wallet_backend(ctx: AppContext) -> Any:
     from cortensor_desktop.cli.commands.wallet_cmd import balance_on_active_network
-    from cortensor_desktop.tui.wallet_view import WalletBackend
+    from cortensor_desktop.tui.backends.wallet import WalletBackend
 
     return WalletBackend(
         ctx.paths.keystore_dir,
@@ -261,7 +261,7 @@ def _embedded_reload(ctx: AppContext) -> Any:
     (it has no polite-mining monitor); everything else is named as needing a restart."""
     import dataclasses
 
-    from cortensor_desktop.reload import config_changes, reread
+    from cortensor_desktop.hosting.reload import config_changes, reread
 
     running = [ctx.config]
 
@@ -282,7 +282,7 @@ def _embedded_reload(ctx: AppContext) -> Any:
 def _first_run(ctx: AppContext, running_model: str) -> Any:
     """First run: this machine probed, and the wizard's services on this home's folders."""
     from cortensor_desktop.cli.commands.profile_cmd import stored_benchmarks
-    from cortensor_desktop.first_run import FirstRun
+    from cortensor_desktop.tui.backends.first_run import FirstRun
     from profiler.catalogue import load_catalogue
     from profiler.probe import probe
 
@@ -302,8 +302,8 @@ def _first_run(ctx: AppContext, running_model: str) -> Any:
 def _models_backend(ctx: AppContext, in_use: Any) -> Any:
     """The Models screen: this machine (probed when the screen first opens, no cache) against the
     catalogue, and the same store `models pull` / `models rm` use."""
-    from cortensor_desktop.tui.models_view import store_backend
-    from engine.model_store import ModelStore
+    from cortensor_desktop.tui.backends.models import store_backend
+    from engine.models.store import ModelStore
     from profiler.probe import probe
 
     store = ModelStore(ctx.models_dir)
@@ -327,7 +327,7 @@ def _models_in_use(ctx: AppContext, host: Any) -> Any:
 
 
 def _chat_model_id(ctx: AppContext) -> str:
-    from engine.model_store import ModelStore
+    from engine.models.store import ModelStore
 
     try:
         return ModelStore(ctx.models_dir).default_chat_model().id
@@ -345,7 +345,7 @@ def _quiet_stderr_logging() -> None:
 
 
 def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
-    from engine.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+    from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
 
     def build(bus: Any) -> Any:
         return EmbeddedNetwork(
@@ -370,8 +370,8 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.client import connect
-    from cortensor_desktop.node_wallet import node_account
-    from engine.standalone_node import NodeSettings, StandaloneNode
+    from cortensor_desktop.hosting.node_wallet import node_account
+    from engine.host.standalone_node import NodeSettings, StandaloneNode
 
     profile = ctx.network
     devnet = profile.name == "local"
@@ -410,7 +410,7 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def miner_settings(ctx: AppContext) -> Any:
     """The miners' settings from the config: the low-gas alert threshold."""
-    from engine.miner import MinerSettings
+    from engine.node.miner import MinerSettings
 
     return MinerSettings(low_gas_wei=ctx.config.alerts.low_gas_wei)
 
@@ -419,7 +419,7 @@ def _threads(ctx: AppContext) -> tuple[int, str]:
     """[policy] nodes_on_host and thread_cap decide this node's llama.cpp threads."""
     import psutil
 
-    from engine.policies import thread_decision
+    from engine.host.policies import thread_decision
 
     policy = ctx.config.policy
     physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
@@ -458,10 +458,10 @@ def _serve(
 ) -> int:
     """Start what `build` makes on a fresh bus; log its events, serve the status API, apply
     commands and policies; stop cleanly on a signal."""
-    from cortensor_desktop.headless import StopSignals, log_event
-    from engine.commands import CommandQueue
-    from engine.events import EventBus
-    from engine.recording import Recorder
+    from cortensor_desktop.hosting.headless import StopSignals, log_event
+    from engine.state.commands import CommandQueue
+    from engine.state.events import EventBus
+    from engine.state.recording import Recorder
 
     signals = StopSignals()
     signals.install()
@@ -502,8 +502,8 @@ class _Status:
     def __init__(
         self, ctx: AppContext, bus: Any, commands: Any, network: Any, extra: dict[str, Any]
     ) -> None:
-        from cortensor_desktop.api import SummaryHolder
-        from engine.node_summary import Summary
+        from cortensor_desktop.service.status_api import SummaryHolder
+        from engine.state.summary import Summary
 
         self.ctx = ctx
         self.bus = bus
@@ -523,7 +523,7 @@ class _Status:
         self.api: Any = None
 
     def start(self) -> None:
-        from cortensor_desktop.api import StatusApi
+        from cortensor_desktop.service.status_api import StatusApi
 
         self.pump.start()
         port = self.ctx.config.api.port
@@ -568,18 +568,18 @@ class _Control:
     GAS_EVERY_S = 30.0
 
     def __init__(self, ctx: AppContext, bus: Any, network: Any, signals: Any, holder: Any) -> None:
-        from engine.earnings import GasAlarm
-        from engine.node_control import (
+        from engine.host.node_control import (
             NodeController,
             PolicyMonitor,
             WorkerWatch,
             psutil_sampler,
         )
+        from engine.node.earnings import GasAlarm
 
         self.ctx = ctx
         self.bus = bus
         self.holder = holder
-        # Miners read and publish their own gas balance (EarningsUpdated, engine/earnings.py);
+        # Miners read and publish their own gas balance (EarningsUpdated, engine/node/earnings.py);
         # the oracles' is read here, with the same low-gas alarm.
         self.accounts = [(node.address, node.client) for node in network.oracles]
         low_gas_wei = ctx.config.alerts.low_gas_wei
@@ -602,19 +602,19 @@ class _Control:
 
     def _gpu_temp(self) -> float | None:
         """NVML is asked only when a GPU temperature limit is set."""
-        from engine.node_control import hottest_nvidia_gpu
+        from engine.host.node_control import hottest_nvidia_gpu
 
         if self.monitor.settings.gpu_pause_above_c is None:
             return None
         return hottest_nvidia_gpu()
 
     def withdraw(self, command: Any) -> tuple[bool, str]:
-        from engine.earnings import withdraw_from
+        from engine.node.earnings import withdraw_from
 
         return withdraw_from(self.network.miners, command.amount_wei, command.node)
 
     def reload(self) -> tuple[bool, str]:
-        from cortensor_desktop.reload import config_changes, reread
+        from cortensor_desktop.hosting.reload import config_changes, reread
 
         fresh, why_not = reread(self.ctx.config_path)
         if fresh is None:
@@ -629,7 +629,7 @@ class _Control:
         return True, changes.describe()
 
     def tick(self, commands: Any, signals: Any) -> None:
-        from engine.commands import ReloadConfig
+        from engine.state.commands import ReloadConfig
 
         if signals.take_reload():
             self.controller.handle(ReloadConfig(source="signal"))

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cortensor_desktop.cli.context import AppContext
-from cortensor_desktop.cli.exit_codes import ExitCode, NodeNotRunningError
+from cortensor_desktop.cli.exit_codes import ExitCode
+from cortensor_desktop.service.errors import NodeNotRunningError
 
 START_HINT = "start one with `cortensor-desktop run --headless`"
 

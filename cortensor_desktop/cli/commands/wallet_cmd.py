@@ -2,7 +2,7 @@
 
 `withdraw` pays the node's SessionPayment balance out to its registered payout address: through
 the running node's status API when a node runs for this home, else with the wallet unlocked here
-(cortensor_desktop/withdrawal.py).
+(cortensor_desktop/service/withdrawal.py).
 """
 
 from __future__ import annotations
@@ -256,10 +256,11 @@ def _passwd(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _withdraw(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.errors import ChainError
-    from cortensor_desktop.attach import NodeUnreachableError
-    from cortensor_desktop.cli.exit_codes import ExitCode, NodeNotRunningError
-    from cortensor_desktop.withdrawal import WithdrawReport, through_node, with_wallet
-    from engine.commands import Withdraw
+    from cortensor_desktop.cli.exit_codes import ExitCode
+    from cortensor_desktop.service.attach import NodeUnreachableError
+    from cortensor_desktop.service.errors import NodeNotRunningError
+    from cortensor_desktop.service.withdrawal import WithdrawReport, through_node, with_wallet
+    from engine.state.commands import Withdraw
 
     command = Withdraw(all=True, node=args.node, source="cli")
     report: WithdrawReport

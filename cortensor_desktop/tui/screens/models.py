@@ -16,9 +16,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
-from cortensor_desktop.tui.models_view import ModelRow, ModelsBackend, progress_text
+from cortensor_desktop.tui.backends.models import ModelRow, ModelsBackend, progress_text
 from cortensor_desktop.tui.screens.common import ConfirmScreen
-from engine.model_store import PullProgress
+from engine.models.store import PullProgress
 
 PROGRESS_EVERY_S = 0.1
 

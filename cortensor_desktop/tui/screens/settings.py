@@ -9,7 +9,7 @@ the node's own answer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
@@ -18,13 +18,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from cortensor_desktop.config import ConfigError, env_name
-from cortensor_desktop.reload import config_changes
+from cortensor_desktop.hosting.reload import config_changes
+from cortensor_desktop.tui.backends.settings import RPC_KEY, Saved, SettingsBackend, SettingsData
+from cortensor_desktop.tui.link import node_link
 from cortensor_desktop.tui.screens.common import AskScreen
-from cortensor_desktop.tui.settings_view import RPC_KEY, Saved, SettingsBackend, SettingsData
-from engine.commands import ReloadConfig
-
-if TYPE_CHECKING:
-    from cortensor_desktop.tui.app import DashboardApp
+from engine.state.commands import ReloadConfig
 
 
 class SettingsScreen(Screen[None]):
@@ -143,7 +141,7 @@ class SettingsScreen(Screen[None]):
         if not changes.live and not changes.restart:
             self._note(f"{text}; the value was already in effect")
             return
-        app: DashboardApp = self.app  # type: ignore[assignment]
+        app = node_link(self.app)
         if app.commands is None:
             restart = ", ".join(changes.live + changes.restart)
             self._note(f"{text}; restart the node to apply {restart}")
@@ -157,7 +155,7 @@ class SettingsScreen(Screen[None]):
         """Called by the app after each batch of events: show the node's answer to the reload."""
         if self.reload_id is None:
             return
-        app: DashboardApp = self.app  # type: ignore[assignment]
+        app = node_link(self.app)
         answer = app.answers.get(self.reload_id)
         if answer is None:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.markup import escape
 from textual.app import ComposeResult
@@ -20,16 +20,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from cortensor_desktop.config import ConfigError
-from cortensor_desktop.headless import short
+from cortensor_desktop.hosting.headless import short
 from cortensor_desktop.logs import register_secret
+from cortensor_desktop.tui.backends.settings import tilde
+from cortensor_desktop.tui.backends.wallet import WalletBackend, user_path, write_earnings_csv
+from cortensor_desktop.tui.link import node_link
 from cortensor_desktop.tui.screens.common import AskScreen, ether
-from cortensor_desktop.tui.settings_view import tilde
 from cortensor_desktop.tui.summary import Summary
-from cortensor_desktop.tui.wallet_view import WalletBackend, user_path, write_earnings_csv
-from engine.commands import SetPayout
-
-if TYPE_CHECKING:
-    from cortensor_desktop.tui.app import DashboardApp
+from engine.state.commands import SetPayout
 
 KEY_BACKUP_WARNING = (
     "The backup is your wallet's key, encrypted with this passphrase: anyone who has the file "
@@ -216,7 +214,7 @@ class WalletScreen(Screen[None]):
         self.app.push_screen(AskScreen(question, current, check=check), done)
 
     def _payout_saved(self, address: str) -> None:
-        app: DashboardApp = self.app  # type: ignore[assignment]
+        app = node_link(self.app)
         if not address:
             self._note("payout cleared in config: nodes register with their own address")
             return
@@ -231,7 +229,7 @@ class WalletScreen(Screen[None]):
     def _payout_answer(self) -> None:
         if self.payout_id is None:
             return
-        app: DashboardApp = self.app  # type: ignore[assignment]
+        app = node_link(self.app)
         answer = app.answers.get(self.payout_id)
         if answer is None:
             return
@@ -242,7 +240,7 @@ class WalletScreen(Screen[None]):
     # -- CSV -------------------------------------------------------------------------------
     def action_export_csv(self) -> None:
         base = self.backend.export_dir if self.backend is not None else Path.home()
-        app: DashboardApp = self.app  # type: ignore[assignment]
+        app = node_link(self.app)
         default = (
             self.backend.default_csv(app.clock())
             if self.backend is not None

@@ -1,0 +1,1 @@
+"""The node's local status API (summary, SSE, metrics, commands) and its clients."""

@@ -1,0 +1,1 @@
+"""The screens' backends: plain code, no Textual, tested without a terminal."""

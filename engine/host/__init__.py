@@ -1,0 +1,1 @@
+"""Hosts that assemble nodes (embedded network, one standalone node) and control them."""

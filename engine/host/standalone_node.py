@@ -1,0 +1,153 @@
+"""One node in its own process on a real network (a devnet on anvil, a testnet): miner or oracle.
+
+The embedded network puts every node in one process; here the process is one node, signing with
+its own key from its own keystore, keeping its journal in its own home, and talking to the chain
+over the network profile's RPC URLs (with failover). The journal is keyed by chain id and genesis
+hash, so a home that once mined on another chain never mistakes that chain's pending work for
+this one's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chain.client import ChainClient
+from engine.inference.runtime import InferenceWorker
+from engine.models.store import ModelStore
+from engine.node.miner import Miner, MinerSettings
+from engine.node.oracle import Oracle, OracleSettings
+from engine.poi.validator import Validator
+from engine.state.database import Database
+from engine.state.events import EventBus
+from engine.state.journal import ChainKey, Journal
+from profiler.load_settings import LoadSettings
+
+log = logging.getLogger(__name__)
+ROLES = ("miner", "oracle")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    role: str = "miner"
+    chat_model_id: str | None = None
+    n_ctx: int = 2048
+    n_threads: int = 1
+    miner: MinerSettings = field(default_factory=MinerSettings)
+    oracle: OracleSettings = field(default_factory=OracleSettings)
+    payout: str | None = None  # where earnings go; None: the node's own address
+
+
+def chain_key(client: ChainClient) -> ChainKey:
+    genesis = client.web3.eth.get_block(0)["hash"]
+    return ChainKey(client.deployment.chain_id, "0x" + bytes(genesis).hex())
+
+
+class StandaloneNode:
+    def __init__(
+        self,
+        client: ChainClient,
+        db: Database,
+        models_dir: Path,
+        bus: EventBus,
+        settings: NodeSettings | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        if client.address is None:
+            raise ValueError("a node needs a signing account")
+        self.client = client
+        self.address: str = client.address
+        self.db = db
+        self.store = ModelStore(models_dir)
+        self.bus = bus
+        self.settings = settings or NodeSettings()
+        if self.settings.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        self._progress = progress or (lambda message: log.info("%s", message))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._workers: list[tuple[str, InferenceWorker]] = []
+        self.miner: Miner | None = None
+        self.oracle: Oracle | None = None
+
+    def start(self) -> None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.client.check_protocol()
+        journal = Journal(self.db, chain_key(self.client), self.address)
+        chat_id = self.settings.chat_model_id or self.store.default_chat_model().id
+        self._progress(f"preparing {chat_id}")
+        load = LoadSettings(n_ctx=self.settings.n_ctx, n_threads=self.settings.n_threads)
+        chat = self._worker(self.store.pull(chat_id), load, "chat", "validator")
+        if self.settings.role == "miner":
+            miner_settings = self.settings.miner
+            if chat_id != miner_settings.model_name:
+                from dataclasses import replace
+
+                miner_settings = replace(miner_settings, model_name=chat_id)
+            self.miner = Miner(
+                self.client, chat, journal, self.bus, miner_settings, payout=self.settings.payout
+            )
+            self.miner.preflight()
+            target: Callable[[threading.Event], None] = self.miner.run
+        else:
+            embedding_id = self.store.catalogue.of_kind("embedding")[0].id
+            embedder = self._worker(
+                self.store.pull(embedding_id),
+                LoadSettings(n_ctx=512, n_threads=1),
+                "embedding",
+                "embeddings",
+            )
+            self.oracle = Oracle(
+                self.client, Validator(chat, embedder), journal, self.bus, self.settings.oracle
+            )
+            self.oracle.start()
+            target = self.oracle.run
+        self._thread = threading.Thread(
+            target=target, args=(self._stop,), name=f"{self.settings.role}-loop", daemon=True
+        )
+        self._thread.start()
+
+    def _worker(self, path: Path, load: LoadSettings, kind: str, job: str) -> InferenceWorker:
+        self._progress(f"loading {path.name}")
+        worker = InferenceWorker(path, load, kind=kind)
+        worker.start()
+        # Named as the embedded network names them, so status views read both the same way.
+        name = f"{self.settings.role} {self.address[:10]}"
+        self._workers.append((name if self.settings.role == "miner" else f"{name} ({job})", worker))
+        return worker
+
+    @property
+    def workers(self) -> list[tuple[str, InferenceWorker]]:
+        return list(self._workers)
+
+    @property
+    def worker_owners(self) -> dict[str, str]:
+        return {name: self.address for name, _ in self._workers}
+
+    @property
+    def miners(self) -> list[Miner]:
+        return [self.miner] if self.miner is not None else []
+
+    @property
+    def oracles(self) -> list[Oracle]:
+        return [self.oracle] if self.oracle is not None else []
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        for _, worker in self._workers:
+            worker.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+        for _, worker in self._workers:
+            worker.close()
+        self._workers.clear()
+
+    @property
+    def tasks_done(self) -> int:
+        if self.miner is not None:
+            return self.miner.tasks_done
+        return self.oracle.sessions_ended if self.oracle is not None else 0

@@ -1,0 +1,1 @@
+"""The llama.cpp runtime: the worker process, its typed requests and results."""

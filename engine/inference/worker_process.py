@@ -1,0 +1,665 @@
+"""The inference worker's side: a process that holds one llama.cpp model and serves requests.
+
+Started by `engine.inference.runtime.InferenceWorker` through multiprocessing's 'spawn' context
+with one
+duplex pipe and a shared cancel slot. The protocol is tuples of plain values:
+
+parent -> worker                            worker -> parent
+("load", path, settings, kind, ...)         ("ready", pid) once; ("log", level, text) any time
+("generate", rid, prompt, params, raw)      ("loaded", LoadReport) or ("error", None, kind, msg)
+("score", rid, prompt, answer, raw)         ("tokens", rid, [(index, id, text)]) while generating
+("embed", rid, texts) / ("bench", ...)      ("done", rid, result) or ("error", rid, kind, msg)
+("memory", rid) / ("shutdown",)
+
+Error kinds: "oom" (load ran out of memory: the parent retries smaller), "corrupt", "unsupported",
+"load", "request". Cancellation: the parent writes the request id into the shared slot; the
+generation loop reads it after every token (and between prefill chunks), so a cancel costs at
+most one decode step. The worker configures no logging of its own: llama.cpp's log callback and a
+root-logger handler forward lines over the pipe, and the parent logs them.
+
+Generation uses llama.cpp's low-level API: decode with `llama_batch_get_one` and sample with a
+native sampler chain (`llama_sampler_sample`), so no logits are copied into Python per token and
+the loop can check cancel, deadline and stop strings between tokens. `bench/inference_overhead.py`
+compares it with llama-cpp-python's `Llama.generate`: on par (ratio 0.99 on the 2-core dev VM),
+so the gain is control, not speed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import errno
+import hashlib
+import logging
+import os
+import signal
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from engine.errors import CorruptModelError, ModelError, ModelNotFoundError
+from engine.inference.types import (
+    BenchResult,
+    GenerationFigures,
+    GenerationResult,
+    LikelihoodResult,
+    LoadReport,
+    SamplingParams,
+    TokenScore,
+)
+from engine.models.gguf_check import check_gguf
+from profiler.load_settings import LoadSettings
+
+CHECKSUM_TOKENS = 64
+STREAM_FLUSH_S = 0.025
+EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert"})
+_GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
+
+
+def load_arguments(settings: LoadSettings) -> dict[str, Any]:
+    """llama.cpp's load arguments for `settings`: the one place they are spelled out, so the
+    runtime loads exactly what the memory estimate assumed (and bench/fit_accuracy.py measures
+    that same load)."""
+    kv_type = _GGML_TYPES[settings.kv_type]
+    return {
+        "n_ctx": settings.n_ctx,
+        "n_batch": settings.n_batch,
+        "n_ubatch": settings.n_ubatch,
+        "n_threads": settings.n_threads,
+        "n_threads_batch": settings.n_threads,
+        "n_gpu_layers": settings.n_gpu_layers,
+        "use_mmap": settings.use_mmap,
+        "flash_attn": settings.flash_attn,
+        "swa_full": settings.swa_full,
+        "type_k": kv_type,
+        "type_v": kv_type,
+    }
+
+
+_OOM_HINTS = ("alloc", "out of memory", "cannot allocate", "bad_alloc", "mmap", "memory")
+
+
+class _RequestFailed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Forwarder(logging.Handler):
+    """Sends Python log records of the worker to the parent (the only logging set up here)."""
+
+    def __init__(self, worker: _Worker) -> None:
+        super().__init__(logging.DEBUG)
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.worker.send(("log", record.levelno, f"{record.name}: {record.getMessage()}"))
+
+
+class _Worker:
+    def __init__(self, conn: Connection, cancel_slot: Any, forward_level: int) -> None:
+        self.conn = conn
+        self.cancel_slot = cancel_slot
+        self.forward_level = forward_level
+        self.recent_logs: deque[str] = deque(maxlen=80)
+        self.llm: Any = None
+        self.report: LoadReport | None = None
+        self._log_callback: Any = None
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # -- plumbing -------------------------------------------------------------------------
+    def send(self, message: tuple[Any, ...]) -> None:
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, OSError):
+            os._exit(0)  # the parent is gone; nothing left to serve
+
+    def install_log_forwarding(self) -> None:
+        import llama_cpp
+
+        # ggml_log_level: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continues the last line
+        levels = {
+            0: logging.INFO,
+            1: logging.DEBUG,
+            2: logging.INFO,
+            3: logging.WARNING,
+            4: logging.ERROR,
+        }
+        last = [logging.INFO]
+
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+        def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+            py_level = last[0] if level == 5 else levels.get(level, logging.INFO)
+            last[0] = py_level
+            line = text.decode("utf-8", "replace").rstrip("\n")
+            if not line.strip(". "):  # progress dots
+                return
+            self.recent_logs.append(line)
+            if py_level >= self.forward_level:
+                self.send(("log", py_level, f"llama.cpp: {line}"))
+
+        self._log_callback = callback  # keep a reference: llama.cpp holds only the pointer
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        root = logging.getLogger()
+        root.addHandler(_Forwarder(self))
+        root.setLevel(self.forward_level)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                return
+            op = message[0]
+            if op == "shutdown":
+                self.unload()
+                return
+            if op == "load":
+                self.handle_load(*message[1:])
+                continue
+            rid = message[1]
+            try:
+                result = getattr(self, f"op_{op}")(rid, *message[2:])
+            except _RequestFailed as exc:
+                self.send(("error", rid, exc.kind, str(exc)))
+            except ModelError as exc:
+                self.send(("error", rid, "request", str(exc)))
+            except Exception as exc:  # a bad request must not take the loaded model down
+                self.send(("error", rid, "request", f"{type(exc).__name__}: {exc}"))
+            else:
+                self.send(("done", rid, result))
+
+    # -- loading --------------------------------------------------------------------------
+    def unload(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
+            self.report = None
+
+    def handle_load(
+        self,
+        path: str,
+        settings: LoadSettings,
+        kind: str,
+        requested: LoadSettings,
+        adjustments: tuple[str, ...],
+    ) -> None:
+        try:
+            report = self.load(path, settings, kind, requested, adjustments)
+        except _RequestFailed as exc:
+            self.send(("error", None, exc.kind, str(exc)))
+        except MemoryError as exc:
+            self.send(("error", None, "oom", f"{path}: out of memory while loading ({exc})"))
+        except OSError as exc:
+            kind_of = "oom" if exc.errno == errno.ENOMEM else "load"
+            self.send(("error", None, kind_of, f"{path}: cannot read the model file ({exc})"))
+        except ModelError as exc:
+            error_kind = "corrupt" if isinstance(exc, CorruptModelError) else "load"
+            if isinstance(exc, ModelNotFoundError):
+                error_kind = "missing"
+            self.send(("error", None, error_kind, str(exc)))
+        except Exception as exc:
+            self.send(("error", None, "load", f"{path}: {type(exc).__name__}: {exc}"))
+        else:
+            self.send(("loaded", report))
+
+    def load(
+        self,
+        path: str,
+        settings: LoadSettings,
+        kind: str,
+        requested: LoadSettings,
+        adjustments: tuple[str, ...],
+    ) -> LoadReport:
+        import llama_cpp
+
+        summary = check_gguf(Path(path))  # before the old model goes: a bad file changes nothing
+        is_embedding = summary.architecture in EMBEDDING_ARCHITECTURES
+        actual_kind = "embedding" if is_embedding else "chat"
+        if kind not in ("auto", actual_kind):
+            raise _RequestFailed(
+                "unsupported",
+                f"{path}: a {actual_kind} model ({summary.architecture}), not a {kind} model",
+            )
+        previous = self.report
+        self.unload()
+        self.recent_logs.clear()
+        started = time.perf_counter()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=path,
+                **load_arguments(settings),
+                embedding=is_embedding,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN if is_embedding else -1,
+                seed=0,
+                verbose=False,
+            )
+        except MemoryError as exc:
+            self._restore(previous)
+            raise _RequestFailed("oom", f"out of memory while loading: {exc}") from None
+        except (ValueError, RuntimeError, OSError) as exc:
+            failure = self._classify_load_failure(path, summary.architecture, exc)
+            self._restore(previous)
+            raise failure from None
+        self.llm = llm
+        n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(llm._model.model))
+        self.report = LoadReport(
+            model_path=path,
+            kind=actual_kind,
+            architecture=summary.architecture,
+            requested=requested,
+            used=settings,
+            adjustments=adjustments,
+            has_chat_template="tokenizer.chat_template" in llm.metadata,
+            load_s=time.perf_counter() - started,
+            n_ctx_train=n_ctx_train,
+        )
+        return self.report
+
+    def _restore(self, previous: LoadReport | None) -> None:
+        """After a failed load, bring the model that was loaded before back (best effort)."""
+        if previous is None:
+            return
+        try:
+            self.load(
+                previous.model_path,
+                previous.used,
+                previous.kind,
+                previous.requested,
+                previous.adjustments,
+            )
+        except (_RequestFailed, ModelError):
+            self.llm = None
+            self.report = None
+
+    def _classify_load_failure(self, path: str, arch: str, exc: Exception) -> _RequestFailed:
+        logs = " | ".join(self.recent_logs)
+        lowered = logs.lower()
+        detail = next(
+            (
+                line
+                for line in reversed(self.recent_logs)
+                if "error" in line.lower() or "failed" in line.lower()
+            ),
+            str(exc),
+        )
+        if "unknown model architecture" in lowered:
+            return _RequestFailed(
+                "unsupported",
+                f"{path}: this llama.cpp build cannot run architecture '{arch}' ({detail})",
+            )
+        if any(hint in lowered for hint in _OOM_HINTS) or "llama_context" in str(exc):
+            return _RequestFailed("oom", f"{path}: not enough memory to load ({detail})")
+        return _RequestFailed("load", f"{path}: llama.cpp could not load the model ({detail})")
+
+    # -- helpers --------------------------------------------------------------------------
+    def _require(self, kind: str) -> Any:
+        if self.llm is None or self.report is None:
+            raise _RequestFailed("request", "no model is loaded in the worker")
+        if self.report.kind != kind:
+            raise _RequestFailed(
+                "request", f"the loaded model is a {self.report.kind} model; this needs {kind}"
+            )
+        return self.llm
+
+    def _prompt_tokens(
+        self, llm: Any, prompt: str | Sequence[dict[str, str]], raw: bool
+    ) -> list[int]:
+        if isinstance(prompt, str) and (
+            raw or not self.report or not self.report.has_chat_template
+        ):
+            return list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
+        messages = (
+            [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        )
+        text = self._render_chat(llm, messages)
+        bos = self._piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
+        add_bos = not (bos and text.startswith(bos))
+        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def _render_chat(self, llm: Any, messages: list[dict[str, str]]) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return "\n".join(m["content"] for m in messages)
+        eos = self._piece(llm, llm.token_eos(), special=True) if llm.token_eos() >= 0 else ""
+        bos = self._piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
+        formatter = Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
+        )
+        return str(formatter(messages=messages).prompt)  # type: ignore[arg-type]
+
+    def _piece(self, llm: Any, token: int, special: bool = False) -> str:
+        return self._piece_bytes(llm._model.vocab, token, special).decode("utf-8", "replace")
+
+    def _piece_bytes(self, vocab: Any, token: int, special: bool) -> bytes:
+        import llama_cpp
+
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+        return bytes(buf.raw[:n])
+
+    def _cancelled(self, rid: int) -> bool:
+        return bool(self.cancel_slot.value == rid)
+
+    def _prefill(self, llm: Any, tokens: list[int], rid: int, deadline: float | None) -> bool:
+        """Decode the prompt in n_batch chunks; False when cancelled or past the deadline."""
+        import llama_cpp
+
+        ctx = llm._ctx.ctx
+        n_ctx = llama_cpp.llama_n_ctx(ctx)
+        if len(tokens) >= n_ctx:
+            raise _RequestFailed(
+                "request", f"the prompt has {len(tokens)} tokens; the context holds {n_ctx}"
+            )
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        step = self.report.used.n_batch if self.report else 512
+        for start in range(0, len(tokens), step):
+            chunk = tokens[start : start + step]
+            array = (llama_cpp.llama_token * len(chunk))(*chunk)
+            rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(chunk)))
+            if rc != 0:
+                raise _RequestFailed("request", f"llama_decode failed with code {rc}")
+            if self._cancelled(rid) or (deadline is not None and time.monotonic() > deadline):
+                return False
+        return True
+
+    def _sampler(self, llm: Any, params: SamplingParams) -> Any:
+        import llama_cpp
+
+        chain_params = llama_cpp.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        chain = llama_cpp.llama_sampler_chain_init(chain_params)
+        add = llama_cpp.llama_sampler_chain_add
+        if params.repeat_penalty != 1.0:
+            add(
+                chain,
+                llama_cpp.llama_sampler_init_penalties(
+                    params.repeat_last_n, params.repeat_penalty, 0.0, 0.0
+                ),
+            )
+        if params.greedy:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+            add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+            add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+            add(chain, llama_cpp.llama_sampler_init_dist(params.seed))
+        return chain
+
+    # -- requests -------------------------------------------------------------------------
+    def op_generate(  # noqa: PLR0912, PLR0915 - the per-token hot loop stays in one frame
+        self,
+        rid: int,
+        prompt: str | Sequence[dict[str, str]],
+        params: SamplingParams,
+        raw: bool,
+        stream: bool = True,
+    ) -> GenerationResult:
+        import llama_cpp
+
+        llm = self._require("chat")
+        started = time.monotonic()
+        deadline = started + params.deadline_s if params.deadline_s else None
+        tokens = self._prompt_tokens(llm, prompt, raw)
+        ctx = llm._ctx.ctx
+        vocab = llm._model.vocab
+        n_ctx = llama_cpp.llama_n_ctx(ctx)
+        max_new = min(params.max_tokens, n_ctx - len(tokens))
+        finish = "length"
+        generated: list[int] = []
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text_parts: list[str] = []
+        first_at = started
+        prefill_s = 0.0
+        if not self._prefill(llm, tokens, rid, deadline):
+            finish = "cancelled" if self._cancelled(rid) else "deadline"
+            max_new = 0
+        prefill_s = time.monotonic() - started
+        sampler = self._sampler(llm, params)
+        one = (llama_cpp.llama_token * 1)()
+        stop_strings = params.stop
+        tail_keep = max((len(s) for s in stop_strings), default=0) + 8
+        tail = ""
+        pending: list[tuple[int, int, str]] = []
+        flushed_at = 0.0
+        try:
+            for index in range(max_new):
+                token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+                if index == 0:
+                    first_at = time.monotonic()
+                if not params.ignore_eos and llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                generated.append(token)
+                piece = decoder.decode(self._piece_bytes(vocab, token, False))
+                text_parts.append(piece)
+                if stream:
+                    # Tokens go out in small batches (the first at once): one parent wake-up per
+                    # STREAM_FLUSH_S instead of per token matters when cores are shared.
+                    pending.append((index, token, piece))
+                    now = time.monotonic()
+                    if now - flushed_at >= STREAM_FLUSH_S:
+                        self.send(("tokens", rid, pending))
+                        pending, flushed_at = [], now
+                if stop_strings:
+                    tail = (tail + piece)[-tail_keep:]
+                    if any(s in tail for s in stop_strings):
+                        finish = "stop"
+                        break
+                if self._cancelled(rid):
+                    finish = "cancelled"
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    finish = "deadline"
+                    break
+                if index == max_new - 1:
+                    break
+                one[0] = token
+                rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1))
+                if rc != 0:
+                    raise _RequestFailed("request", f"llama_decode failed with code {rc}")
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+        ended = time.monotonic()
+        if pending:
+            self.send(("tokens", rid, pending))
+        text = "".join(text_parts) + decoder.decode(b"", final=True)
+        if stop_strings and finish == "stop":
+            cut = min((text.find(s) for s in stop_strings if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+        n = len(generated)
+        gen_span = ended - first_at
+        figures = GenerationFigures(
+            prompt_tokens=len(tokens),
+            generated_tokens=n,
+            ttft_s=(first_at - started) if n else 0.0,
+            prompt_tokens_per_s=len(tokens) / prefill_s if prefill_s > 0 else 0.0,
+            tokens_per_s=(n - 1) / gen_span if n > 1 and gen_span > 0 else 0.0,
+            total_s=ended - started,
+        )
+        assert self.report is not None
+        return GenerationResult(
+            text=text,
+            token_ids=tuple(generated),
+            finish_reason=finish,
+            figures=figures,
+            model=self.report.model_path,
+        )
+
+    def op_score(
+        self, rid: int, prompt: str | Sequence[dict[str, str]], answer: str, raw: bool
+    ) -> LikelihoodResult:
+        import llama_cpp
+        import numpy as np
+
+        llm = self._require("chat")
+        prompt_tokens = self._prompt_tokens(llm, prompt, raw)
+        answer_tokens = list(llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False))
+        if not answer_tokens:
+            raise _RequestFailed("request", "the answer is empty")
+        ctx = llm._ctx.ctx
+        vocab = llm._model.vocab
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        if len(prompt_tokens) + len(answer_tokens) >= llama_cpp.llama_n_ctx(ctx):
+            raise _RequestFailed("request", "prompt and answer do not fit in the context")
+        if not self._prefill(llm, prompt_tokens[:-1], rid, None):
+            raise _RequestFailed("request", "cancelled")
+        # The last prompt token and every answer token, with logits: row i predicts token i.
+        scored = [prompt_tokens[-1], *answer_tokens]
+        n_past = len(prompt_tokens) - 1
+        rows: list[Any] = []
+        step = llm._batch.n_tokens_max if hasattr(llm._batch, "n_tokens_max") else 512
+        step = min(step, self.report.used.n_batch if self.report else 512)
+        for start in range(0, len(scored), step):
+            chunk = scored[start : start + step]
+            llm._batch.set_batch(batch=chunk, n_past=n_past + start, logits_all=True)
+            rc = llama_cpp.llama_decode(ctx, llm._batch.batch)
+            if rc != 0:
+                raise _RequestFailed("request", f"llama_decode failed with code {rc}")
+            for i in range(len(chunk)):
+                pointer = llama_cpp.llama_get_logits_ith(ctx, i)
+                rows.append(np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64))
+        logits = np.stack(rows)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        best = logprobs.argmax(axis=1)
+        scores = tuple(
+            TokenScore(
+                token_id=token,
+                text=self._piece(llm, token),
+                logprob=float(logprobs[i, token]),
+                top1=bool(best[i] == token),
+                top_token_id=int(best[i]),
+            )
+            for i, token in enumerate(answer_tokens)
+        )
+        last = logprobs[len(answer_tokens)]
+        eog_ids = list(_eog_tokens(llm, vocab, n_vocab))
+        end_logprob = float(max(last[t] for t in eog_ids)) if eog_ids else float("-inf")
+        return LikelihoodResult(
+            prompt_tokens=len(prompt_tokens),
+            tokens=scores,
+            ends_properly=bool(llama_cpp.llama_vocab_is_eog(vocab, int(best[len(answer_tokens)]))),
+            end_logprob=end_logprob,
+        )
+
+    def op_embed(self, rid: int, texts: Sequence[str]) -> list[list[float]]:
+        import numpy as np
+
+        llm = self._require("embedding")
+        if not texts:
+            return []
+        vectors = np.asarray(
+            llm.embed(list(texts), normalize=False, truncate=True), dtype=np.float64
+        )
+        if vectors.ndim == 1:
+            vectors = vectors[None, :]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        result: list[list[float]] = (vectors / norms).tolist()
+        return result
+
+    def op_bench(self, rid: int, prompt: str, runs: int, gen_tokens: int) -> BenchResult:
+        import llama_cpp
+
+        self._require("chat")
+        assert self.report is not None
+        prompt_tps: list[float] = []
+        gen_tps: list[float] = []
+        ttfts: list[float] = []
+        # The checksum run has a fixed length, so checksums compare across --tokens values.
+        checksum_run = self.op_generate(
+            rid, prompt, SamplingParams(max_tokens=CHECKSUM_TOKENS), False, stream=False
+        )
+        timed = SamplingParams(max_tokens=gen_tokens, ignore_eos=True)
+        last: GenerationResult | None = None
+        for _ in range(runs):
+            if self._cancelled(rid):
+                raise _RequestFailed("request", "cancelled")
+            last = self.op_generate(rid, prompt, timed, False, stream=False)
+            prompt_tps.append(last.figures.prompt_tokens_per_s)
+            gen_tps.append(last.figures.tokens_per_s)
+            ttfts.append(last.figures.ttft_s)
+        digest = hashlib.sha256()
+        digest.update(",".join(map(str, checksum_run.token_ids)).encode())
+        digest.update(b"\0" + checksum_run.text.encode("utf-8"))
+        peak = _peak_rss_bytes()
+        return BenchResult(
+            model=self.report.model_path,
+            runs=runs,
+            prompt_tokens=last.figures.prompt_tokens if last else 0,
+            gen_tokens=gen_tokens,
+            prompt_tokens_per_s=statistics.median(prompt_tps),
+            gen_tokens_per_s=statistics.median(gen_tps),
+            prompt_tokens_per_s_runs=tuple(prompt_tps),
+            gen_tokens_per_s_runs=tuple(gen_tps),
+            peak_rss_bytes=peak,
+            output_sha256=digest.hexdigest(),
+            output_text=checksum_run.text,
+            settings=self.report.used,
+            system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+            extra={"ttft_s": statistics.median(ttfts)} if ttfts else {},
+        )
+
+    def op_memory(self, rid: int) -> dict[str, int]:
+        """Virtual and resident sizes of the worker (peak too), read from /proc/self/status."""
+        figures: dict[str, int] = {}
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmPeak", "VmSize", "VmHWM", "VmRSS"):
+                    figures[key] = int(value.split()[0]) * 1024
+        except OSError:
+            pass
+        return figures
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows: psutil's peak working set
+        import psutil
+
+        return int(getattr(psutil.Process().memory_info(), "peak_wset", 0))
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def _eog_tokens(llm: Any, vocab: Any, n_vocab: int) -> list[int]:
+    import llama_cpp
+
+    candidates = {llm.token_eos()}
+    eot = llama_cpp.llama_vocab_eot(vocab)
+    candidates.add(eot)
+    return [t for t in candidates if 0 <= t < n_vocab and llama_cpp.llama_vocab_is_eog(vocab, t)]
+
+
+def worker_main(conn: Connection, cancel_slot: Any, options: dict[str, Any]) -> None:
+    """Entry point of the worker process (a 'spawn' child: nothing inherited but arguments)."""
+    # OpenMP spins while waiting by default; with several processes on few cores that collapses
+    # throughput, so wait passively (must be set before llama.cpp's OpenMP runtime starts).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Ctrl-C reaches the whole foreground process group; the parent owns shutdown (it cancels,
+    # closes or kills this worker), so a worker must not die of it with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit = options.get("address_space_limit")
+    worker = _Worker(conn, cancel_slot, int(options.get("forward_log_level", logging.WARNING)))
+    worker.install_log_forwarding()
+    if limit:
+        import resource  # POSIX only, like RLIMIT_AS itself
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+    worker.send(("ready", os.getpid()))
+    worker.serve()

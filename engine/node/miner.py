@@ -1,0 +1,764 @@
+"""The miner: registers, pings, and plays its part in network tasks as the chain asks.
+
+Driven by chain events, one step at a time (`step()`), so a test can drive it deterministically
+and `run()` just repeats it. Roles in a network task (PROTOCOL.md):
+    creator   SessionRequested names it  -> ask the model for a topic   -> Cognitive.create
+    preparer  TopicCreated for its session -> challenge prompts          -> Cognitive.prepare
+    answerer  SessionStarted selects it  -> greedy answer, journal salt+answer, then precommit
+              CommitOpened               -> reveal answer and salt from the journal -> commit
+A reassignment (RoleReassigned) hands it the creator or preparer job late.
+
+Crash safety: the salt and answer are in the journal before the precommit is sent; on restart
+`resume()` reveals what was precommitted and sends a precommit that was prepared but not sent,
+after asking the chain whether it already went through, so nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chain.client import ChainClient
+from chain.errors import ChainError, RpcUnavailable
+from chain.events import ChainEvent
+from chain.wrappers import (
+    STAGE_COUNT,
+    STAGE_PRECOMMIT,
+    AssignmentStatus,
+    ContractWrapper,
+    NodeStatus,
+    SessionState,
+    SlotStatus,
+    TaskState,
+    commitment,
+    model_id,
+)
+from engine.errors import ModelError, WorkerCrashedError
+from engine.inference.types import BenchResult, GenerationResult, SamplingParams, TokenEvent
+from engine.node import failpoints
+from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
+from engine.node.chain_health import ChainHealth
+from engine.node.chain_wait import ChainWaiter
+from engine.node.chain_watch import ChainWatcher
+from engine.node.earnings import (
+    DEFAULT_LOW_GAS_WEI,
+    DEFAULT_REFRESH_S,
+    PAYMENT_EVENTS,
+    EarningsTracker,
+    eth,
+)
+from engine.node.network_tasks import (
+    decode_prompts,
+    encode_prompts,
+    parse_prompts,
+    parse_topic,
+    prompt_for_miner,
+    prompts_request,
+    topic_request,
+)
+from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
+from engine.state.events import (
+    Alert,
+    AlertKind,
+    Event,
+    EventBus,
+    InferenceFinished,
+    LogLine,
+    NetworkTaskStage,
+    NodeState,
+    NodeStateChanged,
+    PingSent,
+    PointsUpdated,
+    PreflightStep,
+    Severity,
+    StepStatus,
+    TokenProgress,
+    TxStatus,
+    UserTaskStage,
+)
+from engine.state.journal import CommitStage, CommitState, Journal, TaskRef
+
+log = logging.getLogger(__name__)
+
+_REVEALABLE = (CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED, CommitState.COMMIT_SENT)
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskPhase")
+COGNITIVE_EVENTS = (
+    "SessionRequested",
+    "TopicCreated",
+    "ChallengePrepared",
+    "RoleReassigned",
+    "SessionStarted",
+    "CommitOpened",
+)
+
+
+class ChatModel(Protocol):
+    """What the miner needs of the runtime (InferenceWorker satisfies it)."""
+
+    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+
+
+class BenchableModel(ChatModel, Protocol):
+    """A runtime that can also benchmark itself (InferenceWorker); test doubles may not."""
+
+    def bench(self, prompt: str = ..., runs: int = ..., gen_tokens: int = ...) -> BenchResult: ...
+
+
+# The on-chain tier code (NodeRegistry) -> the profiler's tier name.
+TIER_NAMES = ("cpu-low", "cpu-high", "gpu-quantized", "gpu-full")
+LIVE_BENCH_RUNS = 2
+LIVE_BENCH_TOKENS = 32
+TOKEN_EVENT_INTERVAL_S = 0.25
+INTERRUPTED = frozenset({"cancelled", "killed"})  # finish reasons of a request cut off by a stop
+
+
+@dataclass(frozen=True)
+class MinerSettings:
+    model_name: str = "smollm2-135m-instruct"
+    answer_max_tokens: int = 128
+    prompts_per_session: int = 3
+    ping_interval_s: float = 60.0
+    poll_interval_s: float = 0.5
+    tier: int = 0  # 0 cpu-low, 1 cpu-high, 2 gpu-quantized, 3 gpu-full
+    memory_mb: int = 0
+    app_version: str = "0.1.0"
+    low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
+    earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
+
+
+@dataclass
+class _Session:
+    seed: bytes = b""
+    creator: str = ""
+    preparer: str = ""
+    topic: str = ""
+    prompts: list[str] = field(default_factory=list)
+
+
+class Miner:
+    def __init__(
+        self,
+        client: ChainClient,
+        chat: ChatModel,
+        journal: Journal,
+        bus: EventBus,
+        settings: MinerSettings | None = None,
+        payout: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if client.address is None:
+            raise ValueError("a miner needs a signing account")
+        self.client = client
+        self.address: str = client.address
+        self.chat = chat
+        self.journal = journal
+        self.bus = bus
+        self.settings = settings or MinerSettings()
+        self.payout = payout or self.address
+        self._clock = clock
+        self._sessions: dict[int, _Session] = {}
+        self._task_prompts: dict[int, str] = {}
+        self._last_ping: float | None = None
+        self._watcher: ChainWatcher | None = None
+        self._backlog: deque[ChainEvent] = deque()  # read from the chain, not yet handled
+        self.paused = False
+        self.tasks_done = 0
+        self._benchmark_wanted = threading.Event()
+        self._chat_streams = _streams_tokens(chat)
+        self.health = ChainHealth(client.backend, self._publish)
+        self._away_on_chain = False
+        self.earnings = EarningsTracker(
+            client,
+            journal,
+            self._publish,
+            low_gas_wei=self.settings.low_gas_wei,
+            refresh_s=self.settings.earnings_refresh_s,
+            clock=clock,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def preflight(self) -> None:
+        self._publish(NodeStateChanged(state=NodeState.PREFLIGHT))
+        info = self.client.registry.node_info(self.address)
+        self._away_on_chain = info.away
+        if info.status != NodeStatus.NONE:
+            self._step("registered", StepStatus.OK, "already registered")
+        else:
+            s = self.settings
+            result = self.client.registry.register(
+                s.tier, s.memory_mb, s.app_version, [model_id(s.model_name)], self.payout
+            )
+            self._step("registered", StepStatus.CREATED, f"registered in tx {result.tx_hash}")
+        head = self._head()
+        sources: list[tuple[ContractWrapper, str]] = [
+            (self.client.cognitive, name) for name in COGNITIVE_EVENTS
+        ]
+        sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
+        sources += [(self.client.payment, name) for name in PAYMENT_EVENTS]
+        self._watcher = ChainWatcher(head, sources)
+        gas = self.earnings.refresh().gas_balance_wei
+        low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
+        self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
+        self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
+
+    def run(self, stop: threading.Event) -> None:
+        if self._watcher is None:
+            self.preflight()
+        resume_due = True  # at start, and again after every RPC outage
+        waiter = ChainWaiter(self.client.web3, self.settings.poll_interval_s)
+        while not stop.is_set():
+            try:
+                if resume_due:
+                    resume_due = False
+                    self.resume()
+                self.step()
+            except RpcUnavailable as exc:
+                self.health.step_failed(exc)
+                resume_due = True  # a send may have failed or lost its receipt meanwhile
+            except ChainError as exc:
+                log.warning("miner %s: chain error: %s", self.address[:10], exc)
+                self.health.step_ok()
+            else:
+                self.health.step_ok()
+            waiter.wait(stop)
+        self._publish(NodeStateChanged(state=NodeState.STOPPED))
+
+    def step(self) -> None:
+        """One pass: ping when due, then react to every new chain event in order."""
+        if self._watcher is None:
+            raise RuntimeError("call preflight() first")
+        if self._benchmark_wanted.is_set():
+            self._benchmark_wanted.clear()
+            self._benchmark()
+        if self.paused != self._away_on_chain:
+            self._set_away(self.paused)
+        if not self.paused:
+            self._ping_if_due()
+        self._backlog.extend(self._watcher.poll(self._head()))
+        while self._backlog:
+            event = self._backlog.popleft()
+            try:
+                self._handle(event)
+            except RpcUnavailable:
+                self._backlog.appendleft(event)  # handled again once the chain answers
+                raise
+        self.earnings.tick()
+
+    def _set_away(self, away: bool) -> None:
+        """Paused: out of selection and the pool on chain, so no deadline is missed meanwhile."""
+
+        def report(status: TxStatus, tx_hash: str | None, error: str) -> Event:
+            what = "away: out of selection and the pool" if away else "back in selection"
+            ok = status is TxStatus.CONFIRMED
+            return LogLine(
+                level="info" if ok else "warning",
+                logger="miner",
+                message=f"{what} (tx {tx_hash})" if ok else f"could not mark {what}: {error}",
+            )
+
+        if self._transact(lambda: self.client.registry.set_away(away).tx_hash, report):
+            self._away_on_chain = away
+
+    def request_benchmark(self) -> tuple[bool, str]:
+        """Benchmark the served model between tasks (the worker serves one request at a time)."""
+        if not callable(getattr(self.chat, "bench", None)):
+            return False, "this miner's runtime cannot benchmark itself"
+        self._benchmark_wanted.set()
+        return True, "benchmark queued: it runs between tasks"
+
+    def _benchmark(self) -> None:
+        import llama_cpp
+
+        chat: BenchableModel = self.chat  # type: ignore[assignment]  # request_benchmark checked
+        started = time.monotonic()
+        try:
+            result = chat.bench(runs=LIVE_BENCH_RUNS, gen_tokens=LIVE_BENCH_TOKENS)
+        except (ModelError, WorkerCrashedError) as exc:
+            self._publish(
+                Alert(
+                    kind=AlertKind.WORKER_CRASH,
+                    severity=Severity.WARNING,
+                    message=f"benchmark failed: {exc}",
+                )
+            )
+            return
+        model = self.settings.model_name
+        document = bench_document(
+            result,
+            model,
+            quant_of_file(result.model),
+            time.monotonic() - started,
+            llama_cpp.__version__,
+        )
+        store_benchmark(self.journal.db, document)
+        tier = TIER_NAMES[self.settings.tier] if 0 <= self.settings.tier < 4 else None
+        self._publish(benchmark_event(result, document, tier))
+
+    def resume(self) -> None:
+        """After a restart: reveal what was precommitted, send what was prepared but not sent,
+        and settle a withdrawal a crash left open (from the chain; it is never sent again)."""
+        self.earnings.resume()
+        for record in self.journal.pending_precommits():
+            if record.task.kind is TaskKind.NETWORK:
+                self._resume_precommit(record.task)
+            else:
+                self._resume_user_precommit(record.task)
+        for record in self.journal.pending_reveals():
+            if record.task.kind is TaskKind.NETWORK:
+                self._reveal(record.task.session_id)
+            else:
+                self._user_reveal(record.task)
+
+    # -- events ---------------------------------------------------------------------------
+    def _handle(self, event: ChainEvent) -> None:
+        if event.contract == "SessionQueue":
+            self._handle_user_task(event)
+            return
+        if event.contract == "SessionPayment":
+            self.earnings.note(event)
+            return
+        args = event.args
+        session_id = int(args.get("id", 0))
+        view = self._sessions.setdefault(session_id, _Session())
+        if event.name == "SessionRequested":
+            view.seed, view.creator = bytes(args["seed"]), str(args["creator"])
+            view.preparer = str(args["preparer"])
+            if self._is_me(view.creator):
+                self._create(session_id, view)
+        elif event.name == "TopicCreated":
+            view.topic = str(args["topic"])
+            if self._is_me(view.preparer):
+                self._prepare(session_id, view)
+        elif event.name == "ChallengePrepared":
+            view.prompts = decode_prompts(str(args["prompts"]))
+        elif event.name == "RoleReassigned":
+            self._reassigned(session_id, view, args)
+        elif event.name == "SessionStarted":
+            # Selected before the away flag reached the chain: finish it (pause finishes a task).
+            if any(self._is_me(str(m)) for m in args["miners"]):
+                self._answer(session_id, view)
+        elif event.name == "CommitOpened":
+            self._reveal(session_id)
+
+    def _reassigned(self, session_id: int, view: _Session, args: dict[str, object]) -> None:
+        creating = self.client.cognitive.state(session_id) == SessionState.REQUESTED
+        nxt = str(args["next"])
+        if creating:
+            view.creator = nxt
+        else:
+            view.preparer = nxt
+        if self._is_me(nxt):
+            (self._create if creating else self._prepare)(session_id, view)
+
+    # -- creator and preparer -------------------------------------------------------------
+    def _create(self, session_id: int, view: _Session) -> None:
+        if self.client.cognitive.state(session_id) != SessionState.REQUESTED:
+            return
+        request = topic_request(view.seed)
+        text = self._chat(session_id, request.system, request.user, request.max_tokens)
+        topic = parse_topic(text, view.seed)
+        self._send(
+            session_id,
+            NetworkStage.CREATE,
+            TaskRole.CREATOR,
+            lambda: self.client.cognitive.create(session_id, topic).tx_hash,
+            topic,
+        )
+
+    def _prepare(self, session_id: int, view: _Session) -> None:
+        if self.client.cognitive.state(session_id) != SessionState.CREATED:
+            return
+        count = self.settings.prompts_per_session
+        request = prompts_request(view.topic, count)
+        text = self._chat(session_id, request.system, request.user, request.max_tokens)
+        prompts = encode_prompts(parse_prompts(text, view.topic, count))
+        self._send(
+            session_id,
+            NetworkStage.PREPARE,
+            TaskRole.PREPARER,
+            lambda: self.client.cognitive.prepare(session_id, prompts).tx_hash,
+        )
+
+    # -- answerer -------------------------------------------------------------------------
+    def _answer(self, session_id: int, view: _Session) -> None:
+        task = TaskRef(TaskKind.NETWORK, session_id)
+        if self.journal.get(task) is not None:
+            return  # already answered (a replayed event after a restart)
+        if not view.prompts:
+            log.warning("session %s started but its prompts were not seen", session_id)
+            return
+        prompt = prompt_for_miner(view.prompts, session_id, 0)
+        result = self._generate(session_id, prompt, self.settings.answer_max_tokens)
+        self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        self._precommit(task)
+
+    def _precommit(self, task: TaskRef) -> None:
+        record = self.journal.get(task)
+        if record is None:
+            return
+        digest = commitment(task.session_id, self.address, _salt_bytes(record.salt), record.answer)
+        tx_hash = self._send(
+            task.session_id,
+            NetworkStage.PRECOMMIT,
+            TaskRole.ANSWERER,
+            lambda: self.client.cognitive.precommit(task.session_id, digest).tx_hash,
+        )
+        if tx_hash:
+            # Sends wait for the receipt, so "sent" and "confirmed" come together here.
+            self.journal.mark_sent(task, CommitStage.PRECOMMIT, tx_hash)
+            self.journal.mark_confirmed(task, CommitStage.PRECOMMIT)
+            failpoints.hit("miner-after-precommit")
+
+    def _resume_precommit(self, task: TaskRef) -> None:
+        cognitive = self.client.cognitive
+        if cognitive.slot_status(task.session_id, self.address) == SlotStatus.PRECOMMITTED:
+            # It landed but its receipt was lost (RPC down, node killed): the chain holds the
+            # journal's binding (only this journal knows the salt). Reveal it; never resend.
+            self._adopt_precommit(task, "Cognitive.Precommitted")
+            self._reveal(task.session_id)
+            return
+        if cognitive.state(task.session_id) != SessionState.PRECOMMIT:
+            self.journal.abandon(task, "the precommit window closed while the node was down")
+            return
+        if cognitive.slot_status(task.session_id, self.address) == SlotStatus.SELECTED:
+            self._precommit(task)
+
+    def _resume_user_precommit(self, task: TaskRef) -> None:
+        if self.client.queue.assignment(self.address) == (
+            task.task_id,
+            AssignmentStatus.PRECOMMITTED,
+        ):
+            self._adopt_precommit(task, "SessionQueue.TaskPrecommitted")
+            self._user_reveal(task)
+            return
+        if self.client.queue.state(task.task_id) != TaskState.ASSIGNED:
+            self.journal.abandon(task, "the precommit window closed while the node was away")
+            return
+        self._user_precommit(task)  # sends only while the assignment still waits for it
+
+    def _adopt_precommit(self, task: TaskRef, found_as: str) -> None:
+        """Journal a precommit the chain has but the journal did not see confirmed."""
+        log.info("%s %s is on chain already; not sending it again", found_as, task.key)
+        self.journal.mark_sent(task, CommitStage.PRECOMMIT, "")
+        self.journal.mark_confirmed(task, CommitStage.PRECOMMIT)
+
+    def _reveal(self, session_id: int) -> None:
+        task = TaskRef(TaskKind.NETWORK, session_id)
+        record = self.journal.get(task)
+        if record is None or record.state not in _REVEALABLE:
+            return
+        cognitive = self.client.cognitive
+        if cognitive.state(session_id) != SessionState.COMMIT:
+            return
+        if cognitive.slot_status(session_id, self.address) != SlotStatus.PRECOMMITTED:
+            return
+        answer, salt = record.answer, _salt_bytes(record.salt)
+        tx_hash = self._send(
+            session_id,
+            NetworkStage.COMMIT,
+            TaskRole.ANSWERER,
+            lambda: cognitive.commit(session_id, answer, salt).tx_hash,
+        )
+        if tx_hash:
+            self.journal.mark_sent(task, CommitStage.COMMIT, tx_hash)
+            self.journal.mark_confirmed(task, CommitStage.COMMIT)
+            self.tasks_done += 1
+            self._publish_points()
+
+    # -- user tasks (SessionQueue) --------------------------------------------------------
+    def _handle_user_task(self, event: ChainEvent) -> None:
+        args = event.args
+        task_id = int(args["taskId"])
+        if event.name == "TaskQueued":
+            self._task_prompts[task_id] = str(args["prompt"])
+        elif event.name == "TaskAssigned":
+            if any(self._is_me(str(m)) for m in args["miners"]):
+                self._user_ack(task_id)
+        elif event.name == "TaskPhase":
+            state = int(args["state"])
+            task = self._user_task_ref(task_id)
+            if task is not None and state == TaskState.COMMIT:
+                self._user_reveal(task)
+
+    def _user_task_ref(self, task_id: int) -> TaskRef | None:
+        session_id = int(self.client.queue.call("tasks", task_id)[0])
+        task = TaskRef(TaskKind.USER, session_id, task_id)
+        return task if self.journal.get(task) is not None else None
+
+    def _user_ack(self, task_id: int) -> None:
+        queue = self.client.queue
+        if queue.state(task_id) != TaskState.ASSIGNED or task_id not in self._task_prompts:
+            return
+        session_id = int(queue.call("tasks", task_id)[0])
+        # No separate ack: the precommit implies it (a transaction saved per miner and task).
+        # The binding is journaled before the precommit is sent.
+        prompt = self._task_prompts[task_id]
+        result = self._generate(
+            session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
+        )
+        task = TaskRef(TaskKind.USER, session_id, task_id)
+        self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        self._user_precommit(task)
+
+    def _user_precommit(self, task: TaskRef) -> None:
+        record = self.journal.get(task)
+        queue = self.client.queue
+        if record is None or record.state is not CommitState.PREPARED:
+            return
+        if queue.assignment(self.address) not in (
+            (task.task_id, AssignmentStatus.ASSIGNED),
+            (task.task_id, AssignmentStatus.ACKED),
+        ):
+            return
+        digest = commitment(task.task_id, self.address, _salt_bytes(record.salt), record.answer)
+        tx_hash = self._user_send(
+            task.session_id,
+            task.task_id,
+            UserStage.PRECOMMIT,
+            lambda: queue.precommit(task.task_id, digest).tx_hash,
+        )
+        if tx_hash:
+            self.journal.mark_sent(task, CommitStage.PRECOMMIT, tx_hash)
+            self.journal.mark_confirmed(task, CommitStage.PRECOMMIT)
+
+    def _user_reveal(self, task: TaskRef) -> None:
+        record = self.journal.get(task)
+        queue = self.client.queue
+        if record is None or record.state not in _REVEALABLE:
+            return
+        if queue.state(task.task_id) != TaskState.COMMIT:
+            return
+        if queue.assignment(self.address) != (task.task_id, AssignmentStatus.PRECOMMITTED):
+            return
+        answer, salt = record.answer, _salt_bytes(record.salt)
+        tx_hash = self._user_send(
+            task.session_id,
+            task.task_id,
+            UserStage.COMMIT,
+            lambda: queue.commit(task.task_id, answer, salt).tx_hash,
+        )
+        if tx_hash:
+            self.journal.mark_sent(task, CommitStage.COMMIT, tx_hash)
+            self.journal.mark_confirmed(task, CommitStage.COMMIT)
+            self.tasks_done += 1
+
+    def _user_send(
+        self, session_id: int, task_id: int, stage: UserStage, send: Callable[[], str]
+    ) -> str | None:
+        def report(status: TxStatus, tx_hash: str | None, detail: str) -> Event:
+            return UserTaskStage(
+                session_id=session_id,
+                task_id=task_id,
+                stage=stage,
+                status=status,
+                tx_hash=tx_hash,
+                detail=detail,
+            )
+
+        return self._transact(send, report)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _chat(self, session_id: int, system: str, user: str, max_tokens: int) -> str:
+        prompt = f"{system}\n\n{user}"
+        return self._generate(session_id, prompt, max_tokens).text
+
+    def _generate_once_more_after_a_crash(
+        self, prompt: str, params: SamplingParams, progress: TokenMeter
+    ) -> GenerationResult:
+        """A worker that dies mid-answer is restarted by the next request: ask once more, so
+        the task is still answered in its window. Greedy decoding gives the same answer."""
+        try:
+            return self._generate_streaming(prompt, params, progress)
+        except WorkerCrashedError as exc:
+            log.warning("the inference worker died mid-answer (%s); asking again", exc)
+            progress.restart()
+            return self._generate_streaming(prompt, params, progress)
+
+    def _generate_streaming(
+        self, prompt: str, params: SamplingParams, progress: TokenMeter
+    ) -> GenerationResult:
+        """Live tokens/s for the views while the answer streams, where the runtime streams."""
+        if not self._chat_streams:
+            return self.chat.generate(prompt, params)
+        generate: Callable[..., GenerationResult] = self.chat.generate
+        return generate(prompt, params, on_token=progress.on_token)
+
+    def _generate(
+        self,
+        session_id: int,
+        prompt: str,
+        max_tokens: int,
+        kind: TaskKind = TaskKind.NETWORK,
+        task_id: int = 0,
+    ) -> GenerationResult:
+        params = SamplingParams(max_tokens=max_tokens)
+        progress = TokenMeter(
+            lambda tokens, rate: self._publish(
+                TokenProgress(
+                    task_kind=kind,
+                    session_id=session_id,
+                    task_id=task_id,
+                    tokens=tokens,
+                    tokens_per_s=rate,
+                )
+            )
+        )
+        try:
+            result = self._generate_once_more_after_a_crash(prompt, params, progress)
+        except ModelError as exc:
+            self._publish(
+                Alert(
+                    kind=AlertKind.WORKER_CRASH,
+                    severity=Severity.ERROR,
+                    message=f"inference failed: {exc}",
+                )
+            )
+            raise ChainError(f"no answer for session {session_id}: {exc}") from exc
+        if result.finish_reason in INTERRUPTED:
+            # The node is stopping: a cut-off answer must never reach the journal (it would be
+            # revealed after a restart and fail validation as a truncated one).
+            raise ChainError(
+                f"no answer for session {session_id}: generation {result.finish_reason}"
+            )
+        f = result.figures
+        self._publish(
+            InferenceFinished(
+                task_kind=kind,
+                session_id=session_id,
+                task_id=task_id,
+                prompt_tokens=f.prompt_tokens,
+                generated_tokens=f.generated_tokens,
+                ttft_s=f.ttft_s,
+                tokens_per_s=f.tokens_per_s,
+                stop_reason="eos" if result.finish_reason == "stop" else result.finish_reason,
+            )
+        )
+        return result
+
+    def _send(
+        self,
+        session_id: int,
+        stage: NetworkStage,
+        role: TaskRole,
+        send: Callable[[], str],
+        detail: str = "",
+    ) -> str | None:
+        def report(status: TxStatus, tx_hash: str | None, error: str) -> Event:
+            return NetworkTaskStage(
+                session_id=session_id,
+                stage=stage,
+                task_role=role,
+                status=status,
+                tx_hash=tx_hash,
+                detail=error or detail,
+            )
+
+        return self._transact(send, report)
+
+    def _transact(
+        self, send: Callable[[], str], report: Callable[[TxStatus, str | None, str], Event]
+    ) -> str | None:
+        """Send one transaction and publish how it went; the hash, or None when it failed."""
+        try:
+            tx_hash = send()
+        except ChainError as exc:
+            self._publish(report(TxStatus.FAILED, None, str(exc)))
+            self.health.tx_failed(str(exc))
+            return None
+        self._publish(report(TxStatus.CONFIRMED, tx_hash, ""))
+        self.health.tx_confirmed()
+        return tx_hash
+
+    def _ping_if_due(self) -> None:
+        now = self._clock()
+        if self._last_ping is not None and now - self._last_ping < self.settings.ping_interval_s:
+            return
+        self._last_ping = now
+        try:
+            result = self.client.stats.ping()
+        except ChainError as exc:
+            log.info("ping refused: %s", exc)  # e.g. faster than the contract's minimum interval
+            return
+        self._publish(
+            PingSent(
+                tx_hash=result.tx_hash,
+                status=TxStatus.CONFIRMED,
+                gas_used=int(result.receipt["gasUsed"]),
+            )
+        )
+
+    def _publish_points(self) -> None:
+        stats = self.client.stats.stats(self.address)
+        stages = [self.client.stats.stage(self.address, s) for s in range(STAGE_COUNT)]
+        counter, points = stages[STAGE_PRECOMMIT]
+        self._publish(
+            PointsUpdated(
+                points=sum(p for _, p in stages),
+                level=int(stats["level"]),
+                precommit_points=points,
+                precommit_counter=counter,
+                precommit_score=points / counter if counter else None,
+                ping_count=int(stats["pings"]),
+            )
+        )
+
+    def _head(self) -> int:
+        return int(self.client.web3.eth.block_number)
+
+    def _is_me(self, address: str) -> bool:
+        return address.lower() == self.address.lower()
+
+    def _step(self, step: str, status: StepStatus, detail: str) -> None:
+        self._publish(PreflightStep(step=step, status=status, detail=detail))
+
+    def _publish(self, event: Event) -> None:
+        self.bus.publish(dataclasses.replace(event, node=self.address, role=NodeRole.MINER))
+
+
+def _streams_tokens(chat: object) -> bool:
+    """Whether the runtime's generate takes `on_token` (InferenceWorker does; doubles may not)."""
+    generate = getattr(chat, "generate", None)
+    try:
+        return generate is not None and "on_token" in inspect.signature(generate).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class TokenMeter:
+    """Turns streamed tokens into `tokens` events, a few a second (a view plots them)."""
+
+    def __init__(
+        self,
+        publish: Callable[[int, float], None],
+        every_s: float = TOKEN_EVENT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._publish = publish
+        self._every_s = every_s
+        self._clock = clock
+        self.restart()
+
+    def restart(self) -> None:
+        self._first: float | None = None
+        self._last_sent = 0.0
+
+    def on_token(self, event: TokenEvent) -> None:
+        now = self._clock()
+        if self._first is None:
+            self._first, self._last_sent = now, now  # rate counts from the first token
+            return
+        if now - self._last_sent < self._every_s:
+            return
+        self._last_sent = now
+        self._publish(event.index + 1, event.index / (now - self._first))
+
+
+def _salt_bytes(salt: str) -> bytes:
+    return bytes.fromhex(salt.removeprefix("0x"))

@@ -1,0 +1,461 @@
+"""The oracle: schedules network tasks and drives them through the PoUW state machine.
+
+Each `step()` (1) opens a new session when the interval has passed and this oracle leads,
+(2) reads new chain events, and (3) advances every open session: a session moves on as soon as
+every selected miner has acted (the contract opens the next window itself) and at the latest at
+its deadline (reassign a late creator or preparer, close a late window). Once all answers are
+in, it validates them with the real models (engine.poi.validator), writes per-miner scores and ends
+the session. Verdicts go to the journal, where the per-node window decides pool removal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chain.client import ChainClient
+from chain.errors import ChainError, RpcUnavailable
+from chain.events import ChainEvent
+from chain.wrappers import (
+    NO_CONSENSUS,
+    AssignmentStatus,
+    ContractWrapper,
+    NodeStatus,
+    SessionState,
+    SlotStatus,
+    TaskState,
+)
+from engine.node.chain_health import ChainHealth
+from engine.node.chain_wait import ChainWaiter
+from engine.node.chain_watch import ChainWatcher
+from engine.node.network_tasks import decode_prompts, prompt_for_miner
+from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
+from engine.poi.validator import Judgement, Validator
+from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
+from engine.state.events import (
+    Alert,
+    AlertKind,
+    Event,
+    EventBus,
+    LogLine,
+    NetworkTaskStage,
+    Severity,
+    TxStatus,
+    UserTaskStage,
+    ValidationResult,
+)
+from engine.state.journal import Journal, TaskRef, VerdictRecord
+
+log = logging.getLogger(__name__)
+
+ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
+QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
+
+
+@dataclass(frozen=True)
+class OracleSettings:
+    task_interval_s: float = 5.0
+    miners_per_task: int = 3
+    answer_max_tokens: int = 128
+    poll_interval_s: float = 0.5
+    max_open_sessions: int = 1
+    role_cooldown_s: float = 30.0
+    # Removal from the pool: too many failed answers among a node's recent ones.
+    window: WindowPolicy = field(default_factory=WindowPolicy)
+
+
+@dataclass
+class _UserTask:
+    session_id: int
+    prompt: str
+    miners: list[str] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict)
+    tx_hashes: list[str] = field(default_factory=list)
+    gas_used: int = 0
+    judgement: Judgement | None = None
+
+
+@dataclass
+class _Open:
+    prompts: list[str] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict)
+
+
+class Oracle:
+    def __init__(
+        self,
+        client: ChainClient,
+        validator: Validator,
+        journal: Journal,
+        bus: EventBus,
+        settings: OracleSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if client.address is None:
+            raise ValueError("an oracle needs a signing account")
+        self.client = client
+        self.address: str = client.address
+        self.validator = validator
+        self.journal = journal
+        self.bus = bus
+        self.settings = settings or OracleSettings()
+        self._clock = clock
+        self._open: dict[int, _Open] = {}
+        self._last_request: float | None = None
+        self._last_picked: dict[str, float] = {}
+        self._watcher: ChainWatcher | None = None
+        self.sessions_ended = 0
+        self.health = ChainHealth(client.backend, self._publish)
+        self.judgements: list[Judgement] = []
+        self._user_open: dict[int, _UserTask] = {}
+        self.user_results: dict[int, _UserTask] = {}
+
+    def start(self) -> None:
+        head = int(self.client.web3.eth.block_number)
+        sources: list[tuple[ContractWrapper, str]] = [
+            (self.client.cognitive, name) for name in ORACLE_EVENTS
+        ]
+        sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
+        self._watcher = ChainWatcher(head, sources, lookback_blocks=0)
+
+    def run(self, stop: threading.Event) -> None:
+        if self._watcher is None:
+            self.start()
+        waiter = ChainWaiter(self.client.web3, self.settings.poll_interval_s)
+        while not stop.is_set():
+            try:
+                self.step()
+            except RpcUnavailable as exc:
+                self.health.step_failed(
+                    exc
+                )  # every step re-reads the chain: nothing else to resume
+            except ChainError as exc:
+                log.warning("oracle: chain error: %s", exc)
+                self.health.step_ok()
+            else:
+                self.health.step_ok()
+            waiter.wait(stop)
+
+    def step(self) -> None:
+        if self._watcher is None:
+            raise RuntimeError("call start() first")
+        for event in self._watcher.poll(int(self.client.web3.eth.block_number)):
+            self._note(event)
+        if not self._leading():
+            return  # a standby follows every session, so it can finish them if it takes over
+        self._request_if_due()
+        for session_id in list(self._open):
+            self._advance(session_id)
+        for task_id in list(self._user_open):
+            self._advance_user(task_id)
+
+    def _leading(self) -> bool:
+        registry = self.client.registry
+        if registry.leader().lower() == self.address.lower():
+            return True
+        silent_since = int(registry.call("lastLeaderActivity"))
+        grace = int(registry.call("leaderGrace"))
+        if self._chain_time() <= silent_since + grace:
+            return False
+        previous = registry.leader()
+        try:
+            registry.takeover()
+        except ChainError as exc:  # another standby was faster, or the leader woke up
+            log.info("takeover refused: %s", exc)
+            return False
+        self._publish(
+            Alert(
+                kind=AlertKind.STALL,
+                severity=Severity.WARNING,
+                message=f"leader {previous} was silent for over {grace} s; this oracle took over",
+            )
+        )
+        return True
+
+    # -- scheduling -----------------------------------------------------------------------
+    def _request_if_due(self) -> None:
+        now = self._clock()
+        due = (
+            self._last_request is None or now - self._last_request >= self.settings.task_interval_s
+        )
+        if not due or len(self._open) >= self.settings.max_open_sessions:
+            return
+        miners = self.client.registry.present_miners()
+        if not miners:
+            return
+        self._last_request = now
+        seed = hashlib.sha256(f"{self.address}:{now}".encode()).digest()
+        creator, preparer = self._pick_roles(miners, seed, now)
+        session_id, result = self.client.cognitive.request(seed, creator, preparer)
+        self._open[session_id] = _Open()
+        self._stage(
+            session_id,
+            NetworkStage.REQUEST,
+            result.tx_hash,
+            f"creator {creator[:10]}, preparer {preparer[:10]}",
+        )
+
+    def _pick_roles(self, miners: list[str], seed: bytes, now: float) -> tuple[str, str]:
+        picked = select_miners(
+            miners,
+            min(2, len(miners)),
+            seed=seed.hex(),
+            now=now,
+            last_picked=self._last_picked,
+            cooldown=self.settings.role_cooldown_s,
+        )
+        for miner in picked:
+            self._last_picked[miner] = now
+        return picked[0], picked[-1]
+
+    # -- events ---------------------------------------------------------------------------
+    def _note(self, event: ChainEvent) -> None:
+        if event.contract == "SessionQueue":
+            self._note_user(event)
+            return
+        session_id = int(event.args.get("id", 0))
+        if event.name == "SessionRequested":
+            self._open.setdefault(session_id, _Open())
+        view = self._open.get(session_id)
+        if view is None:
+            return
+        if event.name == "ChallengePrepared":
+            view.prompts = decode_prompts(str(event.args["prompts"]))
+        elif event.name == "AnswerRevealed":
+            view.answers[str(event.args["miner"])] = str(event.args["answer"])
+        elif event.name == "SessionEnded":
+            self._open.pop(session_id, None)
+
+    # -- advancing ------------------------------------------------------------------------
+    def _advance(self, session_id: int) -> None:
+        cognitive = self.client.cognitive
+        state = cognitive.state(session_id)
+        late = self._chain_time() > cognitive.deadline(session_id)
+        if state == SessionState.PREPARED:
+            self._start(session_id)
+        elif state in (SessionState.REQUESTED, SessionState.CREATED) and late:
+            self._reassign(session_id, state)
+        elif state in (SessionState.PRECOMMIT, SessionState.COMMIT) and late:
+            result = cognitive.close_window(session_id)
+            self._stage(
+                session_id,
+                NetworkStage.PRECOMMIT if state == SessionState.PRECOMMIT else NetworkStage.COMMIT,
+                result.tx_hash,
+                "window closed at its deadline",
+            )
+        elif state == SessionState.COMMITTED:
+            self._validate_and_end(session_id)
+        elif state == SessionState.ENDED:
+            self._open.pop(session_id, None)
+
+    def _start(self, session_id: int) -> None:
+        present = len(self.client.registry.present_miners())
+        count = min(self.settings.miners_per_task, present)
+        if count == 0:
+            return  # every miner is away (paused): the session waits until one is back
+        result = self.client.cognitive.start(session_id, count)
+        self._stage(session_id, NetworkStage.START, result.tx_hash, f"{count} miners selected")
+
+    def _reassign(self, session_id: int, state: int) -> None:
+        miners = self.client.registry.present_miners()
+        if not miners:
+            return
+        now = self._clock()
+        seed = hashlib.sha256(f"reassign:{session_id}:{now}".encode()).digest()
+        nxt, _ = self._pick_roles(miners, seed, now)
+        result = self.client.cognitive.reassign(session_id, nxt)
+        stage = NetworkStage.CREATE if state == SessionState.REQUESTED else NetworkStage.PREPARE
+        self._stage(session_id, stage, result.tx_hash, f"late; reassigned to {nxt[:10]}")
+
+    def _validate_and_end(self, session_id: int) -> None:
+        view = self._open[session_id]
+        cognitive = self.client.cognitive
+        selected = cognitive.selected(session_id)
+        # State is read at the newest block, events only up to the head this step polled: a
+        # reveal in between shows as "committed" before its answer event is read. Wait a step.
+        unread = [
+            m
+            for m in selected
+            if m not in view.answers
+            and cognitive.slot_status(session_id, m) == SlotStatus.COMMITTED
+        ]
+        if unread:
+            return
+        answers = [(m, view.answers[m]) for m in selected if m in view.answers]
+        scores = dict.fromkeys(selected, 0)
+        if answers and view.prompts:
+            prompt = prompt_for_miner(view.prompts, session_id, 0)
+            judgement = self.validator.judge(prompt, answers, self.settings.answer_max_tokens)
+            self.judgements.append(judgement)
+            for judged in judgement.answers:
+                scores[judged.miner] = judged.score
+                self._record(session_id, judged.miner, judged.verdict, TaskKind.NETWORK)
+        result = self.client.cognitive.end(session_id, [scores[m] for m in selected])
+        passed = sum(1 for s in scores.values() if s >= 60)
+        self._stage(
+            session_id,
+            NetworkStage.END,
+            result.tx_hash,
+            f"{passed} of {len(selected)} miners passed",
+        )
+        self._open.pop(session_id, None)
+        self.sessions_ended += 1
+
+    def _record(
+        self, session_id: int, miner: str, verdict: Verdict, kind: TaskKind, task_id: int = 0
+    ) -> None:
+        task = TaskRef(kind, session_id, task_id)
+        self.journal.record_verdict(
+            VerdictRecord.from_verdict(verdict, miner=miner, task=task, at=self._clock())
+        )
+        self._publish(
+            ValidationResult.from_verdict(
+                verdict, miner=miner, task_kind=kind, session_id=session_id, task_id=task_id
+            )
+        )
+        if not verdict.passed:
+            self._remove_if_the_window_says_so(miner)
+
+    def _remove_if_the_window_says_so(self, miner: str) -> None:
+        """The per-node rule: failures improbable for an honest node take it out of the pool."""
+        policy = self.settings.window
+        window = [record.passed for record in self.journal.recent_verdicts(miner, policy.size)]
+        if not should_remove(window, policy):
+            return
+        if self.client.registry.node_info(miner).status != NodeStatus.EPHEMERAL:
+            return  # not in the pool (never was, or already out)
+        result = self.client.stats.remove_from_pool(miner)
+        failed = window.count(False)
+        self._publish(
+            LogLine(
+                level="warning",
+                logger="oracle",
+                message=f"{miner} removed from the pool: {failed} of its last {len(window)} "
+                f"answers failed validation (tx {result.tx_hash})",
+            )
+        )
+
+    # -- user tasks (SessionQueue) --------------------------------------------------------
+    def _note_user(self, event: ChainEvent) -> None:
+        task_id = int(event.args["taskId"])
+        if event.name == "TaskQueued":
+            self._user_open[task_id] = _UserTask(
+                session_id=int(event.args["sessionId"]), prompt=str(event.args["prompt"])
+            )
+        elif event.name == "TaskAnswer" and task_id in self._user_open:
+            self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
+
+    def _advance_user(self, task_id: int) -> None:
+        task = self._user_open[task_id]
+        queue = self.client.queue
+        state = queue.state(task_id)
+        if state == TaskState.QUEUED:
+            self._assign(task_id, task)
+        elif state in (TaskState.ASSIGNED, TaskState.COMMIT):
+            deadline = int(queue.call("tasks", task_id)[2])
+            if self._chain_time() > deadline:
+                result = queue.close_window(task_id, task.miners)
+                task.tx_hashes.append(result.tx_hash)
+        elif state == TaskState.COMMITTED:
+            self._validate_user(task_id, task)
+        elif state == TaskState.VALIDATED:
+            self._user_open.pop(task_id, None)
+
+    def _assign(self, task_id: int, task: _UserTask) -> None:
+        session = self.client.queue.call("sessions", task.session_id)
+        k, model = int(session[3]), bytes(session[5])
+        eligible = [m for m in self.client.registry.present_miners() if self._serves(m, model)]
+        if len(eligible) < k:
+            return  # not enough eligible miners yet; the task waits in the queue
+        now = self._clock()
+        picked = select_miners(
+            eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
+        )
+        result = self.client.queue.assign(task_id, list(picked))
+        task.miners = list(picked)
+        task.tx_hashes.append(result.tx_hash)
+        self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
+
+    def _serves(self, miner: str, model: bytes) -> bool:
+        info = self.client.registry.node_info(miner)
+        return info.status == NodeStatus.EPHEMERAL and model in self.client.registry.models_of(
+            miner
+        )
+
+    def _validate_user(self, task_id: int, task: _UserTask) -> None:
+        queue = self.client.queue
+        unread = [
+            m
+            for m in task.miners
+            if m not in task.answers
+            and queue.assignment(m) == (task_id, AssignmentStatus.COMMITTED)
+        ]
+        if unread:
+            return  # its answer event is in a block this step did not read yet
+        answers = [(m, task.answers[m]) for m in task.miners if m in task.answers]
+        scores = dict.fromkeys(task.miners, 0)
+        consensus = NO_CONSENSUS
+        if answers:
+            judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
+            task.judgement = judgement
+            for judged in judgement.answers:
+                scores[judged.miner] = judged.score
+                self._record(task.session_id, judged.miner, judged.verdict, TaskKind.USER, task_id)
+            if judgement.consensus_index is not None:
+                winner = judgement.answers[judgement.consensus_index].miner
+                consensus = task.miners.index(winner)
+        result = self.client.queue.validate(
+            task_id, task.miners, [scores[m] for m in task.miners], consensus
+        )
+        task.tx_hashes.append(result.tx_hash)
+        task.gas_used += int(result.receipt["gasUsed"])
+        self.user_results[task_id] = task
+        passed = sum(1 for s in scores.values() if s >= 60)
+        self._user_stage(
+            task,
+            task_id,
+            UserStage.VALIDATED,
+            result.tx_hash,
+            f"{passed} of {len(task.miners)} miners passed",
+        )
+        self._user_open.pop(task_id, None)
+
+    def _user_stage(
+        self, task: _UserTask, task_id: int, stage: UserStage, tx_hash: str, detail: str
+    ) -> None:
+        self._publish(
+            UserTaskStage(
+                session_id=task.session_id,
+                task_id=task_id,
+                stage=stage,
+                status=TxStatus.CONFIRMED,
+                tx_hash=tx_hash,
+                detail=detail,
+            )
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+    def _chain_time(self) -> float:
+        # A quiet in-process chain mines no blocks, so its latest timestamp can lag the clock.
+        latest = int(self.client.web3.eth.get_block("latest")["timestamp"])
+        return max(float(latest), self._clock())
+
+    def _stage(self, session_id: int, stage: NetworkStage, tx_hash: str, detail: str) -> None:
+        self._publish(
+            NetworkTaskStage(
+                session_id=session_id,
+                stage=stage,
+                task_role=TaskRole.ORACLE,
+                status=TxStatus.CONFIRMED,
+                tx_hash=tx_hash,
+                detail=detail,
+            )
+        )
+
+    def _publish(self, event: Event) -> None:
+        self.bus.publish(dataclasses.replace(event, node=self.address, role=NodeRole.ORACLE))

@@ -1,0 +1,1 @@
+"""Proof of Inference: the pure validation rules and the validator on real models."""

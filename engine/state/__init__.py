@@ -1,0 +1,1 @@
+"""What survives and what is told: SQLite, the journal, the event bus, commands, recordings."""

@@ -1,0 +1,199 @@
+"""One SQLite database per home: the only place for state that must survive a restart.
+
+Migrations are numbered and append-only: `MIGRATIONS[i]` takes the schema from version i to i+1,
+and `PRAGMA user_version` records where a database stands, so an old home upgrades in place and
+a newer home is refused rather than misread. To add state, append a migration; never edit one
+that has shipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or is from a newer version of the app."""
+
+
+MIGRATIONS: list[str] = [
+    # 1: a small key/value cache (hardware probe, bandwidth) with the time it was written.
+    """
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+    # 2: benchmark results written by the inference runtime, read by the profiler's fit.
+    """
+    CREATE TABLE benchmarks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        model_id TEXT NOT NULL,
+        quant TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        result TEXT NOT NULL
+    );
+    CREATE INDEX benchmarks_model ON benchmarks (model_id, quant, created_at);
+    """,
+    # 3: the crash-safe journal (engine/state/journal.py): salt + answer bound before a precommit
+    # is sent,
+    # and every transaction's intent (nonce, hash) recorded before it is broadcast. Keyed by chain
+    # id + genesis hash + node, so a reset devnet or another chain is never mistaken for this one.
+    """
+    CREATE TABLE journal_commits (
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        node TEXT NOT NULL,
+        task_kind TEXT NOT NULL,
+        session_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        state TEXT NOT NULL,
+        salt TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        precommit_tx TEXT,
+        commit_tx TEXT,
+        note TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (chain_id, genesis_hash, node, task_kind, session_id, task_id)
+    );
+    CREATE INDEX journal_commits_state ON journal_commits (chain_id, genesis_hash, node, state);
+    CREATE TABLE journal_txs (
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        node TEXT NOT NULL,
+        intent_key TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        nonce INTEGER NOT NULL,
+        tx_hash TEXT,
+        raw_tx TEXT,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (chain_id, genesis_hash, node, intent_key)
+    );
+    CREATE INDEX journal_txs_state ON journal_txs (chain_id, genesis_hash, node, state);
+    """,
+    # 4: history for the wallet screen (earnings/points, CSV export) and the last verdicts per
+    # miner (the pool-removal window). Amounts are decimal TEXT: wei overflow SQLite's 64 bits.
+    """
+    CREATE TABLE earnings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        node TEXT NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        amount_wei TEXT NOT NULL,
+        points INTEGER NOT NULL,
+        task_kind TEXT,
+        session_id INTEGER,
+        task_id INTEGER,
+        tx_hash TEXT,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX earnings_node_time ON earnings (chain_id, genesis_hash, node, at);
+    CREATE TABLE verdicts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        miner TEXT NOT NULL,
+        at REAL NOT NULL,
+        task_kind TEXT NOT NULL,
+        session_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        passed INTEGER NOT NULL,
+        failed_checks TEXT NOT NULL,
+        top1_agreement REAL,
+        cosine REAL
+    );
+    CREATE INDEX verdicts_miner ON verdicts (chain_id, genesis_hash, miner, id);
+    CREATE UNIQUE INDEX verdicts_task
+        ON verdicts (chain_id, genesis_hash, miner, task_kind, session_id, task_id);
+    """,
+]
+
+
+class Database:
+    """A thread-safe handle: one connection, serialised by a lock, WAL so readers never block."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"{path}: cannot open the database: {exc}") from None
+        self._lock = threading.RLock()
+        self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        with self._lock:
+            current = self.schema_version
+            if current > len(MIGRATIONS):
+                raise DatabaseError(
+                    f"{self.path}: written by a newer cortensor-desktop (schema {current}, this "
+                    f"version knows {len(MIGRATIONS)}); upgrade the app"
+                )
+            for version in range(current, len(MIGRATIONS)):
+                # executescript commits on its own; user_version moves with the schema change.
+                self._conn.executescript(
+                    f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on error: all or nothing survives a crash."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cursor = self._conn.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return list(cursor.fetchall())
+
+    def cache_get(self, key: str, max_age_s: float | None = None) -> Any | None:
+        rows = self.query("SELECT value, updated_at FROM cache WHERE key = ?", (key,))
+        if not rows:
+            return None
+        if max_age_s is not None and time.time() - float(rows[0]["updated_at"]) > max_age_s:
+            return None
+        return json.loads(rows[0]["value"])
+
+    def cache_put(self, key: str, value: Any) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO cache (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (key, json.dumps(value), time.time()),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
