@@ -56,6 +56,39 @@ class NodeStatus(IntEnum):
     NONE, REGISTERED, EPHEMERAL = range(3)
 
 
+class Tier(IntEnum):
+    """NodeRegistry's tier code: what a miner registers it can serve (docs/PROFILER.md's tiers).
+
+    Full precision (`ask --precision full`) is served only by GPU_FULL nodes.
+    """
+
+    CPU_LOW, CPU_HIGH, GPU_QUANTIZED, GPU_FULL = range(4)
+
+    @property
+    def label(self) -> str:
+        """The profiler's name for this tier: cpu-low, cpu-high, gpu-quantized, gpu-full."""
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def from_label(cls, label: str) -> Tier:
+        return cls[label.upper().replace("-", "_")]
+
+    @classmethod
+    def label_of(cls, code: int) -> str | None:
+        """The name of a registered code; None for a code the contract does not define."""
+        return cls(code).label if code in cls._value2member_map_ else None
+
+
+class Precision(IntEnum):
+    """SessionQueue: the precision a user session asks for."""
+
+    QUANTIZED, FULL = range(2)
+
+
+# Cognitive/SessionQueue: a score at or above this passes and is paid.
+PASS_SCORE = 60
+
+
 def model_id(name: str) -> bytes:
     """The bytes32 a model is known by on chain: keccak of its catalogue name."""
     return keccak(text=name)

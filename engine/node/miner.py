@@ -37,6 +37,7 @@ from chain.wrappers import (
     SessionState,
     SlotStatus,
     TaskState,
+    Tier,
     commitment,
     model_id,
 )
@@ -111,8 +112,6 @@ class BenchableModel(ChatModel, Protocol):
     def bench(self, prompt: str = ..., runs: int = ..., gen_tokens: int = ...) -> BenchResult: ...
 
 
-# The on-chain tier code (NodeRegistry) -> the profiler's tier name.
-TIER_NAMES = ("cpu-low", "cpu-high", "gpu-quantized", "gpu-full")
 LIVE_BENCH_RUNS = 2
 LIVE_BENCH_TOKENS = 32
 TOKEN_EVENT_INTERVAL_S = 0.25
@@ -126,7 +125,7 @@ class MinerSettings:
     prompts_per_session: int = 3
     ping_interval_s: float = 60.0
     poll_interval_s: float = 0.5
-    tier: int = 0  # 0 cpu-low, 1 cpu-high, 2 gpu-quantized, 3 gpu-full
+    tier: int = Tier.CPU_LOW
     memory_mb: int = 0
     app_version: str = "0.1.0"
     low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
@@ -298,7 +297,7 @@ class Miner:
             llama_cpp.__version__,
         )
         store_benchmark(self.journal.db, document)
-        tier = TIER_NAMES[self.settings.tier] if 0 <= self.settings.tier < 4 else None
+        tier = Tier.label_of(self.settings.tier)
         self._publish(benchmark_event(result, document, tier))
 
     def resume(self) -> None:

@@ -23,6 +23,7 @@ from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.wrappers import (
     NO_CONSENSUS,
+    PASS_SCORE,
     AssignmentStatus,
     ContractWrapper,
     NodeStatus,
@@ -296,7 +297,7 @@ class Oracle:
                 scores[judged.miner] = judged.score
                 self._record(session_id, judged.miner, judged.verdict, TaskKind.NETWORK)
         result = self.client.cognitive.end(session_id, [scores[m] for m in selected])
-        passed = sum(1 for s in scores.values() if s >= 60)
+        passed = sum(1 for s in scores.values() if s >= PASS_SCORE)
         self._stage(
             session_id,
             NetworkStage.END,
@@ -415,7 +416,7 @@ class Oracle:
         task.tx_hashes.append(result.tx_hash)
         task.gas_used += int(result.receipt["gasUsed"])
         self.user_results[task_id] = task
-        passed = sum(1 for s in scores.values() if s >= 60)
+        passed = sum(1 for s in scores.values() if s >= PASS_SCORE)
         self._user_stage(
             task,
             task_id,

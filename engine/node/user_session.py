@@ -19,18 +19,13 @@ from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.transactions import TxResult
-from chain.wrappers import model_id
+from chain.wrappers import PASS_SCORE, NodeStatus, Precision, TaskState, Tier, model_id
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"quantized": 0, "full": 1}
-# Registered tiers (NodeRegistry): full precision needs a node that runs the model unquantized.
-FULL_PRECISION_TIER = 3
+PRECISIONS = {p.name.lower(): int(p) for p in Precision}
 VALIDATION_LEVEL_POI = 1
 DEFAULT_PRICE_WEI = 3 * 10**15
-# NodeRegistry status: 2 in the user-task pool, 3 reserved for a user task (back in the pool after).
-POOL_STATUSES = (2, 3)
-PASS_SCORE = 60
 ZERO_ADDRESS = "0x" + "00" * 20
 TASK_EVENTS = (
     "TaskAssigned",
@@ -40,7 +35,11 @@ TASK_EVENTS = (
     "TaskMinerFailed",
     "TaskValidated",
 )
-PHASES = {2: "assigned: miners are answering", 3: "commit window", 4: "committed: validating"}
+PHASES = {
+    TaskState.ASSIGNED: "assigned: miners are answering",
+    TaskState.COMMIT: "commit window",
+    TaskState.COMMITTED: "committed: validating",
+}
 
 
 class ValidationTimeout(ChainError):
@@ -93,7 +92,7 @@ def eligible_for_precision(client: ChainClient, precision: str) -> int:
     miners = registry.present_miners()
     if precision == "quantized":
         return len(miners)
-    return sum(1 for m in miners if registry.node_info(m).tier == FULL_PRECISION_TIER)
+    return sum(1 for m in miners if registry.node_info(m).tier == Tier.GPU_FULL)
 
 
 def pool_size(client: ChainClient, model_name: str, precision: str) -> int:
@@ -104,9 +103,9 @@ def pool_size(client: ChainClient, model_name: str, precision: str) -> int:
     for i in range(registry.miner_count()):
         miner = registry.miner_at(i)
         info = registry.node_info(miner)
-        if info.status not in POOL_STATUSES or wanted not in registry.models_of(miner):
+        if info.status != NodeStatus.EPHEMERAL or wanted not in registry.models_of(miner):
             continue
-        if precision == "full" and info.tier != FULL_PRECISION_TIER:
+        if precision == "full" and info.tier != Tier.GPU_FULL:
             continue
         count += 1
     return count
@@ -251,7 +250,7 @@ def _stage(events: list[ChainEvent], previous: str) -> str:
         if event.name == "TaskAssigned":
             stage = f"assigned to {len(event.args['miners'])} miners"
         elif event.name == "TaskPhase":
-            stage = PHASES.get(int(event.args["state"]), stage)
+            stage = PHASES.get(TaskState(int(event.args["state"])), stage)
     if stage != previous:
         log.info("%s", stage)
     return stage

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from chain.wrappers import PASS_SCORE
 from engine.inference.types import GenerationResult, LikelihoodResult, SamplingParams
 from engine.poi.validation import (
     AnswerLikelihood,
@@ -25,8 +26,7 @@ from engine.poi.validation import (
     medoid,
 )
 
-PASS_SCORE = 60
-TOKEN_LIMIT_SLACK = 2  # Cognitive.PASS_SCORE: a score at or above it passes on chain
+TOKEN_LIMIT_SLACK = 2
 
 
 class ChatModel(Protocol):

@@ -541,13 +541,12 @@ class _Status:
             self.api.stop()
 
 
-TIERS = ("cpu-low", "cpu-high", "gpu-quantized", "gpu-full")
-
-
 def _model_and_tier(network: Any) -> dict[str, Any]:
     """What the miners registered with (the summary's model and tier)."""
     settings = network.settings.miner
-    tier = TIERS[settings.tier] if 0 <= settings.tier < len(TIERS) else str(settings.tier)
+    from chain.wrappers import Tier
+
+    tier = Tier.label_of(settings.tier) or str(settings.tier)
     return {"model": settings.model_name, "tier": tier}
 
 
