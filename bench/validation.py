@@ -140,7 +140,16 @@ class TaskCost:
 
 
 def prompts(count: int) -> list[str]:
-    every = [t.format(topic) for t, topic in itertools.product(TEMPLATES, TOPICS)]
+    """The first `count` of the 200 template x topic prompts, ordered so that any first ten hold
+    every template once and topics spread (k = 10a + b: template b, topic a + b mod 20, a
+    bijection), so a smaller run is a fair sample of the full one."""
+    every = [
+        TEMPLATES[k % len(TEMPLATES)].format(
+            TOPICS[(k // len(TEMPLATES) + k % len(TEMPLATES)) % len(TOPICS)]
+        )
+        for k in range(len(TEMPLATES) * len(TOPICS))
+    ]
+    assert len(set(every)) == len(every)
     return (every * (count // len(every) + 1))[:count]
 
 
