@@ -71,7 +71,6 @@ from engine.inference.types import (
     TokenEvent,
     TokenScore,
     WorkerDeath,
-    cosine,
 )
 from profiler.load_settings import LoadSettings
 
@@ -89,7 +88,6 @@ __all__ = [
     "TokenScore",
     "WorkerDeath",
     "WorkerOptions",
-    "cosine",
     "smaller_settings",
 ]
 
