@@ -7,21 +7,26 @@ with AVX-512), run through the node's own runtime by bench/cross_build.py. Build
 after a few dozen tokens, and the thresholds must survive that. The second build stays out of CI;
 without the option its row is reported as skipped.
 
-Cheaters: another real model (Gemma-3-270M), a cheaper quant (SmolLM2 requantized), an answer
-replayed from another prompt, canned text, the prompt echoed back, a truncated honest answer,
-and sampling at T = 0.8 where greedy is required. Each answer is judged by the oracle's
-validator on this build (likelihood, opening, ending, cosine). Prints each flagged honest answer,
-per-answer rates with 95 % Wilson intervals and which checks failed, then per node over a window
-of 10 tasks with the removal rule (binomial, using the intervals' pessimistic ends), and exits 1
-unless every honest row's nodes are flagged <= 1 % and every cheater's caught >= 99 %. The last
-line is the headline.
+Cheaters: another real model (Gemma-3-270M), two cheaper quants (SmolLM2 requantized to Q2_K and
+to Q3_K_M), an answer replayed from another prompt, canned text, the prompt echoed back, a
+truncated honest answer, and sampling at T = 0.8 where greedy is required. Each answer is judged
+by the oracle's validator on this build. The honest row is judged as a network task of three
+miners of this build; its checking time against one miner's answering time is the cost row.
+
+Prints each flagged honest answer with the reasons, the gaps below the validator's top token at
+strict misses per kind, a sweep of the near-tie margin (per-answer rates, honest with and
+without the checksum level), how many cheating answers only the semantic layer caught, the
+per-answer rates with 95 % Wilson intervals, per node over a window of 10, and the checking
+cost. Exits 1 unless issue 14's targets hold: honest <= 0.5 % per answer on this build and
+<= 1.0 % on the cross build, every cheater >= 97 % per answer and caught on 100 % of nodes
+(pessimistic interval ends), checking <= 0.5 of answering. The last line is the headline.
 
     PYTHONPATH=. .venv/bin/python bench/validation.py [--prompts 200] \
-        [--cross-build /work/native-venv/bin/python] [--jobs 4] [--dump FILE] [--answers FILE]
+        [--cross-build /work/native-venv/bin/python] [--jobs 1] [--dump FILE] [--answers FILE]
 
 `--jobs N` runs N models (and N validators) side by side, one thread each: the machine's cores
-rather than one. `--answers` judges the answers of an earlier `--dump` again, e.g. after a
-change to the checks.
+rather than one (the cost ratio is only clean with 1). `--answers` judges the answers of an
+earlier `--dump` again, e.g. after a change to the checks.
 
 docs/VALIDATION.md has the measured table and how the native venv is built.
 """
@@ -127,7 +132,7 @@ NODE_HONEST_MAX = 0.01
 NODE_CHEATER_MIN = 0.99995  # "100 %" at two decimals
 CHECKING_RATIO_MAX = 0.5
 HONEST_MINERS = 3  # an honest task: three miners of the validator's own build (the README run)
-MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,6 @@ def judge_all(
     models: tuple[Path, Path],
     questions: list[str],
     kinds: dict[str, list[str]],
-    answer_s: list[float],
     jobs: int,
 ) -> tuple[Judged, list[str], list[TaskCost]]:
     """Every answer judged, in prompt order; `jobs` validators each judge a share of prompts.
@@ -197,7 +201,8 @@ def judge_all(
     the validator generates its own answer only if one fails); that task's checking time is the
     cost row. Every other kind is judged in one batch per prompt: cheaters fail the likelihood
     layer, so the validator's reference is generated there (as it would be for them alone), and
-    it is returned for the margin sweep's checksum level.
+    it is returned for the margin sweep's checksum level. For the cost row a miner answers each
+    prompt again right before its honest task is checked, so both times share one moment's load.
     """
     chunks = [range(i, len(questions), jobs) for i in range(jobs)]
     started = time.monotonic()
@@ -207,17 +212,24 @@ def judge_all(
         chat_model, embedding_model = models
         done: list[Row] = []
         embed_load = LoadSettings(n_ctx=512, n_threads=1)
+        params = SamplingParams(max_tokens=MAX_TOKENS)
         with (
             InferenceWorker(chat_model, LOAD) as chat,
+            InferenceWorker(chat_model, LOAD) as miner,
             InferenceWorker(embedding_model, embed_load, kind="embedding") as embed,
         ):
             validator = Validator(chat, embed)
             for i in indices:
                 honest = kinds["honest"][i]
+                # One miner answers right before the validator checks: the two times are taken
+                # side by side, under the same load (the shared machine's load swings a lot).
+                answered = time.monotonic()
+                miner.generate(questions[i], params)
+                answering_s = time.monotonic() - answered
                 task = [(f"honest-{m}", honest) for m in range(HONEST_MINERS)]
                 judged_task = validator.judge(questions[i], task, MAX_TOKENS)
                 cost = TaskCost(
-                    judged_task.checking_s, answer_s[i], judged_task.reference_generated
+                    judged_task.checking_s, answering_s, judged_task.reference_generated
                 )
                 batch = [(kind, texts[i]) for kind, texts in kinds.items() if kind != "honest"]
                 judgement = validator.judge(questions[i], batch, MAX_TOKENS)
@@ -311,25 +323,32 @@ def rejudge(answer: JudgedAnswer, thresholds: ValidationThresholds, greedy: bool
 
 
 def sweep(judged: Judged, references: list[str]) -> None:
-    """Per-answer rates for several near-tie margins, with and without the checksum level."""
+    """Per-answer rates for several near-tie margins and opening allowances, with and without
+    the checksum level (the data the defaults are chosen from, docs/VALIDATION.md)."""
     base = ValidationThresholds()
-    print("\nnear-tie margin sweep (nats): share of answers failing, per kind")
-    print(f"{'kind':<34}" + "".join(f"{m:>7}" for m in MARGINS))
-    for kind, answers in judged.items():
-        rows = [(LABELS.get(kind, kind), True)]
-        if kind.startswith("honest"):
-            rows.append((LABELS.get(kind, kind) + ", no checksum", False))
-        for label, checksum in rows:
-            rates = []
-            for margin in MARGINS:
-                thresholds = replace(base, near_tie_margin=margin)
-                fails = sum(
-                    1
-                    for a, ref in zip(answers, references, strict=True)
-                    if not rejudge(a, thresholds, (a.answer == ref) if checksum else None).passed
-                )
-                rates.append(fails / len(answers))
-            print(f"{label:<34}" + "".join(f"{r:>7.1%}" for r in rates))
+    for misses in sorted({base.opening_misses_max, 0, 1}):
+        print(
+            f"\nnear-tie margin sweep (nats), opening_misses_max {misses}: share of answers "
+            "failing, per kind"
+        )
+        print(f"{'kind':<34}" + "".join(f"{m:>7}" for m in MARGINS))
+        for kind, answers in judged.items():
+            rows = [(LABELS.get(kind, kind), True)]
+            if kind.startswith("honest"):
+                rows.append((LABELS.get(kind, kind) + ", no checksum", False))
+            for label, checksum in rows:
+                rates = []
+                for margin in MARGINS:
+                    thresholds = replace(base, near_tie_margin=margin, opening_misses_max=misses)
+                    fails = sum(
+                        1
+                        for a, ref in zip(answers, references, strict=True)
+                        if not rejudge(
+                            a, thresholds, (a.answer == ref) if checksum else None
+                        ).passed
+                    )
+                    rates.append(fails / len(answers))
+                print(f"{label:<34}" + "".join(f"{r:>7.1%}" for r in rates))
 
 
 def gaps_report(judged: Judged) -> None:
@@ -386,13 +405,17 @@ def print_honest_flags(
                 print(f"    {line}")
 
 
-def dump(path: Path, questions: list[str], judged: Judged, answer_s: list[float]) -> None:
+def dump(
+    path: Path, questions: list[str], judged: Judged, answer_s: list[float], references: list[str]
+) -> None:
     rows = [
         {
             "kind": kind,
             "prompt": questions[i],
             "answer": j.answer,
             "answer_s": answer_s[i] if kind == "honest" else None,
+            "greedy_path": j.answer == references[i],
+            "end_top_logprob": j.likelihood.end_top_logprob if j.likelihood else None,
             "top1": j.verdict.top1_agreement,
             "agreement": j.verdict.agreement,
             "tokens": j.verdict.tokens,
@@ -534,12 +557,10 @@ def main() -> int:
         print(f"judging the answers in {args.answers} again")
     else:
         kinds, answer_s = generate_all(args, registered, questions, started)
-    judged, references, costs = judge_all(
-        (registered, embedding), questions, kinds, answer_s, args.jobs
-    )
+    judged, references, costs = judge_all((registered, embedding), questions, kinds, args.jobs)
     verdicts = verdicts_of(judged)
     if args.dump:
-        dump(args.dump, questions, judged, answer_s)
+        dump(args.dump, questions, judged, answer_s, references)
     print_honest_flags(questions, kinds, verdicts)
     gaps_report(judged)
     sweep(judged, references)

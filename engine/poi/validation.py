@@ -49,15 +49,17 @@ class ValidationThresholds:
     # Greedy decoding: an honest answer opens exactly as the validator's own greedy answer;
     # builds drift apart only after 15-20 tokens (docs/VALIDATION.md), another model at once. Fluent
     # repetitive text from another model can score a high top-1 rate overall (measured: Gemma-3
-    # 270M 0.89 against SmolLM2), but not the opening.
+    # 270M 0.89 against SmolLM2), but not the opening. No miss is allowed there: the one that
+    # used to be was for a near-tie flipped by hardware, which the margin now excuses.
     opening_tokens: int = 8
-    opening_misses_max: int = 1
+    opening_misses_max: int = 0
     # A token is a miss only when its log-probability is more than this many nats below the
     # validator's top token at its position; the ending is judged the same way. A batched
     # prefill and a token-by-token decode (or another build) sum in another order, so two nearly
     # tied tokens can swap places: that is float noise, not another model. docs/VALIDATION.md
-    # derives the value from the measured gaps of honest and cheating answers.
-    near_tie_margin: float = 0.5
+    # derives the value from the measured gaps of honest and cheating answers (token level: the
+    # margin that best separates honest noise from the closest cheater's choices).
+    near_tie_margin: float = 0.2
     # Exact equality only holds between identical builds (10/40 across builds), so opt-in.
     require_checksum: bool = False
 
