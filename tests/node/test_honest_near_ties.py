@@ -23,13 +23,13 @@ from engine.inference.types import SamplingParams
 from engine.poi.validator import Validator
 from profiler.load_settings import LoadSettings
 
-TOPICS = ["paper", "the heart", "bees", "tea", "owls", "bridges", "coffee", "trains"]
+TOPICS = ["paper", "the heart", "bees", "tea", "owls", "bridges"]
 TEMPLATES = ["Give one tip about {}.", "Why does {} matter?", "What is interesting about {}?"]
 MAX_TOKENS = 96
 MINERS = 3
 
 
-@pytest.mark.timeout(300)  # about 60 s alone; the machine is shared
+@pytest.mark.timeout(900)  # about 50 s on a quiet machine; minutes when the cores are shared
 def test_three_honest_miners_of_the_validator_s_build_are_paid_for_every_task(
     models_dir: Path,
 ) -> None:
