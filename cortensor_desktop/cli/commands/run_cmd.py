@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -155,7 +156,6 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     """The dashboard in front of the embedded network; q quits at once and the node stops."""
     from cortensor_desktop.hosting.dashboard_host import NetworkHost
     from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
-    from engine.host.embedded_network import EmbeddedNetworkSettings
     from engine.state.events import EventBus
     from engine.state.recording import Recorder
 
@@ -164,19 +164,22 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     recorder = Recorder(Path(args.record).expanduser()) if args.record else None
     if recorder is not None:
         recorder.attach(bus)
-    settings = EmbeddedNetworkSettings(
-        miners=args.miners, payout=ctx.config.wallet.payout or None, miner=miner_settings(ctx)
-    )
+    settings = embedded_settings(ctx, args.miners)
     host = NetworkHost.embedded(ctx.database, ctx.models_dir, bus, settings)
+    plan = settings.plan
+    assert plan is not None  # embedded_settings always plans
     info = NodeInfo(
         network=ctx.network.name,
-        model=_chat_model_id(ctx),
-        n_ctx=settings.n_ctx,
-        n_threads=1,
+        model=plan.model_id,
+        tier=plan.tier.label,
+        n_ctx=plan.n_ctx,
+        n_threads=plan.n_threads,
         miners=args.miners,
+        plan=plan.to_json(),
     )
     first_run = not ctx.config_path.exists()
     wizard = _first_run(ctx, info.model) if first_run else None
+    in_use = {plan.model_id}
     elsewhere: list[str] = []  # the network the wizard chose, when it is not this one
 
     def accepted(result: Any) -> None:
@@ -192,7 +195,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         host.commands,
         info,
         sampler=psutil_sampler(),
-        models=_models_backend(ctx, _models_in_use(ctx, host)),
+        models=_models_backend(ctx, _models_in_use(in_use, host)),
         wizard=wizard,
         on_accept=accepted,
         settings=_settings_backend(ctx),
@@ -315,24 +318,15 @@ def _models_backend(ctx: AppContext, in_use: Any) -> Any:
     )
 
 
-def _models_in_use(ctx: AppContext, host: Any) -> Any:
-    """The embedded network's chat and embedding models: it loads them as the dashboard opens
-    and keeps them mapped until it quits, so they are in use the whole time."""
+def _models_in_use(chat: set[str], host: Any) -> Any:
+    """The embedded network's chat (its plan's) and embedding models: it loads them as the
+    dashboard opens and keeps them mapped until it quits, so they are in use the whole time."""
 
     def in_use() -> set[str]:
         store = host.network.store
-        return {_chat_model_id(ctx), store.catalogue.of_kind("embedding")[0].id}
+        return {*chat, store.catalogue.of_kind("embedding")[0].id}
 
     return in_use
-
-
-def _chat_model_id(ctx: AppContext) -> str:
-    from engine.models.store import ModelStore
-
-    try:
-        return ModelStore(ctx.models_dir).default_chat_model().id
-    except Exception:  # the network start reports the real problem on the dashboard
-        return "-"
 
 
 def _quiet_stderr_logging() -> None:
@@ -345,18 +339,16 @@ def _quiet_stderr_logging() -> None:
 
 
 def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
-    from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+    from engine.host.embedded_network import EmbeddedNetwork
+
+    settings = embedded_settings(ctx, args.miners)
 
     def build(bus: Any) -> Any:
         return EmbeddedNetwork(
             ctx.database,
             ctx.models_dir,
             bus,
-            EmbeddedNetworkSettings(
-                miners=args.miners,
-                payout=ctx.config.wallet.payout or None,
-                miner=miner_settings(ctx),
-            ),
+            settings,
             progress=lambda message: log.info("%s", message),
         )
 
@@ -370,6 +362,7 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.client import connect
+    from cortensor_desktop.hosting.node_plan import log_plan
     from cortensor_desktop.hosting.node_wallet import node_account
     from engine.host.standalone_node import NodeSettings, StandaloneNode
 
@@ -384,6 +377,9 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
 
     threads, why = _threads(ctx)
     log.info("%s", why)
+    planner = _planner(ctx)
+    plan = planner.plan()  # a [fit] override that cannot fit: exit 7 before anything starts
+    log_plan(plan)
 
     def build(bus: Any) -> Any:
         return StandaloneNode(
@@ -396,8 +392,10 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
                 n_threads=threads,
                 payout=ctx.config.wallet.payout or None,
                 miner=miner_settings(ctx),
+                plan=plan,
             ),
             progress=lambda message: log.info("%s", message),
+            fallback=planner.fallback,
         )
 
     extra = {
@@ -406,6 +404,29 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
     }
     banner = f"{args.role} {client.address} up on network '{profile.name}'"
     return _serve(ctx, args, build, extra, banner)
+
+
+def _planner(ctx: AppContext) -> Any:
+    """The plan's inputs for this run: this machine (the cached probe), [fit], the benchmarks."""
+    from cortensor_desktop.hosting.node_plan import NodePlanner
+    from profiler.probe import probe
+
+    hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
+    return NodePlanner(ctx.config, ctx.database, ctx.models_dir, hardware)
+
+
+def embedded_settings(ctx: AppContext, miners: int) -> Any:
+    """The embedded network's settings: the bundled model on every node, registering the tier
+    and memory the plan computes for this machine (logged first, with the fit's reasons)."""
+    from cortensor_desktop.hosting.node_plan import log_plan
+    from engine.host.embedded_network import EmbeddedNetworkSettings
+
+    base = EmbeddedNetworkSettings(
+        miners=miners, payout=ctx.config.wallet.payout or None, miner=miner_settings(ctx)
+    )
+    plan = _planner(ctx).embedded(base.n_ctx)
+    log_plan(plan)
+    return dataclasses.replace(base, plan=plan)
 
 
 def miner_settings(ctx: AppContext) -> Any:
@@ -542,12 +563,17 @@ class _Status:
 
 
 def _model_and_tier(network: Any) -> dict[str, Any]:
-    """What the miners registered with (the summary's model and tier)."""
-    settings = network.settings.miner
+    """What the miners registered with (the summary's model and tier) and the plan behind it."""
+    settings = network.settings.miner_settings()
     from chain.wrappers import Tier
 
     tier = Tier.label_of(settings.tier) or str(settings.tier)
-    return {"model": settings.model_name, "tier": tier}
+    plan = network.plan
+    return {
+        "model": settings.model_name,
+        "tier": tier,
+        "plan": plan.to_json() if plan is not None else None,
+    }
 
 
 def _workers(network: Any) -> list[dict[str, Any]]:
