@@ -154,7 +154,10 @@ class EmbeddedNetwork:
         return chat, self.store.pull(embedding_id)
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, name: str) -> InferenceWorker:
-        self._progress(f"loading {path.name} for {name}")
+        self._progress(
+            f"loading {path.name} for {name} (ctx {load.n_ctx}, {load.n_threads} thread(s), "
+            f"{load.n_gpu_layers} GPU layers)"
+        )
         worker = InferenceWorker(path, load, kind=kind)
         worker.start()
         self._workers.append(worker)

@@ -140,7 +140,7 @@ class StandaloneNode:
         return path
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, job: str) -> InferenceWorker:
-        self._progress(f"loading {path.name}")
+        self._progress(f"loading {path.name} ({_describe_load(load)})")
         worker = InferenceWorker(path, load, kind=kind)
         worker.start()
         # Named as the embedded network names them, so status views read both the same way.
@@ -179,3 +179,8 @@ class StandaloneNode:
         if self.miner is not None:
             return self.miner.tasks_done
         return self.oracle.sessions_ended if self.oracle is not None else 0
+
+
+def _describe_load(load: LoadSettings) -> str:
+    """How a worker loads its model, as the plan said (the log shows plan and load agree)."""
+    return f"ctx {load.n_ctx}, {load.n_threads} thread(s), {load.n_gpu_layers} GPU layers"

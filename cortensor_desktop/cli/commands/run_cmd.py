@@ -376,10 +376,13 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
         _fund_on_devnet(client)
 
     threads, why = _threads(ctx)
-    log.info("%s", why)
+    policy = ctx.config.policy
+    if policy.nodes_on_host > 1 or policy.thread_cap:
+        log.info("%s", why)  # the plan's threads respect this share
     planner = _planner(ctx)
     plan = planner.plan()  # a [fit] override that cannot fit: exit 7 before anything starts
     log_plan(plan)
+    why = next((r for r in plan.reasons if r.startswith("threads ")), why)
 
     def build(bus: Any) -> Any:
         return StandaloneNode(
