@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Set
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from cortensor_desktop.config import Config, ConfigError, PolicySection, load_config
+from cortensor_desktop.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:  # the settings screen imports this module: keep it light
+    from engine.host.node_host import HostSettings
+    from engine.host.policies import PolicySettings
 
 LIVE_SECTIONS = frozenset({"policy"})
 LIVE_KEYS = frozenset({"logging.level"})
@@ -77,29 +82,43 @@ def with_live_changes(running: Config, fresh: Config, live: tuple[str, ...]) -> 
     return running
 
 
+def host_settings(config: Config) -> HostSettings:
+    """The node host's settings from `[policy]` and `[alerts]`."""
+    from engine.host.node_host import HostSettings
+
+    return HostSettings(
+        policy=config.policy.to_policy_settings(),
+        policy_interval_s=config.policy.sample_interval_s,
+        low_gas_wei=config.alerts.low_gas_wei,
+    )
+
+
+class PolicyTarget(Protocol):
+    """A host with a polite-mining monitor (`engine.host.node_host.NodeHost`)."""
+
+    def apply_policy(self, settings: PolicySettings, interval_s: float) -> None: ...
+
+
 class ConfigReloader:
     """Re-reads the config file and applies what can change live: the log level, and `[policy]`
-    when the host has a polite-mining monitor to hand it to (`apply_policy`)."""
+    when there is a polite-mining monitor to hand it to (`policy`)."""
 
-    def __init__(
-        self,
-        running: Config,
-        path: Path,
-        apply_policy: Callable[[PolicySection], None] | None = None,
-    ) -> None:
+    def __init__(self, running: Config, path: Path, policy: PolicyTarget | None = None) -> None:
         self.running = running
         self.path = path
-        self.apply_policy = apply_policy
+        self.policy = policy
 
     def __call__(self) -> tuple[bool, str]:
         fresh, why_not = reread(self.path)
         if fresh is None:
             return False, why_not
-        sections = LIVE_SECTIONS if self.apply_policy is not None else frozenset()
+        sections = LIVE_SECTIONS if self.policy is not None else frozenset()
         changes = config_changes(self.running, fresh, sections, LIVE_KEYS)
         if "logging.level" in changes.live:
             logging.getLogger().setLevel(fresh.logging.level.upper())
-        if self.apply_policy is not None and any(k.startswith("policy.") for k in changes.live):
-            self.apply_policy(fresh.policy)
+        if self.policy is not None and any(k.startswith("policy.") for k in changes.live):
+            self.policy.apply_policy(
+                fresh.policy.to_policy_settings(), fresh.policy.sample_interval_s
+            )
         self.running = with_live_changes(self.running, fresh, changes.live)
         return True, changes.describe()

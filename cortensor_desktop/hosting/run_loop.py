@@ -10,36 +10,26 @@ Never imports textual or rich: servers run this path.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chain.errors import ChainError
 from chain.wrappers import Tier
-from cortensor_desktop.config import Config, PolicySection
+from cortensor_desktop.config import Config
 from cortensor_desktop.hosting.headless import StopSignals, log_event
-from cortensor_desktop.hosting.reload import ConfigReloader
+from cortensor_desktop.hosting.reload import ConfigReloader, host_settings
 from cortensor_desktop.paths import AppPaths
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
-from engine.host.node_control import (
-    NodeController,
-    PolicyMonitor,
-    WorkerWatch,
-    hottest_nvidia_gpu,
-    psutil_sampler,
-)
+from engine.host.node_host import NodeHost
 from engine.host.running import RunningNode
-from engine.node.earnings import GasAlarm, withdraw_from
 from engine.node.miner import MinerSettings
-from engine.protocol import NodeRole
-from engine.state.commands import CommandQueue, ReloadConfig, Withdraw
+from engine.state.commands import CommandQueue, ReloadConfig
 from engine.state.events import Event, EventBus
 from engine.state.recording import Recorder
 from engine.state.summary import Summary
@@ -155,9 +145,8 @@ def worker_rows(node: RunningNode) -> list[dict[str, Any]]:
 
 
 class RunControl:
-    """Commands from the queue, SIGHUP reloads and the polite-mining policies, on the run loop."""
-
-    GAS_EVERY_S = 30.0
+    """The node host on the run loop: commands from the queue and SIGHUP reloads go to it, and
+    it ticks its policies, alerts and hardware readings (`engine.host.node_host`)."""
 
     def __init__(
         self,
@@ -168,65 +157,27 @@ class RunControl:
         signals: StopSignals,
         holder: SummaryHolder,
     ) -> None:
-        self.bus = bus
-        self.holder = holder
-        # Miners read and publish their own gas balance (EarningsUpdated, engine/node/earnings.py);
-        # the oracles' is read here, with the same low-gas alarm.
-        self.oracles = list(node.oracles)
-        low_gas_wei = config.alerts.low_gas_wei
-        self.alarms = {oracle.address: GasAlarm(low_gas_wei) for oracle in self.oracles}
-        self._gas_at = 0.0
-        self.node = node
-        self.workers = WorkerWatch(bus, dict(node.worker_owners))
-        self.reload = ConfigReloader(config, config_path, apply_policy=self.apply_policy)
-        self.controller = NodeController(
-            bus, node.miners, reload=self.reload, stop=signals.stop, withdraw=self.withdraw
+        self.reload = ConfigReloader(config, config_path)
+
+        def gas_balance(address: str, wei: int) -> None:
+            holder.read(functools.partial(Summary.set_gas_balance, address=address, wei=wei))
+
+        self.host = NodeHost(
+            bus,
+            node,
+            host_settings(config),
+            reload=self.reload,
+            stop=signals.stop,
+            on_gas_balance=gas_balance,
         )
-        policy = config.policy
-        self.monitor = PolicyMonitor(
-            self.controller,
-            policy.to_policy_settings(),
-            psutil_sampler(gpu_temp=self._gpu_temp),
-            interval_s=policy.sample_interval_s,
-        )
-
-    def _gpu_temp(self) -> float | None:
-        """NVML is asked only when a GPU temperature limit is set."""
-        if self.monitor.settings.gpu_pause_above_c is None:
-            return None
-        return hottest_nvidia_gpu()
-
-    def apply_policy(self, policy: PolicySection) -> None:
-        self.monitor.interval_s = policy.sample_interval_s
-        self.monitor.update(policy.to_policy_settings())
-
-    def withdraw(self, command: Withdraw) -> tuple[bool, str]:
-        return withdraw_from(self.node.miners, command.amount_wei, command.node)
+        self.reload.policy = self.host
 
     def tick(self, commands: CommandQueue, signals: StopSignals) -> None:
         if signals.take_reload():
-            self.controller.handle(ReloadConfig(source="signal"))
+            self.host.handle(ReloadConfig(source="signal"))
         for command in commands.drain():
-            self.controller.handle(command)
-        self.monitor.tick(time.monotonic())
-        with contextlib.suppress(ValueError):  # the list changes while the node stops
-            self.workers.check(self.node.workers)
-        if time.monotonic() >= self._gas_at:
-            self._gas_at = time.monotonic() + self.GAS_EVERY_S
-            self.sample_gas()
-
-    def sample_gas(self) -> None:
-        for oracle in self.oracles:
-            address = oracle.address
-            try:
-                wei = oracle.client.balance(address)
-            except (ChainError, OSError, ValueError) as exc:
-                log.debug("gas balance of %s not read: %s", address, exc)
-                continue
-            self.holder.read(functools.partial(Summary.set_gas_balance, address=address, wei=wei))
-            alert = self.alarms[address].check(wei, address)
-            if alert is not None:
-                self.bus.publish(replace(alert, node=address, role=NodeRole.ORACLE))
+            self.host.handle(command)
+        self.host.tick(time.monotonic())
 
 
 def wait_until_done(

@@ -8,11 +8,12 @@ and the node host (commands, policies, alerts) are written once against this pro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from engine.inference.runtime import InferenceWorker
-from engine.node.miner import Miner
-from engine.node.oracle import Oracle
+if TYPE_CHECKING:
+    from engine.inference.runtime import InferenceWorker
+    from engine.node.miner import Miner
+    from engine.node.oracle import Oracle
 
 
 class RunningNode(Protocol):

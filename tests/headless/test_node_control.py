@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from engine.host.node_control import NodeController, PolicyMonitor, psutil_sampler
+from engine.host.node_control import NodeController, PolicyMonitor
 from engine.host.policies import HourWindow, PolicySettings
+from engine.host.sensors import policy_readings
 from engine.state.commands import Benchmark, Pause, ReloadConfig, Resume, Withdraw
 from engine.state.events import CommandHandled, EventBus, NodeState, NodeStateChanged, Subscription
 
@@ -87,7 +88,7 @@ def test_sample_psutil_readings_pause_and_resume_through_the_live_sampler() -> N
     _, sub, miners, control = _controller()
     settings = PolicySettings(cpu_pause_above_c=85, cpu_resume_below_c=75, pause_on_battery=True)
     monitor = PolicyMonitor(
-        control, settings, psutil_sampler(temperatures, battery, clock), interval_s=10
+        control, settings, policy_readings(temperatures, battery, clock), interval_s=10
     )
     seen = []
     for index, sample in enumerate(samples):
@@ -117,7 +118,7 @@ def test_sample_psutil_readings_pause_and_resume_through_the_live_sampler() -> N
 def test_policy_cannot_be_resumed_by_command_and_user_pause_survives_policy_clear() -> None:
     _, _, miners, control = _controller()
     settings = PolicySettings(active_hours=(HourWindow.parse("08:00-18:00"),))
-    night = psutil_sampler(dict, lambda: None, lambda: datetime(2026, 11, 20, 23, 0))
+    night = policy_readings(dict, lambda: None, lambda: datetime(2026, 11, 20, 23, 0))
     monitor = PolicyMonitor(control, settings, night)
     monitor.tick(0.0)
     assert set(control.reasons) == {"schedule"} and miners[0].paused
@@ -134,7 +135,7 @@ class FakeWorker:
 
 
 def test_a_worker_death_raises_an_alert_cleared_when_it_runs_again() -> None:
-    from engine.host.node_control import WorkerWatch
+    from engine.host.node_host import WorkerWatch
     from engine.state.events import Alert
 
     bus = EventBus()
@@ -161,7 +162,7 @@ def test_gpu_temperature_is_the_hottest_nvidia_gpu_and_unknown_without_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import profiler.nvml
-    from engine.host.node_control import hottest_nvidia_gpu
+    from engine.host.sensors import hottest_nvidia_gpu
 
     @dataclass
     class Gpu:
@@ -174,7 +175,7 @@ def test_gpu_temperature_is_the_hottest_nvidia_gpu_and_unknown_without_one(
     # and through the sampler, the GPU figure reaches the GPU hysteresis
     _, _, miners, control = _controller()
     settings = PolicySettings(gpu_pause_above_c=80, gpu_resume_below_c=70)
-    sampler = psutil_sampler(dict, lambda: None, lambda: datetime(2026, 11, 20, 12), lambda: 83.0)
+    sampler = policy_readings(dict, lambda: None, lambda: datetime(2026, 11, 20, 12), lambda: 83.0)
     PolicyMonitor(control, settings, sampler).tick(0.0)
     assert miners[0].paused and "GPU temperature 83" in control.reasons["temperature"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from cortensor_desktop.config import Config, PolicySection, load_config
 from cortensor_desktop.hosting.reload import ConfigReloader, config_changes
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
+from engine.host.policies import PolicySettings
 from engine.protocol import NodeRole
 from engine.state.commands import CommandQueue
 from engine.state.events import EventBus, NodeState, NodeStateChanged
@@ -76,11 +77,16 @@ def test_one_reloader_applies_the_live_part_and_keeps_naming_what_waits_for_a_re
 ) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[policy]\npause_on_battery = true\n[api]\nport = 9100\n")
-    handed: list[PolicySection] = []
-    reload = ConfigReloader(Config(), path, apply_policy=handed.append)
+    handed: list[tuple[PolicySettings, float]] = []
+
+    class Monitor:
+        def apply_policy(self, settings: PolicySettings, interval_s: float) -> None:
+            handed.append((settings, interval_s))
+
+    reload = ConfigReloader(Config(), path, policy=Monitor())
     accepted, message = reload()
     assert accepted and "applied live: policy.pause_on_battery" in message
-    assert [p.pause_on_battery for p in handed] == [True]
+    assert [(s.pause_on_battery, every) for s, every in handed] == [(True, 30.0)]
     # The policy now runs; the port still waits for a restart, so a second reload says so again.
     accepted, message = reload()
     assert accepted and message == "config reloaded; needs a restart: api.port"

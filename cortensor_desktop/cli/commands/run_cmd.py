@@ -169,7 +169,7 @@ def wants_dashboard() -> bool:
 def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     """The dashboard in front of the embedded network; q quits at once and the node stops."""
     from cortensor_desktop.hosting.dashboard_host import NetworkHost
-    from cortensor_desktop.hosting.reload import ConfigReloader
+    from cortensor_desktop.hosting.reload import ConfigReloader, host_settings
     from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
     from engine.host.embedded_network import EmbeddedNetworkSettings
     from engine.state.events import EventBus
@@ -183,7 +183,9 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     settings = EmbeddedNetworkSettings(
         miners=args.miners, payout=ctx.config.wallet.payout or None, miner=miner_settings(ctx)
     )
-    host = NetworkHost.embedded(ctx.database, ctx.models_dir, bus, settings)
+    host = NetworkHost.embedded(
+        ctx.database, ctx.models_dir, bus, settings, host=host_settings(ctx.config)
+    )
     info = NodeInfo(
         network=ctx.network.name,
         model=_chat_model_id(ctx),
@@ -215,7 +217,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         handle_signals=True,
         wallet=_wallet_backend(ctx),
     )
-    host.reload = ConfigReloader(ctx.config, ctx.config_path)  # no policy monitor: log level only
+    host.reload = ConfigReloader(ctx.config, ctx.config_path, policy=host)
     # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
     # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
     from multiprocessing import resource_tracker
