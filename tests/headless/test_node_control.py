@@ -248,3 +248,49 @@ def test_token_meter_sends_a_few_rates_a_second_counted_from_the_first_token() -
     assert 7 <= len(sent) <= 8  # about 2 s of tokens, one rate every 0.25 s
     assert all(abs(rate - 50) < 1 for _, rate in sent)
     assert [tokens for tokens, _ in sent] == sorted(tokens for tokens, _ in sent)
+
+
+def test_hardware_reading_turns_psutil_and_a_fake_nvidia_gpu_into_one_sample() -> None:
+    """The `hardware` event's path: psutil's CPU, RAM and sensor shapes, and NVML's GPU list (a
+    FAKE NVIDIA GPU here: this VM has none) become one HardwareSample."""
+    import psutil
+
+    from engine.host.sensors import hardware_reading
+    from engine.state.events import GpuSample
+    from profiler.hardware import GPU
+
+    def temperatures():  # type: ignore[no-untyped-def]
+        return {
+            "coretemp": [shwtemp("Core 0", 55.0, 90.0, 100.0), shwtemp("Core 1", 61.0, 90, 100)]
+        }
+
+    gpu = GPU(
+        vendor="nvidia",
+        name="FAKE RTX",
+        memory_total_bytes=8 * 2**30,
+        memory_free_bytes=2 * 2**30,
+        integrated=False,
+        index=1,
+        temperature_c=70.0,
+        utilisation_pct=97.0,
+    )
+    sample = hardware_reading(temperatures, lambda: [gpu])()
+    assert sample.cpu_percent is not None and 0.0 <= sample.cpu_percent <= 100.0
+    assert sample.ram_total_bytes == psutil.virtual_memory().total
+    assert sample.cpu_temp_c == 61.0  # the hottest core
+    assert sample.gpus == (
+        GpuSample(
+            index=1,
+            name="FAKE RTX",
+            util_percent=97.0,
+            mem_used_bytes=6 * 2**30,
+            mem_total_bytes=8 * 2**30,
+            temp_c=70.0,
+        ),
+    )
+
+    def no_sensors() -> None:
+        raise OSError("no sensors on this VM")
+
+    bare = hardware_reading(no_sensors, list)()
+    assert bare.cpu_temp_c is None and bare.gpus == ()  # unknown, never an error

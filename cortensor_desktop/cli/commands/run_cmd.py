@@ -144,7 +144,7 @@ def _run_replay(args: argparse.Namespace) -> int:
         for event in replay(path, speed=args.speed):
             log_event(event)
         return ExitCode.OK
-    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+    from cortensor_desktop.tui.app import NodeInfo, create_app
 
     _quiet_stderr_logging()
     bus = EventBus(history=10_000)
@@ -154,7 +154,7 @@ def _run_replay(args: argparse.Namespace) -> int:
             bus.publish(event, stamp=False)
 
     info = NodeInfo(network=f"replay of {path.name}")
-    app = create_app(bus, None, info, sampler=psutil_sampler(), handle_signals=True)
+    app = create_app(bus, None, info, handle_signals=True)
     app.clock = lambda: app.summary.last_ts or time.time()  # uptimes as of the recording
     threading.Thread(target=feed, name="replay", daemon=True).start()
     app.run()
@@ -170,7 +170,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     """The dashboard in front of the embedded network; q quits at once and the node stops."""
     from cortensor_desktop.hosting.dashboard_host import NetworkHost
     from cortensor_desktop.hosting.reload import ConfigReloader, host_settings
-    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+    from cortensor_desktop.tui.app import NodeInfo, create_app
     from engine.host.embedded_network import EmbeddedNetworkSettings
     from engine.state.events import EventBus
     from engine.state.recording import Recorder
@@ -209,7 +209,6 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         bus,
         host.commands,
         info,
-        sampler=psutil_sampler(),
         models=_models_backend(ctx, _models_in_use(ctx, host)),
         wizard=wizard,
         on_accept=accepted,
