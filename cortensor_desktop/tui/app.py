@@ -25,7 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
 from cortensor_desktop.config import ConfigError
-from cortensor_desktop.hosting.headless import format_event, short
+from cortensor_desktop.event_text import format_event, short
 from cortensor_desktop.tui.backends.models import ModelRow, ModelsBackend
 from cortensor_desktop.tui.backends.settings import SettingsBackend, SettingsData
 from cortensor_desktop.tui.backends.wallet import WalletBackend
