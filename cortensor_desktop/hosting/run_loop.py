@@ -27,6 +27,7 @@ from cortensor_desktop.hosting.reload import ConfigReloader, host_settings
 from cortensor_desktop.paths import AppPaths
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
 from engine.host.node_host import NodeHost
+from engine.host.plan import NodePlan
 from engine.host.running import RunningNode
 from engine.node.miner import MinerSettings
 from engine.state.commands import CommandQueue, ReloadConfig
@@ -73,7 +74,7 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> None:
     try:
         status.start()
         node.start()
-        status.holder.info.update(model_and_tier(run.registered_as))
+        status.holder.info.update(model_and_tier(run.registered_as, node.plan))
         control = RunControl(run.config, run.config_path, bus, node, signals, status.holder)
         log.info("%s; Ctrl-C stops", run.banner)
         wait_until_done(run, node, signals, started, commands, control)
@@ -129,10 +130,17 @@ class StatusService:
             self.api.stop()
 
 
-def model_and_tier(settings: MinerSettings) -> dict[str, Any]:
-    """What the miners registered with (the summary's model and tier)."""
+def model_and_tier(settings: MinerSettings, plan: NodePlan | None = None) -> dict[str, Any]:
+    """What the miners registered with (the summary's model and tier) and the plan behind it:
+    the plan that runs wins over the settings decided before start (an install fallback)."""
+    if plan is not None:
+        settings = plan.miner_settings(settings)
     tier = Tier.label_of(settings.tier) or str(settings.tier)
-    return {"model": settings.model_name, "tier": tier}
+    return {
+        "model": settings.model_name,
+        "tier": tier,
+        "plan": plan.to_json() if plan is not None else None,
+    }
 
 
 def worker_rows(node: RunningNode) -> list[dict[str, Any]]:
