@@ -14,11 +14,12 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from cortensor_desktop.launch import app_command
 
 NODE_FILES_MODE = 0o600
 # NodeRegistry.nodeInfo status, as the contract numbers it.
@@ -96,7 +97,7 @@ def spawn(
         }
     )
     env.update(extra_env or {})
-    command = [sys.executable, "-m", "cortensor_desktop", "run", "--headless", "--role", node.role]
+    command = app_command("run", "--headless", "--role", node.role)
     with open(home / "logs" / "node.out", "ab") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL

@@ -210,20 +210,13 @@ def _up(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _detach(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.errors import DevnetError
+    from cortensor_desktop.launch import app_command
 
     ctx.paths.ensure()
     log_path = ctx.paths.log_dir / "devnet.log"
-    command = [
-        sys.executable,
-        "-m",
-        "cortensor_desktop",
-        "devnet",
-        "up",
-        "--miners",
-        str(args.miners),
-        "--oracles",
-        str(args.oracles),
-    ]
+    command = app_command(
+        "devnet", "up", "--miners", str(args.miners), "--oracles", str(args.oracles)
+    )
     if getattr(args, "config", None):
         command += ["--config", args.config]
     with open(log_path, "ab") as log:
