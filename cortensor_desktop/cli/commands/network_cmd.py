@@ -367,8 +367,10 @@ def _read_signed(args: argparse.Namespace, source: str) -> Any:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         except OSError as exc:
+            status = getattr(exc, "code", None)  # an HTTPError carries the status
             reason = getattr(exc, "reason", None) or exc
-            raise ChainError(f"cannot fetch the profile from {args.url}: {reason}") from None
+            shown = f"HTTP {status} {reason}" if status else str(reason)
+            raise ChainError(f"cannot fetch the profile from {args.url}: {shown}") from None
     else:
         try:
             text = Path(args.file).expanduser().read_text(encoding="utf-8")
