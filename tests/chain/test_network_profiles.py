@@ -403,3 +403,38 @@ def test_event_watchers_start_at_the_deploy_block_never_before() -> None:
     ChainWatcher(head=90_000, sources=[(old, "A")], lookback_blocks=2_000, floor_block=120)
     assert young.starts == [120]  # a young network: from its deploy block, not from 0
     assert old.starts == [88_000]  # an old one: the lookback, already past the deploy block
+
+
+# ---- confirmations ----
+
+
+def test_deploy_waits_for_confirmations_and_notices_a_reorg(anvil: LocalDevnet) -> None:
+    """On the run's shared anvil (automine: no block comes without a transaction)."""
+    from chain.deploy import deploy_network_detailed
+    from chain.devnet import new_funded_account, rpc
+    from chain.errors import ChainError
+    from chain.network_profile import wait_for_confirmations
+    from chain.rpc import HttpBackend
+
+    backend = HttpBackend([anvil.rpc_url])
+    web3 = backend.web3
+    before = rpc(web3, "evm_snapshot")
+    deployed = deploy_network_detailed(backend, new_funded_account(web3), [])
+    with pytest.raises(ChainError, match="did not reach 3 confirmations"):
+        wait_for_confirmations(backend, deployed, 3, timeout_s=0.3, poll_s=0.05)
+    rpc(web3, "evm_mine")
+    rpc(web3, "evm_mine")
+    wait_for_confirmations(backend, deployed, 3, timeout_s=5, poll_s=0.05)  # now it has them
+    rpc(web3, "evm_revert", before)  # the chain reorganises: the deployment is gone
+    for _ in range(12):
+        rpc(web3, "evm_mine")
+    with pytest.raises(ChainError, match="no longer on chain"):
+        wait_for_confirmations(backend, deployed, 3, timeout_s=5, poll_s=0.05)
+
+
+def test_deploy_refuses_a_bad_oracle_address_before_unlocking(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    args = _deploy_args(deployed.anvil.rpc_url, PUBLIC_CHAIN_ID, "x", deployed.passphrase_file)
+    run = cli(deployed.operator, *args[:-2], "--oracle", "0x1234")
+    one_line_error(run, 2, "--oracle 0x1234: not an address")

@@ -142,8 +142,9 @@ def _deploy(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.network_profile import deploy_and_sign
 
     plan = _deploy_plan(ctx, args)
+    oracles = [_checked_address(a, "--oracle") for a in args.oracle or []]
     account = _unlock_wallet(ctx, args)
-    oracles = [_checked_address(a, "--oracle") for a in args.oracle or [account.address]]
+    oracles = oracles or [account.address]  # the deployer's home runs the first oracle
     backend = _checked_backend(plan["rpc_urls"], plan["chain_id"])
     params: NetworkParams = plan["params"]
     _check_deploy_funds(backend, account.address, oracles, params, plan["chain_id"])
