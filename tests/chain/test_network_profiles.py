@@ -438,3 +438,33 @@ def test_deploy_refuses_a_bad_oracle_address_before_unlocking(
     args = _deploy_args(deployed.anvil.rpc_url, PUBLIC_CHAIN_ID, "x", deployed.passphrase_file)
     run = cli(deployed.operator, *args[:-2], "--oracle", "0x1234")
     one_line_error(run, 2, "--oracle 0x1234: not an address")
+
+
+def test_deploy_from_the_filled_in_template_uses_its_parameters(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    filled = tmp_path / "arbitrum-sepolia.toml"
+    text = TEMPLATE.read_text().replace(
+        "https://arb-sepolia.g.alchemy.com/v2/<YOUR-API-KEY>", deployed.anvil.rpc_url
+    )
+    filled.write_text(
+        text.replace("https://sepolia-rollup.arbitrum.io/rpc", deployed.anvil.rpc_url)
+    )
+    home = tmp_path / "templated"
+    fund(deployed.anvil.backend().web3, _wallet(home), 10**18)
+    run = cli(
+        home, "network", "deploy", "--template", str(filled), "--confirmations", "1",
+        "--passphrase-file", str(deployed.passphrase_file), "--json",
+    )  # fmt: skip
+    assert run.code == 0, run.err[-2000:]
+    profile = json.loads(run.out)
+    assert profile["name"] == "arbitrum-sepolia" and profile["chain_id"] == PUBLIC_CHAIN_ID
+    assert profile["params"]["eligibility_threshold"] == 3
+    web3 = deployed.anvil.backend().web3
+    from chain.artifacts import load_artifact
+
+    registry = web3.eth.contract(
+        address=profile["contracts"]["NodeRegistry"], abi=load_artifact("NodeRegistry").abi
+    )
+    assert registry.functions.eligibilityThreshold().call() == 3  # on chain, not just written
+    assert registry.functions.leaderGrace().call() == 300
