@@ -339,7 +339,14 @@ class ChainReport:
 def check_rpc_chain_id(url: str, chain_id: int, policy: RetryPolicy) -> Backend:
     """A backend on `url` once it answers with `chain_id`; RpcUnavailable or ChainIdMismatch."""
     backend = HttpBackend([url], policy)
-    actual = int(backend.web3.eth.chain_id)
+    try:
+        actual = int(backend.web3.eth.chain_id)
+    except ChainError:
+        raise
+    except Exception as exc:  # a web page, a 404, not JSON-RPC: not an RPC of any chain
+        raise RpcUnavailable(
+            f"{public_url(url)} does not answer as an Ethereum RPC ({type(exc).__name__})"
+        ) from None
     if actual != chain_id:
         raise ChainIdMismatch(
             f"RPC {public_url(url)} answers for chain id {actual}, not {chain_id}"
@@ -356,20 +363,20 @@ def verify_on_chain(
     must answer. Raises ProfileMismatch / ChainIdMismatch / RpcUnavailable, naming the URL."""
     policy = policy or RetryPolicy(rounds=ROUND, request_timeout_s=10.0)
     report = ChainReport()
+    last_reason = ""
     for url in rpc_urls:
         try:
             backend = check_rpc_chain_id(url, profile.chain_id, policy)
-        except RpcUnavailable:
+        except RpcUnavailable as exc:
             report.unreachable.append(public_url(url))
+            last_reason = str(exc)
             continue
         except ChainIdMismatch as exc:
             raise ProfileMismatch(f"wrong chain: {exc}") from None
         _check_code(backend, profile, public_url(url))
         report.answered.append(public_url(url))
     if not report.answered:
-        raise RpcUnavailable(
-            f"none of the profile's RPC URLs answered ({', '.join(report.unreachable)})"
-        )
+        raise RpcUnavailable(f"none of the profile's RPC URLs answered (last: {last_reason})")
     return report
 
 

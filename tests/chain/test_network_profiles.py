@@ -371,6 +371,11 @@ def test_join_from_a_url(deployed: Deployed, served: str, tmp_path: Path) -> Non
         tmp_path / "h2", "network", "join", "--from", f"{served}/nope", "--deployer", deployer
     )
     one_line_error(gone, 5, "cannot fetch the profile", "404")
+    not_rpc = cli(
+        tmp_path / "h3", "network", "join", str(deployed.profile_file), "--deployer", deployer,
+        "--rpc", f"{served}/not-an-rpc",
+    )  # fmt: skip
+    one_line_error(not_rpc, 5, "none of the profile's RPC URLs answered")
 
 
 def test_show_notices_an_installed_profile_edited_after_joining(
