@@ -125,7 +125,9 @@ class Oracle:
             (self.client.cognitive, name) for name in ORACLE_EVENTS
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
-        self._watcher = ChainWatcher(head, sources, lookback_blocks=0)
+        self._watcher = ChainWatcher(
+            head, sources, lookback_blocks=0, floor_block=self.client.deployment.deploy_block
+        )
 
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
