@@ -56,7 +56,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "attach": ("cortensor-desktop attach --home /var/lib/cortensor/node1",),
     "network": ("cortensor-desktop network list",),
     "network deploy": (
-        "cortensor-desktop network deploy --rpc https://sepolia-rollup.arbitrum.io/rpc "
+        "cortensor-desktop network deploy --rpc https://YOUR-ARBITRUM-SEPOLIA-RPC/KEY "
         "--chain-id 421614 --name my-testnet --out my-testnet.json",
     ),
     "network join": (
