@@ -46,8 +46,7 @@ from engine.inference.types import BenchResult, GenerationResult, SamplingParams
 from engine.node import failpoints
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher
+from engine.node.chain_watch import ChainWaiter, ChainWatcher
 from engine.node.earnings import (
     DEFAULT_REFRESH_S,
     PAYMENT_EVENTS,

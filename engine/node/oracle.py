@@ -33,8 +33,7 @@ from chain.wrappers import (
     TaskState,
 )
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher
+from engine.node.chain_watch import ChainWaiter, ChainWatcher
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
 from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
 from engine.poi.validator import Judgement, Validator
