@@ -483,6 +483,7 @@ def _serve(
         control = _Control(ctx, bus, node, signals, status.holder)
         log.info("%s; Ctrl-C stops", banner)
         _wait(node, signals, args, started, commands, control)
+        death = getattr(node, "loop_death", None)
     finally:
         log.info("stopping (%s)", signals.received or "done")
         node.stop()
@@ -493,6 +494,11 @@ def _serve(
             recorder.close()
     _summary(node, time.monotonic() - started)
     signals.finished.set()
+    if death is not None:
+        # A node whose loop is gone must not look alive: exit 1, and the service manager
+        # restarts it (Restart=on-failure); the journal resumes its work.
+        log.error("exiting: %s", death.describe())
+        return ExitCode.UNEXPECTED
     return ExitCode.OK
 
 
@@ -670,6 +676,8 @@ def _wait(
     deadline = started + args.duration if args.duration else None
     while not signals.stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
+            return
+        if getattr(node, "loop_death", None) is not None:
             return
         ended = sum(o.sessions_ended for o in node.oracles)
         if args.sessions and ended >= args.sessions:
