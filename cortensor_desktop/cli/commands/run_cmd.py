@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -401,11 +401,19 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
         )
 
     extra = {
-        "rpc": {"in_use": profile.rpc_urls[0], "endpoints": len(profile.rpc_urls)},
+        "rpc": rpc_info(profile.rpc_urls),
         "threads": why,
     }
     banner = f"{args.role} {client.address} up on network '{profile.name}'"
     return _serve(ctx, args, build, extra, banner)
+
+
+def rpc_info(urls: Sequence[str]) -> dict[str, Any]:
+    """The summary's `rpc`: never the raw URL (a hosted RPC's path or query carries its API
+    key, and the summary is readable by every local process), only scheme, host and port."""
+    from chain.rpc import public_url
+
+    return {"in_use": public_url(urls[0]), "endpoints": len(urls)}
 
 
 def miner_settings(ctx: AppContext) -> Any:

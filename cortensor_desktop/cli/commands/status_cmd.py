@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +59,9 @@ def fetch_summary(api_file: Path, timeout: float = 3.0) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NodeNotRunningError(f"{api_file} cannot be read ({exc}); {START_HINT}") from None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        from cortensor_desktop.service.attach import open_local
+
+        with open_local(url, timeout) as response:
             document: dict[str, Any] = json.loads(response.read())
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
