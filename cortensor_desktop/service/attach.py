@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cortensor_desktop.service.errors import NodeNotRunningError
+from cortensor_desktop.service.local_http import urlopen
 from engine.state.commands import Command, CommandQueueFull
 from engine.state.events import EventBus, event_from_json
 from engine.state.wire import WireError
@@ -29,14 +30,6 @@ log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 TOKEN_FILE_NAME = "api-token"  # beside api.json, as the status API writes it
-# The status API is on loopback: no proxy (http_proxy is honoured for 127.0.0.1 unless no_proxy
-# lists it, and the bearer token would go to the proxy).
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def open_local(request: urllib.request.Request | str, timeout: float) -> Any:
-    """urlopen for the node's own status API: never through a proxy."""
-    return _LOCAL.open(request, timeout=timeout)
 
 
 class NodeUnreachableError(NodeNotRunningError):
@@ -79,7 +72,7 @@ class NodeApi:
 
     def summary(self, timeout_s: float = 3.0) -> dict[str, Any]:
         try:
-            with open_local(f"{self.url}/1/summary", timeout_s) as response:
+            with urlopen(f"{self.url}/1/summary", timeout=timeout_s) as response:
                 document: dict[str, Any] = json.loads(response.read())
         except (OSError, ValueError) as exc:
             raise NodeUnreachableError(f"the node at {self.url} does not answer ({exc})") from None
@@ -106,7 +99,7 @@ class RemoteCommands:
             },
         )
         try:
-            with open_local(request, self.timeout_s):
+            with urlopen(request, timeout=self.timeout_s):
                 return
         except urllib.error.HTTPError as exc:
             raise CommandNotDelivered(f"the node refused {command.type}: HTTP {exc.code}") from None
@@ -143,7 +136,7 @@ class EventFeed:
         request = urllib.request.Request(
             f"{self.api.url}/1/events", headers={"Last-Event-ID": str(self.last_seq)}
         )
-        with open_local(request, 30) as response:
+        with urlopen(request, timeout=30) as response:
             for data in _sse_data(response):
                 if self._stop.is_set():
                     return

@@ -15,6 +15,7 @@ from typing import Any
 from cortensor_desktop.cli.context import AppContext
 from cortensor_desktop.cli.exit_codes import ExitCode
 from cortensor_desktop.service.errors import NodeNotRunningError
+from cortensor_desktop.service.local_http import urlopen
 
 START_HINT = "start one with `cortensor-desktop run --headless`"
 
@@ -59,9 +60,7 @@ def fetch_summary(api_file: Path, timeout: float = 3.0) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NodeNotRunningError(f"{api_file} cannot be read ({exc}); {START_HINT}") from None
     try:
-        from cortensor_desktop.service.attach import open_local
-
-        with open_local(url, timeout) as response:
+        with urlopen(url, timeout=timeout) as response:
             document: dict[str, Any] = json.loads(response.read())
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
