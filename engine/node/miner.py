@@ -511,10 +511,13 @@ class Miner:
         if queue.state(task_id) != TaskState.ASSIGNED or task_id not in self._task_prompts:
             return
         session_id = int(queue.call("tasks", task_id)[0])
-        if self.journal.get(TaskRef(TaskKind.USER, session_id, task_id)) is not None:
+        task = TaskRef(TaskKind.USER, session_id, task_id)
+        if self.journal.get(task) is not None:
             # Already answered (a replayed event after a restart): inference again would be
-            # wasted, and another build or thread count could answer differently.
+            # wasted, and another build or thread count could answer differently, which the
+            # journal refuses. Send the bound answer's precommit if it is still due.
             self._task_prompts.pop(task_id, None)
+            self._user_precommit(task)
             return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
@@ -522,7 +525,6 @@ class Miner:
         result = self._generate(
             session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
         )
-        task = TaskRef(TaskKind.USER, session_id, task_id)
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)

@@ -8,7 +8,8 @@ end the session with 0 for the two bad answers and a pass for the honest one, ju
 after the crash. Then the oracle "restarts" (a new Oracle on the same journal, the old one never
 stepped again) with a user task assigned and unfinished: the new one must rebuild it from the
 chain and validate it. Before all that, a second deployment of the same contracts on the same
-chain (an attacker's, naming our miner in its own TaskAssigned) must move nobody.
+chain (an attacker's, naming our miner in its own TaskAssigned) must move nobody; and the miner
+meets the user task as a replay after a restart, with an answer already journaled.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from engine.inference.runtime import InferenceWorker
 from engine.inference.types import GenerationResult, SamplingParams
 from engine.node.oracle import Oracle
 from engine.node.user_session import submit_user_task
-from engine.protocol import TaskKind
-from engine.state.events import Event, EventBus, UserTaskStage
+from engine.protocol import TaskKind, TaskRole
+from engine.state.events import Event, EventBus, InferenceFinished, Subscription, UserTaskStage
 from engine.state.journal import TaskRef
 from tests.node.conftest import step_until
 
 HUGE = "x" * 20_000
+BOUND_BEFORE = "Red, orange and yellow are three colours of the rainbow."
 PROMPT = "Name three colours of the rainbow."
 
 
@@ -107,7 +109,7 @@ def test_bad_answers_a_validator_crash_spoofed_events_and_a_restart_stop_nothing
     sub = bus.subscribe(maxsize=50_000)
     network = make_network(miners=3, threads=False, miner_chat=miner_chat, bus=bus)
     oracle, miners = network.oracles[0], network.miners
-    empty, huge, honest = miners
+    honest = miners[2]
     counting = chats[2]
     assert isinstance(counting, CountingMiner)
 
@@ -120,8 +122,16 @@ def test_bad_answers_a_validator_crash_spoofed_events_and_a_restart_stop_nothing
     assert oracle._user_open == {}  # the spoofed TaskQueued was not read
 
     # -- one session: an empty answer, a huge one, an honest one, and a validator crash ------
-    nodes = [oracle, *miners]
-    step_until(lambda: oracle.sessions_ended >= 1, nodes, timeout_s=300)
+    step_until(lambda: oracle.sessions_ended >= 1, [oracle, *miners], timeout_s=300)
+    _assert_bad_answers_scored_zero(network)
+
+    # -- a user task survives an oracle restart, and the miner a replayed assignment ---------
+    _restart_the_oracle_during_a_user_task(network, bus, sub)
+
+
+def _assert_bad_answers_scored_zero(network: EmbeddedNetwork) -> None:
+    oracle, miners = network.oracles[0], network.miners
+    empty, huge, honest = miners
     cognitive = oracle.client.cognitive
     scored = {
         str(e.args["miner"]): (int(e.args["score"]), bool(e.args["passed"]))
@@ -139,23 +149,35 @@ def test_bad_answers_a_validator_crash_spoofed_events_and_a_restart_stop_nothing
     validator = next(w for name, w in network.workers if name.endswith("(validator)"))
     assert [d.signal_name for d in validator.deaths] == ["SIGKILL"]  # crashed once, judged again
 
-    # -- a user task survives an oracle restart ----------------------------------------------
+
+def _restart_the_oracle_during_a_user_task(
+    network: EmbeddedNetwork, bus: EventBus, sub: Subscription
+) -> None:
+    oracle, miners = network.oracles[0], network.miners
+    honest = miners[2]
     chain = network.chain
     assert chain is not None
     user = chain.client(chain.accounts[-1])
     submitted = submit_user_task(user, honest.settings.model_name, PROMPT, 1)
+    user_task = TaskRef(TaskKind.USER, submitted.session_id, submitted.task_id)
+    # As if an earlier run (another build) had answered and journaled it before a restart: the
+    # TaskAssigned it now reads is a replay. It must reveal the bound answer, not run again (a
+    # different answer made the journal raise, and the miner's thread died of it).
+    honest.journal.prepare_commit(user_task, TaskRole.ANSWERER, BOUND_BEFORE)
     queue = user.queue
-    step_until(lambda: queue.state(submitted.task_id) >= TaskState.ASSIGNED, nodes)
+    step_until(lambda: queue.state(submitted.task_id) >= TaskState.ASSIGNED, [oracle, *miners])
     assert oracle.journal.watch_from() is not None
     reborn = Oracle(oracle.client, oracle.validator, oracle.journal, bus, oracle.settings)
     reborn.start()  # the old oracle is never stepped again
     step_until(lambda: queue.state(submitted.task_id) == TaskState.VALIDATED, [reborn, *miners])
-    assert submitted.task_id in reborn.user_results
     assert reborn.user_results[submitted.task_id].miners == [honest.address]
     assert user.payment.escrowed_of(str(user.address)) == 0
-    stages: list[Event] = [
-        e for e in sub.drain() if isinstance(e, UserTaskStage) and e.node == reborn.address
-    ]
-    assert stages  # the reborn oracle validated it
-    record = honest.journal.get(TaskRef(TaskKind.USER, submitted.session_id, submitted.task_id))
+    events: list[Event] = sub.drain()
+    assert any(isinstance(e, UserTaskStage) and e.node == reborn.address for e in events)
+    record = honest.journal.get(user_task)
     assert record is not None and record.state.value == "committed"
+    assert not [
+        e for e in events if isinstance(e, InferenceFinished) and e.task_kind is TaskKind.USER
+    ]  # the replayed assignment ran no inference
+    answers = EventCursor("SessionQueue", queue.contract, "TaskAnswer", 0).poll()
+    assert [str(e.args["answer"]) for e in answers] == [BOUND_BEFORE]
