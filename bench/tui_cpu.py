@@ -94,12 +94,26 @@ def pane_pid(session: str) -> int:
 
 
 def idle_child() -> None:
-    """Runs inside tmux: the dashboard over an empty bus at the default refresh."""
-    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+    """Runs inside tmux: the dashboard at the default refresh over a bus that carries only what
+    an idle node's host publishes, this machine's hardware readings (every 2 s)."""
+    import threading
+
+    from cortensor_desktop.tui.app import NodeInfo, create_app
+    from engine.host.node_host import HardwareWatch
+    from engine.host.sensors import hardware_reading
     from engine.state.commands import CommandQueue
     from engine.state.events import EventBus
 
-    create_app(EventBus(), CommandQueue(), NodeInfo(), sampler=psutil_sampler()).run()
+    bus = EventBus()
+    watch = HardwareWatch(bus, hardware_reading())
+
+    def host_loop() -> None:  # as the dashboard's host ticks between commands
+        while True:
+            watch.tick(time.monotonic())
+            time.sleep(0.25)
+
+    threading.Thread(target=host_loop, name="host", daemon=True).start()
+    create_app(bus, CommandQueue(), NodeInfo()).run()
 
 
 def measure_idle(seconds: float, work: Path) -> float:

@@ -93,6 +93,7 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+QUIET_LIBRARIES = ("gguf", "urllib3")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -125,3 +126,9 @@ def setup_logging(
         handler.setFormatter(formatter)
         root.addHandler(handler)
     logging.captureWarnings(True)
+    # Libraries that narrate their work at INFO (gguf's writer lists every file it writes): their
+    # lines are for debugging, not for a CLI user's stderr.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level.lower() == "debug" else logging.WARNING
+        )

@@ -54,6 +54,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "devnet restart-chain": ("cortensor-desktop devnet restart-chain --down-for 20",),
     "status": ("cortensor-desktop status", "cortensor-desktop status --all /srv/nodes --json"),
     "attach": ("cortensor-desktop attach --home /var/lib/cortensor/node1",),
+    "doctor": (
+        "cortensor-desktop doctor",
+        "cortensor-desktop doctor --quick --json | jq '.checks[] | select(.level != \"ok\")'",
+        "cortensor-desktop doctor --bundle ~/cortensor-report.tar.gz",
+    ),
     "completion": (
         "cortensor-desktop completion bash > ~/.local/share/bash-completion/completions/"
         "cortensor-desktop",

@@ -9,7 +9,9 @@ When the engine's runtime and the chain client exist, `llama` and `chain` should
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
+import logging
 import math
 import os
 import platform
@@ -269,6 +271,26 @@ def check_worker_process(ctx: SelfTestContext) -> StepOutcome:
 # --- llama.cpp -------------------------------------------------------------------------------
 
 
+_llama_log_callbacks: list[object] = []  # llama.cpp keeps only the pointer: hold the callback
+
+
+def _route_llama_logs(llama_cpp: Any) -> None:
+    """llama.cpp's own lines go to the debug log, not to the CLI's stderr (the worker does the
+    same for its process); `--log-level debug` shows them."""
+    if _llama_log_callbacks:
+        return
+    logger = logging.getLogger("llama.cpp")
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", "replace").rstrip("\n")
+        if line.strip(". "):
+            logger.debug("%s", line)
+
+    _llama_log_callbacks.append(callback)
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
 def check_llama(ctx: SelfTestContext) -> StepOutcome:
     """Write a tiny GGUF, generate greedily, read the logits back as likelihoods, embed."""
     import llama_cpp
@@ -286,6 +308,7 @@ def check_llama(ctx: SelfTestContext) -> StepOutcome:
             "(loading a model would crash); see docs/INSTALL.md, 'CPU baseline'"
         )
 
+    _route_llama_logs(llama_cpp)
     model_path = write_tiny_llama(ctx.scratch / "selftest-tiny.gguf")
     llm = llama_cpp.Llama(
         model_path=str(model_path), n_ctx=128, n_threads=1, seed=7, logits_all=True, verbose=False
