@@ -30,6 +30,9 @@ from engine.poi.validation import (
 )
 
 TOKEN_LIMIT_SLACK = 2
+# Re-tokenizing an answer's text seldom gives more tokens than were generated (it merges more
+# often than it splits); past the limit by more than this, the answer is too long for the task.
+OVER_LIMIT_SLACK = 8
 # No token of a chat model's vocabulary is near this long, so an answer with more characters
 # than this times the token limit cannot be one the limit allowed: failed without a prefill.
 MAX_CHARS_PER_TOKEN = 32
@@ -126,6 +129,9 @@ class Validator:
             return self._refused(
                 miner, answer, Check.EMPTY if "empty" in str(exc) else Check.LENGTH
             )
+        if len(scored.tokens) > max_tokens + OVER_LIMIT_SLACK:
+            # More tokens than the task allowed: not an answer this task's miner could give.
+            return self._refused(miner, answer, Check.LENGTH)
         likelihood = AnswerLikelihood(
             top1=tuple(t.top1 for t in scored.tokens),
             logprobs=tuple(t.logprob for t in scored.tokens),
