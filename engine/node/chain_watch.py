@@ -28,8 +28,11 @@ class ChainWatcher:
         head: int,
         sources: Sequence[tuple[_Watchable, str]],
         lookback_blocks: int = DEFAULT_LOOKBACK_BLOCKS,
+        floor_block: int = 0,
     ) -> None:
-        start = max(0, head - lookback_blocks)
+        # Never before the network's deploy block (the profile's): nothing of it is older, and
+        # a public RPC caps how many blocks one log query may span.
+        start = max(floor_block, head - lookback_blocks)
         self._cursors = [wrapper.cursor(name, start) for wrapper, name in sources]
 
     def poll(self, head: int) -> list[ChainEvent]:

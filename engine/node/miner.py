@@ -206,7 +206,7 @@ class Miner:
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
         sources += [(self.client.payment, name) for name in PAYMENT_EVENTS]
-        self._watcher = ChainWatcher(head, sources)
+        self._watcher = ChainWatcher(head, sources, floor_block=self.client.deployment.deploy_block)
         gas = self.earnings.refresh().gas_balance_wei
         low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")

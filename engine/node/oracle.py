@@ -140,7 +140,9 @@ class Oracle:
         lookback = DEFAULT_LOOKBACK_BLOCKS if since is None else max(0, head - since)
         self._saved_watch_from = since
         self._head = head
-        self._watcher = ChainWatcher(head, sources, lookback_blocks=lookback)
+        self._watcher = ChainWatcher(
+            head, sources, lookback_blocks=lookback, floor_block=self.client.deployment.deploy_block
+        )
 
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
