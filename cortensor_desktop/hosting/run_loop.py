@@ -28,6 +28,7 @@ from cortensor_desktop.paths import AppPaths
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
 from engine.host.loop_threads import LoopDeath
 from engine.host.node_host import NodeHost
+from engine.host.plan import NodePlan
 from engine.host.running import RunningNode
 from engine.node.miner import MinerSettings
 from engine.state.commands import CommandQueue, ReloadConfig
@@ -76,7 +77,7 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDea
     try:
         status.start()
         node.start()
-        status.holder.info.update(model_and_tier(run.registered_as))
+        status.holder.info.update(model_and_tier(run.registered_as, node.plan))
         control = RunControl(run.config, run.config_path, bus, node, signals, status.holder)
         log.info("%s; Ctrl-C stops", run.banner)
         wait_until_done(run, node, signals, started, commands, control)
@@ -136,10 +137,17 @@ class StatusService:
             self.api.stop()
 
 
-def model_and_tier(settings: MinerSettings) -> dict[str, Any]:
-    """What the miners registered with (the summary's model and tier)."""
+def model_and_tier(settings: MinerSettings, plan: NodePlan | None = None) -> dict[str, Any]:
+    """What the miners registered with (the summary's model and tier) and the plan behind it:
+    the plan that runs wins over the settings decided before start (an install fallback)."""
+    if plan is not None:
+        settings = plan.miner_settings(settings)
     tier = Tier.label_of(settings.tier) or str(settings.tier)
-    return {"model": settings.model_name, "tier": tier}
+    return {
+        "model": settings.model_name,
+        "tier": tier,
+        "plan": plan.to_json() if plan is not None else None,
+    }
 
 
 def worker_rows(node: RunningNode) -> list[dict[str, Any]]:

@@ -131,6 +131,7 @@ class MinerSettings:
     poll_interval_s: float = 0.5
     tier: int = Tier.CPU_LOW
     memory_mb: int = 0
+    served_models: tuple[str, ...] = ()  # registered on chain; empty: model_name alone
     app_version: str = "0.1.0"
     low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
     earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
@@ -191,14 +192,19 @@ class Miner:
         self._publish(NodeStateChanged(state=NodeState.PREFLIGHT))
         info = self.client.registry.node_info(self.address)
         self._away_on_chain = info.away
-        if info.status != NodeStatus.NONE:
-            self._step("registered", StepStatus.OK, "already registered")
-        else:
-            s = self.settings
+        s = self.settings
+        models = [model_id(m) for m in s.served_models or (s.model_name,)]
+        if info.status == NodeStatus.NONE:
             result = self.client.registry.register(
-                s.tier, s.memory_mb, s.app_version, [model_id(s.model_name)], self.payout
+                s.tier, s.memory_mb, s.app_version, models, self.payout
             )
             self._step("registered", StepStatus.CREATED, f"registered in tx {result.tx_hash}")
+        elif (info.tier, info.memory_mb) != (s.tier, s.memory_mb) or set(
+            self.client.registry.models_of(self.address)
+        ) != set(models):
+            self.update_spec()
+        else:
+            self._step("registered", StepStatus.OK, "already registered")
         head = self._head()
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in COGNITIVE_EVENTS
@@ -210,6 +216,18 @@ class Miner:
         low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
         self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
+
+    def update_spec(self, settings: MinerSettings | None = None) -> None:
+        """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
+        earlier registration with other figures."""
+        if settings is not None:
+            self.settings = settings
+        s = self.settings
+        models = [model_id(m) for m in s.served_models or (s.model_name,)]
+        result = self.client.registry.update_spec(s.tier, s.memory_mb, s.app_version, models)
+        tier = Tier.label_of(s.tier) or str(s.tier)
+        detail = f"spec updated: tier {tier}, {s.memory_mb} MiB (tx {result.tx_hash})"
+        self._step("registered", StepStatus.OK, detail)
 
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:

@@ -28,9 +28,11 @@ from chain.wrappers import (
     AssignmentStatus,
     ContractWrapper,
     NodeStatus,
+    Precision,
     SessionState,
     SlotStatus,
     TaskState,
+    Tier,
 )
 from engine.errors import ModelError
 from engine.node.chain_health import ChainHealth
@@ -448,8 +450,10 @@ class Oracle:
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
         session = self.client.queue.call("sessions", task.session_id)
-        k, model = int(session[3]), bytes(session[5])
-        eligible = [m for m in self.client.registry.present_miners() if self._serves(m, model)]
+        precision, k, model = Precision(int(session[1])), int(session[3]), bytes(session[5])
+        eligible = [
+            m for m in self.client.registry.present_miners() if self._serves(m, model, precision)
+        ]
         if len(eligible) < k:
             return  # not enough eligible miners yet; the task waits in the queue
         now = self._clock()
@@ -461,11 +465,18 @@ class Oracle:
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
 
-    def _serves(self, miner: str, model: bytes) -> bool:
+    def _serves(self, miner: str, model: bytes, precision: Precision) -> bool:
+        """In the pool, serving the model, free (assign reverts on a busy miner) and, for a
+        full-precision session, registered GPU_FULL: a plan gives that tier only to an
+        F16/BF16 file fully on the GPU (engine/host/plan.py)."""
         info = self.client.registry.node_info(miner)
-        return info.status == NodeStatus.EPHEMERAL and model in self.client.registry.models_of(
-            miner
-        )
+        if info.status != NodeStatus.EPHEMERAL or (
+            precision is Precision.FULL and info.tier != Tier.GPU_FULL
+        ):
+            return False
+        if self.client.queue.assignment(miner)[1] != AssignmentStatus.NONE:
+            return False
+        return model in self.client.registry.models_of(miner)
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
