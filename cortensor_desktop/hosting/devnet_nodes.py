@@ -14,11 +14,12 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from cortensor_desktop.launch import app_command
 
 NODE_FILES_MODE = 0o600
 # NodeRegistry.nodeInfo status, as the contract numbers it.
@@ -89,8 +90,13 @@ def _write_config(home: Path, profile_text: str) -> None:
 
 
 def spawn(
-    node: DevnetNode, models_dir: Path, extra_env: dict[str, str] | None = None
+    node: DevnetNode,
+    models_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    wrapper: tuple[str, ...] = (),
 ) -> DevnetNode:
+    """Start the node; `wrapper` prefixes the command (`ip netns exec NS` puts it on another
+    host, as the many-hosts test does; `ip` execs the node, so the PID is the node's)."""
     home = Path(node.home)
     (home / "logs").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORTENSOR_")}
@@ -104,7 +110,7 @@ def spawn(
         }
     )
     env.update(extra_env or {})
-    command = [sys.executable, "-m", "cortensor_desktop", "run", "--headless", "--role", node.role]
+    command = [*wrapper, *app_command("run", "--headless", "--role", node.role)]
     with open(home / "logs" / "node.out", "ab") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL

@@ -26,6 +26,7 @@ from cortensor_desktop.hosting.headless import StopSignals, log_event
 from cortensor_desktop.hosting.reload import ConfigReloader, host_settings
 from cortensor_desktop.paths import AppPaths
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
+from engine.host.loop_threads import LoopDeath
 from engine.host.node_host import NodeHost
 from engine.host.plan import NodePlan
 from engine.host.running import RunningNode
@@ -58,9 +59,11 @@ class HeadlessRun:
     replan: Callable[[Config], NodePlan] | None = None
 
 
-def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> None:
+def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDeath | None:
     """Start what `build` makes on a fresh bus; log its events, serve the status API, apply
-    commands and policies; stop cleanly on a signal, the duration or the session count."""
+    commands and policies; stop cleanly on a signal, the duration, the session count, or a
+    loop thread that died: that one is returned, and the process must exit non-zero for it (a
+    node with a dead loop would otherwise keep serving a summary that looks alive)."""
     signals = StopSignals()
     signals.install()
     bus = EventBus()
@@ -93,6 +96,10 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> None:
             recorder.close()
     log_run_summary(node, time.monotonic() - started)
     signals.finished.set()
+    death = node.loop_death
+    if death is not None:
+        log.error("exiting: %s", death.describe())
+    return death
 
 
 class StatusService:
@@ -219,6 +226,8 @@ def wait_until_done(
     deadline = started + run.duration_s if run.duration_s else None
     while not signals.stop.is_set():
         if deadline is not None and time.monotonic() >= deadline:
+            return
+        if node.loop_death is not None:
             return
         ended = sum(o.sessions_ended for o in node.oracles)
         if run.sessions and ended >= run.sessions:

@@ -463,11 +463,30 @@ def check_ui(ctx: SelfTestContext) -> StepOutcome:
     return StepOutcome(f"headless screen mounted, {facts['widgets']} widgets", facts)
 
 
+def check_self_spawn(ctx: SelfTestContext) -> StepOutcome:
+    """The app starts itself as a child (devnet nodes, `--detach`), frozen build or not."""
+    import subprocess
+
+    from cortensor_desktop import APP_NAME, __version__
+    from cortensor_desktop.launch import app_command, is_frozen
+
+    command = app_command("--version")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    first = proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else ""
+    if proc.returncode != 0 or not first.startswith(f"{APP_NAME} {__version__}"):
+        raise SelfTestError(
+            f"starting the app as a child failed ({' '.join(command)}: exit {proc.returncode}, "
+            f"{(proc.stderr or proc.stdout).strip()[-200:]})"
+        )
+    return StepOutcome(first, {"frozen": is_frozen(), "argv": command[1:]})
+
+
 DEFAULT_STEPS: list[Step] = [
     Step("folders", "the app's folders exist and are writable", check_folders, timeout_s=15),
     Step("assets", "the shipped catalogue and contract artifacts load", check_assets, 15),
     Step("hardware", "probe the CPU, memory and GPUs", check_hardware, timeout_s=30),
     Step("worker", "a worker process starts (multiprocessing spawn)", check_worker_process, 90),
+    Step("spawn", "the app starts itself as a child process", check_self_spawn, timeout_s=90),
     Step("llama", "write a tiny GGUF; generate, score, embed", check_llama, timeout_s=120),
     Step("chain", "one transaction on the in-process chain", check_chain, timeout_s=90),
     Step("ui", "mount the Textual UI headless", check_ui, timeout_s=60),

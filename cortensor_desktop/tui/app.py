@@ -154,6 +154,20 @@ class DashboardApp(App[int]):
         Binding("question_mark", "help", "help"),
     ]
 
+    def _fatal_error(self) -> None:
+        """Textual's crash report, without the local variables it shows by default: a frame
+        holding a passphrase or a key would print it to the terminal, past the log's redaction."""
+        import rich
+        from rich.segment import Segments
+        from rich.traceback import Traceback
+
+        self.bell()
+        traceback = Traceback(show_locals=False, width=None, suppress=[rich])
+        self._exit_renderables.append(
+            Segments(self.console.render(traceback, self.console.options))
+        )
+        self._close_messages_no_wait()
+
     def __init__(
         self,
         bus: EventBus,

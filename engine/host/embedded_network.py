@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chain.deploy import NetworkParams
 from chain.devnet import EmbeddedChain, start_embedded
+from engine.host.loop_threads import LoopDeath, LoopThreads
 from engine.host.plan import NodePlan
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
@@ -75,7 +76,7 @@ class EmbeddedNetwork:
         # How miner i uses its worker: honest by default; tests plug in dishonest behaviour.
         self._miner_chat = miner_chat or (lambda _index, worker: worker)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._loops = LoopThreads(self._stop, bus)
         self._workers: list[InferenceWorker] = []
         self._worker_names: list[str] = []
         self._worker_owners: dict[str, str] = {}  # worker name -> the address of its node
@@ -174,22 +175,23 @@ class EmbeddedNetwork:
         return dict(self._worker_owners)
 
     def _spawn(self) -> None:
-        runners = [(f"miner-{m.address[:8]}", m.run) for m in self.miners]
-        runners += [(f"oracle-{o.address[:8]}", o.run) for o in self.oracles]
-        for name, target in runners:
-            thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for miner in self.miners:
+            self._loops.start(f"miner-{miner.address[:8]}", "miner", miner.run)
+        for oracle in self.oracles:
+            self._loops.start(f"oracle-{oracle.address[:8]}", "oracle", oracle.run)
+
+    @property
+    def loop_death(self) -> LoopDeath | None:
+        """The first loop thread that died (the headless runner exits non-zero on it)."""
+        return self._loops.death
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         for worker in self._workers:
             worker.cancel()
-        for thread in self._threads:
-            thread.join(timeout=timeout_s)
+        self._loops.join(timeout_s)
         for worker in self._workers:
             worker.close()
-        self._threads.clear()
         self._workers.clear()
         self._worker_names.clear()
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from engine.host.loop_threads import LoopDeath
     from engine.host.plan import NodePlan
     from engine.inference.runtime import InferenceWorker
     from engine.node.miner import Miner
@@ -34,6 +35,11 @@ class RunningNode(Protocol):
     @property
     def worker_owners(self) -> dict[str, str]:
         """Worker name -> the address of the node it serves (alerts name the node)."""
+        ...
+
+    @property
+    def loop_death(self) -> LoopDeath | None:
+        """The first miner or oracle loop thread that died, if one did (the run then ends)."""
         ...
 
     @property

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chain.client import ChainClient
+from engine.host.loop_threads import LoopDeath, LoopThreads
 from engine.host.plan import NodePlan, install_plan
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
@@ -84,7 +85,7 @@ class StandaloneNode:
         self._progress = progress or (lambda message: log.info("%s", message))
         self._fallback = fallback
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loops = LoopThreads(self._stop, bus)
         self._workers: list[tuple[str, InferenceWorker]] = []
         self.miner: Miner | None = None
         self.oracle: Oracle | None = None
@@ -114,10 +115,12 @@ class StandaloneNode:
             )
             self.oracle.start()
             target = self.oracle.run
-        self._thread = threading.Thread(
-            target=target, args=(self._stop,), name=f"{self.settings.role}-loop", daemon=True
-        )
-        self._thread.start()
+        self._loops.start(f"{self.settings.role}-loop", self.settings.role, target)
+
+    @property
+    def loop_death(self) -> LoopDeath | None:
+        """The loop thread's death, if it died (the headless runner exits non-zero on it)."""
+        return self._loops.death
 
     @property
     def plan(self) -> NodePlan | None:
@@ -193,8 +196,7 @@ class StandaloneNode:
         self._stop.set()
         for _, worker in self._workers:
             worker.cancel()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
+        self._loops.join(timeout_s)
         for _, worker in self._workers:
             worker.close()
         self._workers.clear()

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
@@ -41,13 +41,12 @@ from chain.wrappers import (
     commitment,
     model_id,
 )
-from engine.errors import ModelError, WorkerCrashedError
+from engine import failpoints
+from engine.errors import EngineError, ModelError, WorkerCrashedError
 from engine.inference.types import BenchResult, GenerationResult, SamplingParams, TokenEvent
-from engine.node import failpoints
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher
+from engine.node.chain_watch import ChainWaiter, ChainWatcher
 from engine.node.earnings import (
     DEFAULT_REFRESH_S,
     PAYMENT_EVENTS,
@@ -116,6 +115,11 @@ LIVE_BENCH_RUNS = 2
 LIVE_BENCH_TOKENS = 32
 TOKEN_EVENT_INTERVAL_S = 0.25
 INTERRUPTED = frozenset({"cancelled", "killed"})  # finish reasons of a request cut off by a stop
+# What the miner keeps of the chain's traffic, whatever anyone sends (calldata is cheap): the
+# newest sessions and queued prompts, each prompt capped. A prompt longer than this cannot fit
+# any context the catalogue's models run with, so it is never answered anyway.
+MAX_TRACKED = 256
+MAX_USER_PROMPT_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ class Miner:
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
         sources += [(self.client.payment, name) for name in PAYMENT_EVENTS]
-        self._watcher = ChainWatcher(head, sources)
+        self._watcher = ChainWatcher(head, sources, floor_block=self.client.deployment.deploy_block)
         gas = self.earnings.refresh().gas_balance_wei
         low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
@@ -307,6 +311,12 @@ class Miner:
             except RpcUnavailable:
                 self._backlog.appendleft(event)  # handled again once the chain answers
                 raise
+            except EngineError as exc:
+                # This event's failure (the journal refused a second answer, a model error),
+                # not the loop's: the next events still get their turn.
+                log.warning(
+                    "miner %s: %s %s: %s", self.address[:10], event.name, event.tx_hash, exc
+                )
         self.earnings.tick()
 
     def _set_away(self, away: bool) -> None:
@@ -385,6 +395,7 @@ class Miner:
         args = event.args
         session_id = int(args.get("id", 0))
         view = self._sessions.setdefault(session_id, _Session())
+        _keep_newest(self._sessions, MAX_TRACKED)
         if event.name == "SessionRequested":
             view.seed, view.creator = bytes(args["seed"]), str(args["creator"])
             view.preparer = str(args["preparer"])
@@ -535,7 +546,10 @@ class Miner:
         args = event.args
         task_id = int(args["taskId"])
         if event.name == "TaskQueued":
-            self._task_prompts[task_id] = str(args["prompt"])
+            prompt = str(args["prompt"])
+            if len(prompt) <= MAX_USER_PROMPT_CHARS:
+                self._task_prompts[task_id] = prompt
+                _keep_newest(self._task_prompts, MAX_TRACKED)
         elif event.name == "TaskAssigned":
             if any(self._is_me(str(m)) for m in args["miners"]):
                 self._user_ack(task_id)
@@ -555,14 +569,22 @@ class Miner:
         if queue.state(task_id) != TaskState.ASSIGNED or task_id not in self._task_prompts:
             return
         session_id = int(queue.call("tasks", task_id)[0])
+        task = TaskRef(TaskKind.USER, session_id, task_id)
+        if self.journal.get(task) is not None:
+            # Already answered (a replayed event after a restart): inference again would be
+            # wasted, and another build or thread count could answer differently, which the
+            # journal refuses. Send the bound answer's precommit if it is still due.
+            self._task_prompts.pop(task_id, None)
+            self._user_precommit(task)
+            return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
         prompt = self._task_prompts[task_id]
         result = self._generate(
             session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
         )
-        task = TaskRef(TaskKind.USER, session_id, task_id)
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
 
     def _user_precommit(self, task: TaskRef) -> None:
@@ -816,6 +838,12 @@ class TokenMeter:
             return
         self._last_sent = now
         self._publish(event.index + 1, event.index / (now - self._first))
+
+
+def _keep_newest(tracked: dict[int, Any], limit: int) -> None:
+    """Drop the oldest entries (ids grow, and dicts keep insertion order) beyond `limit`."""
+    while len(tracked) > limit:
+        del tracked[next(iter(tracked))]
 
 
 def _salt_bytes(salt: str) -> bytes:

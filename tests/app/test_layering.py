@@ -109,7 +109,8 @@ def test_import_linter_contracts_hold() -> None:
 
 
 # The engine's shared kernel: what may sit loose beside its subpackages.
-ENGINE_KERNEL = {"__init__.py", "errors.py", "protocol.py"}
+# failpoints: crash-test hooks the inference worker and the node roles both hit.
+ENGINE_KERNEL = {"__init__.py", "errors.py", "protocol.py", "failpoints.py"}
 
 
 def test_engine_modules_live_in_their_concern_subpackage() -> None:

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from cortensor_desktop.tui.backends.wallet import WalletBackend
     from cortensor_desktop.tui.screens.wizard import WizardResult
     from engine.host.embedded_network import EmbeddedNetworkSettings
+    from engine.host.loop_threads import LoopDeath
     from engine.host.plan import NodePlan
     from engine.host.running import RunningNode
     from engine.node.miner import MinerSettings
@@ -356,8 +358,7 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         "shares this machine",
     }
     banner = f"embedded network up: {args.miners} miners, 1 oracle"
-    serve(_headless_run(ctx, args, miner, banner, facts), build)
-    return ExitCode.OK
+    return _exit_code(serve(_headless_run(ctx, args, miner, banner, facts), build))
 
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -374,7 +375,13 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
     key = node_account(ctx.paths.keystore_dir, args.passphrase_file, devnet)
     if profile.chain_id is None:
         raise UsageError(f"network profile '{profile.name}' has no chain id")
-    client = connect(profile.chain_id, profile.rpc_urls, profile.contracts, key.account)
+    client = connect(
+        profile.chain_id,
+        profile.rpc_urls,
+        profile.contracts,
+        key.account,
+        deploy_block=profile.deploy_block,
+    )
     if devnet:
         _fund_on_devnet(client, key.account.address)
 
@@ -416,15 +423,28 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
         return built[0].replan(plan)
 
     facts = {
-        "rpc": {"in_use": profile.rpc_urls[0], "endpoints": len(profile.rpc_urls)},
+        "rpc": rpc_info(profile.rpc_urls),
         "threads": why,
     }
     banner = f"{args.role} {client.address} up on network '{profile.name}'"
     run = _headless_run(ctx, args, miner, banner, facts)
     if args.role == "miner":
         run = replace(run, replan=replan)
-    serve(run, build)
-    return ExitCode.OK
+    return _exit_code(serve(run, build))
+
+
+def _exit_code(death: LoopDeath | None) -> int:
+    """A node whose loop died exits 1, so the service manager restarts it (the journal resumes
+    its work); one that stopped as asked exits 0."""
+    return ExitCode.OK if death is None else ExitCode.UNEXPECTED
+
+
+def rpc_info(urls: Sequence[str]) -> dict[str, Any]:
+    """The summary's `rpc`: never the raw URL (a hosted RPC's path or query carries its API
+    key, and the summary is readable by every local process), only scheme, host and port."""
+    from chain.rpc import public_url
+
+    return {"in_use": public_url(urls[0]), "endpoints": len(urls)}
 
 
 def _headless_run(
