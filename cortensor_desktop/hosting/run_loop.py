@@ -3,8 +3,9 @@
 `serve(run, build)` starts what `build` makes (an embedded network or one standalone node, both a
 `RunningNode`) on a fresh event bus, logs its events (the headless reader), folds them into the
 summary the status API serves, and runs the control loop: commands from the queue, SIGHUP
-reloads, the polite-mining policies, worker-crash and oracle low-gas alerts. A signal stops it
-cleanly. The CLI (`cli/commands/run_cmd.py`) only parses arguments and chooses what to build.
+reloads, and the node host's ticks (`engine.host.node_host`: the polite-mining policies,
+worker-crash and oracle low-gas alerts, hardware readings). A signal stops it cleanly. The CLI
+(`cli/commands/run_cmd.py`) only parses arguments and chooses what to build.
 Never imports textual or rich: servers run this path.
 """
 
