@@ -10,10 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.host.plan import NodePlan, PlanInputs, embedded_plan, fallback_plan, make_plan
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `profile` imports this module for fit_settings: keep it light
     from cortensor_desktop.config import Config
+    from engine.host.plan import NodePlan, PlanInputs
     from engine.state.database import Database
     from profiler.catalogue import Catalogue
     from profiler.fit import Benchmark, FitSettings
@@ -55,10 +54,11 @@ class NodePlanner:
         hardware: Hardware,
         catalogue: Catalogue | None = None,
     ) -> None:
+        from engine.host.plan import PlanInputs
         from profiler.catalogue import load_catalogue
 
         self.models_dir = models_dir
-        self.inputs = PlanInputs(
+        self.inputs: PlanInputs = PlanInputs(
             hardware=hardware,
             catalogue=catalogue or load_catalogue(),
             settings=fit_settings(config, hardware.cpu.physical_cores),
@@ -67,10 +67,13 @@ class NodePlanner:
 
     def plan(self) -> NodePlan:
         """This node's plan; DoesNotFitError (exit 7) when a `[fit]` override cannot fit."""
+        from engine.host.plan import make_plan
+
         return make_plan(self.inputs)
 
     def embedded(self, n_ctx: int) -> NodePlan:
         """The embedded network's: the bundled model everywhere, this machine's tier and memory."""
+        from engine.host.plan import embedded_plan
         from engine.models.store import ModelStore
 
         store = ModelStore(self.models_dir, self.inputs.catalogue)
@@ -78,6 +81,7 @@ class NodePlanner:
 
     def fallback(self, why: str) -> NodePlan | None:
         """The largest installed chat model that fits, when the plan's cannot be installed."""
+        from engine.host.plan import fallback_plan
         from engine.models.store import ModelStore
 
         store = ModelStore(self.models_dir, self.inputs.catalogue)

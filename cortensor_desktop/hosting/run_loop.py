@@ -55,6 +55,9 @@ class HeadlessRun:
     duration_s: float | None = None
     sessions: int | None = None  # stop once the oracles have ended this many network tasks
     record: Path | None = None
+    # A changed [fit] on reload: the fresh config -> the plan the node now runs (it finishes its
+    # open task, swaps the model, re-registers); None: [fit] changes need a restart.
+    replan: Callable[[Config], NodePlan] | None = None
 
 
 def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDeath | None:
@@ -79,7 +82,9 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDea
         status.start()
         node.start()
         status.holder.info.update(model_and_tier(run.registered_as, node.plan))
-        control = RunControl(run.config, run.config_path, bus, node, signals, status.holder)
+        control = RunControl(
+            run.config, run.config_path, bus, node, signals, status.holder, _replan(run, status)
+        )
         log.info("%s; Ctrl-C stops", run.banner)
         wait_until_done(run, node, signals, started, commands, control)
     finally:
@@ -160,6 +165,20 @@ def worker_rows(node: RunningNode) -> list[dict[str, Any]]:
         return []
 
 
+def _replan(run: HeadlessRun, status: StatusService) -> Callable[[Config], str] | None:
+    """The reload's re-plan, keeping `status --json`'s model, tier and plan current."""
+    replan = run.replan
+    if replan is None:
+        return None
+
+    def apply(fresh: Config) -> str:
+        plan = replan(fresh)
+        status.holder.info.update(model_and_tier(run.registered_as, plan))
+        return f"re-planned: {plan.headline()}"
+
+    return apply
+
+
 class RunControl:
     """The node host on the run loop: commands from the queue and SIGHUP reloads go to it, and
     it ticks its policies, alerts and hardware readings (`engine.host.node_host`)."""
@@ -172,8 +191,9 @@ class RunControl:
         node: RunningNode,
         signals: StopSignals,
         holder: SummaryHolder,
+        replan: Callable[[Config], str] | None = None,
     ) -> None:
-        self.reload = ConfigReloader(config, config_path)
+        self.reload = ConfigReloader(config, config_path, replan=replan)
 
         def gas_balance(address: str, wei: int) -> None:
             holder.read(functools.partial(Summary.set_gas_balance, address=address, wei=wei))

@@ -142,6 +142,31 @@ class StandaloneNode:
             self._progress(installed.headline())
         return path
 
+    def replan(self, plan: NodePlan) -> NodePlan:
+        """A changed `[fit]`: install and load the new plan's model next to the running one,
+        then hand it to the miner, which takes it after its open task and re-registers its
+        tier, memory and models; the old worker closes then. Returns the plan that runs."""
+        import time
+
+        miner = self.miner
+        if miner is None:
+            raise ValueError("an oracle node takes a new plan at its next start")
+        requested = time.monotonic()
+        self._progress(f"re-planning: preparing {plan.model_id} {plan.quant}")
+        installed, path = install_plan(self.store, plan, self._progress, self._fallback)
+        worker = self._worker(
+            path, installed.load_settings(self.settings.load_settings()), "chat", "validator"
+        )
+        self.settings = replace(self.settings, plan=installed)
+
+        def swapped(old: object) -> None:
+            for entry in [e for e in self._workers if e[1] is old]:
+                self._workers.remove(entry)
+                entry[1].close()
+
+        miner.swap_model(worker, self.settings.miner_settings(), swapped, requested)
+        return installed
+
     def _worker(self, path: Path, load: LoadSettings, kind: str, job: str) -> InferenceWorker:
         self._progress(f"loading {path.name} ({_describe_load(load)})")
         worker = InferenceWorker(path, load, kind=kind)

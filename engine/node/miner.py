@@ -137,6 +137,14 @@ class MinerSettings:
     earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
 
 
+@dataclass(frozen=True)
+class _Swap:
+    chat: ChatModel
+    settings: MinerSettings
+    on_swapped: Callable[[ChatModel], None]
+    requested_at: float
+
+
 @dataclass
 class _Session:
     seed: bytes = b""
@@ -175,6 +183,7 @@ class Miner:
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
+        self._swap: _Swap | None = None  # a re-plan's model, taken between two steps
         self._chat_streams = _streams_tokens(chat)
         self.health = ChainHealth(client.backend, self._publish)
         self._away_on_chain = False
@@ -217,6 +226,36 @@ class Miner:
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
         self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
 
+    def swap_model(
+        self,
+        chat: ChatModel,
+        settings: MinerSettings,
+        on_swapped: Callable[[ChatModel], None] = lambda _old: None,
+        requested_at: float | None = None,
+    ) -> None:
+        """A re-plan: serve `chat` with `settings` from the next step on. The task in hand
+        finishes on the old model first (each step handles its events to the end); then the
+        spec is re-registered and `on_swapped(old)` may close the old runtime."""
+        self._swap = _Swap(chat, settings, on_swapped, requested_at or time.monotonic())
+
+    def _apply_swap(self) -> None:
+        swap, self._swap = self._swap, None
+        if swap is None:
+            return
+        old, self.chat = self.chat, swap.chat
+        self._chat_streams = _streams_tokens(swap.chat)
+        self.update_spec(swap.settings)
+        swap.on_swapped(old)
+        took = time.monotonic() - swap.requested_at
+        self._publish(
+            LogLine(
+                level="info",
+                logger="miner",
+                message=f"model swapped to {swap.settings.model_name} in {took:.1f} s "
+                "(re-plan: loaded, then taken between tasks, spec re-registered)",
+            )
+        )
+
     def update_spec(self, settings: MinerSettings | None = None) -> None:
         """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
         earlier registration with other figures."""
@@ -255,6 +294,8 @@ class Miner:
         """One pass: ping when due, then react to every new chain event in order."""
         if self._watcher is None:
             raise RuntimeError("call preflight() first")
+        if self._swap is not None:
+            self._apply_swap()
         if self._benchmark_wanted.is_set():
             self._benchmark_wanted.clear()
             self._benchmark()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from chain.client import ChainClient
+    from cortensor_desktop.config import Config
     from cortensor_desktop.hosting.dashboard_host import NetworkHost
     from cortensor_desktop.hosting.node_plan import NodePlanner
     from cortensor_desktop.hosting.run_loop import HeadlessRun
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from cortensor_desktop.tui.screens.wizard import WizardResult
     from engine.host.embedded_network import EmbeddedNetworkSettings
     from engine.host.loop_threads import LoopDeath
+    from engine.host.plan import NodePlan
     from engine.host.running import RunningNode
     from engine.node.miner import MinerSettings
     from engine.state.events import EventBus
@@ -360,6 +362,8 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
 
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from chain.client import connect
     from cortensor_desktop.hosting.node_plan import log_plan
     from cortensor_desktop.hosting.node_wallet import node_account
@@ -397,9 +401,10 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
         plan=plan,
     )
     miner = settings.miner_settings()  # the plan's tier, memory and model
+    built: list[StandaloneNode] = []
 
     def build(bus: EventBus) -> RunningNode:
-        return StandaloneNode(
+        node = StandaloneNode(
             client,
             ctx.database,
             ctx.models_dir,
@@ -408,13 +413,24 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
             progress=lambda message: log.info("%s", message),
             fallback=planner.fallback,
         )
+        built.append(node)
+        return node
+
+    def replan(fresh: Config) -> NodePlan:
+        """SIGHUP / reload_config with a changed [fit]: plan again, then swap and re-register."""
+        plan = _planner(ctx, fresh).plan()
+        log_plan(plan)
+        return built[0].replan(plan)
 
     facts = {
         "rpc": rpc_info(profile.rpc_urls),
         "threads": why,
     }
     banner = f"{args.role} {client.address} up on network '{profile.name}'"
-    return _exit_code(serve(_headless_run(ctx, args, miner, banner, facts), build))
+    run = _headless_run(ctx, args, miner, banner, facts)
+    if args.role == "miner":
+        run = replace(run, replan=replan)
+    return _exit_code(serve(run, build))
 
 
 def _exit_code(death: LoopDeath | None) -> int:
@@ -454,13 +470,13 @@ def _headless_run(
     )
 
 
-def _planner(ctx: AppContext) -> NodePlanner:
+def _planner(ctx: AppContext, config: Config | None = None) -> NodePlanner:
     """The plan's inputs for this run: this machine (the cached probe), [fit], the benchmarks."""
     from cortensor_desktop.hosting.node_plan import NodePlanner
     from profiler.probe import probe
 
     hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
-    return NodePlanner(ctx.config, ctx.database, ctx.models_dir, hardware)
+    return NodePlanner(config or ctx.config, ctx.database, ctx.models_dir, hardware)
 
 
 def embedded_settings(ctx: AppContext, miners: int) -> EmbeddedNetworkSettings:
