@@ -111,6 +111,11 @@ class FitSection:
     load_anyway: bool = _opt(
         False, "Load the chosen or overridden model even when the estimate says it does not fit"
     )
+    extra_models: list[str] = _opt(  # noqa: RUF009 (_opt gives lists a default_factory)
+        [],
+        "Catalogue chat models a miner also serves, loaded on demand within the memory budget "
+        "(least recently used unloaded first)",
+    )
 
     def to_fit_settings(self) -> FitSettings:
         """The profiler's pure-data settings (the profiler does not read config files)."""

@@ -661,6 +661,17 @@ class Miner:
             progress.restart()
             return self._generate_streaming(prompt, params, progress)
 
+    def _select_model(self, user_session: int | None) -> None:
+        """A runtime serving several models (engine/host/model_pool.py) loads the one a user
+        session asks for; network tasks use the primary."""
+        select = getattr(self.chat, "select", None)
+        if select is None:
+            return
+        model = None
+        if user_session is not None:
+            model = bytes(self.client.queue.call("sessions", user_session)[5])
+        select(model)
+
     def _generate_streaming(
         self, prompt: str, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
@@ -678,6 +689,7 @@ class Miner:
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
     ) -> GenerationResult:
+        self._select_model(session_id if kind is TaskKind.USER else None)
         params = SamplingParams(max_tokens=max_tokens)
         progress = TokenMeter(
             lambda tokens, rate: self._publish(
