@@ -31,6 +31,7 @@ from chain.wrappers import (
     SlotStatus,
     TaskState,
 )
+from engine.node import task_prompt
 from engine.node.chain_health import ChainHealth
 from engine.node.chain_wait import ChainWaiter
 from engine.node.chain_watch import ChainWatcher
@@ -402,7 +403,10 @@ class Oracle:
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS
         if answers:
-            judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
+            # The miners answered the decoded prompt under the same limit (task_prompt).
+            prompt = task_prompt.decode(task.prompt)
+            limit = prompt.answer_limit(self.settings.answer_max_tokens)
+            judgement = self.validator.judge(prompt.model_input, answers, limit)
             task.judgement = judgement
             for judged in judgement.answers:
                 scores[judged.miner] = judged.score

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chain.wrappers import PASS_SCORE
+from engine.inference.runtime import Prompt
 from engine.inference.types import GenerationResult, LikelihoodResult, SamplingParams
 from engine.poi.validation import (
     AnswerLikelihood,
@@ -30,9 +31,11 @@ TOKEN_LIMIT_SLACK = 2
 
 
 class ChatModel(Protocol):
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> GenerationResult: ...
 
-    def score_likelihood(self, prompt: str, answer: str) -> LikelihoodResult: ...
+    def score_likelihood(self, prompt: Prompt, answer: str) -> LikelihoodResult: ...
 
 
 class EmbeddingModel(Protocol):
@@ -73,8 +76,9 @@ class Validator:
         self.embedder = embedder
         self.thresholds = thresholds or ValidationThresholds()
 
-    def judge(self, prompt: str, answers: list[tuple[str, str]], max_tokens: int) -> Judgement:
-        """Judge (miner, answer) pairs given for one prompt under one token limit."""
+    def judge(self, prompt: Prompt, answers: list[tuple[str, str]], max_tokens: int) -> Judgement:
+        """Judge (miner, answer) pairs given for one prompt (text or chat messages) under one
+        token limit."""
         started = time.monotonic()
         reference = self.chat.generate(prompt, SamplingParams(max_tokens=max_tokens)).text
         vectors = self.embedder.embed([reference] + [answer for _, answer in answers])
@@ -86,11 +90,12 @@ class Validator:
         consensus = None
         if passing:
             consensus = passing[medoid([vectors[i + 1] for i in passing])]
-        return Judgement(prompt, reference, judged, consensus, time.monotonic() - started)
+        text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        return Judgement(text, reference, judged, consensus, time.monotonic() - started)
 
     def _judge_one(
         self,
-        prompt: str,
+        prompt: Prompt,
         miner: str,
         answer: str,
         reference_vector: list[float],
