@@ -136,3 +136,47 @@ def embedded_router(
         validator=(lambda: oracle.validator) if oracle is not None else None,
     )
     return server
+
+
+class RunRouter:
+    """The router `run` serves in front of its embedded network ([router] port; 0: off).
+
+    A port in use or a network without a free account turns the router off with a warning:
+    the node itself still runs."""
+
+    def __init__(self, db: Database, models_dir: Path, port: int, redundancy: int = 3) -> None:
+        self.db = db
+        self.models_dir = models_dir
+        self.port = port
+        self.redundancy = redundancy
+        self.server: RouterServer | None = None
+
+    def start(self, network: Any) -> str | None:
+        """Serve in front of a started network; the OpenAI base URL, or None when off."""
+        if self.port == 0:
+            log.info("router off ([router] port = 0)")
+            return None
+        try:
+            server = embedded_router(
+                network,
+                self.db,
+                self.models_dir,
+                "127.0.0.1",
+                self.port,
+                RouterSettings(redundancy=self.redundancy),
+            )
+            if server is None:
+                return None
+            server.start()
+        except (OSError, ValueError) as exc:
+            log.warning("router off: %s", exc)
+            return None
+        self.server = server
+        server.front.router.resume()
+        log.info("router: point OpenAI clients at %s (any API key)", server.url)
+        return server.url
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None

@@ -34,6 +34,7 @@ from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.events import events_in_receipt
 from chain.wrappers import NodeStatus, Tier, model_id
+from engine.node import failpoints
 from engine.node.user_session import (
     DEFAULT_PRICE_WEI,
     PRECISIONS,
@@ -340,6 +341,7 @@ class Router:
                 price_wei=self.settings.price_wei,
                 from_block=head,
             )
+            failpoints.hit("router-before-submit")
             try:
                 submitted = submit_user_task(
                     self.client,
@@ -360,6 +362,7 @@ class Router:
                     self._sessions.pop(key, None)
                     raise RouterError(f"the task could not be submitted: {exc}") from None
                 submitted = found
+            failpoints.hit("router-after-submit")  # on chain, not yet in the journal
             self.journal.mark_submitted(request.request_id, submitted.session_id, submitted.task_id)
             self._remember_session(key, submitted.session_id)
             return submitted

@@ -476,15 +476,19 @@ def _serve(
     pump = threading.Thread(target=_pump, args=(reader, log_event), daemon=True)
     pump.start()
     started = time.monotonic()
+    router = None
     try:
         status.start()
         node.start()
         status.holder.info.update(_model_and_tier(node))
+        router = _start_router(ctx, node, status)
         control = _Control(ctx, bus, node, signals, status.holder)
         log.info("%s; Ctrl-C stops", banner)
         _wait(node, signals, args, started, commands, control)
     finally:
         log.info("stopping (%s)", signals.received or "done")
+        if router is not None:
+            router.stop()
         node.stop()
         reader.close()
         pump.join(timeout=5)
@@ -494,6 +498,24 @@ def _serve(
     _summary(node, time.monotonic() - started)
     signals.finished.set()
     return ExitCode.OK
+
+
+def _start_router(ctx: AppContext, node: Any, status: Any) -> Any:
+    """The router in front of the embedded network (docs/ROUTER.md); its metrics join the
+    status API's /metrics. None on other networks or with [router] port = 0."""
+    if not ctx.network.embedded:
+        return None
+    from cortensor_desktop.hosting.router_host import RunRouter
+
+    router = RunRouter(
+        ctx.database, ctx.models_dir, ctx.config.router.port, ctx.config.router.redundancy
+    )
+    url = router.start(node)
+    if url is not None and router.server is not None:
+        status.holder.info["router"] = url
+        if status.api is not None:
+            status.api.registry.register(router.server.front.metrics)
+    return router
 
 
 class _Status:
