@@ -26,8 +26,13 @@ pytestmark = [pytest.mark.llama, pytest.mark.timeout(300)]
 QUESTION = "Name one planet of the solar system."
 
 
-def _raw(routed: RoutedNetwork, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def _raw(
+    routed: RoutedNetwork,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     url = urlsplit(routed.url)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
     try:
@@ -156,7 +161,7 @@ def test_curl_sees_server_sent_events_ending_with_done(routed: RoutedNetwork) ->
             "messages": [{"role": "user", "content": "Hi"}],
             "max_tokens": 6,
             "stream": True,
-        }  # fmt: skip
+        }
     )
     result = subprocess.run(
         [
@@ -169,7 +174,7 @@ def test_curl_sees_server_sent_events_ending_with_done(routed: RoutedNetwork) ->
             "-d",
             body,
             routed.url + "/chat/completions",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=200,
@@ -197,22 +202,22 @@ def test_bad_requests_get_clear_openai_errors_and_nothing_is_submitted(
             {"model": MODEL, "messages": chat, "max_tokens": 129},
             openai.BadRequestError,
             "invalid_request",
-        ),  # fmt: skip
+        ),
         (
             {"model": MODEL, "messages": chat, "temperature": 0.7},
             openai.BadRequestError,
             "invalid_request",
-        ),  # fmt: skip
+        ),
         (
             {"model": MODEL, "messages": [{"role": "user", "content": "word " * 2500}]},
             openai.BadRequestError,
             "context_length_exceeded",
-        ),  # fmt: skip
+        ),
         (
             {"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]},
             openai.BadRequestError,
             "invalid_request",
-        ),  # fmt: skip
+        ),
     ]
     for kwargs, error, code in cases:
         with pytest.raises(error) as caught:
@@ -220,8 +225,9 @@ def test_bad_requests_get_clear_openai_errors_and_nothing_is_submitted(
         assert caught.value.body["code"] == code, kwargs  # type: ignore[attr-defined]
     with pytest.raises(openai.BadRequestError, match="greedy"):
         client.chat.completions.create(model=MODEL, messages=chat, temperature=1)
-    status, _, raw = _raw(routed, "POST", "/v1/chat/completions", b"{not json",
-                          {"Content-Type": "application/json"})  # fmt: skip
+    status, _, raw = _raw(
+        routed, "POST", "/v1/chat/completions", b"{not json", {"Content-Type": "application/json"}
+    )
     assert status == 400 and _error(raw)["code"] == "invalid_json"
     status, raw = _oversized(routed)
     assert status == 413 and _error(raw)["code"] == "body_too_large"
