@@ -371,9 +371,13 @@ class Oracle:
     def _assign(self, task_id: int, task: _UserTask) -> None:
         session = self.client.queue.call("sessions", task.session_id)
         k, model = int(session[3]), bytes(session[5])
-        eligible = [m for m in self.client.registry.present_miners() if self._serves(m, model)]
+        eligible = [
+            m
+            for m in self.client.registry.present_miners()
+            if self._serves(m, model) and self._free(m)
+        ]
         if len(eligible) < k:
-            return  # not enough eligible miners yet; the task waits in the queue
+            return  # not enough free eligible miners yet; the task waits in the queue
         now = self._clock()
         picked = select_miners(
             eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
@@ -382,6 +386,11 @@ class Oracle:
         task.miners = list(picked)
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
+
+    def _free(self, miner: str) -> bool:
+        """Not on another user task: assigning a busy miner reverts (NodeBusy), and with several
+        tasks queued at once (a router) picking only free ones keeps every miner working."""
+        return self.client.queue.assignment(miner)[1] == AssignmentStatus.NONE
 
     def _serves(self, miner: str, model: bytes) -> bool:
         info = self.client.registry.node_info(miner)
