@@ -9,6 +9,7 @@ it waits with exponential backoff and tries the round again, then gives up with 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +37,30 @@ def public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{hidden}"
 
 
+_ANY_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"()<>,]+", re.IGNORECASE)
+
+
+def scrub_urls(text: str) -> str:
+    """Every URL in a message cut to scheme://host:port: error texts from requests and web3
+    quote the full URL, and a hosted RPC's API key lives in its path."""
+    return _ANY_URL.sub(lambda m: public_url(m.group(0)), text)
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# requests merges a None-valued proxy over the environment's: no proxy for that scheme.
+NO_PROXIES: dict[str, str | None] = {"http": None, "https": None}
+
+
+def is_loopback(url: str) -> bool:
+    """True for a URL on this machine, which must never go through an HTTP proxy.
+
+    `http_proxy` without a matching `no_proxy` would otherwise send a devnet's or a local node's
+    traffic to the proxy, which cannot reach this machine's loopback.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, requests.HTTPError):
         status = exc.response.status_code if exc.response is not None else None
@@ -57,15 +82,22 @@ class FailoverProvider(BaseProvider):
             raise RpcUnavailable("the network profile lists no RPC URL")
         self.policy = policy or RetryPolicy()
         self.urls = tuple(urls)
-        timeout = {"timeout": self.policy.request_timeout_s}
         # web3's own retries are off: this class decides when to retry and where.
         self._providers = [
-            HTTPProvider(u, request_kwargs=timeout, exception_retry_configuration=None)
+            HTTPProvider(
+                u, request_kwargs=self._request_kwargs(u), exception_retry_configuration=None
+            )
             for u in self.urls
         ]
         self._current = 0
         self._lock = threading.Lock()
         self.generation = 0
+
+    def _request_kwargs(self, url: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"timeout": self.policy.request_timeout_s}
+        if is_loopback(url):
+            kwargs["proxies"] = NO_PROXIES
+        return kwargs
 
     @property
     def current_url(self) -> str:

@@ -34,7 +34,7 @@ from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.events import events_in_receipt
 from chain.wrappers import NodeStatus, Tier, model_id
-from engine.node import failpoints
+from engine import failpoints
 from engine.node.user_session import (
     DEFAULT_PRICE_WEI,
     PRECISIONS,
