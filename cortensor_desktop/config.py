@@ -154,6 +154,20 @@ class ApiSection:
 
 
 @dataclass(frozen=True)
+class RouterSection:
+    """The OpenAI-compatible router `run` serves on the embedded network (docs/ROUTER.md)."""
+
+    port: int = _opt(
+        8787,
+        "Port of the router on 127.0.0.1 that `run` serves on the embedded network (OpenAI base "
+        "URL http://127.0.0.1:PORT/v1); 0 turns it off",
+        min=0,
+        max=65535,
+    )
+    redundancy: int = _opt(3, "Miners that answer each router request (k)", min=1, max=16)
+
+
+@dataclass(frozen=True)
 class PolicySection:
     """Polite mining: when the node pauses itself (0 turns a temperature limit off)."""
 
@@ -240,6 +254,7 @@ class Config:
     logging: LoggingSection = field(default_factory=LoggingSection)
     fit: FitSection = field(default_factory=FitSection)
     api: ApiSection = field(default_factory=ApiSection)
+    router: RouterSection = field(default_factory=RouterSection)
     policy: PolicySection = field(default_factory=PolicySection)
     wallet: WalletSection = field(default_factory=WalletSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)

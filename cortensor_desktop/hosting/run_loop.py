@@ -3,8 +3,9 @@
 `serve(run, build)` starts what `build` makes (an embedded network or one standalone node, both a
 `RunningNode`) on a fresh event bus, logs its events (the headless reader), folds them into the
 summary the status API serves, and runs the control loop: commands from the queue, SIGHUP
-reloads, the polite-mining policies, worker-crash and oracle low-gas alerts. A signal stops it
-cleanly. The CLI (`cli/commands/run_cmd.py`) only parses arguments and chooses what to build.
+reloads, and the node host's ticks (`engine.host.node_host`: the polite-mining policies,
+worker-crash and oracle low-gas alerts, hardware readings). A signal stops it cleanly. The CLI
+(`cli/commands/run_cmd.py`) only parses arguments and chooses what to build.
 Never imports textual or rich: servers run this path.
 """
 
@@ -57,6 +58,9 @@ class HeadlessRun:
     # A changed [fit] on reload: the fresh config -> the plan the node now runs (it finishes its
     # open task, swaps the model, re-registers); None: [fit] changes need a restart.
     replan: Callable[[Config], NodePlan] | None = None
+    # Something served in front of the started node (the router on embedded): given the node
+    # and the status service, it returns what stops it, or None when it did not start.
+    front: Callable[[RunningNode, StatusService], Callable[[], None] | None] | None = None
 
 
 def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDeath | None:
@@ -77,10 +81,12 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDea
     pump = threading.Thread(target=pump_events, args=(reader, log_event), daemon=True)
     pump.start()
     started = time.monotonic()
+    stop_front: Callable[[], None] | None = None
     try:
         status.start()
         node.start()
         status.holder.info.update(model_and_tier(run.registered_as, node.plan))
+        stop_front = run.front(node, status) if run.front is not None else None
         control = RunControl(
             run.config, run.config_path, bus, node, signals, status.holder, _replan(run, status)
         )
@@ -88,6 +94,8 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDea
         wait_until_done(run, node, signals, started, commands, control)
     finally:
         log.info("stopping (%s)", signals.received or "done")
+        if stop_front is not None:
+            stop_front()
         node.stop()
         reader.close()
         pump.join(timeout=5)

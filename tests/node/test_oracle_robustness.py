@@ -87,6 +87,7 @@ def _spoof_a_task_for(network: EmbeddedNetwork, honest_index: int) -> None:
     as_oracle.queue.assign(task.task_id, [miner.address])
 
 
+@pytest.mark.timeout(600)  # about 90 s alone; four workers on two cores are slow when shared
 def test_bad_answers_a_validator_crash_spoofed_events_and_a_restart_stop_nothing(
     make_network: Callable[..., EmbeddedNetwork], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
