@@ -26,6 +26,14 @@ class NetworkParams:
     answer_window_s: int = 120
     selection_cooldown_s: int = 0
     task_window_s: int = 120
+    # A user task the leader leaves this long past its deadline can be refunded (docs/CHAIN.md).
+    task_timeout_s: int = 600
+    # The answer budget of a user task in tokens (the miner's answer_max_tokens): with the
+    # minimum price per token it sets the least a session may pay each miner.
+    answer_tokens: int = 128
+    min_price_per_token_wei: int = 1
+    # After deployment a new module goes live only this long after its ModuleScheduled event.
+    module_delay_s: int = 3600
 
 
 def _deploy(sender: TxSender, name: str, *args: object) -> str:
@@ -52,6 +60,7 @@ def deploy_network(
         p.open_registration,
         p.eligibility_threshold,
         p.leader_grace_s,
+        p.module_delay_s,
     )
     stats = _deploy(
         sender,
@@ -71,7 +80,17 @@ def deploy_network(
         p.answer_window_s,
         p.selection_cooldown_s,
     )
-    queue = _deploy(sender, queue_contract, registry, stats, payment, p.task_window_s)
+    queue = _deploy(
+        sender,
+        queue_contract,
+        registry,
+        stats,
+        payment,
+        p.task_window_s,
+        p.task_timeout_s,
+        p.answer_tokens,
+        p.min_price_per_token_wei,
+    )
     contract = web3.eth.contract(
         address=Web3.to_checksum_address(registry), abi=load_artifact("NodeRegistry").abi
     )
@@ -79,6 +98,8 @@ def deploy_network(
         sender.send(contract.functions.setModule(module, True), "NodeRegistry.setModule")
     for oracle in oracles:
         sender.send(contract.functions.addOracle(oracle), "NodeRegistry.addOracle")
+    # Wired: from now on a new module waits module_delay_s after an event nodes can see.
+    sender.send(contract.functions.endSetup(), "NodeRegistry.endSetup")
     return {
         "NodeRegistry": registry,
         "NodeStats": stats,

@@ -7,16 +7,20 @@ import "./Common.sol";
 /// level. Final results (network-task validation, user tasks) are forwarded to the registry,
 /// which moves nodes in and out of the user-task pool.
 contract NodeStats is RegistryUser {
+    /// Two slots: what a final outcome writes (the first seven fields, 26 bytes) and the pings.
+    /// A user-task result writes only the first, as before; every counter is at least 32 bits
+    /// (4 billion outcomes: over a thousand years at one task every 10 s), so a stats write
+    /// cannot overflow and revert the payment path that records it.
     struct Stats {
-        uint32 pings;
-        uint64 lastPing;
         uint32 streak;
         uint32 bestStreak;
         uint32 successes;
-        uint16 level;
-        uint16 userTasks;
-        uint16 userPoints;
-        uint16 failStreak;
+        uint32 level;
+        uint32 userTasks;
+        uint32 userPoints;
+        uint16 failStreak; // reset at removeAfterFailures (a uint16), so it cannot overflow
+        uint32 pings;
+        uint64 lastPing;
     }
 
     struct StageCount {
@@ -33,7 +37,7 @@ contract NodeStats is RegistryUser {
 
     event Pinged(address indexed node, uint32 pings);
     event StageRecorded(address indexed node, uint8 indexed stage, bool ok, uint32 count, uint32 points);
-    event LevelChanged(address indexed node, uint16 level);
+    event LevelChanged(address indexed node, uint32 level);
 
     constructor(INodeRegistry registry_, uint64 minPingInterval_, uint32 levelStep_, uint16 removeAfter_)
         RegistryUser(registry_)
@@ -100,7 +104,7 @@ contract NodeStats is RegistryUser {
         s.streak += 1;
         s.successes += 1;
         if (s.streak > s.bestStreak) s.bestStreak = s.streak;
-        uint16 level = uint16(s.successes / levelStep);
+        uint32 level = s.successes / levelStep;
         if (level != s.level) {
             s.level = level;
             emit LevelChanged(node, level);

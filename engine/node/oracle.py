@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chain.client import ChainClient
-from chain.errors import ChainError, RpcUnavailable
+from chain.errors import ChainError, ContractRevert, RpcUnavailable
 from chain.events import ChainEvent
 from chain.wrappers import (
     NO_CONSENSUS,
@@ -55,6 +55,10 @@ from engine.state.journal import Journal, TaskRef, VerdictRecord
 log = logging.getLogger(__name__)
 
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
+# A user task that cannot be assigned (too few eligible miners, or one became busy) is tried
+# again only after this long, so unassignable tasks cost no RPC every poll (its owner may
+# refund it after the contract's task timeout).
+ASSIGN_RETRY_S = 5.0
 QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
 
 
@@ -115,6 +119,9 @@ class Oracle:
         self.judgements: list[Judgement] = []
         self._user_open: dict[int, _UserTask] = {}
         self.user_results: dict[int, _UserTask] = {}
+        self._assign_retry_at: dict[int, float] = {}
+        self._eligible_now: dict[tuple[bytes, int], list[str]] = {}  # this step's pool reads
+        self._answer_tokens: int | None = None
 
     def start(self) -> None:
         head = int(self.client.web3.eth.block_number)
@@ -152,6 +159,7 @@ class Oracle:
         self._request_if_due()
         for session_id in list(self._open):
             self._advance(session_id)
+        self._eligible_now.clear()
         for task_id in list(self._user_open):
             self._advance_user(task_id)
 
@@ -364,29 +372,53 @@ class Oracle:
                 task.tx_hashes.append(result.tx_hash)
         elif state == TaskState.COMMITTED:
             self._validate_user(task_id, task)
-        elif state == TaskState.VALIDATED:
+        elif TaskState(state).finished:  # validated, or refunded by its owner after a timeout
             self._user_open.pop(task_id, None)
+            self._assign_retry_at.pop(task_id, None)
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
-        session = self.client.queue.call("sessions", task.session_id)
-        k, model = int(session[3]), bytes(session[5])
-        eligible = [m for m in self.client.registry.present_miners() if self._serves(m, model)]
-        if len(eligible) < k:
-            return  # not enough eligible miners yet; the task waits in the queue
         now = self._clock()
+        if now < self._assign_retry_at.get(task_id, 0.0):
+            return
+        session = self.client.queue.call("sessions", task.session_id)
+        k, model, price = int(session[3]), bytes(session[5]), int(session[6])
+        eligible = self._eligible(model, price // k // self._tokens_per_answer())
+        if len(eligible) < k:
+            self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
+            return  # not enough eligible miners yet; the task waits in the queue
         picked = select_miners(
             eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
         )
-        result = self.client.queue.assign(task_id, list(picked))
+        try:
+            result = self.client.queue.assign(task_id, list(picked))
+        except ContractRevert as exc:  # e.g. a picked miner is busy with another task
+            log.info("task %s not assigned yet: %s", task_id, exc)
+            self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
+            return
+        self._assign_retry_at.pop(task_id, None)
         task.miners = list(picked)
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
 
-    def _serves(self, miner: str, model: bytes) -> bool:
+    def _eligible(self, model: bytes, per_token: int) -> list[str]:
+        """Present pool miners serving `model` whose price floor the task meets; read once a
+        step however many tasks wait."""
+        key = (model, per_token)
+        if key not in self._eligible_now:
+            present = self.client.registry.present_miners()
+            self._eligible_now[key] = [m for m in present if self._serves(m, model, per_token)]
+        return self._eligible_now[key]
+
+    def _tokens_per_answer(self) -> int:
+        if self._answer_tokens is None:
+            self._answer_tokens = int(self.client.queue.call("answerTokens"))
+        return self._answer_tokens
+
+    def _serves(self, miner: str, model: bytes, per_token: int) -> bool:
         info = self.client.registry.node_info(miner)
-        return info.status == NodeStatus.EPHEMERAL and model in self.client.registry.models_of(
-            miner
-        )
+        if info.status != NodeStatus.EPHEMERAL or info.price_floor > per_token:
+            return False
+        return model in self.client.registry.models_of(miner)
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
