@@ -53,7 +53,7 @@ contract NodeStats is RegistryUser {
         uint64 next = s.lastPing + minPingInterval;
         if (s.pings > 0 && block.timestamp < next) revert PingTooSoon(next);
         s.lastPing = uint64(block.timestamp);
-        s.pings += 1;
+        s.pings = _inc(s.pings);
         emit Pinged(msg.sender, s.pings);
     }
 
@@ -63,13 +63,13 @@ contract NodeStats is RegistryUser {
     function record(address node, uint8 stage, bool ok) external onlyModule {
         Stats storage s = stats[node];
         if (stage == STAGE_USER_TASK) {
-            s.userTasks += 1;
-            if (ok) s.userPoints += 1;
+            s.userTasks = _inc(s.userTasks);
+            if (ok) s.userPoints = _inc(s.userPoints);
             emit StageRecorded(node, stage, ok, s.userTasks, s.userPoints);
         } else {
             StageCount storage c = stageCounts[node][stage];
-            c.count += 1;
-            if (ok) c.points += 1;
+            c.count = _inc(c.count);
+            if (ok) c.points = _inc(c.points);
             emit StageRecorded(node, stage, ok, c.count, c.points);
             if (stage < STAGE_VALIDATE && ok) return;
         }
@@ -101,8 +101,8 @@ contract NodeStats is RegistryUser {
             return;
         }
         s.failStreak = 0;
-        s.streak += 1;
-        s.successes += 1;
+        s.streak = _inc(s.streak);
+        s.successes = _inc(s.successes);
         if (s.streak > s.bestStreak) s.bestStreak = s.streak;
         uint32 level = s.successes / levelStep;
         if (level != s.level) {
@@ -110,5 +110,13 @@ contract NodeStats is RegistryUser {
             emit LevelChanged(node, level);
         }
         if (stage == STAGE_VALIDATE) registry.onResult(node, true);
+    }
+
+    /// Counters saturate instead of reverting: a stats write is on the payment path
+    /// (SessionQueue.validate and closeWindow), which must never fail because a node is busy.
+    function _inc(uint32 x) internal pure returns (uint32) {
+        unchecked {
+            return x == type(uint32).max ? x : x + 1;
+        }
     }
 }
