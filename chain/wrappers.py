@@ -243,7 +243,7 @@ class NodeRegistry(ContractWrapper):
         return bool(self._call("isModule", module))
 
     def node_info(self, node: str) -> NodeInfo:
-        status, tier, memory_mb, successes, _, payout, away, floor, app_version = self._call(
+        status, tier, memory_mb, successes, payout, away, _, _, floor, app_version = self._call(
             "nodeInfo", node
         )
         return NodeInfo(

@@ -49,7 +49,7 @@ interface INodeRegistry {
     function isMiner(address who) external view returns (bool);
     function touchLeader(address who) external;
     function checkOracle(address who) external view;
-    function checkPool(address node, bytes32 model, uint256 pricePerToken) external view;
+    function checkPool(address node, bytes32 model) external view returns (uint256 floor);
     function onResult(address node, bool ok) external;
     function expel(address node) external;
     function payoutOf(address node) external view returns (address);

@@ -21,10 +21,12 @@ contract NodeRegistry {
         uint8 tier;
         uint32 memoryMb;
         uint32 successes;
-        uint32 presentIndex; // 1 + its place in `present`, 0 while away (same slot as status)
         address payout;
-        bool away; // paused by its operator: not selected, not assigned (same slot as payout)
-        uint88 priceFloor; // wei per token this node accepts at least (same slot as payout)
+        bool away; // paused by its operator: not selected, not assigned
+        bool hasFloor; // priceFloor > 0: the pool check reads the second slot only then
+        // Second slot: read by `checkPool` only for a node with a floor (a cold read each).
+        uint32 presentIndex; // 1 + its place in `present`, 0 while away
+        uint88 priceFloor; // wei per answer token this node accepts at least
         string appVersion;
     }
 
@@ -226,7 +228,9 @@ contract NodeRegistry {
     /// The least this node accepts per answer token; the pool check refuses to assign it a task
     /// whose share pays less, so a node is never assigned work it would refuse.
     function setPriceFloor(uint88 weiPerToken) external {
-        _node(msg.sender).priceFloor = weiPerToken;
+        Node storage n = _node(msg.sender);
+        n.priceFloor = weiPerToken;
+        n.hasFloor = weiPerToken > 0;
         emit PriceFloorSet(msg.sender, weiPerToken);
     }
 
@@ -255,14 +259,14 @@ contract NodeRegistry {
 
     // ---- pool (written by SessionQueue and NodeStats) ----
 
-    /// Reverts unless `node` is in the user-task pool, serves `model` and accepts the price
-    /// (SessionQueue.assign).
-    function checkPool(address node, bytes32 model, uint256 pricePerToken) external view {
+    /// Reverts unless `node` is in the user-task pool and serves `model`; returns its price
+    /// floor per token (0: none), which SessionQueue.assign compares with the task's price.
+    function checkPool(address node, bytes32 model) external view returns (uint256 floor) {
         Node storage n = nodes[node];
         if (n.status != Status.Ephemeral) revert NotInPool(node);
         if (n.away) revert NodeAway(node);
-        if (pricePerToken < n.priceFloor) revert PriceBelowFloor(node);
         if (!servesModel[node][model]) revert WrongModel(node);
+        if (n.hasFloor) floor = n.priceFloor;
     }
 
     /// A successful network task: counts towards the pool's eligibility threshold.

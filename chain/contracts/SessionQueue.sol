@@ -157,11 +157,15 @@ contract SessionQueue is RegistryUser {
         UserSession storage us = sessions[t.sessionId];
         if (miners.length != us.k) revert BadArgument();
         bytes32 model = us.model;
-        uint256 perToken = us.price / us.k / answerTokens; // each miner's own floor is checked
+        uint256 perToken = type(uint256).max; // the price is read only if a miner has a floor
         for (uint256 i = 0; i < miners.length; i++) {
             Assignment storage a = assignments[miners[i]];
             if (a.status != FREE) revert NodeBusy(miners[i]); // also catches a miner listed twice
-            registry.checkPool(miners[i], model, perToken);
+            uint256 floor = registry.checkPool(miners[i], model);
+            if (floor != 0) {
+                if (perToken == type(uint256).max) perToken = us.price / us.k / answerTokens;
+                if (perToken < floor) revert PriceBelowFloor(miners[i]);
+            }
             assignments[miners[i]] = Assignment(uint64(taskId), ASSIGNED, bytes23(0));
         }
         t.minersHash = _hashOf(miners);
