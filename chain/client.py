@@ -24,6 +24,9 @@ class Deployment:
 
     chain_id: int
     contracts: Mapping[str, str]
+    # The block the contracts were deployed in (from the profile): no event of this network is
+    # older, so event reads start here at the earliest, never at block 0.
+    deploy_block: int = 0
 
     def address(self, name: str) -> str:
         try:
@@ -96,10 +99,11 @@ def connect(
     contracts: Mapping[str, str],
     account: LocalAccount | None = None,
     policy: RetryPolicy | None = None,
+    deploy_block: int = 0,
 ) -> ChainClient:
     """A client for an HTTP network profile (local devnet, testnet): failover over `rpc_urls`."""
     missing = [n for n in NETWORK_CONTRACTS if n not in contracts]
     if missing:
         raise ChainError(f"the network profile lacks contract addresses for {', '.join(missing)}")
     backend = HttpBackend(list(rpc_urls), policy or RetryPolicy())
-    return ChainClient(backend, Deployment(chain_id, dict(contracts)), account)
+    return ChainClient(backend, Deployment(chain_id, dict(contracts), deploy_block), account)

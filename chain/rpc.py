@@ -9,6 +9,7 @@ it waits with exponential backoff and tries the round again, then gives up with 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +35,15 @@ def public_url(url: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     hidden = "/..." if parts.path.strip("/") or parts.query else ""
     return f"{parts.scheme}://{host}{port}{hidden}"
+
+
+_ANY_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"()<>,]+", re.IGNORECASE)
+
+
+def scrub_urls(text: str) -> str:
+    """Every URL in a message cut to scheme://host:port: error texts from requests and web3
+    quote the full URL, and a hosted RPC's API key lives in its path."""
+    return _ANY_URL.sub(lambda m: public_url(m.group(0)), text)
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

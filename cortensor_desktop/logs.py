@@ -7,9 +7,11 @@ terminal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import time
@@ -57,6 +59,21 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _redact_fields(value: Any) -> Any:
+    """Every string inside an event's fields redacted, the structure kept."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_fields(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_fields(item) for item in value]
+    return value
+
+
+# The LogRecord attribute (`extra={EVENT_FIELDS: event.to_dict()}`) that carries an event's fields.
+EVENT_FIELDS = "event_fields"
+
+
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -66,11 +83,17 @@ class JsonLinesFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, EVENT_FIELDS, None)
+        if isinstance(fields, dict):
+            # An engine event's own fields, as fields: a log shipper filters on `event.type`,
+            # `event.node` or `event.status` instead of parsing the sentence in `msg`.
+            entry["event"] = _redact_fields(fields)
         if record.exc_text:
             entry["exc"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
 
 
+QUIET_LIBRARIES = ("gguf", "urllib3")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -87,14 +110,25 @@ def setup_logging(
     )
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        from cortensor_desktop.paths import private_dir
+
+        private_dir(log_dir)  # what the node did is the user's business, whatever the umask
+        log_file = log_dir / LOG_FILE_NAME
         handlers.append(
             logging.handlers.RotatingFileHandler(
-                log_dir / LOG_FILE_NAME, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+                log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
             )
         )
+        with contextlib.suppress(OSError):
+            os.chmod(log_file, 0o600)
     for handler in handlers:
         handler.addFilter(RedactingFilter())
         handler.setFormatter(formatter)
         root.addHandler(handler)
     logging.captureWarnings(True)
+    # Libraries that narrate their work at INFO (gguf's writer lists every file it writes): their
+    # lines are for debugging, not for a CLI user's stderr.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level.lower() == "debug" else logging.WARNING
+        )

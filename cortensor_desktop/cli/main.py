@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cortensor_desktop import APP_NAME, __version__
 from cortensor_desktop.cli.context import AppContext
+from cortensor_desktop.cli.examples import attach_examples
 from cortensor_desktop.cli.exit_codes import ExitCode, exit_code_for
 from cortensor_desktop.logs import setup_logging
 from cortensor_desktop.paths import resolve_paths
@@ -31,8 +32,11 @@ COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.ask_cmd",
     "cortensor_desktop.cli.commands.wallet_cmd",
     "cortensor_desktop.cli.commands.devnet_cmd",
+    "cortensor_desktop.cli.commands.network_cmd",
     "cortensor_desktop.cli.commands.status_cmd",
     "cortensor_desktop.cli.commands.attach_cmd",
+    "cortensor_desktop.cli.commands.doctor_cmd",
+    "cortensor_desktop.cli.commands.completion_cmd",
 ]
 
 EPILOG = """\
@@ -116,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers, common)
+    attach_examples(parser)
     return parser
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from cortensor_desktop.cli.context import AppContext
 from cortensor_desktop.cli.exit_codes import UsageError
+from cortensor_desktop.cli.prompt import read_prompt
 from cortensor_desktop.networks import LOCAL
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "On the embedded network the whole network starts in this process first; on the "
         "local devnet a devnet account pays (funded from anvil); elsewhere this home's wallet.",
     )
-    parser.add_argument("prompt", help="the question")
+    parser.add_argument("prompt", help="the question, or - to read it from standard input")
     parser.add_argument(
         "--redundancy", type=int, default=3, metavar="K", help="how many miners answer (default 3)"
     )
@@ -74,6 +75,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _ask(ctx: AppContext, args: argparse.Namespace) -> int:
+    args.prompt = read_prompt(args.prompt)
     embedded = ctx.network.embedded
     limit = EMBEDDED_MAX_REDUNDANCY if embedded else MAX_REDUNDANCY
     if not 1 <= args.redundancy <= limit:
@@ -120,7 +122,13 @@ def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> 
         raise UsageError(f"network profile '{profile.name}' has no chain id")
     devnet = profile.name == LOCAL
     account = _devnet_user(ctx) if devnet else _home_wallet(ctx, args)
-    client = connect(profile.chain_id, profile.rpc_urls, profile.contracts, account)
+    client = connect(
+        profile.chain_id,
+        profile.rpc_urls,
+        profile.contracts,
+        account,
+        deploy_block=profile.deploy_block,
+    )
     if devnet:
         _fund_from_anvil(client)
     else:
