@@ -108,22 +108,3 @@ def test_bench_stores_its_result(cli, env: dict[str, str], home: Path) -> None: 
     assert [(r["model_id"], r["quant"]) for r in rows] == [("smollm2-135m-instruct", "Q4_1")] * 2
     stored = json.loads(rows[0]["result"])
     assert stored["gen_tokens_per_s"] == document["gen_tokens_per_s"]
-
-
-def test_progress_bar_draws_one_line_and_ends_it() -> None:
-    import io
-
-    from cortensor_desktop.cli.commands.models_cmd import ProgressBar
-    from engine.models.store import PullProgress
-
-    out = io.StringIO()
-    bar = ProgressBar(out, enabled=True)
-    bar(PullProgress("m", "download", "u", 0, 4 * 2**20))
-    bar(PullProgress("m", "download", "u", 4 * 2**20, 4 * 2**20))
-    bar(PullProgress("m", "done", "u", 4 * 2**20, 4 * 2**20))
-    text = out.getvalue()
-    assert text.count("\n") == 1 and text.endswith("\n")
-    assert "100.0%" in text and "#" * 30 in text
-    silent = io.StringIO()
-    ProgressBar(silent, enabled=False)(PullProgress("m", "download", "u", 1, 2))
-    assert silent.getvalue() == ""
