@@ -53,7 +53,12 @@ def test_no_bar_without_a_terminal_or_with_json() -> None:
 
 
 def test_models_verify_draws_its_bar_on_a_terminal_and_none_on_a_pipe(tmp_path: Path) -> None:
-    env = {**os.environ, "CORTENSOR_HOME": str(tmp_path / "home"), "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        "CORTENSOR_HOME": str(tmp_path / "home"),
+        "CORTENSOR_MODELS__DIR": str(tmp_path / "models"),  # never the shared models folder
+        "COLUMNS": "120",
+    }
     cli = [sys.executable, "-m", "cortensor_desktop"]
     pulled = subprocess.run(
         [*cli, "models", "pull", "smollm2-135m-instruct", "--json"],

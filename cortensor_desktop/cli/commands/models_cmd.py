@@ -33,7 +33,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         description="List the catalogue's models, one row per quant: its size ('unknown' where "
         "the catalogue has none and it is not installed), whether it is installed and how it "
         "was checked (sha256 from the catalogue, or 'unverified': only the sha256 of its first "
-        "download is known), and whether it fits this machine (the same fit as `profile`).",
+        "download is known), and whether it fits this machine (the same fit as `profile`: 'yes', "
+        "'no' (memory), or 'slow': it fits but is estimated below [fit] speed_floor_tps).",
     )
     add_json_flag(listing)
     listing.set_defaults(handler=_list)
@@ -97,7 +98,25 @@ def fit_checker(ctx: AppContext) -> Callable[[ModelEntry, str], dict[str, Any]]:
     def check(entry: ModelEntry, quant: str) -> dict[str, Any]:
         fixed = replace(settings, quant=quant)
         result = check_model(hardware, catalogue, entry.id, fixed, benchmarks)
-        return {"fits": result.fits, "why": result.detail}
+        tps = result.recommendation.expected_tokens_per_s if result.recommendation else None
+        # profile's automatic choice also wants the speed floor: a model that fits in memory
+        # but is estimated below it is "slow" here, as profile says it "does not fit"
+        slow = (
+            entry.kind != "embedding"
+            and tps is not None
+            and settings.speed_floor_tps > 0
+            and tps < settings.speed_floor_tps
+        )
+        why = result.detail
+        if slow:
+            floor = settings.speed_floor_tps
+            why += f"; {tps:.1f} tokens/s (estimate) is below the floor of {floor:g}"
+        return {
+            "fits": result.fits,
+            "fast_enough": None if not result.fits or tps is None else not slow,
+            "expected_tokens_per_s": None if tps is None else round(tps, 2),
+            "why": why,
+        }
 
     return check
 
@@ -138,6 +157,8 @@ def _list(ctx: AppContext, args: argparse.Namespace) -> int:
     ctx.echo(f"{'ID':<26} {'KIND':<11} {'QUANT':<6} {'SIZE':>9}  {'INSTALLED':<16}  FITS")
     for row in rows:
         fits = {True: "yes", False: "no", None: "?"}[row["fits"]]
+        if row["fits"] and row["fast_enough"] is False:
+            fits = "slow"
         marker = " (default)" if row["default"] else ""
         state = f"yes, {HASH_WORDS[row['sha256_source']]}" if row["installed"] else "no"
         ctx.echo(
