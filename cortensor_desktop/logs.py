@@ -7,9 +7,11 @@ terminal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import time
@@ -108,12 +110,17 @@ def setup_logging(
     )
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        from cortensor_desktop.paths import private_dir
+
+        private_dir(log_dir)  # what the node did is the user's business, whatever the umask
+        log_file = log_dir / LOG_FILE_NAME
         handlers.append(
             logging.handlers.RotatingFileHandler(
-                log_dir / LOG_FILE_NAME, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+                log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
             )
         )
+        with contextlib.suppress(OSError):
+            os.chmod(log_file, 0o600)
     for handler in handlers:
         handler.addFilter(RedactingFilter())
         handler.setFormatter(formatter)

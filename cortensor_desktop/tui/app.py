@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -76,6 +76,7 @@ class NodeInfo:
     n_ctx: int | None = None
     n_threads: int | None = None
     miners: int | None = None
+    plan: dict[str, Any] | None = None  # the node plan's JSON (engine/host/plan.py NodePlan)
 
 
 def _gib(n: int | None) -> str:
@@ -152,6 +153,20 @@ class DashboardApp(App[int]):
         Binding("s", "settings", "settings"),
         Binding("question_mark", "help", "help"),
     ]
+
+    def _fatal_error(self) -> None:
+        """Textual's crash report, without the local variables it shows by default: a frame
+        holding a passphrase or a key would print it to the terminal, past the log's redaction."""
+        import rich
+        from rich.segment import Segments
+        from rich.traceback import Traceback
+
+        self.bell()
+        traceback = Traceback(show_locals=False, width=None, suppress=[rich])
+        self._exit_renderables.append(
+            Segments(self.console.render(traceback, self.console.options))
+        )
+        self._close_messages_no_wait()
 
     def __init__(
         self,
@@ -331,6 +346,10 @@ class DashboardApp(App[int]):
             f"context  {info.n_ctx or '-'}  threads {info.n_threads or '-'}",
             f"miners   {len(self.summary.miners()) or '-'} of {info.miners or '-'}",
         ]
+        if info.plan:
+            plan = info.plan
+            lines.append(f"plan     {plan['quant']}, {plan['memory_mb']} MiB ({plan['source']})")
+            lines.extend(f"  why    {reason}" for reason in plan["reasons"][:2])
         if bench is not None:
             lines.append(f"bench    {bench.gen_tokens_per_s:.1f} tok/s gen")
         self.query_one("#settings", Static).update("\n".join(lines))

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from engine.host.loop_threads import LoopDeath
+    from engine.host.plan import NodePlan
     from engine.inference.runtime import InferenceWorker
     from engine.node.miner import Miner
     from engine.node.oracle import Oracle
@@ -33,6 +35,17 @@ class RunningNode(Protocol):
     @property
     def worker_owners(self) -> dict[str, str]:
         """Worker name -> the address of the node it serves (alerts name the node)."""
+        ...
+
+    @property
+    def loop_death(self) -> LoopDeath | None:
+        """The first miner or oracle loop thread that died, if one did (the run then ends)."""
+        ...
+
+    @property
+    def plan(self) -> NodePlan | None:
+        """What the node loads and registers (engine/host/plan.py); after `start`, the plan that
+        runs (a fallback replaces one whose model could not be installed)."""
         ...
 
     def start(self) -> None: ...

@@ -744,6 +744,17 @@ class ModelStore:
         }[source]
         return VerifyResult(entry.id, variant.quant, path, True, how, source)
 
+    def check(self, model_id: str, quant: str | None = None) -> Path:
+        """The installed file of one variant, verified (sha256 where known, GGUF structure);
+        raises ModelNotFoundError when it is not installed, a ModelError when it is damaged."""
+        entry = self._entry(model_id)
+        variant = self.quant_of(entry, quant)
+        path = self.models_dir / variant.file_name
+        if not path.is_file():
+            raise ModelNotFoundError(f"{entry.id} {variant.quant} is not installed in {path}")
+        self._verify_file(entry, variant, path, None, str(path))
+        return path
+
     def remove(self, model_id: str, quant: str | None = None) -> list[Path]:
         """Delete an installed model (a package link only loses the link). The sha256 recorded
         at the first download stays, so a later download is checked against it; delete

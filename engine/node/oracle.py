@@ -28,12 +28,15 @@ from chain.wrappers import (
     AssignmentStatus,
     ContractWrapper,
     NodeStatus,
+    Precision,
     SessionState,
     SlotStatus,
     TaskState,
+    Tier,
 )
+from engine.errors import ModelError
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_watch import ChainWaiter, ChainWatcher
+from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
 from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
 from engine.poi.validator import Judgement, Validator
@@ -55,8 +58,11 @@ from engine.state.journal import Journal, TaskRef, VerdictRecord
 log = logging.getLogger(__name__)
 
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
-QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
 MAX_USER_RESULTS = 256
+# A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
+# retried: no single task may hold the network, or its escrow, for good.
+MAX_TASK_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class OracleSettings:
 class _UserTask:
     session_id: int
     prompt: str
+    since_block: int = 0  # where its first event is: a restart reads the chain from there
     miners: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
     tx_hashes: list[str] = field(default_factory=list)
@@ -84,6 +91,7 @@ class _UserTask:
 
 @dataclass
 class _Open:
+    since_block: int = 0
     prompts: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
 
@@ -117,15 +125,24 @@ class Oracle:
         # The last user tasks validated, for benches and tests that read an outcome in process;
         # bounded so a long run does not keep every prompt and answer.
         self.user_results: OrderedDict[int, _UserTask] = OrderedDict()
+        self._failures: dict[tuple[TaskKind, int], int] = {}
+        self._head = 0
+        self._saved_watch_from: int | None = None
 
     def start(self) -> None:
+        """Read the chain from where the oldest open task began (journaled), so a restart
+        rebuilds every open task and session from its events; a first start looks back."""
         head = int(self.client.web3.eth.block_number)
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in ORACLE_EVENTS
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
+        since = self.journal.watch_from()
+        lookback = DEFAULT_LOOKBACK_BLOCKS if since is None else max(0, head - since)
+        self._saved_watch_from = since
+        self._head = head
         self._watcher = ChainWatcher(
-            head, sources, lookback_blocks=0, floor_block=self.client.deployment.deploy_block
+            head, sources, lookback_blocks=lookback, floor_block=self.client.deployment.deploy_block
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -149,15 +166,70 @@ class Oracle:
     def step(self) -> None:
         if self._watcher is None:
             raise RuntimeError("call start() first")
-        for event in self._watcher.poll(int(self.client.web3.eth.block_number)):
+        head = int(self.client.web3.eth.block_number)
+        for event in self._watcher.poll(head):
             self._note(event)
+        self._head = head
+        self._save_watch_from()
         if not self._leading():
             return  # a standby follows every session, so it can finish them if it takes over
         self._request_if_due()
         for session_id in list(self._open):
-            self._advance(session_id)
+            self._per_task(TaskKind.NETWORK, session_id, self._advance)
         for task_id in list(self._user_open):
-            self._advance_user(task_id)
+            self._per_task(TaskKind.USER, task_id, self._advance_user)
+
+    # -- one task's failure is that task's, never the loop's ------------------------------
+    def _per_task(self, kind: TaskKind, task_id: int, advance: Callable[[int], None]) -> None:
+        """Advance one task. A chain error ends the step as before (the chain is read again
+        next step); anything else (the validator's worker crashed, a bug) counts against
+        this task alone, which is judged again next step and ended with zeros at the limit."""
+        try:
+            advance(task_id)
+        except ChainError:
+            raise
+        except Exception as exc:
+            self._task_failed(kind, task_id, exc)
+
+    def _task_failed(self, kind: TaskKind, task_id: int, exc: Exception) -> None:
+        key = (kind, task_id)
+        self._failures[key] = count = self._failures.get(key, 0) + 1
+        what = f"{kind.value} task {task_id}"
+        if isinstance(exc, ModelError):
+            log.warning(
+                "oracle: %s: the validator failed (%d of %d): %s",
+                what,
+                count,
+                MAX_TASK_FAILURES,
+                exc,
+            )
+            self._publish(
+                Alert(
+                    kind=AlertKind.WORKER_CRASH,
+                    severity=Severity.WARNING,
+                    message=f"validating {what} failed ({exc}); "
+                    f"attempt {count} of {MAX_TASK_FAILURES}",
+                )
+            )
+        else:
+            log.error("oracle: %s failed (%d of %d)", what, count, MAX_TASK_FAILURES, exc_info=exc)
+        if count > MAX_TASK_FAILURES:
+            # Even ending it with zeros failed: forget it rather than retry it for ever.
+            log.error("oracle: giving up on %s", what)
+            (self._open if kind is TaskKind.NETWORK else self._user_open).pop(task_id, None)
+            self._failures.pop(key, None)
+
+    def _unjudgeable(self, kind: TaskKind, task_id: int) -> bool:
+        """Failed too often: ended with zero scores (failed shares go back to the user)."""
+        return self._failures.get((kind, task_id), 0) >= MAX_TASK_FAILURES
+
+    def _save_watch_from(self) -> None:
+        starts = [v.since_block for v in self._open.values()]
+        starts += [t.since_block for t in self._user_open.values()]
+        watch_from = min(starts, default=self._head + 1)
+        if watch_from != self._saved_watch_from:
+            self.journal.save_watch_from(watch_from)
+            self._saved_watch_from = watch_from
 
     def _leading(self) -> bool:
         registry = self.client.registry
@@ -197,7 +269,7 @@ class Oracle:
         seed = hashlib.sha256(f"{self.address}:{now}".encode()).digest()
         creator, preparer = self._pick_roles(miners, seed, now)
         session_id, result = self.client.cognitive.request(seed, creator, preparer)
-        self._open[session_id] = _Open()
+        self._open[session_id] = _Open(since_block=int(result.receipt["blockNumber"]))
         self._stage(
             session_id,
             NetworkStage.REQUEST,
@@ -225,7 +297,7 @@ class Oracle:
             return
         session_id = int(event.args.get("id", 0))
         if event.name == "SessionRequested":
-            self._open.setdefault(session_id, _Open())
+            self._open.setdefault(session_id, _Open(since_block=event.block_number))
         view = self._open.get(session_id)
         if view is None:
             return
@@ -293,7 +365,7 @@ class Oracle:
             return
         answers = [(m, view.answers[m]) for m in selected if m in view.answers]
         scores = dict.fromkeys(selected, 0)
-        if answers and view.prompts:
+        if answers and view.prompts and not self._unjudgeable(TaskKind.NETWORK, session_id):
             prompt = prompt_for_miner(view.prompts, session_id, 0)
             judgement = self.validator.judge(prompt, answers, self.settings.answer_max_tokens)
             for judged in judgement.answers:
@@ -308,6 +380,7 @@ class Oracle:
             f"{passed} of {len(selected)} miners passed",
         )
         self._open.pop(session_id, None)
+        self._failures.pop((TaskKind.NETWORK, session_id), None)
         self.sessions_ended += 1
 
     def _record(
@@ -349,8 +422,13 @@ class Oracle:
         task_id = int(event.args["taskId"])
         if event.name == "TaskQueued":
             self._user_open[task_id] = _UserTask(
-                session_id=int(event.args["sessionId"]), prompt=str(event.args["prompt"])
+                session_id=int(event.args["sessionId"]),
+                prompt=str(event.args["prompt"]),
+                since_block=event.block_number,
             )
+        elif event.name == "TaskAssigned" and task_id in self._user_open:
+            # Also this oracle's own assignment; after a restart it is the only record of it.
+            self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
@@ -372,8 +450,10 @@ class Oracle:
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
         session = self.client.queue.call("sessions", task.session_id)
-        k, model = int(session[3]), bytes(session[5])
-        eligible = [m for m in self.client.registry.present_miners() if self._serves(m, model)]
+        precision, k, model = Precision(int(session[1])), int(session[3]), bytes(session[5])
+        eligible = [
+            m for m in self.client.registry.present_miners() if self._serves(m, model, precision)
+        ]
         if len(eligible) < k:
             return  # not enough eligible miners yet; the task waits in the queue
         now = self._clock()
@@ -385,11 +465,18 @@ class Oracle:
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
 
-    def _serves(self, miner: str, model: bytes) -> bool:
+    def _serves(self, miner: str, model: bytes, precision: Precision) -> bool:
+        """In the pool, serving the model, free (assign reverts on a busy miner) and, for a
+        full-precision session, registered GPU_FULL: a plan gives that tier only to an
+        F16/BF16 file fully on the GPU (engine/host/plan.py)."""
         info = self.client.registry.node_info(miner)
-        return info.status == NodeStatus.EPHEMERAL and model in self.client.registry.models_of(
-            miner
-        )
+        if info.status != NodeStatus.EPHEMERAL or (
+            precision is Precision.FULL and info.tier != Tier.GPU_FULL
+        ):
+            return False
+        if self.client.queue.assignment(miner)[1] != AssignmentStatus.NONE:
+            return False
+        return model in self.client.registry.models_of(miner)
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
@@ -404,7 +491,7 @@ class Oracle:
         answers = [(m, task.answers[m]) for m in task.miners if m in task.answers]
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS
-        if answers:
+        if answers and not self._unjudgeable(TaskKind.USER, task_id):
             judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
             task.judgement = judgement
             for judged in judgement.answers:
@@ -430,6 +517,7 @@ class Oracle:
             f"{passed} of {len(task.miners)} miners passed",
         )
         self._user_open.pop(task_id, None)
+        self._failures.pop((TaskKind.USER, task_id), None)
 
     def _user_stage(
         self, task: _UserTask, task_id: int, stage: UserStage, tx_hash: str, detail: str
