@@ -35,6 +35,7 @@ from chain.wrappers import (
     Tier,
 )
 from engine.errors import ModelError
+from engine.node import task_prompt
 from engine.node.chain_health import ChainHealth
 from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
@@ -455,7 +456,7 @@ class Oracle:
             m for m in self.client.registry.present_miners() if self._serves(m, model, precision)
         ]
         if len(eligible) < k:
-            return  # not enough eligible miners yet; the task waits in the queue
+            return  # not enough free eligible miners yet; the task waits in the queue
         now = self._clock()
         picked = select_miners(
             eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
@@ -492,7 +493,10 @@ class Oracle:
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS
         if answers and not self._unjudgeable(TaskKind.USER, task_id):
-            judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
+            # The miners answered the decoded prompt under the same limit (task_prompt).
+            prompt = task_prompt.decode(task.prompt)
+            limit = prompt.answer_limit(self.settings.answer_max_tokens)
+            judgement = self.validator.judge(prompt.model_input, answers, limit)
             task.judgement = judgement
             for judged in judgement.answers:
                 scores[judged.miner] = judged.score

@@ -120,6 +120,44 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX verdicts_task
         ON verdicts (chain_id, genesis_hash, miner, task_kind, session_id, task_id);
     """,
+    # 5: the router (engine/node/router.py): its journal of requests, one row per request that
+    # may pay (written before the first transaction, so a restart finds the task and never
+    # submits it again), and its API keys (only a SHA-256 of each secret; spend in wei as TEXT).
+    """
+    CREATE TABLE router_requests (
+        id TEXT PRIMARY KEY,
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        router TEXT NOT NULL,
+        key_id TEXT,
+        model TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        redundancy INTEGER NOT NULL,
+        price_wei TEXT NOT NULL,
+        state TEXT NOT NULL,
+        from_block INTEGER,
+        session_id INTEGER,
+        task_id INTEGER,
+        spent_wei TEXT NOT NULL DEFAULT '0',
+        outcome TEXT,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX router_requests_state ON router_requests (chain_id, genesis_hash, router, state);
+    CREATE UNIQUE INDEX router_requests_task
+        ON router_requests (chain_id, genesis_hash, task_id) WHERE task_id IS NOT NULL;
+    CREATE TABLE router_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        spend_cap_wei TEXT NOT NULL,
+        requests_per_minute INTEGER NOT NULL,
+        spent_wei TEXT NOT NULL DEFAULT '0',
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
 ]
 
 
