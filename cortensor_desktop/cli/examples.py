@@ -74,7 +74,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "router keys": ("cortensor-desktop router keys list",),
     "router keys add": ("cortensor-desktop router keys add open-webui --cap-eth 0.05 --rpm 30",),
     "router keys list": ("cortensor-desktop router keys list --json",),
-    "router keys revoke": ("cortensor-desktop router keys revoke open-webui",),
+    "router keys revoke": ("cortensor-desktop router keys revoke KEY-ID  # from `keys list`",),
     "doctor": (
         "cortensor-desktop doctor",
         "cortensor-desktop doctor --quick --json | jq '.checks[] | select(.level != \"ok\")'",
