@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain.wrappers import model_id
-from engine.inference.runtime import InferenceWorker
+from engine.inference.runtime import InferenceWorker, Prompt
 from engine.inference.types import BenchResult, GenerationResult, SamplingParams, TokenEvent
 from engine.state.events import Event, LogLine
 from profiler.load_settings import LoadSettings
@@ -71,7 +71,7 @@ class ModelPool:
 
     def generate(
         self,
-        prompt: str,
+        prompt: Prompt,
         params: SamplingParams | None = None,
         *,
         on_token: Callable[[TokenEvent], None] | None = None,

@@ -193,14 +193,21 @@ class StandaloneNode:
             path, installed.load_settings(self.settings.load_settings()), "chat", "validator"
         )
         self.settings = replace(self.settings, plan=installed)
+        old_pool = self._pool
+        self._pool = None
+        runtime: ChatModel = self._model_pool(worker) or worker  # sets self._pool, the plan
 
         def swapped(old: object) -> None:
-            for entry in [e for e in self._workers if e[1] is old]:
+            retired = [old]
+            if old is old_pool and old_pool is not None:
+                retired += [w for _, w in old_pool.workers()]
+                old_pool.close()
+            for entry in [e for e in self._workers if any(e[1] is r for r in retired)]:
                 self._workers.remove(entry)
                 entry[1].close()
 
-        miner.swap_model(worker, self.settings.miner_settings(), swapped, requested)
-        return installed
+        miner.swap_model(runtime, self.settings.miner_settings(), swapped, requested)
+        return self.settings.plan or installed
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, job: str) -> InferenceWorker:
         self._progress(f"loading {path.name} ({_describe_load(load)})")

@@ -233,3 +233,15 @@ def test_extra_models_are_fitted_alone_and_registered_with_the_primary() -> None
     too_big = with_extra_models(make_plan(small), small, ["llama-3.1-8b-instruct"])
     assert too_big.extras == ()
     assert any(r.startswith("not serving llama-3.1-8b-instruct: ") for r in too_big.reasons)
+
+
+def test_a_plan_model_not_installed_is_installed_with_progress_then_verified(
+    tmp_path: Path, bundled_file: Path
+) -> None:
+    store = ModelStore(tmp_path, CATALOGUE)
+    plan = make_plan(PlanInputs(recorded("vps_4gb_2core"), CATALOGUE, FitSettings(model=BUNDLED)))
+    said: list[str] = []
+    running, path = install_plan(store, plan, said.append)
+    assert running is plan and path == tmp_path / plan.file_name and path.is_file()
+    assert said and all(line.startswith(f"installing {BUNDLED}: ") for line in said)
+    assert len(said) < 30  # a line per phase and tenth, not one per block
