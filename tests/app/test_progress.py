@@ -108,3 +108,12 @@ def test_models_verify_draws_its_bar_on_a_terminal_and_none_on_a_pipe(tmp_path: 
     text = screen.decode("utf-8", "replace")
     assert "smollm2-135m-instruct checking sha256" in text and "MB/s" in text
     assert b"ok " in proc.stdout and b"\x1b[" not in proc.stdout  # the bar never goes to stdout
+
+
+def test_bench_steps_count_on_a_terminal() -> None:
+    out = io.StringIO()
+    with steps("bench: load, then 3 run(s)", 2, stream=out, force_terminal=True) as advance:
+        advance()
+        advance()
+    text = out.getvalue()
+    assert "bench: load, then 3 run(s)" in text and "2/2" in text
