@@ -139,6 +139,9 @@ class MinerSettings:
     app_version: str = "0.1.0"
     low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
     earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
+    # The least this node accepts per answer token of a user task (wei). Published on chain at
+    # start (NodeRegistry.setPriceFloor), so the leader cannot assign it a cheaper task.
+    price_floor_wei_per_token: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,12 @@ class Miner:
             self.update_spec()
         else:
             self._step("registered", StepStatus.OK, "already registered")
+        floor = self.settings.price_floor_wei_per_token
+        if info.price_floor != floor:
+            result = self.client.registry.set_price_floor(floor)
+            self._step(
+                "price floor", StepStatus.CREATED, f"{floor} wei per token ({result.tx_hash})"
+            )
         head = self._head()
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in COGNITIVE_EVENTS
@@ -581,6 +590,9 @@ class Miner:
             self._task_prompts.pop(task_id, None)
             self._user_precommit(task)
             return
+        if self._under_floor(session_id):
+            self._task_prompts.pop(task_id, None)
+            return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
         # Plain text from `ask`, or the router's chat messages and token limit (task_prompt).
@@ -590,6 +602,26 @@ class Miner:
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
+
+    def _under_floor(self, session_id: int) -> bool:
+        """A task paying less per token than this node's floor is refused (the contract keeps
+        the leader from assigning one; this catches a floor raised after the assignment)."""
+        floor = self.settings.price_floor_wei_per_token
+        if floor == 0:
+            return False
+        session = self.client.queue.call("sessions", session_id)
+        per_token = (
+            int(session[6]) // int(session[3]) // int(self.client.queue.call("answerTokens"))
+        )
+        if per_token >= floor:
+            return False
+        log.warning(
+            "session %s pays %s wei per token, under this node's floor %s: refused",
+            session_id,
+            per_token,
+            floor,
+        )
+        return True
 
     def _user_precommit(self, task: TaskRef) -> None:
         record = self.journal.get(task)

@@ -161,6 +161,20 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration one by one (executescript would commit on its own, and a
+    migration must run inside the caller's BEGIN IMMEDIATE)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending.strip()
+            pending = ""
+    if pending.strip():
+        yield pending.strip()
+
+
 class Database:
     """A thread-safe handle: one connection, serialised by a lock, WAL so readers never block."""
 
@@ -188,18 +202,28 @@ class Database:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
+        """Bring the schema up to date under one write lock (`BEGIN IMMEDIATE`): the version is
+        read inside it, so a second process opening the same home at the same moment waits
+        and then finds the schema current, instead of running the migrations again."""
         with self._lock:
-            current = self.schema_version
-            if current > len(MIGRATIONS):
-                raise DatabaseError(
-                    f"{self.path}: written by a newer cortensor-desktop (schema {current}, this "
-                    f"version knows {len(MIGRATIONS)}); upgrade the app"
-                )
-            for version in range(current, len(MIGRATIONS)):
-                # executescript commits on its own; user_version moves with the schema change.
-                self._conn.executescript(
-                    f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-                )
+            if self.schema_version == len(MIGRATIONS):
+                return  # the usual case: no write lock taken at all
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self.schema_version
+                if current > len(MIGRATIONS):
+                    raise DatabaseError(
+                        f"{self.path}: written by a newer cortensor-desktop (schema {current}, "
+                        f"this version knows {len(MIGRATIONS)}); upgrade the app"
+                    )
+                for version in range(current, len(MIGRATIONS)):
+                    for statement in _statements(MIGRATIONS[version]):
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {version + 1}")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
