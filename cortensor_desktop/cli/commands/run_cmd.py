@@ -343,15 +343,26 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
 
     settings = embedded_settings(ctx, args.miners)
     miner = settings.miner_settings()  # the plan's tier, memory and model
+    built: list[EmbeddedNetwork] = []
 
     def build(bus: EventBus) -> RunningNode:
-        return EmbeddedNetwork(
+        network = EmbeddedNetwork(
             ctx.database,
             ctx.models_dir,
             bus,
             settings,
             progress=lambda message: log.info("%s", message),
         )
+        built.append(network)
+        return network
+
+    def replan(fresh: Config) -> NodePlan:
+        """A changed [fit] on reload: this machine's tier and memory again, re-registered."""
+        from cortensor_desktop.hosting.node_plan import log_plan
+
+        plan = _planner(ctx, fresh).embedded(settings.n_ctx)
+        log_plan(plan)
+        return built[0].replan(plan)
 
     facts = {
         "rpc": {"in_use": "in-process chain (embedded)", "endpoints": 1},
@@ -359,7 +370,9 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         "shares this machine",
     }
     banner = f"embedded network up: {args.miners} miners, 1 oracle"
-    run = replace(_headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx))
+    run = replace(
+        _headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx), replan=replan
+    )
     return _exit_code(serve(run, build))
 
 
