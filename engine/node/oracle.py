@@ -57,7 +57,7 @@ from engine.state.journal import Journal, TaskRef, VerdictRecord
 log = logging.getLogger(__name__)
 
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
-QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer", "TaskValidated")
 MAX_USER_RESULTS = 256
 # A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
 # retried: no single task may hold the network, or its escrow, for good.
@@ -428,6 +428,10 @@ class Oracle:
         elif event.name == "TaskAssigned" and task_id in self._user_open:
             # Also this oracle's own assignment; after a restart it is the only record of it.
             self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
+        elif event.name == "TaskValidated":
+            # Validated (by this oracle, or the leader while this one stands by): nothing left
+            # to do, and a standby that kept it would hold its read position there for good.
+            self._user_open.pop(task_id, None)
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
