@@ -1,8 +1,8 @@
 """The dashboard's own cost, in a real terminal (tmux): idle CPU, time to first frame, quit latency.
 
-1. Idle CPU: the dashboard over an event bus with nothing on it (the engine idle), at the default
-   refresh, with psutil sampling the machine as in a real run. The process's CPU time over
-   `--seconds` of wall time, as a percentage of one core. Budget: 3 %.
+1. Idle CPU: the dashboard at the default refresh over an event bus that carries only what an
+   idle node's host publishes, this machine's hardware readings (psutil, NVML) every 2 s. The
+   process's CPU time over `--seconds` of wall time, as a percentage of one core. Budget: 3 %.
 2. Time to the first frame: from launching `cortensor-desktop run` on a fresh home in tmux to the
    first-run wizard on the screen (tmux capture-pane; it includes the hardware probe).
 3. Quit latency mid-generation: in that real run, once an oracle has started a session (the

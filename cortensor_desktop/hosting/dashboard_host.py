@@ -147,7 +147,10 @@ class NetworkHost:
             command = self.commands.get(timeout=0.25)
             if command is not None:
                 self.handle(command)
-            self.node_host.tick(node_up=self.started.is_set() and not self.node_stopped)
+            try:
+                self.node_host.tick(node_up=self.started.is_set() and not self.node_stopped)
+            except Exception:  # a failed reading must not end the dashboard's command loop
+                log.exception("the node host's tick failed")
 
     def handle(self, command: Command) -> CommandHandled:
         own = self._own(command)

@@ -78,7 +78,15 @@ def _write_config(home: Path, profile_text: str) -> None:
     networks = home / "config" / "networks"
     networks.mkdir(parents=True, exist_ok=True)
     (networks / "local.toml").write_text(profile_text, encoding="utf-8")
-    (home / "config" / "config.toml").write_text('[network]\nprofile = "local"\n', "utf-8")
+    # Every devnet node shares this machine: each runs the bundled model with one thread at a
+    # short context, pinned through [fit] so the plan (and what the node registers) says so.
+    from profiler.catalogue import load_catalogue
+
+    bundled = load_catalogue().default_chat.id
+    (home / "config" / "config.toml").write_text(
+        f'[network]\nprofile = "local"\n\n[fit]\nmodel = "{bundled}"\nctx = 2048\nthreads = 1\n',
+        "utf-8",
+    )
 
 
 def spawn(

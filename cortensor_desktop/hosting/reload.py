@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -99,21 +99,41 @@ class PolicyTarget(Protocol):
     def apply_policy(self, settings: PolicySettings, interval_s: float) -> None: ...
 
 
-class ConfigReloader:
-    """Re-reads the config file and applies what can change live: the log level, and `[policy]`
-    when there is a polite-mining monitor to hand it to (`policy`)."""
+Replan = Callable[[Config], str]  # the fresh config -> what the node now runs; raises to refuse
 
-    def __init__(self, running: Config, path: Path, policy: PolicyTarget | None = None) -> None:
+
+class ConfigReloader:
+    """Re-reads the config file and applies what can change live: the log level, `[policy]`
+    when there is a polite-mining monitor to hand it to (`policy`), and `[fit]` when the node
+    can re-plan (`replan`: it finishes its open task, swaps the model and re-registers)."""
+
+    def __init__(
+        self,
+        running: Config,
+        path: Path,
+        policy: PolicyTarget | None = None,
+        replan: Replan | None = None,
+    ) -> None:
         self.running = running
         self.path = path
         self.policy = policy
+        self.replan = replan
 
     def __call__(self) -> tuple[bool, str]:
         fresh, why_not = reread(self.path)
         if fresh is None:
             return False, why_not
         sections = LIVE_SECTIONS if self.policy is not None else frozenset()
+        if self.replan is not None:
+            sections = sections | {"fit"}
         changes = config_changes(self.running, fresh, sections, LIVE_KEYS)
+        replanned = ""
+        if self.replan is not None and any(k.startswith("fit.") for k in changes.live):
+            try:
+                replanned = f"; {self.replan(fresh)}"
+            except Exception as exc:  # a plan that cannot fit or install: the running one stays
+                return False, f"config not reloaded, the running plan stays: {exc}"
+
         if "logging.level" in changes.live:
             logging.getLogger().setLevel(fresh.logging.level.upper())
         if self.policy is not None and any(k.startswith("policy.") for k in changes.live):
@@ -121,4 +141,4 @@ class ConfigReloader:
                 fresh.policy.to_policy_settings(), fresh.policy.sample_interval_s
             )
         self.running = with_live_changes(self.running, fresh, changes.live)
-        return True, changes.describe()
+        return True, changes.describe() + replanned

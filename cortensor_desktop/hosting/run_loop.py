@@ -3,8 +3,9 @@
 `serve(run, build)` starts what `build` makes (an embedded network or one standalone node, both a
 `RunningNode`) on a fresh event bus, logs its events (the headless reader), folds them into the
 summary the status API serves, and runs the control loop: commands from the queue, SIGHUP
-reloads, the polite-mining policies, worker-crash and oracle low-gas alerts. A signal stops it
-cleanly. The CLI (`cli/commands/run_cmd.py`) only parses arguments and chooses what to build.
+reloads, and the node host's ticks (`engine.host.node_host`: the polite-mining policies,
+worker-crash and oracle low-gas alerts, hardware readings). A signal stops it cleanly. The CLI
+(`cli/commands/run_cmd.py`) only parses arguments and chooses what to build.
 Never imports textual or rich: servers run this path.
 """
 
@@ -28,6 +29,7 @@ from cortensor_desktop.paths import AppPaths
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
 from engine.host.loop_threads import LoopDeath
 from engine.host.node_host import NodeHost
+from engine.host.plan import NodePlan
 from engine.host.running import RunningNode
 from engine.node.miner import MinerSettings
 from engine.state.commands import CommandQueue, ReloadConfig
@@ -53,6 +55,12 @@ class HeadlessRun:
     duration_s: float | None = None
     sessions: int | None = None  # stop once the oracles have ended this many network tasks
     record: Path | None = None
+    # A changed [fit] on reload: the fresh config -> the plan the node now runs (it finishes its
+    # open task, swaps the model, re-registers); None: [fit] changes need a restart.
+    replan: Callable[[Config], NodePlan] | None = None
+    # Something served in front of the started node (the router on embedded): given the node
+    # and the status service, it returns what stops it, or None when it did not start.
+    front: Callable[[RunningNode, StatusService], Callable[[], None] | None] | None = None
 
 
 def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDeath | None:
@@ -73,15 +81,21 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDea
     pump = threading.Thread(target=pump_events, args=(reader, log_event), daemon=True)
     pump.start()
     started = time.monotonic()
+    stop_front: Callable[[], None] | None = None
     try:
         status.start()
         node.start()
-        status.holder.info.update(model_and_tier(run.registered_as))
-        control = RunControl(run.config, run.config_path, bus, node, signals, status.holder)
+        status.holder.info.update(model_and_tier(run.registered_as, node.plan))
+        stop_front = run.front(node, status) if run.front is not None else None
+        control = RunControl(
+            run.config, run.config_path, bus, node, signals, status.holder, _replan(run, status)
+        )
         log.info("%s; Ctrl-C stops", run.banner)
         wait_until_done(run, node, signals, started, commands, control)
     finally:
         log.info("stopping (%s)", signals.received or "done")
+        if stop_front is not None:
+            stop_front()
         node.stop()
         reader.close()
         pump.join(timeout=5)
@@ -136,10 +150,17 @@ class StatusService:
             self.api.stop()
 
 
-def model_and_tier(settings: MinerSettings) -> dict[str, Any]:
-    """What the miners registered with (the summary's model and tier)."""
+def model_and_tier(settings: MinerSettings, plan: NodePlan | None = None) -> dict[str, Any]:
+    """What the miners registered with (the summary's model and tier) and the plan behind it:
+    the plan that runs wins over the settings decided before start (an install fallback)."""
+    if plan is not None:
+        settings = plan.miner_settings(settings)
     tier = Tier.label_of(settings.tier) or str(settings.tier)
-    return {"model": settings.model_name, "tier": tier}
+    return {
+        "model": settings.model_name,
+        "tier": tier,
+        "plan": plan.to_json() if plan is not None else None,
+    }
 
 
 def worker_rows(node: RunningNode) -> list[dict[str, Any]]:
@@ -149,6 +170,20 @@ def worker_rows(node: RunningNode) -> list[dict[str, Any]]:
         return [{"name": name, "pid": w.pid, "deaths": len(w.deaths)} for name, w in node.workers]
     except (ValueError, AttributeError):
         return []
+
+
+def _replan(run: HeadlessRun, status: StatusService) -> Callable[[Config], str] | None:
+    """The reload's re-plan, keeping `status --json`'s model, tier and plan current."""
+    replan = run.replan
+    if replan is None:
+        return None
+
+    def apply(fresh: Config) -> str:
+        plan = replan(fresh)
+        status.holder.info.update(model_and_tier(run.registered_as, plan))
+        return f"re-planned: {plan.headline()}"
+
+    return apply
 
 
 class RunControl:
@@ -163,8 +198,9 @@ class RunControl:
         node: RunningNode,
         signals: StopSignals,
         holder: SummaryHolder,
+        replan: Callable[[Config], str] | None = None,
     ) -> None:
-        self.reload = ConfigReloader(config, config_path)
+        self.reload = ConfigReloader(config, config_path, replan=replan)
 
         def gas_balance(address: str, wei: int) -> None:
             holder.read(functools.partial(Summary.set_gas_balance, address=address, wei=wei))

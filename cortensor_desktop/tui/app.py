@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -76,6 +76,7 @@ class NodeInfo:
     n_ctx: int | None = None
     n_threads: int | None = None
     miners: int | None = None
+    plan: dict[str, Any] | None = None  # the node plan's JSON (engine/host/plan.py NodePlan)
 
 
 def _gib(n: int | None) -> str:
@@ -345,6 +346,10 @@ class DashboardApp(App[int]):
             f"context  {info.n_ctx or '-'}  threads {info.n_threads or '-'}",
             f"miners   {len(self.summary.miners()) or '-'} of {info.miners or '-'}",
         ]
+        if info.plan:
+            plan = info.plan
+            lines.append(f"plan     {plan['quant']}, {plan['memory_mb']} MiB ({plan['source']})")
+            lines.extend(f"  why    {reason}" for reason in plan["reasons"][:2])
         if bench is not None:
             lines.append(f"bench    {bench.gen_tokens_per_s:.1f} tok/s gen")
         self.query_one("#settings", Static).update("\n".join(lines))

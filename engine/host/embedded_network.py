@@ -19,6 +19,7 @@ from pathlib import Path
 from chain.deploy import NetworkParams
 from chain.devnet import EmbeddedChain, start_embedded
 from engine.host.loop_threads import LoopDeath, LoopThreads
+from engine.host.plan import NodePlan
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
 from engine.node.miner import ChatModel, Miner, MinerSettings
@@ -45,6 +46,16 @@ class EmbeddedNetworkSettings:
     miner: MinerSettings = field(default_factory=MinerSettings)
     oracle: OracleSettings = field(default_factory=OracleSettings)
     payout: str | None = None  # every miner registers with it; None: each miner's own address
+    # The plan (engine/host/plan.py embedded_plan): what every node loads and every miner
+    # registers. None: the store's default chat model, tier and memory as `miner` says.
+    plan: NodePlan | None = None
+
+    def miner_settings(self) -> MinerSettings:
+        return self.plan.miner_settings(self.miner) if self.plan else self.miner
+
+    def load_settings(self) -> LoadSettings:
+        base = LoadSettings(n_ctx=self.n_ctx, n_threads=1)
+        return self.plan.load_settings(base) if self.plan else base
 
 
 class EmbeddedNetwork:
@@ -87,7 +98,8 @@ class EmbeddedNetwork:
         key = ChainKey(self.chain.chain_id, self.chain.genesis_hash)
         if self.settings.miners > len(self.chain.accounts):
             raise ValueError(f"the embedded chain has {len(self.chain.accounts)} dev accounts")
-        load = LoadSettings(n_ctx=self.settings.n_ctx, n_threads=1)
+        load = self.settings.load_settings()
+        miner_settings = self.settings.miner_settings()
         for index, account in enumerate(self.chain.accounts[: self.settings.miners]):
             worker = self._worker(chat_path, load, "chat", f"miner {account.address[:10]}")
             self._worker_owners[f"miner {account.address[:10]}"] = account.address
@@ -95,7 +107,7 @@ class EmbeddedNetwork:
             client = self.chain.client(account)
             chat = self._miner_chat(index, worker)
             self.miners.append(
-                Miner(client, chat, journal, self.bus, self.settings.miner, self.settings.payout)
+                Miner(client, chat, journal, self.bus, miner_settings, self.settings.payout)
             )
         for account in self.chain.oracles:
             name = f"oracle {account.address[:10]}"
@@ -126,14 +138,27 @@ class EmbeddedNetwork:
         if threads:
             self._spawn()
 
+    @property
+    def plan(self) -> NodePlan | None:
+        return self.settings.plan
+
     def _models(self) -> tuple[Path, Path]:
-        chat_id = self.settings.chat_model_id or self.store.default_chat_model().id
+        plan = self.settings.plan
+        chat_id = (
+            plan.model_id if plan else self.settings.chat_model_id
+        ) or self.store.default_chat_model().id
         embedding_id = self.store.catalogue.of_kind("embedding")[0].id
         self._progress(f"preparing models: {chat_id} and {embedding_id}")
-        return self.store.pull(chat_id), self.store.pull(embedding_id)
+        chat = self.store.pull(chat_id, plan.quant if plan else None)
+        if plan is not None:
+            chat = self.store.check(plan.model_id, plan.quant)  # damaged: exit 6, none registers
+        return chat, self.store.pull(embedding_id)
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, name: str) -> InferenceWorker:
-        self._progress(f"loading {path.name} for {name}")
+        self._progress(
+            f"loading {path.name} for {name} (ctx {load.n_ctx}, {load.n_threads} thread(s), "
+            f"{load.n_gpu_layers} GPU layers)"
+        )
         worker = InferenceWorker(path, load, kind=kind)
         worker.start()
         self._workers.append(worker)

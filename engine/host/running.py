@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from engine.host.loop_threads import LoopDeath
+    from engine.host.plan import NodePlan
     from engine.inference.runtime import InferenceWorker
     from engine.node.miner import Miner
     from engine.node.oracle import Oracle
@@ -39,6 +40,12 @@ class RunningNode(Protocol):
     @property
     def loop_death(self) -> LoopDeath | None:
         """The first miner or oracle loop thread that died, if one did (the run then ends)."""
+        ...
+
+    @property
+    def plan(self) -> NodePlan | None:
+        """What the node loads and registers (engine/host/plan.py); after `start`, the plan that
+        runs (a fallback replaces one whose model could not be installed)."""
         ...
 
     def start(self) -> None: ...

@@ -1,16 +1,22 @@
-"""Follow several contract events at once, in chain order, over bounded block ranges.
+"""Follow the chain: wait for it to move, then read several contract events at once, in order.
 
 The miner and the oracle react to events (a session requested, a window opened) rather than
-polling contract state, so they act as soon as the chain moves. Every cursor reads only the
-blocks since its last poll, never from block 0 (which grows quadratically on the in-process
-chain), and all of them read up to the same head so events of different types interleave in
-the order they happened.
+polling contract state, so they act as soon as the chain moves. They use the two halves here as
+a pair, once per loop step:
+
+- `ChainWaiter.wait` returns at once on a chain that announces blocks (the in-process chain's
+  `wait_for_block`, so a node reacts to a transaction as soon as it lands), else after a poll
+  interval (over HTTP: anvil, a testnet);
+- `ChainWatcher.poll` reads every cursor over the blocks since its last poll, never from block 0
+  (which grows quadratically on the in-process chain), all up to the same head, so events of
+  different types interleave in the order they happened.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from chain.events import ChainEvent, EventCursor
 
@@ -47,3 +53,21 @@ class ChainWatcher:
             found.extend(events)
             cursor.next_block = next_block
         return sorted(found, key=lambda e: (e.block_number, e.log_index))
+
+
+class ChainWaiter:
+    """Waits for the next block, or a poll interval where the chain announces none."""
+
+    def __init__(self, web3: Any, poll_interval_s: float) -> None:
+        self._provider = web3.provider
+        self._announces = callable(getattr(self._provider, "wait_for_block", None))
+        self._seen = int(getattr(self._provider, "blocks_announced", 0))
+        self.poll_interval_s = poll_interval_s
+
+    def wait(self, stop: threading.Event) -> None:
+        """Return when a new block is mined, the poll interval passed, or `stop` is set."""
+        if not self._announces:
+            stop.wait(self.poll_interval_s)
+            return
+        # A bounded wait keeps stop responsive even when no block comes.
+        self._seen = self._provider.wait_for_block(self._seen, self.poll_interval_s)

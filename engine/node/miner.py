@@ -43,11 +43,12 @@ from chain.wrappers import (
 )
 from engine import failpoints
 from engine.errors import EngineError, ModelError, WorkerCrashedError
+from engine.inference.runtime import Prompt
 from engine.inference.types import BenchResult, GenerationResult, SamplingParams, TokenEvent
+from engine.node import task_prompt
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher
+from engine.node.chain_watch import ChainWaiter, ChainWatcher
 from engine.node.earnings import (
     DEFAULT_REFRESH_S,
     PAYMENT_EVENTS,
@@ -103,7 +104,9 @@ COGNITIVE_EVENTS = (
 class ChatModel(Protocol):
     """What the miner needs of the runtime (InferenceWorker satisfies it)."""
 
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> GenerationResult: ...
 
 
 class BenchableModel(ChatModel, Protocol):
@@ -132,9 +135,21 @@ class MinerSettings:
     poll_interval_s: float = 0.5
     tier: int = Tier.CPU_LOW
     memory_mb: int = 0
+    served_models: tuple[str, ...] = ()  # registered on chain; empty: model_name alone
     app_version: str = "0.1.0"
     low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
     earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
+    # The least this node accepts per answer token of a user task (wei). Published on chain at
+    # start (NodeRegistry.setPriceFloor), so the leader cannot assign it a cheaper task.
+    price_floor_wei_per_token: int = 0
+
+
+@dataclass(frozen=True)
+class _Swap:
+    chat: ChatModel
+    settings: MinerSettings
+    on_swapped: Callable[[ChatModel], None]
+    requested_at: float
 
 
 @dataclass
@@ -175,6 +190,7 @@ class Miner:
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
+        self._swap: _Swap | None = None  # a re-plan's model, taken between two steps
         self._chat_streams = _streams_tokens(chat)
         self.health = ChainHealth(client.backend, self._publish)
         self._away_on_chain = False
@@ -192,14 +208,25 @@ class Miner:
         self._publish(NodeStateChanged(state=NodeState.PREFLIGHT))
         info = self.client.registry.node_info(self.address)
         self._away_on_chain = info.away
-        if info.status != NodeStatus.NONE:
-            self._step("registered", StepStatus.OK, "already registered")
-        else:
-            s = self.settings
+        s = self.settings
+        models = [model_id(m) for m in s.served_models or (s.model_name,)]
+        if info.status == NodeStatus.NONE:
             result = self.client.registry.register(
-                s.tier, s.memory_mb, s.app_version, [model_id(s.model_name)], self.payout
+                s.tier, s.memory_mb, s.app_version, models, self.payout
             )
             self._step("registered", StepStatus.CREATED, f"registered in tx {result.tx_hash}")
+        elif (info.tier, info.memory_mb) != (s.tier, s.memory_mb) or set(
+            self.client.registry.models_of(self.address)
+        ) != set(models):
+            self.update_spec()
+        else:
+            self._step("registered", StepStatus.OK, "already registered")
+        floor = self.settings.price_floor_wei_per_token
+        if info.price_floor != floor:
+            result = self.client.registry.set_price_floor(floor)
+            self._step(
+                "price floor", StepStatus.CREATED, f"{floor} wei per token ({result.tx_hash})"
+            )
         head = self._head()
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in COGNITIVE_EVENTS
@@ -211,6 +238,48 @@ class Miner:
         low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
         self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
+
+    def swap_model(
+        self,
+        chat: ChatModel,
+        settings: MinerSettings,
+        on_swapped: Callable[[ChatModel], None] = lambda _old: None,
+        requested_at: float | None = None,
+    ) -> None:
+        """A re-plan: serve `chat` with `settings` from the next step on. The task in hand
+        finishes on the old model first (each step handles its events to the end); then the
+        spec is re-registered and `on_swapped(old)` may close the old runtime."""
+        self._swap = _Swap(chat, settings, on_swapped, requested_at or time.monotonic())
+
+    def _apply_swap(self) -> None:
+        swap, self._swap = self._swap, None
+        if swap is None:
+            return
+        old, self.chat = self.chat, swap.chat
+        self._chat_streams = _streams_tokens(swap.chat)
+        self.update_spec(swap.settings)
+        swap.on_swapped(old)
+        took = time.monotonic() - swap.requested_at
+        self._publish(
+            LogLine(
+                level="info",
+                logger="miner",
+                message=f"model swapped to {swap.settings.model_name} in {took:.1f} s "
+                "(re-plan: loaded, then taken between tasks, spec re-registered)",
+            )
+        )
+
+    def update_spec(self, settings: MinerSettings | None = None) -> None:
+        """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
+        earlier registration with other figures."""
+        if settings is not None:
+            self.settings = settings
+        s = self.settings
+        models = [model_id(m) for m in s.served_models or (s.model_name,)]
+        result = self.client.registry.update_spec(s.tier, s.memory_mb, s.app_version, models)
+        tier = Tier.label_of(s.tier) or str(s.tier)
+        detail = f"spec updated: tier {tier}, {s.memory_mb} MiB (tx {result.tx_hash})"
+        self._step("registered", StepStatus.OK, detail)
 
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
@@ -238,6 +307,8 @@ class Miner:
         """One pass: ping when due, then react to every new chain event in order."""
         if self._watcher is None:
             raise RuntimeError("call preflight() first")
+        if self._swap is not None:
+            self._apply_swap()
         if self._benchmark_wanted.is_set():
             self._benchmark_wanted.clear()
             self._benchmark()
@@ -519,15 +590,38 @@ class Miner:
             self._task_prompts.pop(task_id, None)
             self._user_precommit(task)
             return
+        if self._under_floor(session_id):
+            self._task_prompts.pop(task_id, None)
+            return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
-        prompt = self._task_prompts[task_id]
-        result = self._generate(
-            session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
-        )
+        # Plain text from `ask`, or the router's chat messages and token limit (task_prompt).
+        prompt = task_prompt.decode(self._task_prompts[task_id])
+        limit = prompt.answer_limit(self.settings.answer_max_tokens)
+        result = self._generate(session_id, prompt.model_input, limit, TaskKind.USER, task_id)
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
+
+    def _under_floor(self, session_id: int) -> bool:
+        """A task paying less per token than this node's floor is refused (the contract keeps
+        the leader from assigning one; this catches a floor raised after the assignment)."""
+        floor = self.settings.price_floor_wei_per_token
+        if floor == 0:
+            return False
+        session = self.client.queue.call("sessions", session_id)
+        per_token = (
+            int(session[6]) // int(session[3]) // int(self.client.queue.call("answerTokens"))
+        )
+        if per_token >= floor:
+            return False
+        log.warning(
+            "session %s pays %s wei per token, under this node's floor %s: refused",
+            session_id,
+            per_token,
+            floor,
+        )
+        return True
 
     def _user_precommit(self, task: TaskRef) -> None:
         record = self.journal.get(task)
@@ -592,7 +686,7 @@ class Miner:
         return self._generate(session_id, prompt, max_tokens).text
 
     def _generate_once_more_after_a_crash(
-        self, prompt: str, params: SamplingParams, progress: TokenMeter
+        self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """A worker that dies mid-answer is restarted by the next request: ask once more, so
         the task is still answered in its window. Greedy decoding gives the same answer."""
@@ -603,8 +697,19 @@ class Miner:
             progress.restart()
             return self._generate_streaming(prompt, params, progress)
 
+    def _select_model(self, user_session: int | None) -> None:
+        """A runtime serving several models (engine/host/model_pool.py) loads the one a user
+        session asks for; network tasks use the primary."""
+        select = getattr(self.chat, "select", None)
+        if select is None:
+            return
+        model = None
+        if user_session is not None:
+            model = bytes(self.client.queue.call("sessions", user_session)[5])
+        select(model)
+
     def _generate_streaming(
-        self, prompt: str, params: SamplingParams, progress: TokenMeter
+        self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """Live tokens/s for the views while the answer streams, where the runtime streams."""
         if not self._chat_streams:
@@ -615,11 +720,12 @@ class Miner:
     def _generate(
         self,
         session_id: int,
-        prompt: str,
+        prompt: Prompt,
         max_tokens: int,
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
     ) -> GenerationResult:
+        self._select_model(session_id if kind is TaskKind.USER else None)
         params = SamplingParams(max_tokens=max_tokens)
         progress = TokenMeter(
             lambda tokens, rate: self._publish(

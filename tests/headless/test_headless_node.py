@@ -145,6 +145,9 @@ def test_summary_events_and_metrics_of_a_running_node(node: Node) -> None:
     doc = node.summary()
     assert "oracle" in [n["role"] for n in doc["nodes"]] and doc["role"] == "miner+oracle"
     assert doc["model"] == "smollm2-135m-instruct" and doc["tier"] == "cpu-low"
+    plan = doc["plan"]  # the embedded network's plan: bundled model, this machine's tier/memory
+    assert (plan["model_id"], plan["quant"], plan["source"]) == (doc["model"], "Q4_1", "embedded")
+    assert plan["tier"] == doc["tier"] and plan["memory_mb"] > 0 and plan["reasons"]
     assert all(n["gas_balance_wei"] > 0 for n in doc["nodes"])  # read from the chain
     status, body = node.request("GET", "/metrics")
     text = body.decode()

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from chain.client import ChainClient
+    from cortensor_desktop.config import Config
     from cortensor_desktop.hosting.dashboard_host import NetworkHost
+    from cortensor_desktop.hosting.node_plan import NodePlanner
     from cortensor_desktop.hosting.run_loop import HeadlessRun
     from cortensor_desktop.tui.app import DashboardApp
     from cortensor_desktop.tui.backends.first_run import FirstRun
@@ -35,7 +38,9 @@ if TYPE_CHECKING:
     from cortensor_desktop.tui.backends.settings import SettingsBackend
     from cortensor_desktop.tui.backends.wallet import WalletBackend
     from cortensor_desktop.tui.screens.wizard import WizardResult
+    from engine.host.embedded_network import EmbeddedNetworkSettings
     from engine.host.loop_threads import LoopDeath
+    from engine.host.plan import NodePlan
     from engine.host.running import RunningNode
     from engine.node.miner import MinerSettings
     from engine.state.events import EventBus
@@ -173,7 +178,6 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     from cortensor_desktop.hosting.dashboard_host import NetworkHost
     from cortensor_desktop.hosting.reload import ConfigReloader, host_settings
     from cortensor_desktop.tui.app import NodeInfo, create_app
-    from engine.host.embedded_network import EmbeddedNetworkSettings
     from engine.state.events import EventBus
     from engine.state.recording import Recorder
 
@@ -182,18 +186,20 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     recorder = Recorder(Path(args.record).expanduser()) if args.record else None
     if recorder is not None:
         recorder.attach(bus)
-    settings = EmbeddedNetworkSettings(
-        miners=args.miners, payout=ctx.config.wallet.payout or None, miner=miner_settings(ctx)
-    )
+    settings = embedded_settings(ctx, args.miners)
+    plan = settings.plan
+    assert plan is not None  # embedded_settings always plans
     host = NetworkHost.embedded(
         ctx.database, ctx.models_dir, bus, settings, host=host_settings(ctx.config)
     )
     info = NodeInfo(
         network=ctx.network.name,
-        model=_chat_model_id(ctx),
-        n_ctx=settings.n_ctx,
-        n_threads=1,
+        model=plan.model_id,
+        tier=plan.tier.label,
+        n_ctx=plan.n_ctx,
+        n_threads=plan.n_threads,
         miners=args.miners,
+        plan=plan.to_json(),
     )
     first_run = not ctx.config_path.exists()
     wizard = _first_run(ctx, info.model) if first_run else None
@@ -211,7 +217,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         bus,
         host.commands,
         info,
-        models=_models_backend(ctx, _models_in_use(ctx, host)),
+        models=_models_backend(ctx, _models_in_use({plan.model_id}, host)),
         wizard=wizard,
         on_accept=accepted,
         settings=_settings_backend(ctx),
@@ -311,24 +317,15 @@ def _models_backend(ctx: AppContext, in_use: Callable[[], set[str]]) -> ModelsBa
     )
 
 
-def _models_in_use(ctx: AppContext, host: NetworkHost) -> Callable[[], set[str]]:
-    """The embedded network's chat and embedding models: it loads them as the dashboard opens
-    and keeps them mapped until it quits, so they are in use the whole time."""
+def _models_in_use(chat: set[str], host: NetworkHost) -> Callable[[], set[str]]:
+    """The embedded network's chat (its plan's) and embedding models: it loads them as the
+    dashboard opens and keeps them mapped until it quits, so they are in use the whole time."""
 
     def in_use() -> set[str]:
         store = host.network.store
-        return {_chat_model_id(ctx), store.catalogue.of_kind("embedding")[0].id}
+        return {*chat, store.catalogue.of_kind("embedding")[0].id}
 
     return in_use
-
-
-def _chat_model_id(ctx: AppContext) -> str:
-    from engine.models.store import ModelStore
-
-    try:
-        return ModelStore(ctx.models_dir).default_chat_model().id
-    except Exception:  # the network start reports the real problem on the dashboard
-        return "-"
 
 
 def _quiet_stderr_logging() -> None:
@@ -342,20 +339,17 @@ def _quiet_stderr_logging() -> None:
 
 def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
     from cortensor_desktop.hosting.run_loop import serve
-    from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+    from engine.host.embedded_network import EmbeddedNetwork
 
-    miner = miner_settings(ctx)
+    settings = embedded_settings(ctx, args.miners)
+    miner = settings.miner_settings()  # the plan's tier, memory and model
 
     def build(bus: EventBus) -> RunningNode:
         return EmbeddedNetwork(
             ctx.database,
             ctx.models_dir,
             bus,
-            EmbeddedNetworkSettings(
-                miners=args.miners,
-                payout=ctx.config.wallet.payout or None,
-                miner=miner,
-            ),
+            settings,
             progress=lambda message: log.info("%s", message),
         )
 
@@ -365,11 +359,35 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         "shares this machine",
     }
     banner = f"embedded network up: {args.miners} miners, 1 oracle"
-    return _exit_code(serve(_headless_run(ctx, args, miner, banner, facts), build))
+    run = replace(_headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx))
+    return _exit_code(serve(run, build))
+
+
+def _router_front(ctx: AppContext) -> Any:
+    """The OpenAI-compatible router in front of the embedded network ([router] port, 8787;
+    docs/ROUTER.md); its metrics join the status API's /metrics."""
+    from cortensor_desktop.hosting.router_host import RunRouter
+
+    def start(node: Any, status: Any) -> Any:
+        router = RunRouter(
+            ctx.database, ctx.models_dir, ctx.config.router.port, ctx.config.router.redundancy
+        )
+        url = router.start(node)
+        if url is None or router.server is None:
+            return None
+        status.holder.info["router"] = url
+        if status.api is not None:
+            status.api.registry.register(router.server.front.metrics)
+        return router.stop
+
+    return start
 
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from chain.client import connect
+    from cortensor_desktop.hosting.node_plan import log_plan
     from cortensor_desktop.hosting.node_wallet import node_account
     from cortensor_desktop.hosting.run_loop import serve
     from engine.host.standalone_node import NodeSettings, StandaloneNode
@@ -390,30 +408,51 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
         _fund_on_devnet(client, key.account.address)
 
     threads, why = _threads(ctx)
-    log.info("%s", why)
-    miner = miner_settings(ctx)
+    policy = ctx.config.policy
+    if policy.nodes_on_host > 1 or policy.thread_cap:
+        log.info("%s", why)  # the plan's threads respect this share
+    planner = _planner(ctx)
+    plan = planner.plan()  # a [fit] override that cannot fit: exit 7 before anything starts
+    log_plan(plan)
+    why = next((r for r in plan.reasons if r.startswith("threads ")), why)
+    settings = NodeSettings(
+        role=args.role,
+        n_threads=threads,
+        payout=ctx.config.wallet.payout or None,
+        miner=miner_settings(ctx),
+        plan=plan,
+    )
+    miner = settings.miner_settings()  # the plan's tier, memory and model
+    built: list[StandaloneNode] = []
 
     def build(bus: EventBus) -> RunningNode:
-        return StandaloneNode(
+        node = StandaloneNode(
             client,
             ctx.database,
             ctx.models_dir,
             bus,
-            NodeSettings(
-                role=args.role,
-                n_threads=threads,
-                payout=ctx.config.wallet.payout or None,
-                miner=miner,
-            ),
+            settings,
             progress=lambda message: log.info("%s", message),
+            fallback=planner.fallback,
         )
+        built.append(node)
+        return node
+
+    def replan(fresh: Config) -> NodePlan:
+        """SIGHUP / reload_config with a changed [fit]: plan again, then swap and re-register."""
+        plan = _planner(ctx, fresh).plan()
+        log_plan(plan)
+        return built[0].replan(plan)
 
     facts = {
         "rpc": rpc_info(profile.rpc_urls),
         "threads": why,
     }
     banner = f"{args.role} {client.address} up on network '{profile.name}'"
-    return _exit_code(serve(_headless_run(ctx, args, miner, banner, facts), build))
+    run = _headless_run(ctx, args, miner, banner, facts)
+    if args.role == "miner":
+        run = replace(run, replan=replan)
+    return _exit_code(serve(run, build))
 
 
 def _exit_code(death: LoopDeath | None) -> int:
@@ -453,11 +492,40 @@ def _headless_run(
     )
 
 
+def _planner(ctx: AppContext, config: Config | None = None) -> NodePlanner:
+    """The plan's inputs for this run: this machine (the cached probe), [fit], the benchmarks."""
+    from cortensor_desktop.hosting.node_plan import NodePlanner
+    from profiler.probe import probe
+
+    hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
+    return NodePlanner(config or ctx.config, ctx.database, ctx.models_dir, hardware)
+
+
+def embedded_settings(ctx: AppContext, miners: int) -> EmbeddedNetworkSettings:
+    """The embedded network's settings: the bundled model on every node, registering the tier
+    and memory the plan computes for this machine (logged first, with the fit's reasons)."""
+    from dataclasses import replace
+
+    from cortensor_desktop.hosting.node_plan import log_plan
+    from engine.host.embedded_network import EmbeddedNetworkSettings
+
+    base = EmbeddedNetworkSettings(
+        miners=miners, payout=ctx.config.wallet.payout or None, miner=miner_settings(ctx)
+    )
+    plan = _planner(ctx).embedded(base.n_ctx)
+    log_plan(plan)
+    return replace(base, plan=plan)
+
+
 def miner_settings(ctx: AppContext) -> MinerSettings:
-    """The miners' settings from the config: the low-gas alert threshold."""
+    """The miners' settings from the config: the low-gas alert threshold, and this build's
+    version, which the miners register on chain."""
+    import cortensor_desktop
     from engine.node.miner import MinerSettings
 
-    return MinerSettings(low_gas_wei=ctx.config.alerts.low_gas_wei)
+    return MinerSettings(
+        low_gas_wei=ctx.config.alerts.low_gas_wei, app_version=cortensor_desktop.__version__
+    )
 
 
 def _threads(ctx: AppContext) -> tuple[int, str]:
