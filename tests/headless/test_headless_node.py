@@ -240,6 +240,9 @@ async def _attached_session(node: Node) -> None:
             await _settle(pilot, lambda: app.summary.total_points > 0, "points over SSE")
             assert app.summary.nodes, "no node in the attached view"
             was_paused = node.summary()["state"] == "paused"
+            # The node's history reaches the view in order, the latest last: the key toggles what
+            # the view shows, so wait until it shows the node's state (the earlier pause test).
+            await _settle(pilot, lambda: app.summary.paused == was_paused, "the view to catch up")
             await pilot.press("p")  # pause, or resume: the key toggles
             await _settle(
                 pilot,
