@@ -29,6 +29,7 @@ from chain.wrappers import NodeStatus
 from cortensor_desktop.hosting.router_host import embedded_router
 from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
 from engine.models.store import ModelStore
+from engine.node.miner import MinerSettings
 from engine.node.oracle import OracleSettings
 from engine.node.router import RouterSettings
 from engine.node.user_session import submit_user_task, wait_for_outcome, wait_for_pool
@@ -119,6 +120,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=5, help="prompts through each path")
     parser.add_argument("--each", type=int, default=2, help="requests per concurrent client")
+    parser.add_argument(
+        "--answer-tokens", type=int, default=64, help="the miners' and oracle's answer limit"
+    )
     args = parser.parse_args()
     models = Path(user_cache_dir("cortensor-desktop", appauthor=False)) / "models"
     store = ModelStore(models)
@@ -126,7 +130,11 @@ def main() -> int:
     store.pull(model)
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(Path(tmp) / "db.sqlite3")
-        settings = EmbeddedNetworkSettings(miners=3, oracle=OracleSettings(task_interval_s=3600))
+        settings = EmbeddedNetworkSettings(
+            miners=3,
+            miner=MinerSettings(answer_max_tokens=args.answer_tokens),
+            oracle=OracleSettings(task_interval_s=3600, answer_max_tokens=args.answer_tokens),
+        )
         network = EmbeddedNetwork(db, models, EventBus(), settings)
         network.start()
         server = None
@@ -162,7 +170,10 @@ def main() -> int:
     ask_rate = 60 / statistics.mean(asked)
     rate_ratio = rate / ask_rate
     ok = ratio <= LATENCY_TARGET and rate_ratio >= THROUGHPUT_TARGET
-    print(f"ask p50 {ask_p50:.1f} s, router p50 {router_p50:.1f} s ({args.prompts} prompts each)")
+    print(
+        f"ask p50 {ask_p50:.1f} s, router p50 {router_p50:.1f} s ({args.prompts} prompts each, "
+        f"k = {K}, answers up to {args.answer_tokens} tokens)"
+    )
     print(
         f"4 concurrent router clients: {rate:.1f} req/min; sequential ask: {ask_rate:.1f} req/min"
     )
