@@ -496,10 +496,13 @@ def embedded_settings(ctx: AppContext, miners: int) -> EmbeddedNetworkSettings:
 
 
 def miner_settings(ctx: AppContext) -> MinerSettings:
-    """The miners' settings from the config: the low-gas alert threshold."""
+    """The miners' settings from the config: the low-gas alert threshold, the price floor."""
     from engine.node.miner import MinerSettings
 
-    return MinerSettings(low_gas_wei=ctx.config.alerts.low_gas_wei)
+    return MinerSettings(
+        low_gas_wei=ctx.config.alerts.low_gas_wei,
+        price_floor_wei_per_token=ctx.config.wallet.price_floor_wei_per_token,
+    )
 
 
 def _threads(ctx: AppContext) -> tuple[int, str]:
