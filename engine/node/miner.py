@@ -43,7 +43,9 @@ from chain.wrappers import (
 )
 from engine import failpoints
 from engine.errors import EngineError, ModelError, WorkerCrashedError
+from engine.inference.runtime import Prompt
 from engine.inference.types import BenchResult, GenerationResult, SamplingParams, TokenEvent
+from engine.node import task_prompt
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
 from engine.node.chain_watch import ChainWaiter, ChainWatcher
@@ -102,7 +104,9 @@ COGNITIVE_EVENTS = (
 class ChatModel(Protocol):
     """What the miner needs of the runtime (InferenceWorker satisfies it)."""
 
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> GenerationResult: ...
 
 
 class BenchableModel(ChatModel, Protocol):
@@ -256,14 +260,13 @@ class Miner:
         self.update_spec(swap.settings)
         swap.on_swapped(old)
         took = time.monotonic() - swap.requested_at
-        self._publish(
-            LogLine(
-                level="info",
-                logger="miner",
-                message=f"model swapped to {swap.settings.model_name} in {took:.1f} s "
-                "(re-plan: loaded, then taken between tasks, spec re-registered)",
-            )
+        message = (
+            f"model swapped to {swap.settings.model_name} in {took:.1f} s "
+            "(re-plan: loaded, then taken between tasks, spec re-registered)"
         )
+        if old is swap.chat:
+            message = f"re-plan: same model, spec re-registered in {took:.1f} s"
+        self._publish(LogLine(level="info", logger="miner", message=message))
 
     def update_spec(self, settings: MinerSettings | None = None) -> None:
         """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
@@ -591,10 +594,10 @@ class Miner:
             return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
-        prompt = self._task_prompts[task_id]
-        result = self._generate(
-            session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
-        )
+        # Plain text from `ask`, or the router's chat messages and token limit (task_prompt).
+        prompt = task_prompt.decode(self._task_prompts[task_id])
+        limit = prompt.answer_limit(self.settings.answer_max_tokens)
+        result = self._generate(session_id, prompt.model_input, limit, TaskKind.USER, task_id)
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
@@ -682,7 +685,7 @@ class Miner:
         return self._generate(session_id, prompt, max_tokens).text
 
     def _generate_once_more_after_a_crash(
-        self, prompt: str, params: SamplingParams, progress: TokenMeter
+        self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """A worker that dies mid-answer is restarted by the next request: ask once more, so
         the task is still answered in its window. Greedy decoding gives the same answer."""
@@ -693,8 +696,19 @@ class Miner:
             progress.restart()
             return self._generate_streaming(prompt, params, progress)
 
+    def _select_model(self, user_session: int | None) -> None:
+        """A runtime serving several models (engine/host/model_pool.py) loads the one a user
+        session asks for; network tasks use the primary."""
+        select = getattr(self.chat, "select", None)
+        if select is None:
+            return
+        model = None
+        if user_session is not None:
+            model = bytes(self.client.queue.call("sessions", user_session)[5])
+        select(model)
+
     def _generate_streaming(
-        self, prompt: str, params: SamplingParams, progress: TokenMeter
+        self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """Live tokens/s for the views while the answer streams, where the runtime streams."""
         if not self._chat_streams:
@@ -705,11 +719,12 @@ class Miner:
     def _generate(
         self,
         session_id: int,
-        prompt: str,
+        prompt: Prompt,
         max_tokens: int,
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
     ) -> GenerationResult:
+        self._select_model(session_id if kind is TaskKind.USER else None)
         params = SamplingParams(max_tokens=max_tokens)
         progress = TokenMeter(
             lambda tokens, rate: self._publish(

@@ -35,6 +35,7 @@ from chain.wrappers import (
     Tier,
 )
 from engine.errors import ModelError
+from engine.node import task_prompt
 from engine.node.chain_health import ChainHealth
 from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
@@ -62,7 +63,7 @@ ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "Ses
 # again only after this long, so unassignable tasks cost no RPC every poll (its owner may
 # refund it after the contract's task timeout).
 ASSIGN_RETRY_S = 5.0
-QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer", "TaskValidated", "TaskRefunded")
 MAX_USER_RESULTS = 256
 # A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
 # retried: no single task may hold the network, or its escrow, for good.
@@ -439,6 +440,11 @@ class Oracle:
         elif event.name == "TaskAssigned" and task_id in self._user_open:
             # Also this oracle's own assignment; after a restart it is the only record of it.
             self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
+        elif event.name in ("TaskValidated", "TaskRefunded"):
+            # Finished (validated by the leader, or refunded to its owner after the timeout):
+            # nothing left to do, and a standby that kept it would hold its read position
+            # there for good.
+            self._user_open.pop(task_id, None)
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
@@ -469,7 +475,7 @@ class Oracle:
         eligible = self._eligible(model, precision, per_token)
         if len(eligible) < k:
             self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
-            return  # not enough eligible miners yet; the task waits in the queue
+            return  # not enough free eligible miners yet; the task waits in the queue
         picked = select_miners(
             eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
         )
@@ -532,7 +538,10 @@ class Oracle:
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS
         if answers and not self._unjudgeable(TaskKind.USER, task_id):
-            judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
+            # The miners answered the decoded prompt under the same limit (task_prompt).
+            prompt = task_prompt.decode(task.prompt)
+            limit = prompt.answer_limit(self.settings.answer_max_tokens)
+            judgement = self.validator.judge(prompt.model_input, answers, limit)
             task.judgement = judgement
             for judged in judgement.answers:
                 scores[judged.miner] = judged.score
