@@ -538,13 +538,15 @@ def embedded_settings(ctx: AppContext, miners: int) -> EmbeddedNetworkSettings:
 
 
 def miner_settings(ctx: AppContext) -> MinerSettings:
-    """The miners' settings from the config: the low-gas alert threshold, and this build's
-    version, which the miners register on chain."""
+    """The miners' settings from the config: the low-gas alert threshold, the price floor, and
+    this build's version, which the miners register on chain."""
     import cortensor_desktop
     from engine.node.miner import MinerSettings
 
     return MinerSettings(
-        low_gas_wei=ctx.config.alerts.low_gas_wei, app_version=cortensor_desktop.__version__
+        low_gas_wei=ctx.config.alerts.low_gas_wei,
+        app_version=cortensor_desktop.__version__,
+        price_floor_wei_per_token=ctx.config.wallet.price_floor_wei_per_token,
     )
 
 
