@@ -63,7 +63,7 @@ ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "Ses
 # again only after this long, so unassignable tasks cost no RPC every poll (its owner may
 # refund it after the contract's task timeout).
 ASSIGN_RETRY_S = 5.0
-QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer", "TaskValidated", "TaskRefunded")
 MAX_USER_RESULTS = 256
 # A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
 # retried: no single task may hold the network, or its escrow, for good.
@@ -440,6 +440,11 @@ class Oracle:
         elif event.name == "TaskAssigned" and task_id in self._user_open:
             # Also this oracle's own assignment; after a restart it is the only record of it.
             self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
+        elif event.name in ("TaskValidated", "TaskRefunded"):
+            # Finished (validated by the leader, or refunded to its owner after the timeout):
+            # nothing left to do, and a standby that kept it would hold its read position
+            # there for good.
+            self._user_open.pop(task_id, None)
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
