@@ -264,14 +264,13 @@ class Miner:
         self.update_spec(swap.settings)
         swap.on_swapped(old)
         took = time.monotonic() - swap.requested_at
-        self._publish(
-            LogLine(
-                level="info",
-                logger="miner",
-                message=f"model swapped to {swap.settings.model_name} in {took:.1f} s "
-                "(re-plan: loaded, then taken between tasks, spec re-registered)",
-            )
+        message = (
+            f"model swapped to {swap.settings.model_name} in {took:.1f} s "
+            "(re-plan: loaded, then taken between tasks, spec re-registered)"
         )
+        if old is swap.chat:
+            message = f"re-plan: same model, spec re-registered in {took:.1f} s"
+        self._publish(LogLine(level="info", logger="miner", message=message))
 
     def update_spec(self, settings: MinerSettings | None = None) -> None:
         """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
