@@ -111,6 +111,11 @@ class FitSection:
     load_anyway: bool = _opt(
         False, "Load the chosen or overridden model even when the estimate says it does not fit"
     )
+    extra_models: list[str] = _opt(  # noqa: RUF009 (_opt gives lists a default_factory)
+        [],
+        "Catalogue chat models a miner also serves, loaded on demand within the memory budget "
+        "(least recently used unloaded first)",
+    )
 
     def to_fit_settings(self) -> FitSettings:
         """The profiler's pure-data settings (the profiler does not read config files)."""
@@ -219,6 +224,14 @@ class WalletSection:
         "Address the node's earnings are paid to (0x + 40 hex digits; empty: the node's own "
         "address). Set on chain with NodeRegistry.setPayout when the node registers",
         pattern=ADDRESS_PATTERN,
+    )
+    price_floor_wei_per_token: int = _opt(
+        0,
+        "The least a user task must pay this node per answer token, in wei (0: any price the "
+        "network's minimum allows). Published on chain at start (NodeRegistry.setPriceFloor): "
+        "the leader cannot assign this node a cheaper task",
+        min=0,
+        max=2**88 - 1,
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
-from chain.events import ChainEvent
+from chain.events import ChainEvent, EventCursor
 from chain.wrappers import (
     STAGE_COUNT,
     STAGE_PRECOMMIT,
@@ -124,6 +124,10 @@ INTERRUPTED = frozenset({"cancelled", "killed"})  # finish reasons of a request 
 # any context the catalogue's models run with, so it is never answered anyway.
 MAX_TRACKED = 256
 MAX_USER_PROMPT_CHARS = 64 * 1024
+# A task assigned to this miner whose prompt was not kept (pushed out by traffic, or queued
+# before this node's lookback) is read back from the chain: its TaskQueued, at most this many
+# blocks before the assignment.
+PROMPT_SEARCH_BLOCKS = 20_000
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,9 @@ class MinerSettings:
     app_version: str = "0.1.0"
     low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
     earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
+    # The least this node accepts per answer token of a user task (wei). Published on chain at
+    # start (NodeRegistry.setPriceFloor), so the leader cannot assign it a cheaper task.
+    price_floor_wei_per_token: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,12 @@ class Miner:
             self.update_spec()
         else:
             self._step("registered", StepStatus.OK, "already registered")
+        floor = self.settings.price_floor_wei_per_token
+        if info.price_floor != floor:
+            result = self.client.registry.set_price_floor(floor)
+            self._step(
+                "price floor", StepStatus.CREATED, f"{floor} wei per token ({result.tx_hash})"
+            )
         head = self._head()
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in COGNITIVE_EVENTS
@@ -251,14 +264,13 @@ class Miner:
         self.update_spec(swap.settings)
         swap.on_swapped(old)
         took = time.monotonic() - swap.requested_at
-        self._publish(
-            LogLine(
-                level="info",
-                logger="miner",
-                message=f"model swapped to {swap.settings.model_name} in {took:.1f} s "
-                "(re-plan: loaded, then taken between tasks, spec re-registered)",
-            )
+        message = (
+            f"model swapped to {swap.settings.model_name} in {took:.1f} s "
+            "(re-plan: loaded, then taken between tasks, spec re-registered)"
         )
+        if old is swap.chat:
+            message = f"re-plan: same model, spec re-registered in {took:.1f} s"
+        self._publish(LogLine(level="info", logger="miner", message=message))
 
     def update_spec(self, settings: MinerSettings | None = None) -> None:
         """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
@@ -556,7 +568,7 @@ class Miner:
                 _keep_newest(self._task_prompts, MAX_TRACKED)
         elif event.name == "TaskAssigned":
             if any(self._is_me(str(m)) for m in args["miners"]):
-                self._user_ack(task_id)
+                self._user_ack(task_id, event.block_number)
         elif event.name == "TaskPhase":
             state = int(args["state"])
             task = self._user_task_ref(task_id)
@@ -568,10 +580,15 @@ class Miner:
         task = TaskRef(TaskKind.USER, session_id, task_id)
         return task if self.journal.get(task) is not None else None
 
-    def _user_ack(self, task_id: int) -> None:
+    def _user_ack(self, task_id: int, assigned_at: int) -> None:
         queue = self.client.queue
-        if queue.state(task_id) != TaskState.ASSIGNED or task_id not in self._task_prompts:
+        if queue.state(task_id) != TaskState.ASSIGNED:
             return
+        if task_id not in self._task_prompts:
+            found = self._queued_prompt(task_id, assigned_at)
+            if found is None:
+                return
+            self._task_prompts[task_id] = found
         session_id = int(queue.call("tasks", task_id)[0])
         task = TaskRef(TaskKind.USER, session_id, task_id)
         if self.journal.get(task) is not None:
@@ -580,6 +597,9 @@ class Miner:
             # journal refuses. Send the bound answer's precommit if it is still due.
             self._task_prompts.pop(task_id, None)
             self._user_precommit(task)
+            return
+        if self._under_floor(session_id):
+            self._task_prompts.pop(task_id, None)
             return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
@@ -590,6 +610,43 @@ class Miner:
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
+
+    def _queued_prompt(self, task_id: int, assigned_at: int) -> str | None:
+        """The prompt of a task assigned to this miner, read back from its TaskQueued event
+        (filtered by task id, so only that one log comes back)."""
+        start = max(self.client.deployment.deploy_block, assigned_at - PROMPT_SEARCH_BLOCKS)
+        cursor = EventCursor(
+            "SessionQueue",
+            self.client.queue.contract,
+            "TaskQueued",
+            start,
+            argument_filters={"taskId": task_id},
+        )
+        for event in cursor.poll(assigned_at):
+            prompt = str(event.args["prompt"])
+            return prompt if len(prompt) <= MAX_USER_PROMPT_CHARS else None
+        log.warning("task %s was assigned to this miner but its prompt was not found", task_id)
+        return None
+
+    def _under_floor(self, session_id: int) -> bool:
+        """A task paying less per token than this node's floor is refused (the contract keeps
+        the leader from assigning one; this catches a floor raised after the assignment)."""
+        floor = self.settings.price_floor_wei_per_token
+        if floor == 0:
+            return False
+        session = self.client.queue.call("sessions", session_id)
+        per_token = (
+            int(session[6]) // int(session[3]) // int(self.client.queue.call("answerTokens"))
+        )
+        if per_token >= floor:
+            return False
+        log.warning(
+            "session %s pays %s wei per token, under this node's floor %s: refused",
+            session_id,
+            per_token,
+            floor,
+        )
+        return True
 
     def _user_precommit(self, task: TaskRef) -> None:
         record = self.journal.get(task)
@@ -665,6 +722,17 @@ class Miner:
             progress.restart()
             return self._generate_streaming(prompt, params, progress)
 
+    def _select_model(self, user_session: int | None) -> None:
+        """A runtime serving several models (engine/host/model_pool.py) loads the one a user
+        session asks for; network tasks use the primary."""
+        select = getattr(self.chat, "select", None)
+        if select is None:
+            return
+        model = None
+        if user_session is not None:
+            model = bytes(self.client.queue.call("sessions", user_session)[5])
+        select(model)
+
     def _generate_streaming(
         self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
@@ -682,6 +750,7 @@ class Miner:
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
     ) -> GenerationResult:
+        self._select_model(session_id if kind is TaskKind.USER else None)
         params = SamplingParams(max_tokens=max_tokens)
         progress = TokenMeter(
             lambda tokens, rate: self._publish(

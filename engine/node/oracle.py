@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chain.client import ChainClient
-from chain.errors import ChainError, RpcUnavailable
+from chain.errors import ChainError, ContractRevert, RpcUnavailable
 from chain.events import ChainEvent
 from chain.wrappers import (
     NO_CONSENSUS,
@@ -59,7 +59,11 @@ from engine.state.journal import Journal, TaskRef, VerdictRecord
 log = logging.getLogger(__name__)
 
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
-QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
+# A user task that cannot be assigned (too few eligible miners, or one became busy) is tried
+# again only after this long, so unassignable tasks cost no RPC every poll (its owner may
+# refund it after the contract's task timeout).
+ASSIGN_RETRY_S = 5.0
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer", "TaskValidated", "TaskRefunded")
 MAX_USER_RESULTS = 256
 # A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
 # retried: no single task may hold the network, or its escrow, for good.
@@ -129,6 +133,11 @@ class Oracle:
         self._failures: dict[tuple[TaskKind, int], int] = {}
         self._head = 0
         self._saved_watch_from: int | None = None
+        self._assign_retry_at: dict[int, float] = {}
+        self._eligible_now: dict[
+            tuple[bytes, Precision, int], list[str]
+        ] = {}  # this step's pool reads
+        self._answer_tokens: int | None = None
 
     def start(self) -> None:
         """Read the chain from where the oldest open task began (journaled), so a restart
@@ -177,6 +186,7 @@ class Oracle:
         self._request_if_due()
         for session_id in list(self._open):
             self._per_task(TaskKind.NETWORK, session_id, self._advance)
+        self._eligible_now.clear()
         for task_id in list(self._user_open):
             self._per_task(TaskKind.USER, task_id, self._advance_user)
 
@@ -430,6 +440,11 @@ class Oracle:
         elif event.name == "TaskAssigned" and task_id in self._user_open:
             # Also this oracle's own assignment; after a restart it is the only record of it.
             self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
+        elif event.name in ("TaskValidated", "TaskRefunded"):
+            # Finished (validated by the leader, or refunded to its owner after the timeout):
+            # nothing left to do, and a standby that kept it would hold its read position
+            # there for good.
+            self._user_open.pop(task_id, None)
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
@@ -446,34 +461,64 @@ class Oracle:
                 task.tx_hashes.append(result.tx_hash)
         elif state == TaskState.COMMITTED:
             self._validate_user(task_id, task)
-        elif state == TaskState.VALIDATED:
+        elif TaskState(state).finished:  # validated, or refunded by its owner after a timeout
             self._user_open.pop(task_id, None)
+            self._assign_retry_at.pop(task_id, None)
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
+        now = self._clock()
+        if now < self._assign_retry_at.get(task_id, 0.0):
+            return
         session = self.client.queue.call("sessions", task.session_id)
         precision, k, model = Precision(int(session[1])), int(session[3]), bytes(session[5])
-        eligible = [
-            m for m in self.client.registry.present_miners() if self._serves(m, model, precision)
-        ]
+        per_token = int(session[6]) // k // self._tokens_per_answer()
+        eligible = self._eligible(model, precision, per_token)
         if len(eligible) < k:
+            self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
             return  # not enough free eligible miners yet; the task waits in the queue
-        now = self._clock()
         picked = select_miners(
             eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
         )
-        result = self.client.queue.assign(task_id, list(picked))
+        try:
+            result = self.client.queue.assign(task_id, list(picked))
+        except ContractRevert as exc:  # e.g. a picked miner is busy with another task
+            log.info("task %s not assigned yet: %s", task_id, exc)
+            self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
+            return
+        self._assign_retry_at.pop(task_id, None)
+        for cached in self._eligible_now.values():  # busy now: not for another task this step
+            cached[:] = [m for m in cached if m not in picked]
         task.miners = list(picked)
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
 
-    def _serves(self, miner: str, model: bytes, precision: Precision) -> bool:
-        """In the pool, serving the model, free (assign reverts on a busy miner) and, for a
-        full-precision session, registered GPU_FULL: a plan gives that tier only to an
-        F16/BF16 file fully on the GPU (engine/host/plan.py)."""
+    def _eligible(self, model: bytes, precision: Precision, per_token: int) -> list[str]:
+        """Free pool miners serving `model` at `precision` whose price floor the task meets;
+        read once a step however many tasks wait."""
+        key = (model, precision, per_token)
+        if key not in self._eligible_now:
+            present = self.client.registry.present_miners()
+            self._eligible_now[key] = [
+                m for m in present if self._serves(m, model, precision, per_token)
+            ]
+        return self._eligible_now[key]
+
+    def _tokens_per_answer(self) -> int:
+        if self._answer_tokens is None:
+            self._answer_tokens = int(self.client.queue.call("answerTokens"))
+        return self._answer_tokens
+
+    def _serves(self, miner: str, model: bytes, precision: Precision, per_token: int) -> bool:
+        """In the pool, serving the model, free (assign reverts on a busy miner), asking no
+        more than the task pays per token and, for a full-precision session, registered
+        GPU_FULL: a plan gives that tier only to an F16/BF16 file fully on the GPU
+        (engine/host/plan.py)."""
         info = self.client.registry.node_info(miner)
         if info.status != NodeStatus.EPHEMERAL or (
             precision is Precision.FULL and info.tier != Tier.GPU_FULL
         ):
+            return False
+        if info.price_floor > per_token:
             return False
         if self.client.queue.assignment(miner)[1] != AssignmentStatus.NONE:
             return False

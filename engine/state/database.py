@@ -161,6 +161,35 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def _enable_wal(conn: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch to WAL. Two processes opening a new file at once can get "database is locked"
+    here at once: SQLite does not call the busy handler for the journal-mode change, so this
+    retries it (briefly, bounded) as the busy handler would."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration one by one (executescript would commit on its own, and a
+    migration must run inside the caller's BEGIN IMMEDIATE)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending.strip()
+            pending = ""
+    if pending.strip():
+        yield pending.strip()
+
+
 class Database:
     """A thread-safe handle: one connection, serialised by a lock, WAL so readers never block."""
 
@@ -171,7 +200,7 @@ class Database:
             self._conn = sqlite3.connect(
                 path, check_same_thread=False, isolation_level=None, timeout=30
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(self._conn)
             # FULL, not NORMAL: with WAL, NORMAL survives a killed process but a power cut may
             # drop the last commits, and a journaled salt whose precommit is already on chain
             # is then lost (the answer can never be revealed). The journal writes a few rows
@@ -188,18 +217,28 @@ class Database:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
+        """Bring the schema up to date under one write lock (`BEGIN IMMEDIATE`): the version is
+        read inside it, so a second process opening the same home at the same moment waits
+        and then finds the schema current, instead of running the migrations again."""
         with self._lock:
-            current = self.schema_version
-            if current > len(MIGRATIONS):
-                raise DatabaseError(
-                    f"{self.path}: written by a newer cortensor-desktop (schema {current}, this "
-                    f"version knows {len(MIGRATIONS)}); upgrade the app"
-                )
-            for version in range(current, len(MIGRATIONS)):
-                # executescript commits on its own; user_version moves with the schema change.
-                self._conn.executescript(
-                    f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-                )
+            if self.schema_version == len(MIGRATIONS):
+                return  # the usual case: no write lock taken at all
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self.schema_version
+                if current > len(MIGRATIONS):
+                    raise DatabaseError(
+                        f"{self.path}: written by a newer cortensor-desktop (schema {current}, "
+                        f"this version knows {len(MIGRATIONS)}); upgrade the app"
+                    )
+                for version in range(current, len(MIGRATIONS)):
+                    for statement in _statements(MIGRATIONS[version]):
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {version + 1}")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -344,15 +344,26 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
 
     settings = embedded_settings(ctx, args.miners)
     miner = settings.miner_settings()  # the plan's tier, memory and model
+    built: list[EmbeddedNetwork] = []
 
     def build(bus: EventBus) -> RunningNode:
-        return EmbeddedNetwork(
+        network = EmbeddedNetwork(
             ctx.database,
             ctx.models_dir,
             bus,
             settings,
             progress=lambda message: log.info("%s", message),
         )
+        built.append(network)
+        return network
+
+    def replan(fresh: Config) -> NodePlan:
+        """A changed [fit] on reload: this machine's tier and memory again, re-registered."""
+        from cortensor_desktop.hosting.node_plan import log_plan
+
+        plan = _planner(ctx, fresh).embedded(settings.n_ctx)
+        log_plan(plan)
+        return built[0].replan(plan)
 
     facts = {
         "rpc": {"in_use": "in-process chain (embedded)", "endpoints": 1},
@@ -360,7 +371,9 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         "shares this machine",
     }
     banner = f"embedded network up: {args.miners} miners, 1 oracle"
-    run = replace(_headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx))
+    run = replace(
+        _headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx), replan=replan
+    )
     return _exit_code(serve(run, build))
 
 
@@ -525,10 +538,16 @@ def embedded_settings(ctx: AppContext, miners: int) -> EmbeddedNetworkSettings:
 
 
 def miner_settings(ctx: AppContext) -> MinerSettings:
-    """The miners' settings from the config: the low-gas alert threshold."""
+    """The miners' settings from the config: the low-gas alert threshold, the price floor, and
+    this build's version, which the miners register on chain."""
+    import cortensor_desktop
     from engine.node.miner import MinerSettings
 
-    return MinerSettings(low_gas_wei=ctx.config.alerts.low_gas_wei)
+    return MinerSettings(
+        low_gas_wei=ctx.config.alerts.low_gas_wei,
+        app_version=cortensor_desktop.__version__,
+        price_floor_wei_per_token=ctx.config.wallet.price_floor_wei_per_token,
+    )
 
 
 def _threads(ctx: AppContext) -> tuple[int, str]:
