@@ -96,12 +96,13 @@ def eligible_for_precision(client: ChainClient, precision: str) -> int:
 
 
 def pool_size(client: ChainClient, model_name: str, precision: str) -> int:
-    """Miners in the user-task pool that serve this model at this precision."""
+    """Miners in the user-task pool, not away, that serve this model at this precision."""
     registry = client.registry
     wanted = model_id(model_name)
     count = 0
-    for i in range(registry.miner_count()):
-        miner = registry.miner_at(i)
+    # Present miners only: an away one cannot be assigned, and the list is paged on chain, so
+    # this costs nothing per miner that registered and went away.
+    for miner in registry.present_miners():
         info = registry.node_info(miner)
         if info.status != NodeStatus.EPHEMERAL or wanted not in registry.models_of(miner):
             continue
