@@ -71,14 +71,18 @@ class ChainWatcher:
         start_block: int = 0,
         web3: Any | None = None,
         on_reorg: OnReorg | None = None,
+        sent_in: Callable[[], tuple[int, str] | None] | None = None,
     ) -> None:
         """`web3` turns reorg detection on (it reads block hashes); `start_block` is the
-        network's deploy block: nothing before it is ever read."""
+        network's deploy block: nothing before it is ever read. `sent_in` gives the newest
+        block holding one of the node's own transactions: seen too, even before a poll reached
+        it, so a reorg that drops it is noticed."""
         self.start_block = max(0, start_block)
         start = max(self.start_block, head - lookback_blocks)
         self._cursors = [wrapper.cursor(name, start) for wrapper, name in sources]
         self._web3 = web3
         self._on_reorg = on_reorg
+        self._sent_in = sent_in
         self._heads: deque[tuple[int, str]] = deque(maxlen=REMEMBERED_HEADS)
         self.reorgs: list[Reorg] = []
 
@@ -91,6 +95,7 @@ class ChainWatcher:
         """
         head_hash: str | None = None
         if self._web3 is not None:
+            self._note_own_block()
             head, head_hash, parent = self._head_block(head)
             if self._heads and self._heads[-1] == (head, head_hash):
                 return []  # nothing new: no eth_getLogs at all
@@ -107,6 +112,11 @@ class ChainWatcher:
         return sorted(found, key=lambda e: (e.block_number, e.log_index))
 
     # -- reorgs ---------------------------------------------------------------------------
+    def _note_own_block(self) -> None:
+        own = self._sent_in() if self._sent_in is not None else None
+        if own is not None and self._heads and own[0] > self._heads[-1][0]:
+            self._heads.append(own)
+
     def _head_block(self, head: int | None) -> tuple[int, str, str]:
         block = self._web3.eth.get_block("latest" if head is None else head)  # type: ignore[union-attr]
         return int(block["number"]), _hex(block["hash"]), _hex(block["parentHash"])

@@ -47,7 +47,7 @@ from engine.node import failpoints
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
 from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher
+from engine.node.chain_watch import ChainWatcher, Reorg
 from engine.node.earnings import (
     DEFAULT_LOW_GAS_WEI,
     DEFAULT_REFRESH_S,
@@ -64,6 +64,7 @@ from engine.node.network_tasks import (
     prompts_request,
     topic_request,
 )
+from engine.node.reorg import reconcile_after_reorg
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
 from engine.state.events import (
     Alert,
@@ -167,6 +168,7 @@ class Miner:
         self._last_ping: float | None = None
         self._watcher: ChainWatcher | None = None
         self._backlog: deque[ChainEvent] = deque()  # read from the chain, not yet handled
+        self._reorg_due = False  # the chain dropped blocks: reconcile the journal first
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
@@ -201,7 +203,14 @@ class Miner:
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
         sources += [(self.client.payment, name) for name in PAYMENT_EVENTS]
-        self._watcher = ChainWatcher(head, sources)
+        self._watcher = ChainWatcher(
+            head,
+            sources,
+            start_block=self.client.deployment.deploy_block,
+            web3=self.client.web3,
+            on_reorg=self._on_reorg,
+            sent_in=lambda: self.client.sender.last_receipt_block if self.client.sender else None,
+        )
         gas = self.earnings.refresh().gas_balance_wei
         low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
@@ -240,7 +249,11 @@ class Miner:
             self._set_away(self.paused)
         if not self.paused:
             self._ping_if_due()
-        self._backlog.extend(self._watcher.poll(self._head()))
+        self._backlog.extend(self._watcher.poll())
+        if self._reorg_due:
+            reconcile_after_reorg(self.client, self.journal, self.address)
+            self._reorg_due = False
+            self.resume()  # sends again what the reorg dropped, guarded by the chain state
         while self._backlog:
             event = self._backlog.popleft()
             try:
@@ -249,6 +262,16 @@ class Miner:
                 self._backlog.appendleft(event)  # handled again once the chain answers
                 raise
         self.earnings.tick()
+
+    def _on_reorg(self, reorg: Reorg) -> int | None:
+        """The chain dropped blocks: re-read the nonce, forget unhandled events of the old
+        history, and reconcile the journal before handling the new history's events."""
+        self._publish(LogLine(level="warning", logger="miner", message=reorg.describe()))
+        with self.client.nonces.lock_for(self.address):
+            self.client.nonces.forget(self.address)
+        self._backlog = deque(e for e in self._backlog if e.block_number <= reorg.fork_block)
+        self._reorg_due = True
+        return None
 
     def _set_away(self, away: bool) -> None:
         """Paused: out of selection and the pool on chain, so no deadline is missed meanwhile."""
@@ -498,12 +521,13 @@ class Miner:
         session_id = int(queue.call("tasks", task_id)[0])
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
-        prompt = self._task_prompts[task_id]
-        result = self._generate(
-            session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
-        )
         task = TaskRef(TaskKind.USER, session_id, task_id)
-        self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        if self.journal.get(task) is None:  # else: an event read again after a reorg
+            prompt = self._task_prompts[task_id]
+            result = self._generate(
+                session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
+            )
+            self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._user_precommit(task)
 
     def _user_precommit(self, task: TaskRef) -> None:

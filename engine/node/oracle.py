@@ -15,6 +15,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ from chain.wrappers import (
 )
 from engine.node.chain_health import ChainHealth
 from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher
+from engine.node.chain_watch import ChainWatcher, Reorg
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
 from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
 from engine.poi.validator import Judgement, Validator
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
 QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
+RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg could still undo
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class OracleSettings:
 class _UserTask:
     session_id: int
     prompt: str
+    first_block: int = 0  # where its TaskQueued is: re-read from there after a reorg
     miners: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
     tx_hashes: list[str] = field(default_factory=list)
@@ -83,6 +86,7 @@ class _UserTask:
 
 @dataclass
 class _Open:
+    first_block: int = 0  # where its request is: re-read from there after a reorg
     prompts: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
 
@@ -115,6 +119,8 @@ class Oracle:
         self.judgements: list[Judgement] = []
         self._user_open: dict[int, _UserTask] = {}
         self.user_results: dict[int, _UserTask] = {}
+        # First blocks of the views closed last: a reorg may undo their end or validation.
+        self._closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
 
     def start(self) -> None:
         head = int(self.client.web3.eth.block_number)
@@ -122,7 +128,15 @@ class Oracle:
             (self.client.cognitive, name) for name in ORACLE_EVENTS
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
-        self._watcher = ChainWatcher(head, sources, lookback_blocks=0)
+        self._watcher = ChainWatcher(
+            head,
+            sources,
+            lookback_blocks=0,
+            start_block=self.client.deployment.deploy_block,
+            web3=self.client.web3,
+            on_reorg=self._on_reorg,
+            sent_in=lambda: self.client.sender.last_receipt_block if self.client.sender else None,
+        )
 
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
@@ -145,7 +159,7 @@ class Oracle:
     def step(self) -> None:
         if self._watcher is None:
             raise RuntimeError("call start() first")
-        for event in self._watcher.poll(int(self.client.web3.eth.block_number)):
+        for event in self._watcher.poll():
             self._note(event)
         if not self._leading():
             return  # a standby follows every session, so it can finish them if it takes over
@@ -154,6 +168,31 @@ class Oracle:
             self._advance(session_id)
         for task_id in list(self._user_open):
             self._advance_user(task_id)
+
+    def _on_reorg(self, reorg: Reorg) -> int:
+        """The chain dropped blocks: forget every open view (answers and prompts may be gone)
+        and re-read the events of each from its first block, so the views hold only what the
+        chain now has; the nonce is re-read. Each step re-reads state, so a dropped end or
+        assignment is simply done again."""
+        self._publish(LogLine(level="warning", logger="oracle", message=reorg.describe()))
+        with self.client.nonces.lock_for(self.address):
+            self.client.nonces.forget(self.address)
+        firsts = [v.first_block for v in self._open.values()]
+        firsts += [t.first_block for t in self._user_open.values()]
+        firsts += list(self._closed)
+        self._open.clear()
+        self._user_open.clear()
+        return min([reorg.fork_block + 1, *firsts])
+
+    def _close_view(self, session_id: int) -> None:
+        view = self._open.pop(session_id, None)
+        if view is not None:
+            self._closed.append(view.first_block)
+
+    def _close_user_view(self, task_id: int) -> None:
+        task = self._user_open.pop(task_id, None)
+        if task is not None:
+            self._closed.append(task.first_block)
 
     def _leading(self) -> bool:
         registry = self.client.registry
@@ -193,7 +232,7 @@ class Oracle:
         seed = hashlib.sha256(f"{self.address}:{now}".encode()).digest()
         creator, preparer = self._pick_roles(miners, seed, now)
         session_id, result = self.client.cognitive.request(seed, creator, preparer)
-        self._open[session_id] = _Open()
+        self._open[session_id] = _Open(first_block=result.block_number)
         self._stage(
             session_id,
             NetworkStage.REQUEST,
@@ -221,7 +260,7 @@ class Oracle:
             return
         session_id = int(event.args.get("id", 0))
         if event.name == "SessionRequested":
-            self._open.setdefault(session_id, _Open())
+            self._open.setdefault(session_id, _Open(first_block=event.block_number))
         view = self._open.get(session_id)
         if view is None:
             return
@@ -230,7 +269,7 @@ class Oracle:
         elif event.name == "AnswerRevealed":
             view.answers[str(event.args["miner"])] = str(event.args["answer"])
         elif event.name == "SessionEnded":
-            self._open.pop(session_id, None)
+            self._close_view(session_id)
 
     # -- advancing ------------------------------------------------------------------------
     def _advance(self, session_id: int) -> None:
@@ -252,7 +291,7 @@ class Oracle:
         elif state == SessionState.COMMITTED:
             self._validate_and_end(session_id)
         elif state == SessionState.ENDED:
-            self._open.pop(session_id, None)
+            self._close_view(session_id)
 
     def _start(self, session_id: int) -> None:
         present = len(self.client.registry.present_miners())
@@ -304,7 +343,7 @@ class Oracle:
             result.tx_hash,
             f"{passed} of {len(selected)} miners passed",
         )
-        self._open.pop(session_id, None)
+        self._close_view(session_id)
         self.sessions_ended += 1
 
     def _record(
@@ -346,7 +385,9 @@ class Oracle:
         task_id = int(event.args["taskId"])
         if event.name == "TaskQueued":
             self._user_open[task_id] = _UserTask(
-                session_id=int(event.args["sessionId"]), prompt=str(event.args["prompt"])
+                session_id=int(event.args["sessionId"]),
+                prompt=str(event.args["prompt"]),
+                first_block=event.block_number,
             )
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
@@ -365,7 +406,7 @@ class Oracle:
         elif state == TaskState.COMMITTED:
             self._validate_user(task_id, task)
         elif state == TaskState.VALIDATED:
-            self._user_open.pop(task_id, None)
+            self._close_user_view(task_id)
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
         session = self.client.queue.call("sessions", task.session_id)
@@ -424,7 +465,7 @@ class Oracle:
             result.tx_hash,
             f"{passed} of {len(task.miners)} miners passed",
         )
-        self._user_open.pop(task_id, None)
+        self._close_user_view(task_id)
 
     def _user_stage(
         self, task: _UserTask, task_id: int, stage: UserStage, tx_hash: str, detail: str
