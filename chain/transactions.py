@@ -80,6 +80,7 @@ class _Sent:
     hashes: list[HexBytes]
     raws: list[bytes]
     since: float  # when the newest version was sent
+    at_cap: bool = False  # the fee cap keeps it from paying what the chain asks
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,7 @@ class TxSender:
                 raise TransactionTimeout(
                     f"{what}: no receipt for {sent.hashes[0].to_0x_hex()} within "
                     f"{self.gas.receipt_timeout_s:.0f}s"
-                    + (" (at the fee cap)" if self._at_cap(sent.tx) else "")
+                    + (" (at the fee cap)" if sent.at_cap or self._at_cap(sent.tx) else "")
                 )
             if now - last_check >= self.gas.recheck_s:
                 last_check = now
@@ -327,6 +328,7 @@ class TxSender:
         tip = self.gas.capped(max(old_tip * raise_by // 100, self.gas.priority_fee_wei))
         wanted = max(old_fee * raise_by // 100, self._next_base_fee() * 2 + tip)
         fee = self.gas.capped(wanted)
+        sent.at_cap = fee < wanted
         if fee <= old_fee:
             sent.since = now  # at the cap: nothing higher to offer; wait for the base fee to fall
             log.warning("%s: stuck at the fee cap (%d wei per gas)", what, old_fee)

@@ -378,7 +378,9 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
     key = node_account(ctx.paths.keystore_dir, args.passphrase_file, devnet)
     if profile.chain_id is None:
         raise UsageError(f"network profile '{profile.name}' has no chain id")
-    client = connect(profile.chain_id, profile.rpc_urls, profile.contracts, key.account)
+    client = connect(
+        profile.chain_id, profile.rpc_urls, profile.contracts, key.account, **ctx.chain_options()
+    )
     if devnet:
         _fund_on_devnet(client)
 
