@@ -45,6 +45,21 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# requests merges a None-valued proxy over the environment's: no proxy for that scheme.
+NO_PROXIES: dict[str, str | None] = {"http": None, "https": None}
+
+
+def is_loopback(url: str) -> bool:
+    """True for a URL on this machine, which must never go through an HTTP proxy.
+
+    `http_proxy` without a matching `no_proxy` would otherwise send a devnet's or a local node's
+    traffic to the proxy, which cannot reach this machine's loopback.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, requests.HTTPError):
         status = exc.response.status_code if exc.response is not None else None
@@ -96,10 +111,11 @@ class FailoverProvider(BaseProvider):
             raise RpcUnavailable("the network profile lists no RPC URL")
         self.policy = policy or RetryPolicy()
         self.urls = tuple(urls)
-        timeout = {"timeout": self.policy.request_timeout_s}
         # web3's own retries are off: this class decides when to retry and where.
         self._providers = [
-            HTTPProvider(u, request_kwargs=timeout, exception_retry_configuration=None)
+            HTTPProvider(
+                u, request_kwargs=self._request_kwargs(u), exception_retry_configuration=None
+            )
             for u in self.urls
         ]
         self._current = 0
@@ -109,6 +125,12 @@ class FailoverProvider(BaseProvider):
         self._strikes = [0] * len(self.urls)  # 429s in a row per URL
         self.generation = 0
         self.retried_requests = 0  # requests that met a transient error and were sent again
+
+    def _request_kwargs(self, url: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"timeout": self.policy.request_timeout_s}
+        if is_loopback(url):
+            kwargs["proxies"] = NO_PROXIES
+        return kwargs
 
     @property
     def current_url(self) -> str:

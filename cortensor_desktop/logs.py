@@ -57,6 +57,21 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _redact_fields(value: Any) -> Any:
+    """Every string inside an event's fields redacted, the structure kept."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_fields(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_fields(item) for item in value]
+    return value
+
+
+# The LogRecord attribute (`extra={EVENT_FIELDS: event.to_dict()}`) that carries an event's fields.
+EVENT_FIELDS = "event_fields"
+
+
 class JsonLinesFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -66,6 +81,11 @@ class JsonLinesFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, EVENT_FIELDS, None)
+        if isinstance(fields, dict):
+            # An engine event's own fields, as fields: a log shipper filters on `event.type`,
+            # `event.node` or `event.status` instead of parsing the sentence in `msg`.
+            entry["event"] = _redact_fields(fields)
         if record.exc_text:
             entry["exc"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)

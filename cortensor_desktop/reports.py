@@ -6,9 +6,24 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from profiler.fit import Recommendation
-    from profiler.hardware import Hardware
+    from profiler.hardware import Hardware, LlamaBuild
 
 GIB = 1024**3
+# llama_print_system_info() names the compiled-in GPU backend; the first match wins.
+GPU_BACKENDS = (("CUDA", "CUDA"), ("METAL", "Metal"), ("VULKAN", "Vulkan"), ("HIP", "ROCm"))
+
+
+def llama_backend(build: LlamaBuild) -> str:
+    """The llama.cpp build in a few words: version and backend (`0.3.36, CPU AVX2`)."""
+    if not build.available:
+        return "llama.cpp not installed"
+    info = (build.system_info or "").upper()
+    backend = next((name for key, name in GPU_BACKENDS if f"{key} :" in info), None)
+    if backend is None:
+        backend = "GPU offload" if build.gpu_offload else "CPU"
+        if build.simd_required:
+            backend += " " + " ".join(build.simd_required)
+    return f"llama-cpp-python {build.version or '?'}, {backend}"
 
 
 def _gib(value: int | None) -> str:

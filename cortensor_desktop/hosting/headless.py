@@ -17,6 +17,7 @@ import time
 from types import FrameType
 from typing import ClassVar
 
+from cortensor_desktop.logs import EVENT_FIELDS
 from engine.state.events import (
     Alert,
     CommandHandled,
@@ -105,7 +106,7 @@ def log_event(event: Event) -> None:
     if line is None:
         return
     level = logging.WARNING if isinstance(event, Alert) and event.active else logging.INFO
-    log.log(level, "%s", line)
+    log.log(level, "%s", line, extra={EVENT_FIELDS: event.to_dict()})
 
 
 class StopSignals:

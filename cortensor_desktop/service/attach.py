@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cortensor_desktop.service.errors import NodeNotRunningError
+from cortensor_desktop.service.local_http import urlopen
 from engine.state.commands import Command, CommandQueueFull
 from engine.state.events import EventBus, event_from_json
 from engine.state.wire import WireError
@@ -59,7 +60,7 @@ class NodeApi:
 
     def summary(self, timeout_s: float = 3.0) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(f"{self.url}/1/summary", timeout=timeout_s) as response:
+            with urlopen(f"{self.url}/1/summary", timeout=timeout_s) as response:
                 document: dict[str, Any] = json.loads(response.read())
         except (OSError, ValueError) as exc:
             raise NodeUnreachableError(f"the node at {self.url} does not answer ({exc})") from None
@@ -86,7 +87,7 @@ class RemoteCommands:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s):
+            with urlopen(request, timeout=self.timeout_s):
                 return
         except urllib.error.HTTPError as exc:
             raise CommandNotDelivered(f"the node refused {command.type}: HTTP {exc.code}") from None
@@ -123,7 +124,7 @@ class EventFeed:
         request = urllib.request.Request(
             f"{self.api.url}/1/events", headers={"Last-Event-ID": str(self.last_seq)}
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urlopen(request, timeout=30) as response:
             for data in _sse_data(response):
                 if self._stop.is_set():
                     return

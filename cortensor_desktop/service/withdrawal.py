@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cortensor_desktop.service.errors import NodeNotRunningError
+from cortensor_desktop.service.local_http import urlopen
 from engine.state.commands import Withdraw
 from engine.state.events import CommandHandled, Event, TxStatus, Withdrawal, event_from_json
 from engine.state.wire import WireError
@@ -68,7 +69,7 @@ def through_node(api_file: Path, command: Withdraw, timeout_s: float) -> Withdra
     # Subscribe first (the server subscribes before it answers), then send: nothing is missed.
     request = urllib.request.Request(f"{api.url}/1/events")
     try:
-        stream = urllib.request.urlopen(request, timeout=max(timeout_s, 20.0))
+        stream = urlopen(request, timeout=max(timeout_s, 20.0))
     except OSError as exc:
         raise NodeNotRunningError(f"the node at {api.url} does not stream events ({exc})") from None
     withdrawals: list[Withdrawal] = []

@@ -34,7 +34,7 @@ from cortensor_desktop.tui.screens.models import ModelsScreen
 from cortensor_desktop.tui.screens.settings import SettingsScreen
 from cortensor_desktop.tui.screens.wallet import WalletScreen
 from cortensor_desktop.tui.screens.wizard import WizardResult, WizardScreen
-from cortensor_desktop.tui.summary import NETWORK_STAGES, USER_STAGES, Summary, TaskView
+from engine.protocol import NetworkStage, UserStage
 from engine.state.commands import (
     Benchmark,
     Command,
@@ -47,6 +47,7 @@ from engine.state.commands import (
     Withdraw,
 )
 from engine.state.events import CommandHandled, Event, EventBus, LogLine, Subscription
+from engine.state.summary import Summary, TaskView
 
 if TYPE_CHECKING:
     from cortensor_desktop.tui.backends.first_run import FirstRun
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 DEFAULT_REFRESH_S = 0.5
 MAX_LOG_LINES = 500
 MAX_ANSWERS = 100  # the engine's answers kept by command id, for screens waiting on one
+NETWORK_STAGES = tuple(stage.value for stage in NetworkStage)
+USER_STAGES = tuple(stage.value for stage in UserStage)
 
 
 @dataclass(frozen=True)
@@ -369,14 +372,14 @@ class DashboardApp(App[int]):
         table = self.query_one("#nodes", DataTable)
         table.clear()
         now = self.clock()
-        for node in sorted(self.summary.nodes.values(), key=lambda n: (n.role, n.address)):
-            state = node.state
+        for node in sorted(self.summary.nodes.values(), key=lambda n: (n.role or "-", n.address)):
+            state = node.state or "-"
             if node.pause_reasons:
                 state += f" ({', '.join(r.code for r in node.pause_reasons)})"
             score = "-" if node.precommit_score is None else f"{node.precommit_score:.0%}"
             table.add_row(
                 short(node.address),
-                node.role,
+                node.role or "-",
                 state,
                 _duration(now - node.state_since),
                 _duration(now - node.first_seen),

@@ -70,7 +70,6 @@ from engine.inference.types import (
     TokenEvent,
     TokenScore,
     WorkerDeath,
-    cosine,
 )
 from profiler.load_settings import LoadSettings
 
@@ -88,7 +87,6 @@ __all__ = [
     "TokenScore",
     "WorkerDeath",
     "WorkerOptions",
-    "cosine",
     "smaller_settings",
 ]
 

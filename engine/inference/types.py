@@ -7,8 +7,6 @@ module and nothing heavier, so the messages between them are plain dataclasses.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from profiler.load_settings import LoadSettings
@@ -159,15 +157,3 @@ class WorkerDeath:
     def describe(self) -> str:
         how = f"killed by {self.signal_name}" if self.signal_name else f"exit code {self.exitcode}"
         return f"the inference worker died ({how}) during {self.during}"
-
-
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cosine similarity (1.0 same direction, 0 orthogonal); 0.0 when either vector is zero."""
-    if len(a) != len(b):
-        raise ValueError(f"vectors differ in length: {len(a)} vs {len(b)}")
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    na = math.sqrt(sum(x * x for x in a))
-    nb = math.sqrt(sum(y * y for y in b))
-    if na == 0.0 or nb == 0.0:
-        return 0.0
-    return dot / (na * nb)

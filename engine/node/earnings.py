@@ -44,7 +44,15 @@ from engine.state.events import (
     TxStatus,
     Withdrawal,
 )
-from engine.state.journal import EarningRecord, Journal, TaskRef, TxIntent
+from engine.state.journal import (
+    EarningRecord,
+    Journal,
+    TaskRef,
+    TxIntent,
+    TxResume,
+    resume_decision,
+)
+from engine.state.summary import DEFAULT_LOW_GAS_WEI
 
 if TYPE_CHECKING:  # web3 is heavy; the dashboard imports the threshold from here
     from chain.client import ChainClient
@@ -53,7 +61,6 @@ if TYPE_CHECKING:  # web3 is heavy; the dashboard imports the threshold from her
 log = logging.getLogger(__name__)
 
 WEI_PER_ETH = 10**18
-DEFAULT_LOW_GAS_WEI = 10**16  # 0.01 ETH: a few hundred task transactions at devnet gas prices
 DEFAULT_REFRESH_S = 30.0
 PAYMENT_EVENTS = ("TaskSettled", "Withdrawn")
 INTENT_PREFIX = "withdraw:"
@@ -230,7 +237,7 @@ class EarningsTracker:
     def withdraw(self, amount_wei: int | None = None) -> WithdrawOutcome:
         """Withdraw the whole balance to the payout address; refusals send nothing."""
         with self._lock:
-            unsettled = [i for i in self._open_intents() if self._settle(i) == "in_flight"]
+            unsettled = [i for i in self._open_intents() if self._settle(i) is TxResume.IN_FLIGHT]
             if unsettled:
                 return WithdrawOutcome(
                     False,
@@ -299,7 +306,7 @@ class EarningsTracker:
     ) -> WithdrawOutcome:
         """The send raised: a revert sent nothing that paid; a timeout may still have landed."""
         state = self._settle(intent)
-        if state == "done":
+        if state is TxResume.DONE:
             settled = self.journal.tx(intent.key)
             tx_hash = settled.tx_hash if settled else None
             message = f"withdrew {eth(balance)} to {payout} in tx {tx_hash} (confirmed late)"
@@ -315,7 +322,7 @@ class EarningsTracker:
             self.refresh()
             return WithdrawOutcome(True, message, True, balance, payout, tx_hash)
         reason = _reason(exc)
-        if state == "in_flight":
+        if state is TxResume.IN_FLIGHT:
             detail = f"sent, not confirmed yet ({reason}); checked again before the next withdrawal"
             self._publish(
                 Withdrawal(amount_wei=balance, to=payout, status=TxStatus.SENT, detail=detail)
@@ -330,12 +337,18 @@ class EarningsTracker:
     def _open_intents(self) -> list[TxIntent]:
         return [i for i in self.journal.unsettled_txs() if i.key.startswith(INTENT_PREFIX)]
 
-    def _settle(self, intent: TxIntent) -> str:
-        """Decide an open withdrawal from the chain: done, failed, or in_flight (undecided)."""
+    def _settle(self, intent: TxIntent) -> TxResume:
+        """Decide an open withdrawal from the chain: DONE, FAILED, or IN_FLIGHT (undecided)."""
         from_block = int(intent.key.removeprefix(INTENT_PREFIX).split(":")[0])
         cursor = self.client.payment.cursor("Withdrawn", from_block, node=self.address)
         found = cursor.poll()
-        if found:
+        decision = resume_decision(
+            intent,
+            receipt_ok=True if found else None,
+            account_nonce=self._nonce("latest"),
+            pending_nonce=self._nonce("pending"),
+        )
+        if decision is TxResume.DONE:
             for event in found:
                 self._record_withdrawal(
                     int(event.args["amount"]), str(event.args["payout"]), event.tx_hash
@@ -343,14 +356,14 @@ class EarningsTracker:
             self.journal.mark_tx_sent(intent.key, found[0].tx_hash)
             self.journal.mark_tx_confirmed(intent.key)
             self._dirty = True
-            return "done"
-        mined, pending = self._nonce("latest"), self._nonce("pending")
-        if pending > mined and pending > intent.nonce:
-            return "in_flight"  # a transaction of this account waits to be mined: maybe this one
+            return TxResume.DONE
+        if decision is TxResume.IN_FLIGHT:
+            return TxResume.IN_FLIGHT  # a transaction of this account waits to be mined: maybe this
+        # The nonce went to another transaction, or nothing of ours waits at it: never paid out.
         self.journal.mark_tx_failed(
             intent.key, f"no Withdrawn event since block {from_block}: nothing was paid out"
         )
-        return "failed"
+        return TxResume.FAILED
 
     def _nonce(self, block: str) -> int:
         """This account's transaction count: mined ("latest") or including the mempool."""

@@ -1,7 +1,7 @@
 """The miner: registers, pings, and plays its part in network tasks as the chain asks.
 
 Driven by chain events, one step at a time (`step()`), so a test can drive it deterministically
-and `run()` just repeats it. Roles in a network task (PROTOCOL.md):
+and `run()` just repeats it. Roles in a network task (docs/NODE.md):
     creator   SessionRequested names it  -> ask the model for a topic   -> Cognitive.create
     preparer  TopicCreated for its session -> challenge prompts          -> Cognitive.prepare
     answerer  SessionStarted selects it  -> greedy answer, journal salt+answer, then precommit
@@ -49,7 +49,6 @@ from engine.node.chain_health import ChainHealth
 from engine.node.chain_wait import ChainWaiter
 from engine.node.chain_watch import ChainWatcher, Reorg
 from engine.node.earnings import (
-    DEFAULT_LOW_GAS_WEI,
     DEFAULT_REFRESH_S,
     PAYMENT_EVENTS,
     EarningsTracker,
@@ -86,6 +85,7 @@ from engine.state.events import (
     UserTaskStage,
 )
 from engine.state.journal import CommitStage, CommitState, Journal, TaskRef
+from engine.state.summary import DEFAULT_LOW_GAS_WEI
 
 log = logging.getLogger(__name__)
 

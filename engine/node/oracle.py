@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
 QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
 RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg could still undo
+MAX_USER_RESULTS = 256
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,10 @@ class Oracle:
         self._watcher: ChainWatcher | None = None
         self.sessions_ended = 0
         self.health = ChainHealth(client.backend, self._publish)
-        self.judgements: list[Judgement] = []
         self._user_open: dict[int, _UserTask] = {}
-        self.user_results: dict[int, _UserTask] = {}
+        # The last user tasks validated, for benches and tests that read an outcome in process;
+        # bounded so a long run does not keep every prompt and answer.
+        self.user_results: OrderedDict[int, _UserTask] = OrderedDict()
         # First blocks of the views closed last: a reorg may undo their end or validation.
         self._closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
 
@@ -331,7 +333,6 @@ class Oracle:
         if answers and view.prompts:
             prompt = prompt_for_miner(view.prompts, session_id, 0)
             judgement = self.validator.judge(prompt, answers, self.settings.answer_max_tokens)
-            self.judgements.append(judgement)
             for judged in judgement.answers:
                 scores[judged.miner] = judged.score
                 self._record(session_id, judged.miner, judged.verdict, TaskKind.NETWORK)
@@ -457,6 +458,8 @@ class Oracle:
         task.tx_hashes.append(result.tx_hash)
         task.gas_used += int(result.receipt["gasUsed"])
         self.user_results[task_id] = task
+        while len(self.user_results) > MAX_USER_RESULTS:
+            self.user_results.popitem(last=False)
         passed = sum(1 for s in scores.values() if s >= PASS_SCORE)
         self._user_stage(
             task,

@@ -44,7 +44,7 @@ class ValidationThresholds:
     cosine_min: float | None = 0.30
     require_proper_ending: bool = True
     # Greedy decoding: an honest answer opens exactly as the validator's own greedy answer;
-    # builds drift apart only after 15-20 tokens (FIELD-NOTES), another model at once. Fluent
+    # builds drift apart only after 15-20 tokens (docs/VALIDATION.md), another model at once. Fluent
     # repetitive text from another model can score a high top-1 rate overall (measured: Gemma-3
     # 270M 0.89 against SmolLM2), but not the opening. One near-tie flip is allowed.
     opening_tokens: int = 8

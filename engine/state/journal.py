@@ -28,15 +28,14 @@ Transaction intents (one per logical action, e.g. "network:12:0:precommit")::
     mark_tx_failed(key)        FAILED      reverted or refused; a new attempt may be recorded
     mark_tx_superseded(key)    SUPERSEDED  another transaction consumed the nonce
 
-On restart `resume_decision` (pure) turns an intent plus what the chain says (receipt, account
-nonce) into DONE / FAILED / IN_FLIGHT / NOT_SENT / SUPERSEDED. Because the nonce is fixed before the
-first broadcast, resending can at worst land once: nothing is sent twice.
+On restart `resume_decision` (pure; the withdrawal path in engine/node/earnings.py settles its
+open intents with it) turns an intent plus what the chain says (receipt, account nonce, the
+mempool) into DONE / FAILED / IN_FLIGHT / NOT_SENT / SUPERSEDED. Because the nonce is fixed before
+the first broadcast, resending can at worst land once: nothing is sent twice.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import secrets
 import sqlite3
@@ -97,13 +96,13 @@ class TxState(StrEnum):
     SUPERSEDED = "superseded"
 
 
-class Resume(StrEnum):
+class TxResume(StrEnum):
     """What the engine should do with a transaction intent after a restart."""
 
     DONE = "done"  # confirmed: do not send again
     FAILED = "failed"  # reverted: record the failure; a new attempt is a new decision
     IN_FLIGHT = "in_flight"  # nonce still free, tx broadcast or signed: rebroadcast, then wait
-    NOT_SENT = "not_sent"  # nonce still free, nothing signed: send with the recorded nonce
+    NOT_SENT = "not_sent"  # nonce still free, nothing signed or the broadcast was lost: send anew
     SUPERSEDED = "superseded"  # nonce used by another tx: check chain state before acting anew
 
 
@@ -204,24 +203,33 @@ def new_salt() -> str:
 
 
 def resume_decision(
-    intent: TxIntent | None, *, receipt_ok: bool | None, account_nonce: int
-) -> Resume:
+    intent: TxIntent | None,
+    *,
+    receipt_ok: bool | None,
+    account_nonce: int,
+    pending_nonce: int | None = None,
+) -> TxResume:
     """Decide a transaction's fate after a restart from the journal and the chain alone.
 
-    `receipt_ok` is the receipt's status for `intent.tx_hash` (None: no receipt found), and
-    `account_nonce` the account's mined transaction count (the next nonce the chain expects).
+    `receipt_ok` is the receipt's status for `intent.tx_hash` (None: no receipt found),
+    `account_nonce` the account's mined transaction count (the next nonce the chain expects) and
+    `pending_nonce`, when known, the count including the RPC's mempool: a transaction of ours
+    waiting at the intent's nonce may be this one (IN_FLIGHT, even if the crash came before its
+    hash was recorded); none waiting means the broadcast never happened or was lost (NOT_SENT).
     """
     if intent is None:
-        return Resume.NOT_SENT
+        return TxResume.NOT_SENT
     if intent.state is TxState.CONFIRMED or receipt_ok is True:
-        return Resume.DONE
+        return TxResume.DONE
     if intent.state is TxState.FAILED or receipt_ok is False:
-        return Resume.FAILED
+        return TxResume.FAILED
     if intent.state is TxState.SUPERSEDED or account_nonce > intent.nonce:
-        return Resume.SUPERSEDED
+        return TxResume.SUPERSEDED
+    if pending_nonce is not None:  # the mempool knows better than our record of a broadcast
+        return TxResume.IN_FLIGHT if pending_nonce > intent.nonce else TxResume.NOT_SENT
     if intent.state is TxState.SENT or intent.raw_tx:
-        return Resume.IN_FLIGHT
-    return Resume.NOT_SENT
+        return TxResume.IN_FLIGHT
+    return TxResume.NOT_SENT
 
 
 class Journal:
@@ -606,18 +614,6 @@ class Journal:
             (self.chain.chain_id, self.chain.genesis_hash, miner.lower(), n),
         )
         return [_verdict_record(row) for row in rows]
-
-
-def earnings_csv(records: Iterable[EarningRecord]) -> str:
-    """The wallet screen's CSV export: one row per record, amounts in wei as exact integers."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["time_utc", "kind", "amount_wei", "points", "task", "tx_hash", "note"])
-    for r in records:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.at))
-        task = r.task.key if r.task else ""
-        writer.writerow([stamp, r.kind, r.amount_wei, r.points, task, r.tx_hash or "", r.note])
-    return out.getvalue()
 
 
 # --- rows to records --------------------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""The current state of every node, folded from the event stream: what status views show.
+"""The current state of every node, folded from the event stream: what every view shows.
 
-One stats core, many outputs: the status API's `/1/summary`, `cortensor-desktop status` and the
-Prometheus endpoint all read a `Summary` that the run loop feeds with every event of the bus. It is
+One stats core, many outputs: the status API's `/1/summary`, `cortensor-desktop status`, the
+Prometheus endpoint and the dashboard all read a `Summary` fed with every event of the bus. It is
 pure: `apply(event)` folds one event in, `to_dict(now)` renders it; no I/O, no clock of its own (the
-caller passes `now`), so tests feed it plain events and compare plain dicts.
+caller passes `now`), so tests feed it plain events and compare plain dicts. A recording replayed
+into a fresh `Summary` gives exactly what a live run showed. Besides the per-node counters it keeps
+a bounded window of recent activity for the dashboard's panels (task rows, verdicts, the tokens/s
+sparkline, earnings history, withdrawals).
 
 Tokens/s windows (10 s, 60 s, 15 min) are generation speed while generating: the tokens generated
 by inferences that finished inside the window divided by the time spent generating them, so a node
@@ -17,7 +20,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.protocol import NetworkStage
+from engine.protocol import NetworkStage, NodeRole
 from engine.state.events import (
     Alert,
     AlertKind,
@@ -26,11 +29,13 @@ from engine.state.events import (
     EarningsUpdated,
     Event,
     EventsDropped,
+    HardwareSample,
     InferenceFinished,
     LogLine,
     NetworkTaskStage,
     NodeState,
     NodeStateChanged,
+    PauseReason,
     PingSent,
     PointsUpdated,
     PreflightStep,
@@ -38,16 +43,21 @@ from engine.state.events import (
     StepStatus,
     TokenProgress,
     TxStatus,
+    UnknownEvent,
     UserTaskStage,
     ValidationResult,
     Withdrawal,
 )
 
 WINDOWS_S = {"10s": 10.0, "60s": 60.0, "15m": 900.0}
-# Upper bounds of the validation score histogram (top-1 agreement, 0..1).
 # Community monitors call a node stalled after this many pings with no task transaction between.
 STALL_PINGS = 25
+# Upper bounds of the validation score histogram (top-1 agreement, 0..1).
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+# 0.01 ETH: a few hundred task transactions at devnet gas prices. The engine raises a low_gas
+# alert at the configured `[alerts] low_gas_eth`; for a stream without alerts (an older recording)
+# views fall back to this default.
+DEFAULT_LOW_GAS_WEI = 10**16
 
 
 @dataclass
@@ -77,11 +87,13 @@ class NodeView:
     role: str | None = None
     state: str | None = None  # None until the node reports one (an oracle may never)
     first_seen: float = 0.0
+    state_since: float = 0.0
     tier: str | None = None
     model: str | None = None
     # (finished at, generated tokens, seconds spent generating), oldest first, 15 min kept
     _inferences: deque[tuple[float, int, float]] = field(default_factory=deque)
     current_tokens_per_s: float | None = None
+    last_tokens_per_s: float | None = None  # the latest rate seen, in flight or finished
     tasks: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # kind, stage, status
     sessions_ended: int = 0
     points: int | None = None
@@ -98,7 +110,7 @@ class NodeView:
     gas_balance_wei: int | None = None
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> alert
     alert_counts: Counter[str] = field(default_factory=Counter)
-    pause_reasons: list[dict[str, str]] = field(default_factory=list)
+    pause_reasons: tuple[PauseReason, ...] = ()
     last_error: dict[str, Any] | None = None
     failed_txs: int = 0
     validations_passed: int = 0
@@ -175,7 +187,7 @@ class NodeView:
             "earnings": {"earned_wei": self.earned_wei, "withdrawable_wei": self.withdrawable_wei},
             "gas_balance_wei": self.gas_balance_wei,
             "alerts": self.active_alerts(),
-            "pause_reasons": list(self.pause_reasons),
+            "pause_reasons": [{"code": r.code, "message": r.message} for r in self.pause_reasons],
             "last_error": self.last_error,
             "rpc": {
                 "failovers": self.alert_counts[AlertKind.RPC_FAILOVER.value],
@@ -188,35 +200,99 @@ class NodeView:
 _ERROR_LEVELS = {"error", "critical"}
 
 
-class Summary:
-    """Fold events in with `apply`; read with `to_dict(now)` or the `nodes` mapping."""
+@dataclass
+class TaskView:
+    """One task as one node saw it: the stages reached, with their status and timing."""
 
-    def __init__(self, started_at: float = 0.0) -> None:
+    kind: str
+    session_id: int
+    task_id: int
+    node: str
+    roles: list[str] = field(default_factory=list)  # creator, preparer, answerer, oracle
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> TxStatus value
+    last_tx: str | None = None
+    started: float = 0.0
+    updated: float = 0.0
+    detail: str = ""
+
+    @property
+    def current(self) -> str:
+        return next(reversed(self.stages)) if self.stages else "-"
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.updated - self.started)
+
+
+@dataclass(frozen=True)
+class Earnings:
+    earned_wei: int
+    withdrawable_wei: int
+    gas_balance_wei: int
+
+
+class Summary:
+    """Fold events in with `apply`; read with `to_dict(now)`, the `nodes` mapping, or the
+    recent-activity window (`tasks`, `validations`, `rates`, `earnings_history`, ...)."""
+
+    def __init__(
+        self,
+        started_at: float = 0.0,
+        *,
+        max_tasks: int = 50,
+        max_validations: int = 50,
+        max_rate_points: int = 120,
+    ) -> None:
         self.started_at = started_at
         self.nodes: dict[str, NodeView] = {}
         self.last_seq = 0
+        self.last_ts = 0.0
         self.events_seen = 0
         self.events_dropped = 0
         self.commands: deque[dict[str, Any]] = deque(maxlen=20)
         self.last_error: dict[str, Any] | None = None
+        self.max_tasks = max_tasks
+        # The recent-activity window, bounded: what the dashboard's panels list.
+        self.tasks: dict[tuple[str, int, int, str], TaskView] = {}
+        self.validations: deque[ValidationResult] = deque(maxlen=max_validations)
+        self.rates: deque[float] = deque(maxlen=max_rate_points)  # tokens/s, oldest first
+        self.alerts: dict[str, Alert] = {}  # active alerts by kind, any node
+        self.hardware: HardwareSample | None = None
+        self.earnings: Earnings | None = None
+        self.earnings_history: list[tuple[float, str, Earnings]] = []
+        self.withdrawals: list[Withdrawal] = []
+        self.last_withdrawal: Withdrawal | None = None
+        self.benchmark: BenchmarkResult | None = None
+        self.last_command: CommandHandled | None = None
+        self.node_stopped = False  # the engine accepted a stop and no start since
+        self.errors: list[str] = []  # the last error log lines (a start that failed)
 
     # -- folding --------------------------------------------------------------------------
     def node(self, address: str, ts: float = 0.0) -> NodeView:
         view = self.nodes.get(address)
         if view is None:
-            view = self.nodes[address] = NodeView(address=address, first_seen=ts)
+            view = self.nodes[address] = NodeView(address=address, first_seen=ts, state_since=ts)
         return view
 
     def set_gas_balance(self, address: str, wei: int) -> None:
         """A balance read from the chain by the run loop (no event carries it on its own)."""
         self.node(address).gas_balance_wei = wei
 
+    def apply_all(self, events: list[Event]) -> None:
+        for event in events:
+            self.apply(event)
+
     def apply(self, event: Event) -> None:
+        if isinstance(event, UnknownEvent):  # from a newer engine: nothing here understands it
+            return
+        self.events_seen += 1
+        if event.ts:
+            self.last_ts = max(self.last_ts, event.ts)
         if isinstance(event, EventsDropped):
             self.events_dropped += event.count
             return
-        self.events_seen += 1
         self.last_seq = max(self.last_seq, event.seq)
+        self._apply_recent(event)
         if isinstance(event, CommandHandled):
             self.commands.append(
                 {
@@ -238,6 +314,68 @@ class Summary:
             view.role = event.role.value
         self._apply_to(view, event)
 
+    def _apply_recent(self, event: Event) -> None:  # noqa: PLR0912 (one branch per event type)
+        """The recent-activity window, whichever node (if any) the event names."""
+        match event:
+            case NetworkTaskStage():
+                self._task_row(event, "network", 0, event.task_role.value, event.stage.value)
+            case UserTaskStage():
+                self._task_row(event, "user", event.task_id, "answerer", event.stage.value)
+            case InferenceFinished() | TokenProgress():
+                self.rates.append(event.tokens_per_s)
+            case ValidationResult():
+                self.validations.append(event)
+            case EarningsUpdated():
+                self.earnings = Earnings(
+                    event.earned_wei, event.withdrawable_wei, event.gas_balance_wei
+                )
+                self.earnings_history.append((event.ts, event.node, self.earnings))
+                del self.earnings_history[: -self.max_tasks]
+            case Alert() if event.active:
+                self.alerts[event.kind.value] = event
+            case Alert():
+                self.alerts.pop(event.kind.value, None)
+            case HardwareSample():
+                self.hardware = event
+            case BenchmarkResult():
+                self.benchmark = event
+            case CommandHandled():
+                self.last_command = event
+                if event.accepted and event.command in ("stop", "start"):
+                    self.node_stopped = event.command == "stop"
+            case LogLine() if event.level == "error":
+                self.errors.append(event.message)
+                del self.errors[:-10]
+            case Withdrawal():
+                self.last_withdrawal = event
+                self.withdrawals.append(event)
+
+    def _task_row(
+        self,
+        event: NetworkTaskStage | UserTaskStage,
+        kind: str,
+        task_id: int,
+        task_role: str,
+        stage: str,
+    ) -> None:
+        key = (kind, event.session_id, task_id, event.node)
+        task = self.tasks.get(key)
+        if task is None:
+            task = TaskView(kind, event.session_id, task_id, event.node, started=event.ts)
+            self.tasks[key] = task
+            while len(self.tasks) > self.max_tasks:
+                del self.tasks[next(iter(self.tasks))]
+        if task_role not in task.roles:
+            task.roles.append(task_role)
+        task.stages[stage] = event.status.value
+        task.updated = event.ts
+        if event.tx_hash:
+            task.last_tx = event.tx_hash
+        if event.detail:
+            task.detail = event.detail
+        if event.status is TxStatus.FAILED or event.status is TxStatus.MISSED:
+            task.detail = event.detail or event.status.value
+
     def _apply_to(self, view: NodeView, event: Event) -> None:
         if not self._apply_work(view, event):
             self._apply_account(view, event)
@@ -251,8 +389,10 @@ class Summary:
                 while view._inferences and view._inferences[0][0] < event.ts - WINDOWS_S["15m"]:
                     view._inferences.popleft()
                 view.current_tokens_per_s = None
+                view.last_tokens_per_s = event.tokens_per_s
             case TokenProgress():
                 view.current_tokens_per_s = event.tokens_per_s
+                view.last_tokens_per_s = event.tokens_per_s
             case NetworkTaskStage():
                 view.tasks["network", event.stage.value, event.status.value] += 1
                 if event.stage is NetworkStage.END and event.status is TxStatus.CONFIRMED:
@@ -284,12 +424,8 @@ class Summary:
         match event:
             case NodeStateChanged():
                 view.state = event.state.value
-                if event.state is NodeState.PAUSED:
-                    view.pause_reasons = [
-                        {"code": r.code, "message": r.message} for r in event.reasons
-                    ]
-                else:
-                    view.pause_reasons = []
+                view.state_since = event.ts
+                view.pause_reasons = event.reasons if event.state is NodeState.PAUSED else ()
             case PreflightStep() if event.status is StepStatus.FAILED:
                 self._error(view, event.ts, f"preflight {event.step} failed: {event.detail}")
             case PointsUpdated():
@@ -345,6 +481,32 @@ class Summary:
             self.last_error = error
 
     # -- reading --------------------------------------------------------------------------
+    def miners(self) -> list[NodeView]:
+        return [n for n in self.nodes.values() if n.role == NodeRole.MINER.value]
+
+    @property
+    def dropped(self) -> int:
+        return self.events_dropped
+
+    @property
+    def total_points(self) -> int:
+        return sum(n.points or 0 for n in self.nodes.values())
+
+    @property
+    def paused(self) -> bool:
+        miners = self.miners()
+        return bool(miners) and all(n.state == NodeState.PAUSED.value for n in miners)
+
+    @property
+    def low_gas(self) -> bool:
+        if AlertKind.LOW_GAS.value in self.alerts:
+            return True
+        return self.earnings is not None and self.earnings.gas_balance_wei < DEFAULT_LOW_GAS_WEI
+
+    def passed_ratio(self) -> tuple[int, int]:
+        passed = sum(1 for v in self.validations if v.passed)
+        return passed, len(self.validations)
+
     def state(self) -> str:
         """One word for the whole process: starting, running, paused, stopped or partly_paused."""
         states = [v.state for v in self.nodes.values() if v.role is not None and v.state]

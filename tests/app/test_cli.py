@@ -12,10 +12,16 @@ from cortensor_desktop import __version__
 from cortensor_desktop.cli.main import build_parser
 
 
-def test_version_prints_the_package_version(cli) -> None:
+def test_version_prints_the_package_version_and_the_llama_cpp_build(cli) -> None:
+    import llama_cpp
+
     result = cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"cortensor-desktop {__version__}"
+    line = result.stdout.strip()
+    assert line.startswith(f"cortensor-desktop {__version__} (llama-cpp-python ")
+    assert f"llama-cpp-python {llama_cpp.__version__}, " in line
+    # This machine's build is CPU-only: the backend says so rather than naming a GPU.
+    assert line.endswith(")") and ", CPU" in line
 
 
 def test_python_dash_m_matches_console_script_help(cli) -> None:

@@ -59,3 +59,31 @@ def test_registered_secret_is_redacted_even_if_it_has_no_shape() -> None:
 def test_ordinary_text_is_untouched() -> None:
     text = "block 1234 mined, 42 tokens/s, address 0x" + "ab" * 20
     assert redact(text) == text
+
+
+def test_json_log_lines_carry_an_events_fields_as_fields(tmp_path: Path) -> None:
+    from cortensor_desktop.hosting.headless import log_event
+    from engine.protocol import NetworkStage, NodeRole, TaskRole
+    from engine.state.events import NetworkTaskStage, TxStatus
+
+    key = _real_private_key()
+    setup_logging("info", "json", tmp_path)
+    log_event(
+        NetworkTaskStage(
+            node="0xminer",
+            role=NodeRole.MINER,
+            session_id=7,
+            stage=NetworkStage.COMMIT,
+            task_role=TaskRole.ANSWERER,
+            status=TxStatus.FAILED,
+            detail=f"reverted (key {key})",
+        )
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    entry = json.loads((tmp_path / LOG_FILE_NAME).read_text(encoding="utf-8").splitlines()[-1])
+    fields = entry["event"]
+    assert fields["type"] == "network_task"
+    assert (fields["node"], fields["session_id"], fields["stage"]) == ("0xminer", 7, "commit")
+    assert fields["status"] == "failed"
+    assert key not in json.dumps(entry) and REDACTED in fields["detail"]

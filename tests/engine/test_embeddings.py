@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InferenceRequestError
-from engine.inference.runtime import InferenceWorker, cosine
+from engine.inference.runtime import InferenceWorker
+from engine.poi.validation import cosine_similarity
 
 pytestmark = pytest.mark.llama
 
@@ -25,14 +26,14 @@ def test_vectors_match_the_sentence_transformers_reference(embed_worker: Inferen
     ):
         assert len(ours) == 384
         assert math.isclose(math.sqrt(sum(x * x for x in ours)), 1.0, rel_tol=1e-6)
-        assert cosine(ours, theirs) >= 0.999, sentence
+        assert cosine_similarity(ours, theirs) >= 0.999, sentence
 
 
 def test_similar_sentences_are_closer_than_unrelated_ones(embed_worker: InferenceWorker) -> None:
     paris, capital, guitar = embed_worker.embed(
         ["The capital of France is Paris.", "Paris is France's capital.", "He plays guitar."]
     )
-    assert cosine(paris, capital) > cosine(paris, guitar) + 0.3
+    assert cosine_similarity(paris, capital) > cosine_similarity(paris, guitar) + 0.3
 
 
 def test_generation_on_an_embedding_model_is_a_typed_error(embed_worker: InferenceWorker) -> None:
@@ -41,9 +42,9 @@ def test_generation_on_an_embedding_model_is_a_typed_error(embed_worker: Inferen
 
 
 def test_cosine_helper() -> None:
-    assert cosine([1.0, 0.0], [2.0, 0.0]) == pytest.approx(1.0)
-    assert cosine([1.0, 0.0], [0.0, 3.0]) == pytest.approx(0.0)
-    assert cosine([1.0, 1.0], [-1.0, -1.0]) == pytest.approx(-1.0)
-    assert cosine([0.0, 0.0], [1.0, 0.0]) == 0.0
+    assert cosine_similarity([1.0, 0.0], [2.0, 0.0]) == pytest.approx(1.0)
+    assert cosine_similarity([1.0, 0.0], [0.0, 3.0]) == pytest.approx(0.0)
+    assert cosine_similarity([1.0, 1.0], [-1.0, -1.0]) == pytest.approx(-1.0)
+    assert cosine_similarity([0.0, 0.0], [1.0, 0.0]) == 0.0
     with pytest.raises(ValueError):
-        cosine([1.0], [1.0, 2.0])
+        cosine_similarity([1.0], [1.0, 2.0])

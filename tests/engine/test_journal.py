@@ -33,12 +33,13 @@ from engine.state.journal import (
     EarningRecord,
     Journal,
     JournalError,
-    Resume,
     TaskRef,
     TxState,
     VerdictRecord,
-    earnings_csv,
     resume_decision,
+)
+from engine.state.journal import (
+    TxResume as Resume,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -239,10 +240,29 @@ def test_resume_decision_after_a_restart(tmp_path: Path) -> None:
     assert resume_decision(confirmed, receipt_ok=None, account_nonce=0) is Resume.DONE
 
 
+def test_resume_decision_trusts_the_mempool_when_it_is_known(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "db")
+    # Crashed after the broadcast, before its hash was recorded: ours waits at nonce 5.
+    unsigned = journal.record_intent("w", nonce=5)
+    assert (
+        resume_decision(unsigned, receipt_ok=None, account_nonce=5, pending_nonce=6)
+        is Resume.IN_FLIGHT
+    )
+    # Recorded as sent, but nothing of ours waits any more: the broadcast was lost.
+    sent = journal.mark_tx_sent("w", "0xw")
+    assert (
+        resume_decision(sent, receipt_ok=None, account_nonce=5, pending_nonce=5) is Resume.NOT_SENT
+    )
+    assert (
+        resume_decision(sent, receipt_ok=None, account_nonce=6, pending_nonce=6)
+        is Resume.SUPERSEDED
+    )
+
+
 # --- history --------------------------------------------------------------------------------
 
 
-def test_earnings_history_and_csv(tmp_path: Path) -> None:
+def test_earnings_history_keeps_exact_wei_by_kind_and_time(tmp_path: Path) -> None:
     journal = _journal(tmp_path / "db")
     big = 10**30  # more than SQLite's 64-bit integers hold
     journal.record_earning(EarningRecord(at=100.0, kind="payment", amount_wei=big, task=USER))
@@ -254,9 +274,6 @@ def test_earnings_history_and_csv(tmp_path: Path) -> None:
     assert [r.amount_wei for r in history] == [big, 0, -big]
     assert history[0].task == USER and history[2].task is None
     assert [r.kind for r in journal.earnings(since=150, until=300)] == ["points"]
-    lines = earnings_csv(history).splitlines()
-    assert lines[0] == "time_utc,kind,amount_wei,points,task,tx_hash,note"
-    assert lines[1] == f"1970-01-01T00:01:40Z,payment,{big},0,user:3:7,,"
     assert Journal(journal.db, CHAIN, "0x" + "11" * 20).earnings() == []
 
 

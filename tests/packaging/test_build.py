@@ -113,7 +113,8 @@ def test_binary_runs_version_and_self_test_outside_the_tree(
         timeout=120,
     )
     assert version.returncode == 0, version.stderr
-    assert version.stdout.strip() == f"cortensor-desktop {__version__}"
+    # The frozen binary carries its llama.cpp build and names it.
+    assert version.stdout.strip().startswith(f"cortensor-desktop {__version__} (llama-cpp-python ")
 
     selftest = subprocess.run(
         [str(binary), "--self-test", "--json"],

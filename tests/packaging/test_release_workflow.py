@@ -110,9 +110,10 @@ def test_each_build_runs_the_binary_and_publishes_checksums() -> None:
     assert "CORTENSOR_HOME" in scripts
     assert "sha256" in scripts
     assert any(step.get("uses", "").startswith("actions/upload-artifact@") for step in steps)
-    # the llama.cpp wheel is compiled once per OS and reused (cache + --find-links)
+    # the llama.cpp wheel is compiled once per OS and reused (cache + the locked install, which
+    # takes llama-cpp-python from the wheelhouse only)
     assert any(step.get("uses", "").startswith("actions/cache@") for step in steps)
-    assert "--find-links wheelhouse" in scripts
+    assert 'scripts/install_locked.sh "$py" wheelhouse' in scripts
     release = workflow["jobs"]["release"]
     assert release["needs"] == "build"
     assert "refs/tags/v" in release["if"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from cortensor_desktop.tui.summary import LOW_GAS_WEI, Summary
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
 from engine.state.events import (
     Alert,
@@ -19,6 +18,8 @@ from engine.state.events import (
     UnknownEvent,
     ValidationResult,
 )
+from engine.state.summary import DEFAULT_LOW_GAS_WEI as LOW_GAS_WEI
+from engine.state.summary import Summary
 
 
 def test_recorded_run_folds_into_the_sessions_points_and_verdicts(recorded: list[Event]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from cortensor_desktop.cli.context import AppContext
 from cortensor_desktop.cli.exit_codes import UsageError
+from cortensor_desktop.cli.prompt import read_prompt
 from cortensor_desktop.networks import LOCAL
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "On the embedded network the whole network starts in this process first; on the "
         "local devnet a devnet account pays (funded from anvil); elsewhere this home's wallet.",
     )
-    parser.add_argument("prompt", help="the question")
+    parser.add_argument("prompt", help="the question, or - to read it from standard input")
     parser.add_argument(
         "--redundancy", type=int, default=3, metavar="K", help="how many miners answer (default 3)"
     )
@@ -74,6 +75,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _ask(ctx: AppContext, args: argparse.Namespace) -> int:
+    args.prompt = read_prompt(args.prompt)
     embedded = ctx.network.embedded
     limit = EMBEDDED_MAX_REDUNDANCY if embedded else MAX_REDUNDANCY
     if not 1 <= args.redundancy <= limit:

@@ -32,7 +32,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "print the answer with its figures. Greedy with a fixed seed unless --temperature. "
         "Without --model: the default chat model, installed on first use.",
     )
-    generate.add_argument("prompt", metavar="PROMPT", help="the user message")
+    generate.add_argument(
+        "prompt", metavar="PROMPT", help="the user message, or - to read it from standard input"
+    )
     generate.add_argument("--model", metavar="ID|PATH", help="catalogue id or a GGUF file")
     generate.add_argument("--max-tokens", type=_at_least(1), help="new tokens at most")
     generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -142,6 +144,9 @@ def _chat_model_choice(ctx: AppContext, store: ModelStore) -> tuple[ModelEntry, 
 
 
 def _generate(ctx: AppContext, args: argparse.Namespace) -> int:
+    from cortensor_desktop.cli.prompt import read_prompt
+
+    args.prompt = read_prompt(args.prompt)
     from cortensor_desktop.cli.commands.models_cmd import open_store
     from engine.inference.runtime import InferenceWorker, SamplingParams
 

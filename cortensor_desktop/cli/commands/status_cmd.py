@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from cortensor_desktop.cli.context import AppContext
 from cortensor_desktop.cli.exit_codes import ExitCode
 from cortensor_desktop.service.errors import NodeNotRunningError
+from cortensor_desktop.service.local_http import urlopen
 
 START_HINT = "start one with `cortensor-desktop run --headless`"
 
@@ -61,7 +60,7 @@ def fetch_summary(api_file: Path, timeout: float = 3.0) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NodeNotRunningError(f"{api_file} cannot be read ({exc}); {START_HINT}") from None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urlopen(url, timeout=timeout) as response:
             document: dict[str, Any] = json.loads(response.read())
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)

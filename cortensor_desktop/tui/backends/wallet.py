@@ -24,7 +24,7 @@ from cortensor_desktop.config import (
     set_config_value,
     write_atomically,
 )
-from cortensor_desktop.tui.summary import Earnings
+from engine.state.summary import Earnings
 
 EarningsRow = tuple[float, str, Earnings]  # (ts, node, the earnings it reported)
 CSV_COLUMNS = ("time_utc", "node", "earned_wei", "withdrawable_wei", "gas_balance_wei")

@@ -26,8 +26,8 @@ from cortensor_desktop.tui.backends.settings import tilde
 from cortensor_desktop.tui.backends.wallet import WalletBackend, user_path, write_earnings_csv
 from cortensor_desktop.tui.link import node_link
 from cortensor_desktop.tui.screens.common import AskScreen, ether
-from cortensor_desktop.tui.summary import Summary
 from engine.state.commands import SetPayout
+from engine.state.summary import Summary
 
 KEY_BACKUP_WARNING = (
     "The backup is your wallet's key, encrypted with this passphrase: anyone who has the file "
@@ -151,11 +151,11 @@ class WalletScreen(Screen[None]):
     def _render_nodes(self) -> None:
         nodes = self.query_one("#wallet-nodes", DataTable)
         nodes.clear()
-        for node in sorted(self.summary.nodes.values(), key=lambda n: (n.role, n.address)):
+        for node in sorted(self.summary.nodes.values(), key=lambda n: (n.role or "-", n.address)):
             score = "-" if node.precommit_score is None else f"{node.precommit_score:.0%}"
             points = "-" if node.points is None else str(node.points)
             level = "-" if node.level is None else str(node.level)
-            nodes.add_row(node.address, node.role, points, level, score)
+            nodes.add_row(node.address, node.role or "-", points, level, score)
 
     def _render_history(self) -> None:
         history = self.query_one("#earnings", DataTable)
