@@ -85,6 +85,7 @@ class ChainWatcher:
         self._sent_in = sent_in
         self._heads: deque[tuple[int, str]] = deque(maxlen=REMEMBERED_HEADS)
         self.reorgs: list[Reorg] = []
+        self.head: int | None = None  # the block the last poll read up to
 
     def poll(self, head: int | None = None) -> list[ChainEvent]:
         """All new events up to `head` (default: the latest block), in chain order; all or
@@ -98,6 +99,7 @@ class ChainWatcher:
             self._note_own_block()
             head, head_hash, parent = self._head_block(head)
             if self._heads and self._heads[-1] == (head, head_hash):
+                self.head = head
                 return []  # nothing new: no eth_getLogs at all
             self._check_reorg(head, head_hash, parent)
         elif head is None:
@@ -109,6 +111,7 @@ class ChainWatcher:
             cursor.next_block = next_block
         if head_hash is not None:
             self._heads.append((head, head_hash))
+        self.head = head
         return sorted(found, key=lambda e: (e.block_number, e.log_index))
 
     # -- reorgs ---------------------------------------------------------------------------

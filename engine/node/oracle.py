@@ -36,6 +36,7 @@ from engine.node.chain_health import ChainHealth
 from engine.node.chain_wait import ChainWaiter
 from engine.node.chain_watch import ChainWatcher, Reorg
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
+from engine.node.pool_index import PoolIndex
 from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
 from engine.poi.validator import Judgement, Validator
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
@@ -130,6 +131,7 @@ class Oracle:
             (self.client.cognitive, name) for name in ORACLE_EVENTS
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
+        self._pool = PoolIndex(self.client)
         self._watcher = ChainWatcher(
             head,
             sources,
@@ -184,7 +186,15 @@ class Oracle:
         firsts += list(self._closed)
         self._open.clear()
         self._user_open.clear()
+        self._pool.rebuild()
         return min([reorg.fork_block + 1, *firsts])
+
+    def _pool_now(self) -> PoolIndex:
+        """The pool as of the block this step read: only the registry events since the last
+        time it was asked (read when needed, not every step)."""
+        assert self._watcher is not None
+        self._pool.refresh(self._watcher.head)
+        return self._pool
 
     def _close_view(self, session_id: int) -> None:
         view = self._open.pop(session_id, None)
@@ -227,7 +237,7 @@ class Oracle:
         )
         if not due or len(self._open) >= self.settings.max_open_sessions:
             return
-        miners = self.client.registry.present_miners()
+        miners = self._pool_now().present()
         if not miners:
             return
         self._last_request = now
@@ -296,7 +306,7 @@ class Oracle:
             self._close_view(session_id)
 
     def _start(self, session_id: int) -> None:
-        present = len(self.client.registry.present_miners())
+        present = len(self._pool_now().present())
         count = min(self.settings.miners_per_task, present)
         if count == 0:
             return  # every miner is away (paused): the session waits until one is back
@@ -304,7 +314,7 @@ class Oracle:
         self._stage(session_id, NetworkStage.START, result.tx_hash, f"{count} miners selected")
 
     def _reassign(self, session_id: int, state: int) -> None:
-        miners = self.client.registry.present_miners()
+        miners = self._pool_now().present()
         if not miners:
             return
         now = self._clock()
@@ -412,7 +422,7 @@ class Oracle:
     def _assign(self, task_id: int, task: _UserTask) -> None:
         session = self.client.queue.call("sessions", task.session_id)
         k, model = int(session[3]), bytes(session[5])
-        eligible = [m for m in self.client.registry.present_miners() if self._serves(m, model)]
+        eligible = self._pool_now().serving(model)
         if len(eligible) < k:
             return  # not enough eligible miners yet; the task waits in the queue
         now = self._clock()
@@ -423,12 +433,6 @@ class Oracle:
         task.miners = list(picked)
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
-
-    def _serves(self, miner: str, model: bytes) -> bool:
-        info = self.client.registry.node_info(miner)
-        return info.status == NodeStatus.EPHEMERAL and model in self.client.registry.models_of(
-            miner
-        )
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
