@@ -33,8 +33,11 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from web3 import Web3
+
 from chain.client import ChainClient, Deployment, connect
 from chain.devnet import AnvilProcess, LocalDevnet, deploy_on_anvil, new_funded_account
+from chain.errors import ChainError
 from chain.events import EventCursor
 from chain.rpc import HttpBackend, RetryPolicy
 from chain.wrappers import Tier, model_id
@@ -116,13 +119,18 @@ class Network:
     counter: CallCounter
     allowed_sessions: int = 0
     oracle_cpu_s: float = 0.0
+    oracle_errors: list[str] = field(default_factory=list)
 
     def round(self) -> None:
         """One oracle step, then the miners until none of them sends anything more: each
         oracle step sees everything the miners did in answer to the last one, so the steps a
         task takes (and the oracle's calls) depend on the protocol, not on timing."""
         started = time.thread_time()
-        self.oracle.step()
+        try:
+            self.oracle.step()
+        except ChainError as exc:  # as Oracle.run does: log it, the next step tries again
+            self.oracle_errors.append(str(exc))
+            print(f"pool {self.size}: oracle: {exc}", flush=True)
         self.oracle_cpu_s += time.thread_time() - started
         web3 = self.reader.web3
         while True:
@@ -203,15 +211,23 @@ def build(size: int, answering: int, chat: Any, embedder: Any, folder: Path) -> 
 def _gas_of(
     reader: ChainClient, contract: Any, labels: dict[str, str], key: str, ident: int
 ) -> dict[str, list[int]]:
+    """Gas of every transaction from the task's first to its last event, labelled by the
+    event it emitted; a transaction without one (reverted: out of gas, refused) is "failed",
+    and counts: the task paid for it. Nothing else runs meanwhile (pings are off)."""
     by_tx: dict[str, str] = {}
+    blocks: list[int] = []
     for name, label in labels.items():
         for event in EventCursor(contract.name, contract.contract, name, 0).poll():
             if int(event.args[key]) == ident:
                 by_tx.setdefault(event.tx_hash, label)
+                blocks.append(event.block_number)
+    web3 = reader.web3
     gas: dict[str, list[int]] = {}
-    for tx_hash, label in by_tx.items():
-        used = int(reader.web3.eth.get_transaction_receipt(tx_hash)["gasUsed"])  # type: ignore[arg-type]
-        gas.setdefault(label, []).append(used)
+    for number in range(min(blocks), max(blocks) + 1):
+        for tx_hash in web3.eth.get_block(number)["transactions"]:
+            hex_hash = Web3.to_hex(tx_hash)  # type: ignore[arg-type]
+            used = int(web3.eth.get_transaction_receipt(hex_hash)["gasUsed"])
+            gas.setdefault(by_tx.get(hex_hash, "failed"), []).append(used)
     return gas
 
 

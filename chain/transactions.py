@@ -72,6 +72,10 @@ _ALREADY_KNOWN = ("already known", "already imported", "known transaction", "alr
 _UNDERPRICED = ("underpriced", "less than block base fee", "fee cap", "max fee per gas less")
 
 
+class OutOfGas(ChainError):
+    """A transaction used all the gas it was given: the estimate was too low for its block."""
+
+
 @dataclass
 class _Sent:
     """One logical transaction: its nonce, every version signed for it, the newest first."""
@@ -183,15 +187,32 @@ class TxSender:
         what: str,
         value: int,
     ) -> TxResult:
+        try:
+            return self._send_once(estimate, build, what, value, 1)
+        except OutOfGas as exc:
+            # The estimate met another state than the block did (a loop whose length depends
+            # on the block, storage changed meanwhile): once more with twice the gas.
+            log.warning("%s; sending it again with twice the gas", exc)
+            return self._send_once(estimate, build, what, value, 2)
+
+    def _send_once(
+        self,
+        estimate: Callable[[TxParams], int],
+        build: Callable[[TxParams], TxParams],
+        what: str,
+        value: int,
+        gas_factor: int,
+    ) -> TxResult:
         chain_id = self.chain_id()
         base: TxParams = {"from": self.account.address, "value": Web3.to_wei(value, "wei")}
         try:
-            gas_limit = int(estimate(dict(base)) * self.gas.margin)  # type: ignore[arg-type]
+            estimated = estimate(dict(base))  # type: ignore[arg-type]
         except Exception as exc:
             raise self._as_chain_error(exc, what) from None
+        gas_limit = int(estimated * self.gas.margin * gas_factor) + self.gas.extra
         # Every field given, so building the transaction makes no further RPC calls.
         fees = self._fees(what)
-        tx = build({**base, **fees, "gas": gas_limit + self.gas.extra, "chainId": chain_id})
+        tx = build({**base, **fees, "gas": gas_limit, "chainId": chain_id})
         sent = self._sign_and_send(tx, what)
         try:
             return self._wait(sent, what)
@@ -279,7 +300,7 @@ class TxSender:
             for tx_hash in sent.hashes:
                 receipt = self._receipt(tx_hash)
                 if receipt is not None:
-                    return self._result(tx_hash, receipt, what)
+                    return self._result(tx_hash, receipt, what, int(sent.tx["gas"]))
             now = time.monotonic()
             if now - start >= self.gas.receipt_timeout_s:
                 raise TransactionTimeout(
@@ -368,11 +389,17 @@ class TxSender:
         cap = self.gas.max_fee_wei
         return cap is not None and int(tx["maxFeePerGas"]) >= cap
 
-    def _result(self, tx_hash: HexBytes, receipt: TxReceipt, what: str) -> TxResult:
+    def _result(
+        self, tx_hash: HexBytes, receipt: TxReceipt, what: str, gas_limit: int | None = None
+    ) -> TxResult:
         block = (int(receipt["blockNumber"]), HexBytes(receipt["blockHash"]).to_0x_hex())
         if self.last_receipt_block is None or block[0] > self.last_receipt_block[0]:
             self.last_receipt_block = block
         if receipt["status"] != 1:
+            if gas_limit is not None and int(receipt["gasUsed"]) >= gas_limit:
+                raise OutOfGas(
+                    f"{what}: transaction {tx_hash.to_0x_hex()} ran out of gas ({gas_limit:,})"
+                )
             raise ChainError(f"{what}: transaction {tx_hash.to_0x_hex()} reverted on chain")
         return TxResult(
             tx_hash=tx_hash.to_0x_hex(),

@@ -57,7 +57,7 @@ from engine.state.journal import Journal, TaskRef, VerdictRecord
 log = logging.getLogger(__name__)
 
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
-QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
 RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg could still undo
 MAX_USER_RESULTS = 256
 
@@ -400,6 +400,10 @@ class Oracle:
                 prompt=str(event.args["prompt"]),
                 first_block=event.block_number,
             )
+        elif event.name == "TaskAssigned" and task_id in self._user_open:
+            # Known from the chain, not only from our own assign: a view rebuilt after a reorg
+            # (or by a standby that took over) still knows whom to validate.
+            self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
