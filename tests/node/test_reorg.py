@@ -5,9 +5,10 @@ worker) run their loops in threads against their own anvil. For each stage the t
 oracle open one network task, waits for the stage on chain, then replaces the blocks from that
 stage on with empty ones (`anvil_reorg`: same height, other hashes, the transactions gone), or,
 for the last one, reverts to a snapshot so the chain comes back *behind* what the nodes saw
-(anvil restored from an older save). The nodes must notice, re-send what was dropped and finish
-the task: on the chain that stays, every miner has exactly one precommit and one reveal (never
-twice, never lost) and the session ends once with both miners scored.
+(anvil restored from an older save); then a user task loses its precommits. The nodes must
+notice, re-send what was dropped and finish the task: on the chain that stays, every miner has
+exactly one precommit and one reveal (never twice, never lost) and the session ends (the task
+is validated) once with both miners scored.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
 from engine.node.miner import Miner, MinerSettings
 from engine.node.oracle import Oracle, OracleSettings
+from engine.node.user_session import submit_user_task
 from engine.poi.validator import Validator
 from engine.protocol import TaskKind
 from engine.state.database import Database
@@ -255,3 +257,32 @@ def test_reorgs_at_every_stage_drop_nothing_and_double_nothing(network: Network)
     _noticed(net, before, list(net.miners))
     assert any(r.behind for r in net.miners[0]._watcher.reorgs)  # type: ignore[union-attr]
     _assert_finished_once(net, session)
+
+    _user_task_after_its_precommits(net)  # the miners are in the pool now
+
+
+def _user_task_after_its_precommits(net: Network) -> None:
+    """5. A user task loses its precommits: re-sent, revealed once, validated once."""
+    user = ChainClient(
+        HttpBackend([net.devnet.rpc_url], FAST_RPC),
+        Deployment(net.devnet.chain_id, net.devnet.contracts),
+        new_funded_account(net.web3),
+    )
+    submitted = submit_user_task(user, net.miners[0].settings.model_name, "Name a colour.", 2)
+    task_id = submitted.task_id
+    _wait(lambda: len(_task_events(net, "TaskPrecommitted", task_id)) == 2, 120, "precommits")
+    before = _reorg_counts(net)
+    _reorg_from(net, min(e.block_number for e in _task_events(net, "TaskPrecommitted", task_id)))
+    assert _task_events(net, "TaskPrecommitted", task_id) == []
+    _noticed(net, before, list(net.miners))
+    _wait(lambda: _task_events(net, "TaskValidated", task_id), 180, "the user task validated")
+    addresses = sorted(m.address for m in net.miners)
+    for name in ("TaskPrecommitted", "TaskAnswer"):
+        assert sorted(str(e.args["miner"]) for e in _task_events(net, name, task_id)) == addresses
+    assert len(_task_events(net, "TaskValidated", task_id)) == 1
+
+
+def _task_events(net: Network, name: str, task_id: int) -> list[ChainEvent]:
+    queue = net.reader.queue
+    found = EventCursor("SessionQueue", queue.contract, name, 0).poll()
+    return [e for e in found if int(e.args["taskId"]) == task_id]
