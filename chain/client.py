@@ -25,7 +25,9 @@ class Deployment:
 
     chain_id: int
     contracts: Mapping[str, str]
-    deploy_block: int = 0  # events are read from here, never from before (the profile's)
+    # The block the contracts were deployed in (from the profile): no event of this network is
+    # older, so event reads start here at the earliest, never at block 0.
+    deploy_block: int = 0
 
     def address(self, name: str) -> str:
         try:
@@ -101,8 +103,8 @@ def connect(
     contracts: Mapping[str, str],
     account: LocalAccount | None = None,
     policy: RetryPolicy | None = None,
-    *,
     deploy_block: int = 0,
+    *,
     log_span: int = DEFAULT_LOG_SPAN,
     gas: GasPolicy | None = None,
 ) -> ChainClient:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,15 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code}"
     return type(exc).__name__
+
+
+_ANY_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"()<>,]+", re.IGNORECASE)
+
+
+def scrub_urls(text: str) -> str:
+    """Every URL in a message cut to scheme://host:port: error texts from requests and web3
+    quote the full URL, and a hosted RPC's API key lives in its path."""
+    return _ANY_URL.sub(lambda m: public_url(m.group(0)), text)
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -486,13 +486,10 @@ def toml_literal(value: Any) -> str:
 
 
 def _toml_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
-    return repr(value)
+    """A value as TOML source; tomlkit escapes what a string needs (quotes, control characters)."""
+    import tomlkit
+
+    return str(tomlkit.item(value).as_string())
 
 
 # -- editing one key (the dashboard's Settings screen, `config set`) --------------------------
@@ -530,7 +527,7 @@ def set_config_value(
     """
     value = parse_value(dotted, text)
     old = path.read_text(encoding="utf-8") if path.exists() else default_config_text()
-    new = _with_key(old, dotted, _toml_literal(value))
+    new = _with_key(old, dotted, value)
     try:
         raw = tomllib.loads(new)
     except tomllib.TOMLDecodeError as exc:
@@ -540,24 +537,25 @@ def set_config_value(
     return load_config(path, environ)
 
 
-def _with_key(text: str, dotted: str, literal: str) -> str:
+def _with_key(text: str, dotted: str, value: Any) -> str:
+    """`text` with `section.key` set to `value`, edited as a TOML document (tomlkit), so comments
+    (inline ones on the key too), multi-line arrays, dotted keys and the layout all survive."""
+    import tomlkit
+    from tomlkit.items import Item
+
     section, _, key = dotted.partition(".")
-    lines = text.splitlines()
-    current, header_at = "", None
-    for index, line in enumerate(lines):
-        header = re.match(r"^\s*\[([^\]]+)\]", line)
-        if header:
-            current = header.group(1).strip()
-            if current == section:
-                header_at = index
-        elif current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
-            lines[index] = f"{key} = {literal}"
-            return "\n".join(lines) + "\n"
-    if header_at is None:
-        lines += ["", f"[{section}]", f"{key} = {literal}"]
-    else:
-        lines.insert(header_at + 1, f"{key} = {literal}")
-    return "\n".join(lines) + "\n"
+    document = tomlkit.parse(text)
+    table = document.get(section)
+    if table is None:
+        table = tomlkit.table()
+        document[section] = table
+    item = tomlkit.item(value)
+    old = table.get(key)
+    if isinstance(old, Item) and old.trivia.comment:
+        item.trivia.comment_ws = old.trivia.comment_ws or "  "
+        item.trivia.comment = old.trivia.comment
+    table[key] = item
+    return str(tomlkit.dumps(document))
 
 
 def write_atomically(path: Path, text: str) -> None:

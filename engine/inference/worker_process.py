@@ -42,6 +42,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from engine import failpoints
 from engine.errors import CorruptModelError, ModelError, ModelNotFoundError
 from engine.inference.types import (
     BenchResult,
@@ -505,6 +506,7 @@ class _Worker:
         import numpy as np
 
         llm = self._require("chat")
+        failpoints.hit("worker-score")  # crash tests: the validator's worker dies mid-validation
         prompt_tokens = self._prompt_tokens(llm, prompt, raw)
         answer_tokens = list(llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False))
         if not answer_tokens:

@@ -563,6 +563,17 @@ class ModelStore:
                     results.append(VerifyResult(entry.id, variant.quant, path, True, f"{how} ok"))
         return results
 
+    def check(self, model_id: str, quant: str | None = None) -> Path:
+        """The installed file of one variant, verified (sha256 where known, GGUF structure);
+        raises ModelNotFoundError when it is not installed, a ModelError when it is damaged."""
+        entry = self._entry(model_id)
+        variant = self.quant_of(entry, quant)
+        path = self.models_dir / variant.file_name
+        if not path.is_file():
+            raise ModelNotFoundError(f"{entry.id} {variant.quant} is not installed in {path}")
+        self._verify_file(entry, variant, path, None, str(path))
+        return path
+
     def remove(self, model_id: str, quant: str | None = None) -> list[Path]:
         """Delete an installed model (a package link only loses the link)."""
         entry = self._entry(model_id)

@@ -1,10 +1,16 @@
-"""Follow several contract events at once, in chain order, over bounded block ranges.
+"""Follow the chain: wait for it to move, then read several contract events at once, in order.
 
 The miner and the oracle react to events (a session requested, a window opened) rather than
-polling contract state, so they act as soon as the chain moves. Every cursor reads only the
-blocks since its last poll, never from block 0 (which grows quadratically on the in-process
-chain) and never from before the network's deploy block, and all of them read up to the same head
-so events of different types interleave in the order they happened.
+polling contract state, so they act as soon as the chain moves. They use the two halves here as
+a pair, once per loop step:
+
+- `ChainWaiter.wait` returns at once on a chain that announces blocks (the in-process chain's
+  `wait_for_block`, so a node reacts to a transaction as soon as it lands), else after a poll
+  interval (over HTTP: anvil, a testnet);
+- `ChainWatcher.poll` reads every cursor over the blocks since its last poll, never from block 0
+  (which grows quadratically on the in-process chain) and never from before the network's
+  deploy block, all up to the same head, so events of different types interleave in the order
+  they happened.
 
 Reorganisations: the watcher remembers the hash of every head it polled (the last
 `REMEMBERED_HEADS`). When the block it saw last is no longer on chain (another hash at that
@@ -18,6 +24,7 @@ the chain state decide what is sent again.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,18 +74,19 @@ class ChainWatcher:
         head: int,
         sources: Sequence[tuple[_Watchable, str]],
         lookback_blocks: int = DEFAULT_LOOKBACK_BLOCKS,
+        floor_block: int = 0,
         *,
-        start_block: int = 0,
         web3: Any | None = None,
         on_reorg: OnReorg | None = None,
         sent_in: Callable[[], tuple[int, str] | None] | None = None,
     ) -> None:
-        """`web3` turns reorg detection on (it reads block hashes); `start_block` is the
-        network's deploy block: nothing before it is ever read. `sent_in` gives the newest
+        """`web3` turns reorg detection on (it reads block hashes); `floor_block` is the
+        network's deploy block (the profile's): nothing before it is ever read, and a public
+        RPC caps how many blocks one log query may span. `sent_in` gives the newest
         block holding one of the node's own transactions: seen too, even before a poll reached
         it, so a reorg that drops it is noticed."""
-        self.start_block = max(0, start_block)
-        start = max(self.start_block, head - lookback_blocks)
+        self.floor_block = max(0, floor_block)
+        start = max(self.floor_block, head - lookback_blocks)
         self._cursors = [wrapper.cursor(name, start) for wrapper, name in sources]
         self._web3 = web3
         self._on_reorg = on_reorg
@@ -147,7 +155,7 @@ class ChainWatcher:
         self.reorgs.append(reorg)
         asked = self._on_reorg(reorg) if self._on_reorg is not None else None
         rewind = fork + 1 if asked is None else min(asked, fork + 1)
-        rewind = max(self.start_block, rewind)
+        rewind = max(self.floor_block, rewind)
         for cursor in self._cursors:
             cursor.next_block = min(cursor.next_block, rewind)
 
@@ -165,3 +173,21 @@ class ChainWatcher:
 
 def _hex(value: Any) -> str:
     return value.to_0x_hex() if hasattr(value, "to_0x_hex") else str(value)
+
+
+class ChainWaiter:
+    """Waits for the next block, or a poll interval where the chain announces none."""
+
+    def __init__(self, web3: Any, poll_interval_s: float) -> None:
+        self._provider = web3.provider
+        self._announces = callable(getattr(self._provider, "wait_for_block", None))
+        self._seen = int(getattr(self._provider, "blocks_announced", 0))
+        self.poll_interval_s = poll_interval_s
+
+    def wait(self, stop: threading.Event) -> None:
+        """Return when a new block is mined, the poll interval passed, or `stop` is set."""
+        if not self._announces:
+            stop.wait(self.poll_interval_s)
+            return
+        # A bounded wait keeps stop responsive even when no block comes.
+        self._seen = self._provider.wait_for_block(self._seen, self.poll_interval_s)

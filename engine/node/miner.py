@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
@@ -41,13 +41,12 @@ from chain.wrappers import (
     commitment,
     model_id,
 )
-from engine.errors import ModelError, WorkerCrashedError
+from engine import failpoints
+from engine.errors import EngineError, ModelError, WorkerCrashedError
 from engine.inference.types import BenchResult, GenerationResult, SamplingParams, TokenEvent
-from engine.node import failpoints
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher, Reorg
+from engine.node.chain_watch import ChainWaiter, ChainWatcher, Reorg
 from engine.node.earnings import (
     DEFAULT_REFRESH_S,
     PAYMENT_EVENTS,
@@ -117,6 +116,11 @@ LIVE_BENCH_RUNS = 2
 LIVE_BENCH_TOKENS = 32
 TOKEN_EVENT_INTERVAL_S = 0.25
 INTERRUPTED = frozenset({"cancelled", "killed"})  # finish reasons of a request cut off by a stop
+# What the miner keeps of the chain's traffic, whatever anyone sends (calldata is cheap): the
+# newest sessions and queued prompts, each prompt capped. A prompt longer than this cannot fit
+# any context the catalogue's models run with, so it is never answered anyway.
+MAX_TRACKED = 256
+MAX_USER_PROMPT_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -128,9 +132,18 @@ class MinerSettings:
     poll_interval_s: float = 0.5
     tier: int = Tier.CPU_LOW
     memory_mb: int = 0
+    served_models: tuple[str, ...] = ()  # registered on chain; empty: model_name alone
     app_version: str = "0.1.0"
     low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
     earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
+
+
+@dataclass(frozen=True)
+class _Swap:
+    chat: ChatModel
+    settings: MinerSettings
+    on_swapped: Callable[[ChatModel], None]
+    requested_at: float
 
 
 @dataclass
@@ -172,6 +185,7 @@ class Miner:
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
+        self._swap: _Swap | None = None  # a re-plan's model, taken between two steps
         self._chat_streams = _streams_tokens(chat)
         self.health = ChainHealth(client.backend, self._publish)
         self._away_on_chain = False
@@ -189,14 +203,19 @@ class Miner:
         self._publish(NodeStateChanged(state=NodeState.PREFLIGHT))
         info = self.client.registry.node_info(self.address)
         self._away_on_chain = info.away
-        if info.status != NodeStatus.NONE:
-            self._step("registered", StepStatus.OK, "already registered")
-        else:
-            s = self.settings
+        s = self.settings
+        models = [model_id(m) for m in s.served_models or (s.model_name,)]
+        if info.status == NodeStatus.NONE:
             result = self.client.registry.register(
-                s.tier, s.memory_mb, s.app_version, [model_id(s.model_name)], self.payout
+                s.tier, s.memory_mb, s.app_version, models, self.payout
             )
             self._step("registered", StepStatus.CREATED, f"registered in tx {result.tx_hash}")
+        elif (info.tier, info.memory_mb) != (s.tier, s.memory_mb) or set(
+            self.client.registry.models_of(self.address)
+        ) != set(models):
+            self.update_spec()
+        else:
+            self._step("registered", StepStatus.OK, "already registered")
         head = self._head()
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in COGNITIVE_EVENTS
@@ -206,7 +225,7 @@ class Miner:
         self._watcher = ChainWatcher(
             head,
             sources,
-            start_block=self.client.deployment.deploy_block,
+            floor_block=self.client.deployment.deploy_block,
             web3=self.client.web3,
             on_reorg=self._on_reorg,
             sent_in=lambda: self.client.sender.last_receipt_block if self.client.sender else None,
@@ -215,6 +234,48 @@ class Miner:
         low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
         self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
+
+    def swap_model(
+        self,
+        chat: ChatModel,
+        settings: MinerSettings,
+        on_swapped: Callable[[ChatModel], None] = lambda _old: None,
+        requested_at: float | None = None,
+    ) -> None:
+        """A re-plan: serve `chat` with `settings` from the next step on. The task in hand
+        finishes on the old model first (each step handles its events to the end); then the
+        spec is re-registered and `on_swapped(old)` may close the old runtime."""
+        self._swap = _Swap(chat, settings, on_swapped, requested_at or time.monotonic())
+
+    def _apply_swap(self) -> None:
+        swap, self._swap = self._swap, None
+        if swap is None:
+            return
+        old, self.chat = self.chat, swap.chat
+        self._chat_streams = _streams_tokens(swap.chat)
+        self.update_spec(swap.settings)
+        swap.on_swapped(old)
+        took = time.monotonic() - swap.requested_at
+        self._publish(
+            LogLine(
+                level="info",
+                logger="miner",
+                message=f"model swapped to {swap.settings.model_name} in {took:.1f} s "
+                "(re-plan: loaded, then taken between tasks, spec re-registered)",
+            )
+        )
+
+    def update_spec(self, settings: MinerSettings | None = None) -> None:
+        """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
+        earlier registration with other figures."""
+        if settings is not None:
+            self.settings = settings
+        s = self.settings
+        models = [model_id(m) for m in s.served_models or (s.model_name,)]
+        result = self.client.registry.update_spec(s.tier, s.memory_mb, s.app_version, models)
+        tier = Tier.label_of(s.tier) or str(s.tier)
+        detail = f"spec updated: tier {tier}, {s.memory_mb} MiB (tx {result.tx_hash})"
+        self._step("registered", StepStatus.OK, detail)
 
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
@@ -242,6 +303,8 @@ class Miner:
         """One pass: ping when due, then react to every new chain event in order."""
         if self._watcher is None:
             raise RuntimeError("call preflight() first")
+        if self._swap is not None:
+            self._apply_swap()
         if self._benchmark_wanted.is_set():
             self._benchmark_wanted.clear()
             self._benchmark()
@@ -261,6 +324,12 @@ class Miner:
             except RpcUnavailable:
                 self._backlog.appendleft(event)  # handled again once the chain answers
                 raise
+            except EngineError as exc:
+                # This event's failure (the journal refused a second answer, a model error),
+                # not the loop's: the next events still get their turn.
+                log.warning(
+                    "miner %s: %s %s: %s", self.address[:10], event.name, event.tx_hash, exc
+                )
         self.earnings.tick()
 
     def _on_reorg(self, reorg: Reorg) -> int | None:
@@ -349,6 +418,7 @@ class Miner:
         args = event.args
         session_id = int(args.get("id", 0))
         view = self._sessions.setdefault(session_id, _Session())
+        _keep_newest(self._sessions, MAX_TRACKED)
         if event.name == "SessionRequested":
             view.seed, view.creator = bytes(args["seed"]), str(args["creator"])
             view.preparer = str(args["preparer"])
@@ -499,7 +569,10 @@ class Miner:
         args = event.args
         task_id = int(args["taskId"])
         if event.name == "TaskQueued":
-            self._task_prompts[task_id] = str(args["prompt"])
+            prompt = str(args["prompt"])
+            if len(prompt) <= MAX_USER_PROMPT_CHARS:
+                self._task_prompts[task_id] = prompt
+                _keep_newest(self._task_prompts, MAX_TRACKED)
         elif event.name == "TaskAssigned":
             if any(self._is_me(str(m)) for m in args["miners"]):
                 self._user_ack(task_id)
@@ -519,15 +592,22 @@ class Miner:
         if queue.state(task_id) != TaskState.ASSIGNED or task_id not in self._task_prompts:
             return
         session_id = int(queue.call("tasks", task_id)[0])
+        task = TaskRef(TaskKind.USER, session_id, task_id)
+        if self.journal.get(task) is not None:
+            # Already answered (a replayed event after a restart): inference again would be
+            # wasted, and another build or thread count could answer differently, which the
+            # journal refuses. Send the bound answer's precommit if it is still due.
+            self._task_prompts.pop(task_id, None)
+            self._user_precommit(task)
+            return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
-        task = TaskRef(TaskKind.USER, session_id, task_id)
-        if self.journal.get(task) is None:  # else: an event read again after a reorg
-            prompt = self._task_prompts[task_id]
-            result = self._generate(
-                session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
-            )
-            self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        prompt = self._task_prompts[task_id]
+        result = self._generate(
+            session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
+        )
+        self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
 
     def _user_precommit(self, task: TaskRef) -> None:
@@ -781,6 +861,12 @@ class TokenMeter:
             return
         self._last_sent = now
         self._publish(event.index + 1, event.index / (now - self._first))
+
+
+def _keep_newest(tracked: dict[int, Any], limit: int) -> None:
+    """Drop the oldest entries (ids grow, and dicts keep insertion order) beyond `limit`."""
+    while len(tracked) > limit:
+        del tracked[next(iter(tracked))]
 
 
 def _salt_bytes(salt: str) -> bytes:

@@ -28,13 +28,14 @@ from chain.wrappers import (
     AssignmentStatus,
     ContractWrapper,
     NodeStatus,
+    Precision,
     SessionState,
     SlotStatus,
     TaskState,
 )
+from engine.errors import ModelError
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher, Reorg
+from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher, Reorg
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
 from engine.node.pool_index import PoolIndex
 from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
@@ -60,6 +61,9 @@ ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "Ses
 QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
 RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg could still undo
 MAX_USER_RESULTS = 256
+# A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
+# retried: no single task may hold the network, or its escrow, for good.
+MAX_TASK_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class OracleSettings:
 class _UserTask:
     session_id: int
     prompt: str
-    first_block: int = 0  # where its TaskQueued is: re-read from there after a reorg
+    since_block: int = 0  # where its first event is: a restart (or a reorg) reads from there
     miners: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
     tx_hashes: list[str] = field(default_factory=list)
@@ -88,7 +92,7 @@ class _UserTask:
 
 @dataclass
 class _Open:
-    first_block: int = 0  # where its request is: re-read from there after a reorg
+    since_block: int = 0  # where its request is: a restart (or a reorg) reads from there
     prompts: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
 
@@ -124,19 +128,28 @@ class Oracle:
         self.user_results: OrderedDict[int, _UserTask] = OrderedDict()
         # First blocks of the views closed last: a reorg may undo their end or validation.
         self._closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
+        self._failures: dict[tuple[TaskKind, int], int] = {}
+        self._head = 0
+        self._saved_watch_from: int | None = None
 
     def start(self) -> None:
+        """Read the chain from where the oldest open task began (journaled), so a restart
+        rebuilds every open task and session from its events; a first start looks back."""
         head = int(self.client.web3.eth.block_number)
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in ORACLE_EVENTS
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
+        since = self.journal.watch_from()
+        lookback = DEFAULT_LOOKBACK_BLOCKS if since is None else max(0, head - since)
+        self._saved_watch_from = since
+        self._head = head
         self._pool = PoolIndex(self.client)
         self._watcher = ChainWatcher(
             head,
             sources,
-            lookback_blocks=0,
-            start_block=self.client.deployment.deploy_block,
+            lookback_blocks=lookback,
+            floor_block=self.client.deployment.deploy_block,
             web3=self.client.web3,
             on_reorg=self._on_reorg,
             sent_in=lambda: self.client.sender.last_receipt_block if self.client.sender else None,
@@ -165,13 +178,69 @@ class Oracle:
             raise RuntimeError("call start() first")
         for event in self._watcher.poll():
             self._note(event)
+        head = self._watcher.head
+        assert head is not None  # a watcher with web3 always knows where it read to
+        self._head = head
+        self._save_watch_from()
         if not self._leading():
             return  # a standby follows every session, so it can finish them if it takes over
         self._request_if_due()
         for session_id in list(self._open):
-            self._advance(session_id)
+            self._per_task(TaskKind.NETWORK, session_id, self._advance)
         for task_id in list(self._user_open):
-            self._advance_user(task_id)
+            self._per_task(TaskKind.USER, task_id, self._advance_user)
+
+    # -- one task's failure is that task's, never the loop's ------------------------------
+    def _per_task(self, kind: TaskKind, task_id: int, advance: Callable[[int], None]) -> None:
+        """Advance one task. A chain error ends the step as before (the chain is read again
+        next step); anything else (the validator's worker crashed, a bug) counts against
+        this task alone, which is judged again next step and ended with zeros at the limit."""
+        try:
+            advance(task_id)
+        except ChainError:
+            raise
+        except Exception as exc:
+            self._task_failed(kind, task_id, exc)
+
+    def _task_failed(self, kind: TaskKind, task_id: int, exc: Exception) -> None:
+        key = (kind, task_id)
+        self._failures[key] = count = self._failures.get(key, 0) + 1
+        what = f"{kind.value} task {task_id}"
+        if isinstance(exc, ModelError):
+            log.warning(
+                "oracle: %s: the validator failed (%d of %d): %s",
+                what,
+                count,
+                MAX_TASK_FAILURES,
+                exc,
+            )
+            self._publish(
+                Alert(
+                    kind=AlertKind.WORKER_CRASH,
+                    severity=Severity.WARNING,
+                    message=f"validating {what} failed ({exc}); "
+                    f"attempt {count} of {MAX_TASK_FAILURES}",
+                )
+            )
+        else:
+            log.error("oracle: %s failed (%d of %d)", what, count, MAX_TASK_FAILURES, exc_info=exc)
+        if count > MAX_TASK_FAILURES:
+            # Even ending it with zeros failed: forget it rather than retry it for ever.
+            log.error("oracle: giving up on %s", what)
+            (self._open if kind is TaskKind.NETWORK else self._user_open).pop(task_id, None)
+            self._failures.pop(key, None)
+
+    def _unjudgeable(self, kind: TaskKind, task_id: int) -> bool:
+        """Failed too often: ended with zero scores (failed shares go back to the user)."""
+        return self._failures.get((kind, task_id), 0) >= MAX_TASK_FAILURES
+
+    def _save_watch_from(self) -> None:
+        starts = [v.since_block for v in self._open.values()]
+        starts += [t.since_block for t in self._user_open.values()]
+        watch_from = min(starts, default=self._head + 1)
+        if watch_from != self._saved_watch_from:
+            self.journal.save_watch_from(watch_from)
+            self._saved_watch_from = watch_from
 
     def _on_reorg(self, reorg: Reorg) -> int:
         """The chain dropped blocks: forget every open view (answers and prompts may be gone)
@@ -181,8 +250,8 @@ class Oracle:
         self._publish(LogLine(level="warning", logger="oracle", message=reorg.describe()))
         with self.client.nonces.lock_for(self.address):
             self.client.nonces.forget(self.address)
-        firsts = [v.first_block for v in self._open.values()]
-        firsts += [t.first_block for t in self._user_open.values()]
+        firsts = [v.since_block for v in self._open.values()]
+        firsts += [t.since_block for t in self._user_open.values()]
         firsts += list(self._closed)
         self._open.clear()
         self._user_open.clear()
@@ -198,13 +267,15 @@ class Oracle:
 
     def _close_view(self, session_id: int) -> None:
         view = self._open.pop(session_id, None)
+        self._failures.pop((TaskKind.NETWORK, session_id), None)
         if view is not None:
-            self._closed.append(view.first_block)
+            self._closed.append(view.since_block)
 
     def _close_user_view(self, task_id: int) -> None:
         task = self._user_open.pop(task_id, None)
+        self._failures.pop((TaskKind.USER, task_id), None)
         if task is not None:
-            self._closed.append(task.first_block)
+            self._closed.append(task.since_block)
 
     def _leading(self) -> bool:
         registry = self.client.registry
@@ -244,7 +315,7 @@ class Oracle:
         seed = hashlib.sha256(f"{self.address}:{now}".encode()).digest()
         creator, preparer = self._pick_roles(miners, seed, now)
         session_id, result = self.client.cognitive.request(seed, creator, preparer)
-        self._open[session_id] = _Open(first_block=result.block_number)
+        self._open[session_id] = _Open(since_block=int(result.receipt["blockNumber"]))
         self._stage(
             session_id,
             NetworkStage.REQUEST,
@@ -272,7 +343,7 @@ class Oracle:
             return
         session_id = int(event.args.get("id", 0))
         if event.name == "SessionRequested":
-            self._open.setdefault(session_id, _Open(first_block=event.block_number))
+            self._open.setdefault(session_id, _Open(since_block=event.block_number))
         view = self._open.get(session_id)
         if view is None:
             return
@@ -340,7 +411,7 @@ class Oracle:
             return
         answers = [(m, view.answers[m]) for m in selected if m in view.answers]
         scores = dict.fromkeys(selected, 0)
-        if answers and view.prompts:
+        if answers and view.prompts and not self._unjudgeable(TaskKind.NETWORK, session_id):
             prompt = prompt_for_miner(view.prompts, session_id, 0)
             judgement = self.validator.judge(prompt, answers, self.settings.answer_max_tokens)
             for judged in judgement.answers:
@@ -398,11 +469,11 @@ class Oracle:
             self._user_open[task_id] = _UserTask(
                 session_id=int(event.args["sessionId"]),
                 prompt=str(event.args["prompt"]),
-                first_block=event.block_number,
+                since_block=event.block_number,
             )
         elif event.name == "TaskAssigned" and task_id in self._user_open:
-            # Known from the chain, not only from our own assign: a view rebuilt after a reorg
-            # (or by a standby that took over) still knows whom to validate.
+            # Also this oracle's own assignment; after a restart (or a reorg that rebuilt the
+            # view) it is the only record of it.
             self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
@@ -425,8 +496,8 @@ class Oracle:
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
         session = self.client.queue.call("sessions", task.session_id)
-        k, model = int(session[3]), bytes(session[5])
-        eligible = self._pool_now().serving(model)
+        precision, k, model = Precision(int(session[1])), int(session[3]), bytes(session[5])
+        eligible = self._free_serving(task_id, k, model, precision)
         if len(eligible) < k:
             return  # not enough eligible miners yet; the task waits in the queue
         now = self._clock()
@@ -437,6 +508,24 @@ class Oracle:
         task.miners = list(picked)
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
+
+    def _free_serving(self, task_id: int, k: int, model: bytes, precision: Precision) -> list[str]:
+        """Up to k miners in the pool, serving the model (for a full-precision session,
+        registered GPU_FULL: a plan gives that tier only to an F16/BF16 file fully on the GPU,
+        engine/host/plan.py) and free (assign reverts on a busy miner). The pool index answers
+        the first part without a call; only candidates are asked whether they are free, in the
+        task's seeded order, until k are: bounded work however large the pool."""
+        serving = self._pool_now().serving(model, full_precision=precision is Precision.FULL)
+        ranked = select_miners(
+            serving, len(serving), seed=f"task:{task_id}", now=0, last_picked={}, cooldown=0
+        )
+        free: list[str] = []
+        for miner in ranked:
+            if self.client.queue.assignment(miner)[1] == AssignmentStatus.NONE:
+                free.append(miner)
+                if len(free) == k:
+                    break
+        return free
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
@@ -451,7 +540,7 @@ class Oracle:
         answers = [(m, task.answers[m]) for m in task.miners if m in task.answers]
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS
-        if answers:
+        if answers and not self._unjudgeable(TaskKind.USER, task_id):
             judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
             task.judgement = judgement
             for judged in judgement.answers:

@@ -49,7 +49,7 @@ class PoolIndex:
 
     def _new_watcher(self) -> ChainWatcher:
         sources = [(self._client.registry, name) for name in REGISTRY_EVENTS]
-        return ChainWatcher(0, sources, lookback_blocks=0, start_block=self._from)
+        return ChainWatcher(0, sources, lookback_blocks=0, floor_block=self._from)
 
     def refresh(self, head: int | None = None) -> None:
         """Apply the registry events up to `head` (default: the latest block)."""

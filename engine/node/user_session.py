@@ -219,7 +219,8 @@ def wait_for_outcome(
 ) -> TaskOutcome:
     """Follow the task's events until the oracle validated it (or the deadline passes)."""
     task_id = submitted.task_id
-    start = submitted.transactions[-1].block_number
+    # The task's own block, and never before the network's deploy block.
+    start = max(submitted.transactions[-1].block_number, client.deployment.deploy_block)
     cursors = [client.queue.cursor(name, start, taskId=task_id) for name in TASK_EVENTS]
     seen: list[ChainEvent] = []
     stage = "queued: waiting for the oracle to assign miners"

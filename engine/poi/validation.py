@@ -27,6 +27,9 @@ class Check(StrEnum):
     """Which check an answer failed; the order of the members is the order they are reported."""
 
     EMPTY = "empty"
+    # Longer than the task's token limit allows, or too long for the validator's context: an
+    # honest miner's answer is bounded by the limit, so no likelihood is needed to fail it.
+    LENGTH = "length"
     OPENING = "opening"
     TOP1 = "top1"
     ENDING = "ending"
@@ -154,6 +157,20 @@ def judge_answer(
             checksum_match=checksum_match,
             thresholds=thresholds,
         ),
+    )
+
+
+def refused(check: Check, thresholds: ValidationThresholds) -> Verdict:
+    """The verdict on an answer failed before any scoring (empty, or too long to score)."""
+    return Verdict(
+        top1_agreement=0.0,
+        mean_logprob=None,
+        ended_properly=False,
+        cosine=None,
+        checksum_match=None,
+        tokens=0,
+        thresholds=thresholds,
+        failed_checks=(check,),
     )
 
 

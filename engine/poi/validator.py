@@ -16,17 +16,26 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chain.wrappers import PASS_SCORE
+from engine.errors import InferenceRequestError
 from engine.inference.types import GenerationResult, LikelihoodResult, SamplingParams
 from engine.poi.validation import (
     AnswerLikelihood,
+    Check,
     ValidationThresholds,
     Verdict,
     cosine_similarity,
     judge_answer,
     medoid,
+    refused,
 )
 
 TOKEN_LIMIT_SLACK = 2
+# Re-tokenizing an answer's text seldom gives more tokens than were generated (it merges more
+# often than it splits); past the limit by more than this, the answer is too long for the task.
+OVER_LIMIT_SLACK = 8
+# No token of a chat model's vocabulary is near this long, so an answer with more characters
+# than this times the token limit cannot be one the limit allowed: failed without a prefill.
+MAX_CHARS_PER_TOKEN = 32
 
 
 class ChatModel(Protocol):
@@ -56,6 +65,10 @@ class Judgement:
     checking_s: float = 0.0  # the validator's own time: reference answer, scoring, embeddings
 
 
+def _scorable_length(answer: str, max_tokens: int) -> bool:
+    return 0 < len(answer) <= max_tokens * MAX_CHARS_PER_TOKEN
+
+
 def chain_score(verdict: Verdict) -> int:
     """Top-1 agreement as a percentage, kept on the right side of the chain's pass mark."""
     raw = round(100 * verdict.top1_agreement)
@@ -77,15 +90,19 @@ class Validator:
         """Judge (miner, answer) pairs given for one prompt under one token limit."""
         started = time.monotonic()
         reference = self.chat.generate(prompt, SamplingParams(max_tokens=max_tokens)).text
-        vectors = self.embedder.embed([reference] + [answer for _, answer in answers])
+        # Only answers that can be scored are embedded: an empty or oversized one fails anyway.
+        texts = [a for _, a in answers if _scorable_length(a, max_tokens)]
+        embedded = iter(self.embedder.embed([reference, *texts]))
+        reference_vector = next(embedded)
+        vectors = [next(embedded) if _scorable_length(a, max_tokens) else [] for _, a in answers]
         judged = tuple(
-            self._judge_one(prompt, miner, answer, vectors[0], vectors[i + 1], max_tokens)
+            self._judge_one(prompt, miner, answer, reference_vector, vectors[i], max_tokens)
             for i, (miner, answer) in enumerate(answers)
         )
         passing = [i for i, j in enumerate(judged) if j.verdict.passed]
         consensus = None
         if passing:
-            consensus = passing[medoid([vectors[i + 1] for i in passing])]
+            consensus = passing[medoid([vectors[i] for i in passing])]
         return Judgement(prompt, reference, judged, consensus, time.monotonic() - started)
 
     def _judge_one(
@@ -97,7 +114,24 @@ class Validator:
         answer_vector: list[float],
         max_tokens: int,
     ) -> JudgedAnswer:
-        scored = self.chat.score_likelihood(prompt, answer)
+        """One answer's verdict. The answer is the miner's, so whatever is wrong with it is a
+        failing verdict, never an error: an empty one (an honest tiny model can stop at once)
+        and one too long to score fail here. A crash of the worker is not the answer's fault:
+        WorkerCrashedError goes up, and the oracle judges the task again."""
+        if not _scorable_length(answer, max_tokens):
+            return self._refused(miner, answer, Check.LENGTH if answer else Check.EMPTY)
+        try:
+            scored = self.chat.score_likelihood(prompt, answer)
+        except InferenceRequestError as exc:
+            if str(exc) == "cancelled":
+                raise  # the node is stopping: no verdict at all
+            # "prompt and answer do not fit in the context", or no tokens at all
+            return self._refused(
+                miner, answer, Check.EMPTY if "empty" in str(exc) else Check.LENGTH
+            )
+        if len(scored.tokens) > max_tokens + OVER_LIMIT_SLACK:
+            # More tokens than the task allowed: not an answer this task's miner could give.
+            return self._refused(miner, answer, Check.LENGTH)
         likelihood = AnswerLikelihood(
             top1=tuple(t.top1 for t in scored.tokens),
             logprobs=tuple(t.logprob for t in scored.tokens),
@@ -109,4 +143,8 @@ class Validator:
         )
         cosine = cosine_similarity(reference_vector, answer_vector) if answer.strip() else 0.0
         verdict = judge_answer(likelihood, cosine, self.thresholds)
+        return JudgedAnswer(miner, answer, verdict, chain_score(verdict))
+
+    def _refused(self, miner: str, answer: str, check: Check) -> JudgedAnswer:
+        verdict = refused(check, self.thresholds)
         return JudgedAnswer(miner, answer, verdict, chain_score(verdict))

@@ -134,7 +134,11 @@ class Database:
                 path, check_same_thread=False, isolation_level=None, timeout=30
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            # FULL, not NORMAL: with WAL, NORMAL survives a killed process but a power cut may
+            # drop the last commits, and a journaled salt whose precommit is already on chain
+            # is then lost (the answer can never be revealed). The journal writes a few rows
+            # per task, so the fsync per commit costs nothing that matters.
+            self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"{path}: cannot open the database: {exc}") from None

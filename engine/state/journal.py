@@ -241,6 +241,25 @@ class Journal:
         self.node = node.lower()
         self._scope = (chain.chain_id, chain.genesis_hash, self.node)
 
+    # --- where an oracle reads the chain from ------------------------------------------------
+
+    def watch_from(self) -> int | None:
+        """The block an oracle restarting now reads events from (None: never saved).
+
+        It is the first block of the oldest task or session still open when last saved, so a
+        restart rebuilds every open one from its events (an oracle keeps them in memory only).
+        """
+        value = self.db.cache_get(self._watch_key)
+        return int(value) if value is not None else None
+
+    def save_watch_from(self, block: int) -> None:
+        self.db.cache_put(self._watch_key, int(block))
+
+    @property
+    def _watch_key(self) -> str:
+        chain_id, genesis, node = self._scope
+        return f"oracle-watch-from:{chain_id}:{genesis}:{node}"
+
     # --- commit records ---------------------------------------------------------------------
 
     def prepare_commit(

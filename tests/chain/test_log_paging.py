@@ -64,7 +64,7 @@ def test_a_watcher_reads_nothing_before_the_deploy_block(anvil: LocalDevnet) -> 
         int(web3.eth.block_number),
         [(client.payment, "Deposited")],
         lookback_blocks=10_000,  # would reach block 0 without the deploy block
-        start_block=client.deployment.deploy_block,
+        floor_block=client.deployment.deploy_block,
         web3=client.web3,
     )
     seen = [e.block_number for e in watcher.poll() if e.args["user"] == user]

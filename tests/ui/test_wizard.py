@@ -26,11 +26,11 @@ from cortensor_desktop.tui.backends.first_run import FirstRun
 from cortensor_desktop.tui.screens.wizard import WizardResult, WizardScreen
 from engine.models.store import package_folder
 from engine.state.commands import CommandQueue
-from engine.state.events import Event, EventBus
+from engine.state.events import Event
 from profiler.catalogue import Catalogue, Source, load_catalogue
 from tests.chain.test_wallet import InMemoryKeyring
 from tests.engine.test_model_store import Behaviour, closed_port_url, serve  # noqa: F401
-from tests.ui.conftest import INFO, SIZE, fixed_sampler, laptop_first_run, sync
+from tests.ui.conftest import INFO, SIZE, hardware_bus, laptop_first_run, sync
 from tests.ui.test_snapshots import _compare
 
 BUNDLED = "smollm2-135m-instruct"
@@ -58,10 +58,9 @@ def wizard_app(
     setup: FirstRun, results: list[WizardResult], queue: CommandQueue | None = None
 ) -> DashboardApp:
     return create_app(
-        EventBus(),
+        hardware_bus(),
         queue,
         INFO,
-        sampler=fixed_sampler,
         clock=lambda: 0.0,
         refresh_s=60,
         wizard=setup,

@@ -123,7 +123,12 @@ def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> 
     devnet = profile.name == LOCAL
     account = _devnet_user(ctx) if devnet else _home_wallet(ctx, args)
     client = connect(
-        profile.chain_id, profile.rpc_urls, profile.contracts, account, **ctx.chain_options()
+        profile.chain_id,
+        profile.rpc_urls,
+        profile.contracts,
+        account,
+        deploy_block=profile.deploy_block,
+        **ctx.chain_options(),
     )
     if devnet:
         _fund_from_anvil(client)
