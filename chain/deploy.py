@@ -28,6 +28,14 @@ class NetworkParams:
     answer_window_s: int = 120
     selection_cooldown_s: int = 0
     task_window_s: int = 120
+    # A user task the leader leaves this long past its deadline can be refunded (docs/CHAIN.md).
+    task_timeout_s: int = 600
+    # The answer budget of a user task in tokens (the miner's answer_max_tokens): with the
+    # minimum price per token it sets the least a session may pay each miner.
+    answer_tokens: int = 128
+    min_price_per_token_wei: int = 1
+    # After deployment a new module goes live only this long after its ModuleScheduled event.
+    module_delay_s: int = 3600
 
     def to_json(self) -> dict[str, bool | int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -70,7 +78,7 @@ def constructor_args(
     """Each contract's constructor arguments; the one place that knows them (deploy and the
     code-hash check both build the contracts from here)."""
     if name == "NodeRegistry":
-        return (p.open_registration, p.eligibility_threshold, p.leader_grace_s)
+        return (p.open_registration, p.eligibility_threshold, p.leader_grace_s, p.module_delay_s)
     registry = addresses["NodeRegistry"]
     if name == "NodeStats":
         return (registry, p.min_ping_interval_s, p.level_step, p.remove_after_failures)
@@ -81,7 +89,15 @@ def constructor_args(
         return (registry, stats, p.step_window_s, p.answer_window_s, p.selection_cooldown_s)
     if name in ("SessionQueue", "StoredAnswersQueue"):
         stats, payment = addresses["NodeStats"], addresses["SessionPayment"]
-        return (registry, stats, payment, p.task_window_s)
+        return (
+            registry,
+            stats,
+            payment,
+            p.task_window_s,
+            p.task_timeout_s,
+            p.answer_tokens,
+            p.min_price_per_token_wei,
+        )
     raise ChainError(f"no constructor known for contract {name}")
 
 
@@ -135,6 +151,8 @@ def deploy_network_detailed(
         results.append(sender.send(wiring, "NodeRegistry.setModule"))
     for oracle in oracles:
         results.append(sender.send(contract.functions.addOracle(oracle), "NodeRegistry.addOracle"))
+    # Wired: from now on a new module waits module_delay_s after an event nodes can see.
+    results.append(sender.send(contract.functions.endSetup(), "NodeRegistry.endSetup"))
     return DeployedNetwork(
         contracts=addresses,
         deploy_block=results[0].block_number,

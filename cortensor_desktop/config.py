@@ -111,6 +111,11 @@ class FitSection:
     load_anyway: bool = _opt(
         False, "Load the chosen or overridden model even when the estimate says it does not fit"
     )
+    extra_models: list[str] = _opt(  # noqa: RUF009 (_opt gives lists a default_factory)
+        [],
+        "Catalogue chat models a miner also serves, loaded on demand within the memory budget "
+        "(least recently used unloaded first)",
+    )
 
     def to_fit_settings(self) -> FitSettings:
         """The profiler's pure-data settings (the profiler does not read config files)."""
@@ -146,6 +151,20 @@ class ApiSection:
         min=-1,
         max=65535,
     )
+
+
+@dataclass(frozen=True)
+class RouterSection:
+    """The OpenAI-compatible router `run` serves on the embedded network (docs/ROUTER.md)."""
+
+    port: int = _opt(
+        8787,
+        "Port of the router on 127.0.0.1 that `run` serves on the embedded network (OpenAI base "
+        "URL http://127.0.0.1:PORT/v1); 0 turns it off",
+        min=0,
+        max=65535,
+    )
+    redundancy: int = _opt(3, "Miners that answer each router request (k)", min=1, max=16)
 
 
 @dataclass(frozen=True)
@@ -271,6 +290,7 @@ class Config:
     logging: LoggingSection = field(default_factory=LoggingSection)
     fit: FitSection = field(default_factory=FitSection)
     api: ApiSection = field(default_factory=ApiSection)
+    router: RouterSection = field(default_factory=RouterSection)
     policy: PolicySection = field(default_factory=PolicySection)
     wallet: WalletSection = field(default_factory=WalletSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)

@@ -18,6 +18,7 @@ LAYERS=(
   "tests/node:1500"
   "tests/ui:600"
   "tests/headless:600"
+  "tests/router:600"
   "tests/packaging:900"
 )
 

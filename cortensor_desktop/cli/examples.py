@@ -67,6 +67,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "network list": ("cortensor-desktop network list --json",),
     "network show": ("cortensor-desktop network show my-testnet",),
     "network remove": ("cortensor-desktop network remove my-testnet",),
+    "router": (
+        "cortensor-desktop router --port 8080",
+        "cortensor-desktop router --network local --redundancy 3 --budget-eth 0.5",
+    ),
+    "router keys": ("cortensor-desktop router keys list",),
+    "router keys add": ("cortensor-desktop router keys add open-webui --cap-eth 0.05 --rpm 30",),
+    "router keys list": ("cortensor-desktop router keys list --json",),
+    "router keys revoke": ("cortensor-desktop router keys revoke KEY-ID  # from `keys list`",),
     "doctor": (
         "cortensor-desktop doctor",
         "cortensor-desktop doctor --quick --json | jq '.checks[] | select(.level != \"ok\")'",

@@ -58,6 +58,7 @@ class NodePlanner:
         from profiler.catalogue import load_catalogue
 
         self.models_dir = models_dir
+        self.extra_models = tuple(config.fit.extra_models)
         self.inputs: PlanInputs = PlanInputs(
             hardware=hardware,
             catalogue=catalogue or load_catalogue(),
@@ -67,9 +68,12 @@ class NodePlanner:
 
     def plan(self) -> NodePlan:
         """This node's plan; DoesNotFitError (exit 7) when a `[fit]` override cannot fit."""
-        from engine.host.plan import make_plan
+        from engine.host.plan import make_plan, with_extra_models
 
-        return make_plan(self.inputs)
+        plan = make_plan(self.inputs)
+        return (
+            with_extra_models(plan, self.inputs, self.extra_models) if self.extra_models else plan
+        )
 
     def embedded(self, n_ctx: int) -> NodePlan:
         """The embedded network's: the bundled model everywhere, this machine's tier and memory."""

@@ -58,6 +58,9 @@ class HeadlessRun:
     # A changed [fit] on reload: the fresh config -> the plan the node now runs (it finishes its
     # open task, swaps the model, re-registers); None: [fit] changes need a restart.
     replan: Callable[[Config], NodePlan] | None = None
+    # Something served in front of the started node (the router on embedded): given the node
+    # and the status service, it returns what stops it, or None when it did not start.
+    front: Callable[[RunningNode, StatusService], Callable[[], None] | None] | None = None
 
 
 def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDeath | None:
@@ -78,10 +81,12 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDea
     pump = threading.Thread(target=pump_events, args=(reader, log_event), daemon=True)
     pump.start()
     started = time.monotonic()
+    stop_front: Callable[[], None] | None = None
     try:
         status.start()
         node.start()
         status.holder.info.update(model_and_tier(run.registered_as, node.plan))
+        stop_front = run.front(node, status) if run.front is not None else None
         control = RunControl(
             run.config, run.config_path, bus, node, signals, status.holder, _replan(run, status)
         )
@@ -89,6 +94,8 @@ def serve(run: HeadlessRun, build: Callable[[EventBus], RunningNode]) -> LoopDea
         wait_until_done(run, node, signals, started, commands, control)
     finally:
         log.info("stopping (%s)", signals.received or "done")
+        if stop_front is not None:
+            stop_front()
         node.stop()
         reader.close()
         pump.join(timeout=5)

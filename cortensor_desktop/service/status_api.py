@@ -396,10 +396,18 @@ class _Handler(BaseHTTPRequestHandler):
                 **{"WWW-Authenticate": 'Bearer realm="cortensor"'},
             )
             return
+        declared = self.headers.get("Content-Length")
         try:
-            length = int(self.headers.get("Content-Length", "0"))
+            length = int(declared) if declared is not None else 0
         except ValueError:
             length = -1
+        if length == 0:  # no body, or Content-Length: 0: say so, do not parse nothing as JSON
+            self._error(
+                HTTPStatus.BAD_REQUEST,
+                "a command needs a JSON body with its Content-Length, e.g. "
+                '{"type": "pause", "reason": "maintenance"}; this request had none',
+            )
+            return
         if length < 0 or length > MAX_BODY:
             self._error(HTTPStatus.BAD_REQUEST, f"a command body is 1 to {MAX_BODY} bytes")
             return

@@ -18,15 +18,37 @@ from chain.wrappers import Tier
 from engine.errors import DownloadError, HashMismatchError, InsufficientDiskError
 from engine.models.store import ModelStore, PullProgress
 from engine.node.miner import MinerSettings
-from profiler.catalogue import Catalogue, ModelEntry
+from profiler.catalogue import Catalogue, CatalogueError, ModelEntry
 from profiler.errors import DoesNotFitError
 from profiler.estimate import UNQUANTIZED, ModelShape
-from profiler.fit import Benchmark, FitSettings, Recommendation, gib, recommend
+from profiler.fit import Benchmark, FitSettings, Recommendation, check_model, gib, recommend
 from profiler.hardware import Hardware
 from profiler.load_settings import LoadSettings
 
 MIB = 1024**2
 SOURCES = ("fit", "embedded", "fallback")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model served besides the primary, loaded on demand (engine/host/model_pool.py)."""
+
+    model_id: str
+    quant: str
+    file_name: str
+    n_ctx: int
+    n_gpu_layers: int
+    bytes_needed: int  # the fit's peak estimate, RAM + VRAM
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "quant": self.quant,
+            "file_name": self.file_name,
+            "n_ctx": self.n_ctx,
+            "n_gpu_layers": self.n_gpu_layers,
+            "bytes_needed": self.bytes_needed,
+        }
 
 
 @dataclass(frozen=True)
@@ -45,11 +67,12 @@ class NodePlan:
     reasons: tuple[str, ...]
     source: str = "fit"  # "fit", "embedded" (the bundled model) or "fallback"
     load_anyway: bool = False
-    extra_models: tuple[str, ...] = field(default=())  # served besides the primary
+    model_bytes: int = 0  # the primary's peak estimate, RAM + VRAM (the pool's accounting)
+    extras: tuple[ServedModel, ...] = field(default=())  # served besides the primary
 
     @property
     def served_models(self) -> tuple[str, ...]:
-        return (self.model_id, *self.extra_models)
+        return (self.model_id, *(e.model_id for e in self.extras))
 
     @property
     def full_precision(self) -> bool:
@@ -103,6 +126,7 @@ class NodePlan:
             "tier_code": int(self.tier),
             "memory_mb": self.memory_mb,
             "served_models": list(self.served_models),
+            "extra_models": [e.to_json() for e in self.extras],
             "source": self.source,
             "load_anyway": self.load_anyway,
             "reasons": list(self.reasons),
@@ -135,6 +159,7 @@ def plan_from_recommendation(rec: Recommendation, source: str = "fit") -> NodePl
         reasons=tuple(reasons),
         source=source,
         load_anyway=rec.load_anyway,
+        model_bytes=rec.estimated_ram_bytes + rec.estimated_vram_bytes,
     )
 
 
@@ -155,6 +180,43 @@ def make_plan(inputs: PlanInputs) -> NodePlan:
         inputs.hardware, inputs.catalogue, inputs.settings, inputs.benchmarks, inputs.shapes
     )
     return plan_from_recommendation(rec)
+
+
+def with_extra_models(plan: NodePlan, inputs: PlanInputs, model_ids: Iterable[str]) -> NodePlan:
+    """Models to serve besides the primary, each fitted alone here; one that does not fit in
+    the plan's memory budget is left out with the reason. At most the budget is loaded at once:
+    the pool unloads the least recently used (engine/host/model_pool.py)."""
+    extras: list[ServedModel] = []
+    reasons: list[str] = []
+    budget = plan.memory_mb * MIB
+    for wanted in dict.fromkeys(model_ids):
+        if wanted in plan.served_models or wanted in (e.model_id for e in extras):
+            continue
+        try:
+            fit = check_model(
+                inputs.hardware, inputs.catalogue, wanted, inputs.settings, inputs.benchmarks
+            )
+        except CatalogueError as exc:
+            reasons.append(f"not serving {wanted}: {exc}")
+            continue
+        rec = fit.recommendation
+        if rec is None:
+            reasons.append(f"not serving {wanted}: {fit.detail}")
+            continue
+        need = rec.estimated_ram_bytes + rec.estimated_vram_bytes
+        if need > budget:
+            reasons.append(f"not serving {wanted}: it needs {gib(need)} of a {gib(budget)} budget")
+            continue
+        extras.append(
+            ServedModel(
+                rec.model_id, rec.quant, rec.file_name or "", rec.n_ctx, rec.n_gpu_layers, need
+            )
+        )
+        reasons.append(
+            f"also serving {rec.model_id} {rec.quant} ({fit.detail}), loaded on demand; least "
+            f"recently used models unload when the {gib(budget)} budget needs the room"
+        )
+    return replace(plan, extras=tuple(extras), reasons=(*plan.reasons, *reasons))
 
 
 def embedded_plan(machine: NodePlan, entry: ModelEntry, n_ctx: int) -> NodePlan:

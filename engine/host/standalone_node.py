@@ -17,15 +17,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chain.client import ChainClient
+from engine.errors import ModelError
 from engine.host.loop_threads import LoopDeath, LoopThreads
-from engine.host.plan import NodePlan, install_plan
+from engine.host.model_pool import ModelPool, PooledModel
+from engine.host.plan import MIB, NodePlan, install_plan
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
-from engine.node.miner import Miner, MinerSettings
+from engine.node.miner import ChatModel, Miner, MinerSettings
 from engine.node.oracle import Oracle, OracleSettings
 from engine.poi.validator import Validator
+from engine.protocol import NodeRole
 from engine.state.database import Database
-from engine.state.events import EventBus
+from engine.state.events import Event, EventBus
 from engine.state.journal import ChainKey, Journal
 from profiler.load_settings import LoadSettings
 
@@ -84,6 +87,7 @@ class StandaloneNode:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self._progress = progress or (lambda message: log.info("%s", message))
         self._fallback = fallback
+        self._pool: ModelPool | None = None  # several models per node (plan.extras)
         self._stop = threading.Event()
         self._loops = LoopThreads(self._stop, bus)
         self._workers: list[tuple[str, InferenceWorker]] = []
@@ -96,9 +100,10 @@ class StandaloneNode:
         journal = Journal(self.db, chain_key(self.client), self.address)
         chat = self._worker(self._chat_model(), self.settings.load_settings(), "chat", "validator")
         if self.settings.role == "miner":
-            miner_settings = self.settings.miner_settings()
+            runtime: ChatModel = self._model_pool(chat) or chat
+            miner_settings = self.settings.miner_settings()  # after the pool: what it serves
             self.miner = Miner(
-                self.client, chat, journal, self.bus, miner_settings, payout=self.settings.payout
+                self.client, runtime, journal, self.bus, miner_settings, payout=self.settings.payout
             )
             self.miner.preflight()
             target: Callable[[threading.Event], None] = self.miner.run
@@ -142,6 +147,36 @@ class StandaloneNode:
             self._progress(installed.headline())
         return path
 
+    def _model_pool(self, primary: InferenceWorker) -> ModelPool | None:
+        """The plan's other models, installed now and loaded on demand; one that cannot be
+        installed is not served (nor registered), saying so."""
+        plan = self.settings.plan
+        if plan is None or not plan.extras:
+            return None
+        path = Path(primary.model_path)
+        models = [PooledModel(plan.model_id, path, primary.settings, plan.model_bytes)]
+        served = []
+        for extra in plan.extras:
+            try:
+                extra_path = self.store.pull(extra.model_id, extra.quant)
+            except ModelError as exc:
+                self._progress(f"not serving {extra.model_id}: {exc}")
+                continue
+            load = replace(primary.settings, n_ctx=extra.n_ctx, n_gpu_layers=extra.n_gpu_layers)
+            models.append(PooledModel(extra.model_id, extra_path, load, extra.bytes_needed))
+            served.append(extra)
+        self.settings = replace(self.settings, plan=replace(plan, extras=tuple(served)))
+        self._pool = ModelPool(
+            models,
+            plan.memory_mb * MIB,
+            self._publish_as_miner,
+            preloaded={plan.model_id: primary},
+        )
+        return self._pool
+
+    def _publish_as_miner(self, event: Event) -> None:
+        self.bus.publish(replace(event, node=self.address, role=NodeRole.MINER))
+
     def replan(self, plan: NodePlan) -> NodePlan:
         """A changed `[fit]`: install and load the new plan's model next to the running one,
         then hand it to the miner, which takes it after its open task and re-registers its
@@ -158,14 +193,21 @@ class StandaloneNode:
             path, installed.load_settings(self.settings.load_settings()), "chat", "validator"
         )
         self.settings = replace(self.settings, plan=installed)
+        old_pool = self._pool
+        self._pool = None
+        runtime: ChatModel = self._model_pool(worker) or worker  # sets self._pool, the plan
 
         def swapped(old: object) -> None:
-            for entry in [e for e in self._workers if e[1] is old]:
+            retired = [old]
+            if old is old_pool and old_pool is not None:
+                retired += [w for _, w in old_pool.workers()]
+                old_pool.close()
+            for entry in [e for e in self._workers if any(e[1] is r for r in retired)]:
                 self._workers.remove(entry)
                 entry[1].close()
 
-        miner.swap_model(worker, self.settings.miner_settings(), swapped, requested)
-        return installed
+        miner.swap_model(runtime, self.settings.miner_settings(), swapped, requested)
+        return self.settings.plan or installed
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, job: str) -> InferenceWorker:
         self._progress(f"loading {path.name} ({_describe_load(load)})")
@@ -178,6 +220,12 @@ class StandaloneNode:
 
     @property
     def workers(self) -> list[tuple[str, InferenceWorker]]:
+        if self._pool is not None:
+            name = f"miner {self.address[:10]}"
+            return [
+                (name if model == self._pool.primary else f"{name} ({model})", worker)
+                for model, worker in self._pool.workers()
+            ]
         return list(self._workers)
 
     @property
@@ -200,6 +248,8 @@ class StandaloneNode:
         for _, worker in self._workers:
             worker.close()
         self._workers.clear()
+        if self._pool is not None:
+            self._pool.close()
 
     @property
     def tasks_done(self) -> int:

@@ -311,33 +311,11 @@ class _Worker:
     def _prompt_tokens(
         self, llm: Any, prompt: str | Sequence[dict[str, str]], raw: bool
     ) -> list[int]:
-        if isinstance(prompt, str) and (
-            raw or not self.report or not self.report.has_chat_template
-        ):
-            return list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
-        messages = (
-            [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        )
-        text = self._render_chat(llm, messages)
-        bos = self._piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
-        add_bos = not (bos and text.startswith(bos))
-        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
-
-    def _render_chat(self, llm: Any, messages: list[dict[str, str]]) -> str:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            return "\n".join(m["content"] for m in messages)
-        eos = self._piece(llm, llm.token_eos(), special=True) if llm.token_eos() >= 0 else ""
-        bos = self._piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
-        formatter = Jinja2ChatFormatter(
-            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
-        )
-        return str(formatter(messages=messages).prompt)  # type: ignore[arg-type]
+        has_template = bool(self.report and self.report.has_chat_template)
+        return prompt_token_ids(llm, prompt, raw=raw, has_template=has_template)
 
     def _piece(self, llm: Any, token: int, special: bool = False) -> str:
-        return self._piece_bytes(llm._model.vocab, token, special).decode("utf-8", "replace")
+        return token_piece(llm, token, special)
 
     def _piece_bytes(self, vocab: Any, token: int, special: bool) -> bytes:
         import llama_cpp
@@ -626,6 +604,47 @@ class _Worker:
         except OSError:
             pass
         return figures
+
+
+def prompt_token_ids(
+    llm: Any, prompt: str | Sequence[dict[str, str]], *, raw: bool, has_template: bool
+) -> list[int]:
+    """The tokens a prompt is prefilled as: text as it is (raw, or a model without a chat
+    template), or the messages (a string is one user message) through the model's template.
+    The router counts usage with the same function, so its figures are the workers'."""
+    if isinstance(prompt, str) and (raw or not has_template):
+        return list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    text = render_chat(llm, messages)
+    bos = token_piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
+    add_bos = not (bos and text.startswith(bos))
+    return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+
+def render_chat(llm: Any, messages: list[dict[str, str]]) -> str:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return "\n".join(m["content"] for m in messages)
+    eos = token_piece(llm, llm.token_eos(), special=True) if llm.token_eos() >= 0 else ""
+    bos = token_piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
+    formatter = Jinja2ChatFormatter(
+        template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
+    )
+    return str(formatter(messages=messages).prompt)  # type: ignore[arg-type]
+
+
+def token_piece(llm: Any, token: int, special: bool = False) -> str:
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    buf = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+    return bytes(buf.raw[:n]).decode("utf-8", "replace")
 
 
 def _peak_rss_bytes() -> int:

@@ -43,7 +43,9 @@ from chain.wrappers import (
 )
 from engine import failpoints
 from engine.errors import EngineError, ModelError, WorkerCrashedError
+from engine.inference.runtime import Prompt
 from engine.inference.types import BenchResult, GenerationResult, SamplingParams, TokenEvent
+from engine.node import task_prompt
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
 from engine.node.chain_watch import ChainWaiter, ChainWatcher, Reorg
@@ -103,7 +105,9 @@ COGNITIVE_EVENTS = (
 class ChatModel(Protocol):
     """What the miner needs of the runtime (InferenceWorker satisfies it)."""
 
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> GenerationResult: ...
 
 
 class BenchableModel(ChatModel, Protocol):
@@ -136,6 +140,9 @@ class MinerSettings:
     app_version: str = "0.1.0"
     low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
     earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
+    # The least this node accepts per answer token of a user task (wei). Published on chain at
+    # start (NodeRegistry.setPriceFloor), so the leader cannot assign it a cheaper task.
+    price_floor_wei_per_token: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,12 @@ class Miner:
             self.update_spec()
         else:
             self._step("registered", StepStatus.OK, "already registered")
+        floor = self.settings.price_floor_wei_per_token
+        if info.price_floor != floor:
+            result = self.client.registry.set_price_floor(floor)
+            self._step(
+                "price floor", StepStatus.CREATED, f"{floor} wei per token ({result.tx_hash})"
+            )
         head = self._head()
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in COGNITIVE_EVENTS
@@ -600,15 +613,38 @@ class Miner:
             self._task_prompts.pop(task_id, None)
             self._user_precommit(task)
             return
+        if self._under_floor(session_id):
+            self._task_prompts.pop(task_id, None)
+            return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
-        prompt = self._task_prompts[task_id]
-        result = self._generate(
-            session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
-        )
+        # Plain text from `ask`, or the router's chat messages and token limit (task_prompt).
+        prompt = task_prompt.decode(self._task_prompts[task_id])
+        limit = prompt.answer_limit(self.settings.answer_max_tokens)
+        result = self._generate(session_id, prompt.model_input, limit, TaskKind.USER, task_id)
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
+
+    def _under_floor(self, session_id: int) -> bool:
+        """A task paying less per token than this node's floor is refused (the contract keeps
+        the leader from assigning one; this catches a floor raised after the assignment)."""
+        floor = self.settings.price_floor_wei_per_token
+        if floor == 0:
+            return False
+        session = self.client.queue.call("sessions", session_id)
+        per_token = (
+            int(session[6]) // int(session[3]) // int(self.client.queue.call("answerTokens"))
+        )
+        if per_token >= floor:
+            return False
+        log.warning(
+            "session %s pays %s wei per token, under this node's floor %s: refused",
+            session_id,
+            per_token,
+            floor,
+        )
+        return True
 
     def _user_precommit(self, task: TaskRef) -> None:
         record = self.journal.get(task)
@@ -673,7 +709,7 @@ class Miner:
         return self._generate(session_id, prompt, max_tokens).text
 
     def _generate_once_more_after_a_crash(
-        self, prompt: str, params: SamplingParams, progress: TokenMeter
+        self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """A worker that dies mid-answer is restarted by the next request: ask once more, so
         the task is still answered in its window. Greedy decoding gives the same answer."""
@@ -684,8 +720,19 @@ class Miner:
             progress.restart()
             return self._generate_streaming(prompt, params, progress)
 
+    def _select_model(self, user_session: int | None) -> None:
+        """A runtime serving several models (engine/host/model_pool.py) loads the one a user
+        session asks for; network tasks use the primary."""
+        select = getattr(self.chat, "select", None)
+        if select is None:
+            return
+        model = None
+        if user_session is not None:
+            model = bytes(self.client.queue.call("sessions", user_session)[5])
+        select(model)
+
     def _generate_streaming(
-        self, prompt: str, params: SamplingParams, progress: TokenMeter
+        self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """Live tokens/s for the views while the answer streams, where the runtime streams."""
         if not self._chat_streams:
@@ -696,11 +743,12 @@ class Miner:
     def _generate(
         self,
         session_id: int,
-        prompt: str,
+        prompt: Prompt,
         max_tokens: int,
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
     ) -> GenerationResult:
+        self._select_model(session_id if kind is TaskKind.USER else None)
         params = SamplingParams(max_tokens=max_tokens)
         progress = TokenMeter(
             lambda tokens, rate: self._publish(

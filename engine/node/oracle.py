@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chain.client import ChainClient
-from chain.errors import ChainError, RpcUnavailable
+from chain.errors import ChainError, ContractRevert, RpcUnavailable
 from chain.events import ChainEvent
 from chain.wrappers import (
     NO_CONSENSUS,
@@ -34,6 +34,7 @@ from chain.wrappers import (
     TaskState,
 )
 from engine.errors import ModelError
+from engine.node import task_prompt
 from engine.node.chain_health import ChainHealth
 from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher, Reorg
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
@@ -58,8 +59,15 @@ from engine.state.journal import Journal, TaskRef, VerdictRecord
 log = logging.getLogger(__name__)
 
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
+# A user task that cannot be assigned (too few eligible miners, or one became busy) is tried
+# again only after this long, so unassignable tasks cost no RPC every poll (its owner may
+# refund it after the contract's task timeout).
+ASSIGN_RETRY_S = 5.0
 QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
 RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg could still undo
+# Free miners looked for per assignment step: a few tasks' worth (k each), probing at most this
+# many candidates per k, so a step's work is bounded by k, not by the pool.
+FREE_WANTED, FREE_PROBES = 4, 16
 MAX_USER_RESULTS = 256
 # A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
 # retried: no single task may hold the network, or its escrow, for good.
@@ -131,6 +139,11 @@ class Oracle:
         self._failures: dict[tuple[TaskKind, int], int] = {}
         self._head = 0
         self._saved_watch_from: int | None = None
+        self._assign_retry_at: dict[int, float] = {}
+        self._eligible_now: dict[
+            tuple[bytes, Precision, int], list[str]
+        ] = {}  # this step's pool reads
+        self._answer_tokens: int | None = None
 
     def start(self) -> None:
         """Read the chain from where the oldest open task began (journaled), so a restart
@@ -187,6 +200,7 @@ class Oracle:
         self._request_if_due()
         for session_id in list(self._open):
             self._per_task(TaskKind.NETWORK, session_id, self._advance)
+        self._eligible_now.clear()
         for task_id in list(self._user_open):
             self._per_task(TaskKind.USER, task_id, self._advance_user)
 
@@ -491,41 +505,64 @@ class Oracle:
                 task.tx_hashes.append(result.tx_hash)
         elif state == TaskState.COMMITTED:
             self._validate_user(task_id, task)
-        elif state == TaskState.VALIDATED:
+        elif TaskState(state).finished:  # validated, or refunded by its owner after a timeout
             self._close_user_view(task_id)
+            self._assign_retry_at.pop(task_id, None)
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
+        now = self._clock()
+        if now < self._assign_retry_at.get(task_id, 0.0):
+            return
         session = self.client.queue.call("sessions", task.session_id)
         precision, k, model = Precision(int(session[1])), int(session[3]), bytes(session[5])
-        eligible = self._free_serving(task_id, k, model, precision)
+        per_token = int(session[6]) // k // self._tokens_per_answer()
+        eligible = self._eligible(model, precision, per_token, k)
         if len(eligible) < k:
-            return  # not enough eligible miners yet; the task waits in the queue
-        now = self._clock()
+            self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
+            return  # not enough free eligible miners yet; the task waits in the queue
         picked = select_miners(
             eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
         )
-        result = self.client.queue.assign(task_id, list(picked))
+        try:
+            result = self.client.queue.assign(task_id, list(picked))
+        except ContractRevert as exc:  # e.g. a picked miner is busy with another task
+            log.info("task %s not assigned yet: %s", task_id, exc)
+            self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
+            return
+        self._assign_retry_at.pop(task_id, None)
+        for cached in self._eligible_now.values():  # busy now: not for another task this step
+            cached[:] = [m for m in cached if m not in picked]
         task.miners = list(picked)
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
 
-    def _free_serving(self, task_id: int, k: int, model: bytes, precision: Precision) -> list[str]:
-        """Up to k miners in the pool, serving the model (for a full-precision session,
-        registered GPU_FULL: a plan gives that tier only to an F16/BF16 file fully on the GPU,
-        engine/host/plan.py) and free (assign reverts on a busy miner). The pool index answers
-        the first part without a call; only candidates are asked whether they are free, in the
-        task's seeded order, until k are: bounded work however large the pool."""
-        serving = self._pool_now().serving(model, full_precision=precision is Precision.FULL)
-        ranked = select_miners(
-            serving, len(serving), seed=f"task:{task_id}", now=0, last_picked={}, cooldown=0
-        )
-        free: list[str] = []
-        for miner in ranked:
-            if self.client.queue.assignment(miner)[1] == AssignmentStatus.NONE:
-                free.append(miner)
-                if len(free) == k:
+    def _eligible(self, model: bytes, precision: Precision, per_token: int, k: int) -> list[str]:
+        """Free pool miners serving `model` at `precision` whose price floor the task meets;
+        read once a step however many tasks wait. Who is in the pool, serving what at which
+        floor, comes from the pool index without a call; only candidates are asked whether
+        they are free, in an order seeded by the block, until a few tasks' worth are found:
+        bounded work however large the pool."""
+        key = (model, precision, per_token)
+        if key not in self._eligible_now:
+            serving = self._pool_now().serving(
+                model, full_precision=precision is Precision.FULL, max_floor=per_token
+            )
+            ranked = select_miners(
+                serving, len(serving), seed=f"pool:{self._head}", now=0, last_picked={}, cooldown=0
+            )
+            free: list[str] = []
+            for probed, miner in enumerate(ranked, start=1):
+                if self.client.queue.assignment(miner)[1] == AssignmentStatus.NONE:
+                    free.append(miner)
+                if len(free) >= FREE_WANTED * k or probed >= FREE_PROBES * k:
                     break
-        return free
+            self._eligible_now[key] = free
+        return self._eligible_now[key]
+
+    def _tokens_per_answer(self) -> int:
+        if self._answer_tokens is None:
+            self._answer_tokens = int(self.client.queue.call("answerTokens"))
+        return self._answer_tokens
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
@@ -541,7 +578,10 @@ class Oracle:
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS
         if answers and not self._unjudgeable(TaskKind.USER, task_id):
-            judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
+            # The miners answered the decoded prompt under the same limit (task_prompt).
+            prompt = task_prompt.decode(task.prompt)
+            limit = prompt.answer_limit(self.settings.answer_max_tokens)
+            judgement = self.validator.judge(prompt.model_input, answers, limit)
             task.judgement = judgement
             for judged in judgement.answers:
                 scores[judged.miner] = judged.score

@@ -3,9 +3,10 @@
 Scanning the registry (`present_miners()`: one call per registered miner, three with the model
 and status checks) made every network and user task cost O(pool) RPC calls off chain. The
 registry announces every change (registered, spec updated, away, into the user-task pool, out
-of it), so this index reads those events once from the network's deploy block and then only the
-new ones: a task costs the same few calls with 8 miners or 10,000. The contracts still check
-every assignment, so an index one block behind can only cost a rejected transaction.
+of it, its price floor), so this index reads those events once from the network's deploy block
+and then only the new ones: a task costs the same few calls with 8 miners or 10,000. The
+contracts still check every assignment, so an index one block behind can only cost a rejected
+transaction.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ REGISTRY_EVENTS = (
     "NodeAwayChanged",
     "NodeEphemeral",
     "NodeRemovedFromPool",
+    "PriceFloorSet",
 )
 
 
@@ -34,10 +36,14 @@ class PoolMember:
     models: frozenset[bytes]
     away: bool = False
     pooled: bool = False  # Ephemeral: in the user-task pool
+    price_floor: int = 0  # wei per answer token it accepts at least
 
-    def serves(self, model: bytes, full_precision: bool = False) -> bool:
+    def serves(
+        self, model: bytes, full_precision: bool = False, max_floor: int | None = None
+    ) -> bool:
         tier_ok = not full_precision or self.tier == Tier.GPU_FULL
-        return self.pooled and not self.away and model in self.models and tier_ok
+        floor_ok = max_floor is None or self.price_floor <= max_floor
+        return self.pooled and not self.away and model in self.models and tier_ok and floor_ok
 
 
 class PoolIndex:
@@ -68,9 +74,13 @@ class PoolIndex:
         """Registered miners that are not away: the ones selection may pick."""
         return [m.address for m in self._members.values() if not m.away]
 
-    def serving(self, model: bytes, full_precision: bool = False) -> list[str]:
-        """Miners in the user-task pool, not away, that serve `model` (at full precision)."""
-        return [m.address for m in self._members.values() if m.serves(model, full_precision)]
+    def serving(
+        self, model: bytes, full_precision: bool = False, max_floor: int | None = None
+    ) -> list[str]:
+        """Miners in the user-task pool, not away, that serve `model` (at full precision),
+        asking at most `max_floor` wei per answer token."""
+        members = self._members.values()
+        return [m.address for m in members if m.serves(model, full_precision, max_floor)]
 
     def members(self) -> Iterable[PoolMember]:
         return self._members.values()
@@ -95,3 +105,5 @@ class PoolIndex:
             member.pooled = True
         elif event.name == "NodeRemovedFromPool":
             member.pooled = False
+        elif event.name == "PriceFloorSet":
+            member.price_floor = int(args["weiPerToken"])

@@ -233,13 +233,30 @@ def wait_for_outcome(
             log.warning("the RPC does not answer (%s); still waiting", exc)
         if any(e.name == "TaskValidated" for e in seen):
             return _outcome(client, submitted, sorted(seen, key=_order))
+        if any(_refunded(e) for e in seen):
+            raise ChainError(f"task {task_id} was refunded: its price is back in the deposit")
         stage = _stage(seen, stage)
         if clock() > deadline:
             raise ValidationTimeout(
                 f"task {task_id} was not validated before --timeout (last seen: {stage}); "
-                "is the oracle running? Its price stays in escrow until the oracle validates it"
+                "is the oracle running? Its price stays in escrow until the oracle validates it, "
+                "or until the task timeout lets its owner refund it"
             )
         time.sleep(poll_s)
+
+
+def _refunded(event: ChainEvent) -> bool:
+    return event.name == "TaskPhase" and int(event.args["state"]) == TaskState.REFUNDED
+
+
+def refund_task(client: ChainClient, task_id: int, since_block: int = 0) -> TxResult:
+    """Take a task's price back once the leader left it for the task timeout (its owner, or a
+    miner it reserves). The assignment comes from the task's TaskAssigned event, read from
+    `since_block` (the block it was submitted in, when known)."""
+    cursor = client.queue.cursor("TaskAssigned", since_block, taskId=task_id)
+    assigned = cursor.poll(int(client.web3.eth.block_number))
+    miners = [str(m) for m in assigned[-1].args["miners"]] if assigned else []
+    return client.queue.refund(task_id, miners)
 
 
 def _order(event: ChainEvent) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from chain.wrappers import PASS_SCORE
 from engine.errors import InferenceRequestError
+from engine.inference.runtime import Prompt
 from engine.inference.types import GenerationResult, LikelihoodResult, SamplingParams
 from engine.poi.validation import (
     AnswerLikelihood,
@@ -39,9 +40,11 @@ MAX_CHARS_PER_TOKEN = 32
 
 
 class ChatModel(Protocol):
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> GenerationResult: ...
 
-    def score_likelihood(self, prompt: str, answer: str) -> LikelihoodResult: ...
+    def score_likelihood(self, prompt: Prompt, answer: str) -> LikelihoodResult: ...
 
 
 class EmbeddingModel(Protocol):
@@ -86,8 +89,9 @@ class Validator:
         self.embedder = embedder
         self.thresholds = thresholds or ValidationThresholds()
 
-    def judge(self, prompt: str, answers: list[tuple[str, str]], max_tokens: int) -> Judgement:
-        """Judge (miner, answer) pairs given for one prompt under one token limit."""
+    def judge(self, prompt: Prompt, answers: list[tuple[str, str]], max_tokens: int) -> Judgement:
+        """Judge (miner, answer) pairs given for one prompt (text or chat messages) under one
+        token limit."""
         started = time.monotonic()
         reference = self.chat.generate(prompt, SamplingParams(max_tokens=max_tokens)).text
         # Only answers that can be scored are embedded: an empty or oversized one fails anyway.
@@ -103,11 +107,12 @@ class Validator:
         consensus = None
         if passing:
             consensus = passing[medoid([vectors[i] for i in passing])]
-        return Judgement(prompt, reference, judged, consensus, time.monotonic() - started)
+        text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        return Judgement(text, reference, judged, consensus, time.monotonic() - started)
 
     def _judge_one(
         self,
-        prompt: str,
+        prompt: Prompt,
         miner: str,
         answer: str,
         reference_vector: list[float],

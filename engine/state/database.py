@@ -120,7 +120,59 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX verdicts_task
         ON verdicts (chain_id, genesis_hash, miner, task_kind, session_id, task_id);
     """,
+    # 5: the router (engine/node/router.py): its journal of requests, one row per request that
+    # may pay (written before the first transaction, so a restart finds the task and never
+    # submits it again), and its API keys (only a SHA-256 of each secret; spend in wei as TEXT).
+    """
+    CREATE TABLE router_requests (
+        id TEXT PRIMARY KEY,
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        router TEXT NOT NULL,
+        key_id TEXT,
+        model TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        redundancy INTEGER NOT NULL,
+        price_wei TEXT NOT NULL,
+        state TEXT NOT NULL,
+        from_block INTEGER,
+        session_id INTEGER,
+        task_id INTEGER,
+        spent_wei TEXT NOT NULL DEFAULT '0',
+        outcome TEXT,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX router_requests_state ON router_requests (chain_id, genesis_hash, router, state);
+    CREATE UNIQUE INDEX router_requests_task
+        ON router_requests (chain_id, genesis_hash, task_id) WHERE task_id IS NOT NULL;
+    CREATE TABLE router_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        spend_cap_wei TEXT NOT NULL,
+        requests_per_minute INTEGER NOT NULL,
+        spent_wei TEXT NOT NULL DEFAULT '0',
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
 ]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration one by one (executescript would commit on its own, and a
+    migration must run inside the caller's BEGIN IMMEDIATE)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending.strip()
+            pending = ""
+    if pending.strip():
+        yield pending.strip()
 
 
 class Database:
@@ -150,18 +202,28 @@ class Database:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
+        """Bring the schema up to date under one write lock (`BEGIN IMMEDIATE`): the version is
+        read inside it, so a second process opening the same home at the same moment waits
+        and then finds the schema current, instead of running the migrations again."""
         with self._lock:
-            current = self.schema_version
-            if current > len(MIGRATIONS):
-                raise DatabaseError(
-                    f"{self.path}: written by a newer cortensor-desktop (schema {current}, this "
-                    f"version knows {len(MIGRATIONS)}); upgrade the app"
-                )
-            for version in range(current, len(MIGRATIONS)):
-                # executescript commits on its own; user_version moves with the schema change.
-                self._conn.executescript(
-                    f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-                )
+            if self.schema_version == len(MIGRATIONS):
+                return  # the usual case: no write lock taken at all
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self.schema_version
+                if current > len(MIGRATIONS):
+                    raise DatabaseError(
+                        f"{self.path}: written by a newer cortensor-desktop (schema {current}, "
+                        f"this version knows {len(MIGRATIONS)}); upgrade the app"
+                    )
+                for version in range(current, len(MIGRATIONS)):
+                    for statement in _statements(MIGRATIONS[version]):
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {version + 1}")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -22,6 +22,7 @@ from engine.host.plan import (
     fallback_plan,
     install_plan,
     make_plan,
+    with_extra_models,
 )
 from engine.models.store import ModelStore, package_folder
 from engine.node.miner import MinerSettings
@@ -213,3 +214,34 @@ def test_a_plan_model_that_fails_verification_raises_before_anything_registers(
     plan = make_plan(PlanInputs(recorded("vps_4gb_2core"), CATALOGUE, FitSettings(model=BUNDLED)))
     with pytest.raises(HashMismatchError, match="sha256"):
         install_plan(store, plan, lambda _line: None)
+
+
+def test_extra_models_are_fitted_alone_and_registered_with_the_primary() -> None:
+    hw = recorded("workstation_64gb_rtx4090")
+    inputs = PlanInputs(hw, CATALOGUE, FitSettings(model="llama-3.2-1b-instruct"))
+    plan = with_extra_models(
+        make_plan(inputs), inputs, [BUNDLED, "llama-3.2-1b-instruct", "no-such-model"]
+    )
+    assert plan.served_models == ("llama-3.2-1b-instruct", BUNDLED)
+    extra = plan.extras[0]
+    assert extra.quant == "Q4_1" and 0 < extra.bytes_needed < plan.memory_mb * 2**20
+    assert any(r.startswith(f"also serving {BUNDLED} Q4_1") for r in plan.reasons)
+    assert any(r.startswith("not serving no-such-model: unknown model") for r in plan.reasons)
+    assert plan.miner_settings().served_models == plan.served_models
+    assert [e["model_id"] for e in plan.to_json()["extra_models"]] == [BUNDLED]
+    small = PlanInputs(recorded("vps_4gb_2core"), CATALOGUE)
+    too_big = with_extra_models(make_plan(small), small, ["llama-3.1-8b-instruct"])
+    assert too_big.extras == ()
+    assert any(r.startswith("not serving llama-3.1-8b-instruct: ") for r in too_big.reasons)
+
+
+def test_a_plan_model_not_installed_is_installed_with_progress_then_verified(
+    tmp_path: Path, bundled_file: Path
+) -> None:
+    store = ModelStore(tmp_path, CATALOGUE)
+    plan = make_plan(PlanInputs(recorded("vps_4gb_2core"), CATALOGUE, FitSettings(model=BUNDLED)))
+    said: list[str] = []
+    running, path = install_plan(store, plan, said.append)
+    assert running is plan and path == tmp_path / plan.file_name and path.is_file()
+    assert said and all(line.startswith(f"installing {BUNDLED}: ") for line in said)
+    assert len(said) < 30  # a line per phase and tenth, not one per block

@@ -148,6 +148,24 @@ def test_commands_need_the_bearer_token(api: StatusApi) -> None:
     assert _request(api, "POST", "/1/commands", body, good)[0] == 503
 
 
+def test_a_command_without_a_body_is_a_clear_400(api: StatusApi) -> None:
+    good = {"Authorization": f"Bearer {api.token}"}
+    status, _, reply = _request(api, "POST", "/1/commands", "", {**good, "Content-Length": "0"})
+    assert status == 400 and "needs a JSON body" in json.loads(reply)["error"]
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:  # no header
+        sock.sendall(
+            f"POST /1/commands HTTP/1.1\r\nHost: 127.0.0.1:{api.port}\r\n"
+            f"Authorization: Bearer {api.token}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") or head.startswith(b"HTTP/1.0 400"), head
+    assert "needs a JSON body" in json.loads(body)["error"]
+    assert len(api.commands) == 0
+
+
 def _sse(api: StatusApi, headers: dict[str, str], count: int) -> list[dict[str, str]]:
     conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
     conn.request("GET", "/1/events", headers=headers)

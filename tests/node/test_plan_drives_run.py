@@ -152,3 +152,35 @@ def test_a_plan_model_that_fails_verification_is_exit_6_and_nothing_registers(
     err = capsys.readouterr().err
     assert "sha256" in err and "Traceback" not in err
     assert client.registry.miner_count() == before
+
+
+def test_the_embedded_network_runs_the_bundled_model_and_registers_the_machines_plan(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+    from engine.host.plan import PlanInputs, embedded_plan, make_plan
+    from engine.state.database import Database
+    from engine.state.events import EventBus
+    from profiler.hardware import load_hardware_file
+
+    catalogue = load_catalogue()
+    recorded = Path(__file__).resolve().parents[1] / "profiler" / "recorded"
+    rtx4090 = load_hardware_file(recorded / "workstation_64gb_rtx4090_recorded.json")
+    machine = make_plan(PlanInputs(rtx4090, catalogue))  # llama-3.1-8b Q8_0 on the GPU
+    plan = embedded_plan(machine, catalogue.require(BUNDLED), 1024)
+    network = EmbeddedNetwork(
+        Database(tmp_path / "node.sqlite3"),
+        models_dir,
+        EventBus(),
+        EmbeddedNetworkSettings(miners=1, plan=plan),
+    )
+    network.start(threads=False)
+    try:
+        miner = network.miners[0]
+        info = miner.client.registry.node_info(miner.address)
+        assert (info.tier, info.memory_mb) == (machine.tier, machine.memory_mb)
+        assert miner.client.registry.models_of(miner.address) == [model_id(BUNDLED)]
+        assert [w.settings.n_ctx for _, w in network.workers][:2] == [1024, 1024]
+        assert network.workers[0][1].settings.n_gpu_layers == 31  # the bundled model, on the GPU
+    finally:
+        network.stop()

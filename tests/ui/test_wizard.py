@@ -421,6 +421,8 @@ async def test_download_from_a_url_shows_progress_then_100_percent(
 
         await until(pilot, finished)
         assert any(f"downloading from {url}" in status for status in statuses)
+        assert bar.show_eta  # the bar's own time left
+        assert any("MiB/s" in status and " s left" in status for status in statuses), statuses
         assert bar.percentage == 1.0
         assert any(0.0 < p < 1.0 for p in seen), f"no partial progress shown: {seen[:5]}"
         assert url in text(app, "download-status")

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -358,7 +359,28 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         "shares this machine",
     }
     banner = f"embedded network up: {args.miners} miners, 1 oracle"
-    return _exit_code(serve(_headless_run(ctx, args, miner, banner, facts), build))
+    run = replace(_headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx))
+    return _exit_code(serve(run, build))
+
+
+def _router_front(ctx: AppContext) -> Any:
+    """The OpenAI-compatible router in front of the embedded network ([router] port, 8787;
+    docs/ROUTER.md); its metrics join the status API's /metrics."""
+    from cortensor_desktop.hosting.router_host import RunRouter
+
+    def start(node: Any, status: Any) -> Any:
+        router = RunRouter(
+            ctx.database, ctx.models_dir, ctx.config.router.port, ctx.config.router.redundancy
+        )
+        url = router.start(node)
+        if url is None or router.server is None:
+            return None
+        status.holder.info["router"] = url
+        if status.api is not None:
+            status.api.registry.register(router.server.front.metrics)
+        return router.stop
+
+    return start
 
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -497,10 +519,14 @@ def embedded_settings(ctx: AppContext, miners: int) -> EmbeddedNetworkSettings:
 
 
 def miner_settings(ctx: AppContext) -> MinerSettings:
-    """The miners' settings from the config: the low-gas alert threshold."""
+    """The miners' settings from the config: the low-gas alert threshold, and this build's
+    version, which the miners register on chain."""
+    import cortensor_desktop
     from engine.node.miner import MinerSettings
 
-    return MinerSettings(low_gas_wei=ctx.config.alerts.low_gas_wei)
+    return MinerSettings(
+        low_gas_wei=ctx.config.alerts.low_gas_wei, app_version=cortensor_desktop.__version__
+    )
 
 
 def _threads(ctx: AppContext) -> tuple[int, str]:
