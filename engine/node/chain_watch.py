@@ -91,6 +91,7 @@ class ChainWatcher:
         self._web3 = web3
         self._on_reorg = on_reorg
         self._sent_in = sent_in
+        self._own_noted: tuple[int, str] | None = None
         self._heads: deque[tuple[int, str]] = deque(maxlen=REMEMBERED_HEADS)
         self.reorgs: list[Reorg] = []
         self.head: int | None = None  # the block the last poll read up to
@@ -125,7 +126,10 @@ class ChainWatcher:
     # -- reorgs ---------------------------------------------------------------------------
     def _note_own_block(self) -> None:
         own = self._sent_in() if self._sent_in is not None else None
-        if own is not None and self._heads and own[0] > self._heads[-1][0]:
+        if own is None or own == self._own_noted:
+            return  # each receipt's block once: after a reorg it may be the block that is gone
+        self._own_noted = own
+        if self._heads and own[0] > self._heads[-1][0]:
             self._heads.append(own)
 
     def _head_block(self, head: int | None) -> tuple[int, str, str]:
