@@ -20,6 +20,8 @@ from typing import Any
 from web3.contract import Contract
 from web3.types import TxReceipt
 
+from chain.errors import ChainError
+
 log = logging.getLogger(__name__)
 DEFAULT_LOG_SPAN = 1000
 # What RPCs answer when an eth_getLogs covers too many blocks or results (geth, erigon, alchemy,
@@ -85,6 +87,15 @@ def is_range_refusal(exc: BaseException) -> bool:
     if "rate limit" in text or "429" in text:
         return False  # too many requests, not too many blocks: backing off is the RPC's job
     return any(marker in text for marker in _TOO_LARGE)
+
+
+def is_beyond_head(exc: BaseException) -> bool:
+    """Whether an RPC refused logs because the range ends past its head: the chain got shorter
+    between reading the head and reading the logs (anvil: "block height is 50 but requested was
+    51"; geth: "invalid block range", erigon: "block not found")."""
+    text = str(exc).lower()
+    markers = ("block height is", "blockoutofrange", "beyond", "invalid block range", "not found")
+    return any(marker in text for marker in markers)
 
 
 class LogPager:
@@ -184,6 +195,11 @@ class EventCursor:
                 )
             )
 
-        raws = self.pager.read(fetch, self.next_block, head)
+        try:
+            raws = self.pager.read(fetch, self.next_block, head)
+        except Exception as exc:
+            if is_beyond_head(exc):  # the chain got shorter since `head` was read (a reorg)
+                raise ChainError(f"{self.event_name} logs up to block {head}: {exc}") from None
+            raise
         found = [_to_event(self.contract_name, r) for r in raws]
         return found, max(self.next_block, head + 1)

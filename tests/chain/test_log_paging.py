@@ -7,9 +7,10 @@ from web3 import Web3
 
 from chain.client import connect
 from chain.devnet import LocalDevnet, new_funded_account, rpc
+from chain.errors import ChainError
 from chain.events import LogPager
 from engine.node.chain_watch import ChainWatcher
-from tests.chain.rpc_proxy import RpcProxy, block_span, cap_log_range
+from tests.chain.rpc_proxy import Reply, RpcProxy, block_span, cap_log_range
 
 pytestmark = pytest.mark.chain
 CAP = 100  # blocks per eth_getLogs the "public" RPC accepts
@@ -80,3 +81,21 @@ def test_a_refusal_of_one_block_is_an_error_not_a_loop() -> None:
     with pytest.raises(ValueError, match="more than"):
         pager.read(refuse, 0, 20)
     assert pager.span == 1
+
+
+def test_logs_past_a_head_that_went_back_are_a_chain_error(anvil: LocalDevnet) -> None:
+    """The head was read, then the chain got shorter (a reorg): the node's loop must see a
+    ChainError it retries, not an RPC error that ends its thread."""
+
+    def shorter(request: dict[str, object]) -> Reply | None:
+        if request.get("method") == "eth_getLogs":
+            message = "BlockOutOfRangeError: block height is 50 but requested was 51"
+            return Reply(error={"code": -32602, "message": message})
+        return None
+
+    with RpcProxy(anvil.rpc_url, shorter) as proxy:
+        client = connect(anvil.chain_id, [proxy.url], anvil.contracts)
+        cursor = client.payment.cursor("Deposited", 0)
+        with pytest.raises(ChainError, match="block height is 50"):
+            cursor.read(10)
+        assert cursor.next_block == 0  # nothing skipped: the next poll reads it again
