@@ -225,6 +225,14 @@ class WalletSection:
         "address). Set on chain with NodeRegistry.setPayout when the node registers",
         pattern=ADDRESS_PATTERN,
     )
+    price_floor_wei_per_token: int = _opt(
+        0,
+        "The least a user task must pay this node per answer token, in wei (0: any price the "
+        "network's minimum allows). Published on chain at start (NodeRegistry.setPriceFloor): "
+        "the leader cannot assign this node a cheaper task",
+        min=0,
+        max=2**88 - 1,
+    )
 
 
 @dataclass(frozen=True)

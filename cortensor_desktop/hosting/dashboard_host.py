@@ -70,6 +70,10 @@ class NetworkHost:
         self._threads: list[threading.Thread] = []
         # Set by the CLI: reads the config file again and says what applied live (ReloadConfig).
         self.reload: Callable[[], tuple[bool, str]] | None = None
+        # Set by the CLI: served in front of each started network (the router); returns what
+        # stops it, or None when it did not start.
+        self.front: Callable[[EmbeddedNetwork], Callable[[], None] | None] | None = None
+        self._stop_front: Callable[[], None] | None = None
         self.settings = settings or HostSettings()
         self._hardware = hardware or hardware_reading()
         self._readings = readings  # None: this machine's sensors (engine.host.sensors)
@@ -129,6 +133,13 @@ class NetworkHost:
         self.started.set()
         message = f"embedded network up: {len(self.network.miners)} miners, 1 oracle; q quits"
         self.bus.publish(LogLine(level="info", logger="host", message=message))
+        if self.front is not None:
+            self._stop_front = self.front(self.network)
+
+    def _end_front(self) -> None:
+        stop, self._stop_front = self._stop_front, None
+        if stop is not None:
+            stop()
 
     def stop(self, timeout_s: float = 0.3) -> None:
         """Stop within `timeout_s`: workers are processes and are killed; loop threads are daemons.
@@ -136,6 +147,7 @@ class NetworkHost:
         The journal keeps what a killed request was doing, so the next start resumes it.
         """
         self._stop.set()
+        self._end_front()
         self.network.abort()
         stopper = threading.Thread(target=self.network.stop, kwargs={"timeout_s": 0.1}, daemon=True)
         stopper.start()
@@ -191,6 +203,7 @@ class NetworkHost:
         if self.node_stopped:
             return False, "the node is already stopped: start (t) runs it again"
         self.node_stopped = True
+        self._end_front()
         network = self.network
         threading.Thread(target=network.stop, name="network-stop", daemon=True).start()
         return True, "stopping the node: the current step ends, the workers close"

@@ -117,10 +117,11 @@ def embedded_router(
         log.warning("router off: the embedded chain has no free dev account to pay with")
         return None
     base = settings or RouterSettings()
+    miner = network.settings.miner_settings()
     settings = replace(
         base,
-        max_tokens_limit=network.settings.miner.answer_max_tokens,
-        context_tokens=network.settings.n_ctx,
+        max_tokens_limit=min(miner.answer_max_tokens, network.settings.oracle.answer_max_tokens),
+        context_tokens=network.settings.load_settings().n_ctx,
         redundancy=min(base.redundancy, len(network.miners)),
     )
     oracle = network.oracle

@@ -440,6 +440,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, exc: RouterError, endpoint: str) -> None:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        if not getattr(self, "_body_read", True):
+            # A refusal before the body was read: its bytes must not be taken for the next
+            # request on this keep-alive connection.
+            self.close_connection = True
+            headers["Connection"] = "close"
         if exc.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="cortensor-router"'
         self._count(endpoint, exc.status)
@@ -462,12 +467,12 @@ class _Handler(BaseHTTPRequestHandler):
                 411, "length_required", "invalid_request_error", "send a Content-Length"
             ) from None
         if length > MAX_BODY:
-            self.close_connection = True  # the unread body must not be parsed as a request
             raise ApiError(
                 413, "body_too_large", "invalid_request_error",
                 f"the request body is {length} bytes; the limit is {MAX_BODY}",
             )  # fmt: skip
         raw = self.rfile.read(length) if length > 0 else b""
+        self._body_read = True
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -537,6 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")
         front = self.server.front
+        self._body_read = False
         try:
             if path not in _POSTS:
                 raise ApiError(404, "not_found", "invalid_request_error", _ROUTES)

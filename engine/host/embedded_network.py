@@ -142,6 +142,17 @@ class EmbeddedNetwork:
     def plan(self) -> NodePlan | None:
         return self.settings.plan
 
+    def replan(self, plan: NodePlan) -> NodePlan:
+        """A changed `[fit]`: every node keeps the bundled model it loaded, and every miner
+        re-registers the new plan's tier and memory between two of its steps."""
+        if plan.model_id != (self.plan.model_id if self.plan else plan.model_id):
+            raise ValueError("the embedded network runs the bundled model; restart to change it")
+        self.settings = replace(self.settings, plan=plan)
+        settings = self.settings.miner_settings()
+        for miner in self.miners:
+            miner.swap_model(miner.chat, settings)
+        return plan
+
     def _models(self) -> tuple[Path, Path]:
         plan = self.settings.plan
         chat_id = (

@@ -26,7 +26,6 @@ from profiler.hardware import Hardware
 from profiler.load_settings import LoadSettings
 
 MIB = 1024**2
-SOURCES = ("fit", "embedded", "fallback")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ Guarantees:
 - where the catalogue publishes no sha256, the store records the sha256 of the first complete
   download beside the file (`<name>.sha256`, `sha256sum` format, kept by `rm`) and checks every
   later download and `verify` against it; such a file is "unverified" (trusted on first use);
+- a URL on a moving branch (`/resolve/main/`) is pinned on first use: the commit the server
+  names (`X-Repo-Commit`, on Hugging Face's redirect) is kept in `<name>.revision`, and later
+  downloads read `/resolve/<commit>/`, the same revision, even after the branch moved;
 - downloads resume with HTTP Range after a dropped connection, but only safely: the resume sends
   `If-Range` with the ETag (or Last-Modified) of the first response, kept in `<name>.part.meta`,
   and the answer's `Content-Range` must start at the bytes already on disk; a server that ignores
@@ -102,6 +105,7 @@ class _Transfer:
     def __init__(self) -> None:
         self.digest = hashlib.sha256()
         self.hashed = 0  # bytes fed into the digest: always the size of the part file
+        self.commit: str | None = None  # X-Repo-Commit of the answer (Hugging Face names it)
 
     def reset(self) -> None:
         self.digest = hashlib.sha256()
@@ -136,6 +140,61 @@ def recorded_sha256(path: Path) -> str | None:
     except OSError:
         return None
     return text[0].lower() if text and HEX64.match(text[0].lower()) else None
+
+
+_MOVING_URL = re.compile(r"^(https?://[^/]+/[^/]+/[^/]+/resolve/)([^/]+)(/.+)$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def revision_path(path: Path) -> Path:
+    """Where the commit of a model's first download from a moving branch is kept."""
+    return path.with_name(path.name + ".revision")
+
+
+def _on_moving_branch(url: str) -> bool:
+    match = _MOVING_URL.match(url)
+    return match is not None and not _COMMIT.match(match.group(2))
+
+
+def pinned_url(url: str, target: Path) -> str:
+    """A `/resolve/<branch>/` URL rewritten to the commit its first download came from, so a
+    later download reads the same revision even after the branch moved; else the URL."""
+    match = _MOVING_URL.match(url)
+    if match is None or _COMMIT.match(match.group(2)):
+        return url
+    try:
+        record = json.loads(revision_path(target).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return url
+    if not isinstance(record, dict) or record.get("url") != url:
+        return url
+    commit = record.get("commit")
+    if not isinstance(commit, str) or not _COMMIT.match(commit):
+        return url
+    return f"{match.group(1)}{commit}{match.group(3)}"
+
+
+def _record_revision(target: Path, url: str, commit: str | None) -> None:
+    if commit is None or not _COMMIT.match(commit) or not _on_moving_branch(url):
+        return
+    record = revision_path(target)
+    if not record.exists():
+        record.write_text(json.dumps({"url": url, "commit": commit}), encoding="utf-8")
+
+
+class _NoteCommit(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, noting X-Repo-Commit on the way: Hugging Face sends it
+    on the redirect to its CDN, whose answer no longer carries it."""
+
+    def __init__(self, transfer: _Transfer) -> None:
+        super().__init__()
+        self.transfer = transfer
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        self.transfer.commit = headers.get("X-Repo-Commit") or self.transfer.commit
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _record_sha256(path: Path, sha256: str) -> None:
@@ -551,6 +610,7 @@ class ModelStore:
         progress: ProgressCallback | None,
     ) -> None:
         part = target.with_name(target.name + ".part")
+        branch_url, url = url, pinned_url(url, target)
         transfer = _Transfer()
         errors: list[str] = []
         for attempt in range(self.retries):
@@ -577,6 +637,7 @@ class ModelStore:
                 raise _SourceFailed(f"{url}: {exc}") from None
             finally:
                 _meta_path(part).unlink(missing_ok=True)
+            _record_revision(target, branch_url, transfer.commit)
             return
         raise _SourceFailed(f"{url}: {'; '.join(errors[-2:])} (after {len(errors)} tries)")
 
@@ -627,13 +688,15 @@ class ModelStore:
             request.add_header("Range", f"bytes={have}-")
             request.add_header("If-Range", validator)
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout_s)
+            opener = urllib.request.build_opener(_NoteCommit(transfer))
+            response = opener.open(request, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # nothing past what we hold: let verification decide
                 transfer.catch_up(part, have)
                 return
             raise
         with response:
+            transfer.commit = response.headers.get("X-Repo-Commit") or transfer.commit
             have, total = self._accept(response, part, url, have, expected)
             if have:
                 transfer.catch_up(part, have)

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
-from chain.events import ChainEvent
+from chain.events import ChainEvent, EventCursor
 from chain.wrappers import (
     STAGE_COUNT,
     STAGE_PRECOMMIT,
@@ -125,6 +125,10 @@ INTERRUPTED = frozenset({"cancelled", "killed"})  # finish reasons of a request 
 # any context the catalogue's models run with, so it is never answered anyway.
 MAX_TRACKED = 256
 MAX_USER_PROMPT_CHARS = 64 * 1024
+# A task assigned to this miner whose prompt was not kept (pushed out by traffic, or queued
+# before this node's lookback) is read back from the chain: its TaskQueued, at most this many
+# blocks before the assignment.
+PROMPT_SEARCH_BLOCKS = 20_000
 
 
 @dataclass(frozen=True)
@@ -269,14 +273,13 @@ class Miner:
         self.update_spec(swap.settings)
         swap.on_swapped(old)
         took = time.monotonic() - swap.requested_at
-        self._publish(
-            LogLine(
-                level="info",
-                logger="miner",
-                message=f"model swapped to {swap.settings.model_name} in {took:.1f} s "
-                "(re-plan: loaded, then taken between tasks, spec re-registered)",
-            )
+        message = (
+            f"model swapped to {swap.settings.model_name} in {took:.1f} s "
+            "(re-plan: loaded, then taken between tasks, spec re-registered)"
         )
+        if old is swap.chat:
+            message = f"re-plan: same model, spec re-registered in {took:.1f} s"
+        self._publish(LogLine(level="info", logger="miner", message=message))
 
     def update_spec(self, settings: MinerSettings | None = None) -> None:
         """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
@@ -588,7 +591,7 @@ class Miner:
                 _keep_newest(self._task_prompts, MAX_TRACKED)
         elif event.name == "TaskAssigned":
             if any(self._is_me(str(m)) for m in args["miners"]):
-                self._user_ack(task_id)
+                self._user_ack(task_id, event.block_number)
         elif event.name == "TaskPhase":
             state = int(args["state"])
             task = self._user_task_ref(task_id)
@@ -600,10 +603,15 @@ class Miner:
         task = TaskRef(TaskKind.USER, session_id, task_id)
         return task if self.journal.get(task) is not None else None
 
-    def _user_ack(self, task_id: int) -> None:
+    def _user_ack(self, task_id: int, assigned_at: int) -> None:
         queue = self.client.queue
-        if queue.state(task_id) != TaskState.ASSIGNED or task_id not in self._task_prompts:
+        if queue.state(task_id) != TaskState.ASSIGNED:
             return
+        if task_id not in self._task_prompts:
+            found = self._queued_prompt(task_id, assigned_at)
+            if found is None:
+                return
+            self._task_prompts[task_id] = found
         session_id = int(queue.call("tasks", task_id)[0])
         task = TaskRef(TaskKind.USER, session_id, task_id)
         if self.journal.get(task) is not None:
@@ -625,6 +633,23 @@ class Miner:
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
+
+    def _queued_prompt(self, task_id: int, assigned_at: int) -> str | None:
+        """The prompt of a task assigned to this miner, read back from its TaskQueued event
+        (filtered by task id, so only that one log comes back)."""
+        start = max(self.client.deployment.deploy_block, assigned_at - PROMPT_SEARCH_BLOCKS)
+        cursor = EventCursor(
+            "SessionQueue",
+            self.client.queue.contract,
+            "TaskQueued",
+            start,
+            argument_filters={"taskId": task_id},
+        )
+        for event in cursor.poll(assigned_at):
+            prompt = str(event.args["prompt"])
+            return prompt if len(prompt) <= MAX_USER_PROMPT_CHARS else None
+        log.warning("task %s was assigned to this miner but its prompt was not found", task_id)
+        return None
 
     def _under_floor(self, session_id: int) -> bool:
         """A task paying less per token than this node's floor is refused (the contract keeps

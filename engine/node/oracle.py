@@ -63,7 +63,7 @@ ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "Ses
 # again only after this long, so unassignable tasks cost no RPC every poll (its owner may
 # refund it after the contract's task timeout).
 ASSIGN_RETRY_S = 5.0
-QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer")
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer", "TaskValidated", "TaskRefunded")
 RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg could still undo
 # Free miners looked for per assignment step: a few tasks' worth (k each), probing at most this
 # many candidates per k, so a step's work is bounded by k, not by the pool.
@@ -489,6 +489,11 @@ class Oracle:
             # Also this oracle's own assignment; after a restart (or a reorg that rebuilt the
             # view) it is the only record of it.
             self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
+        elif event.name in ("TaskValidated", "TaskRefunded"):
+            # Finished (validated by the leader, or refunded to its owner after the timeout):
+            # nothing left to do, and a standby that kept it would hold its read position
+            # there for good.
+            self._close_user_view(task_id)
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 

@@ -381,6 +381,9 @@ class Router:
                 if self._clock() > deadline:
                     raise _rpc_down(exc) from None
                 time.sleep(self.settings.poll_s)
+            except ChainError as exc:  # refunded after the task timeout: nothing was paid
+                self.journal.mark_failed(request.request_id, str(exc))
+                raise NoValidAnswer(f"{exc} (request {request.request_id})") from None
 
     def _settle(self, request: TaskRequest, outcome: TaskOutcome, started: float) -> RouterAnswer:
         spent, consensus = self._settlement(outcome)

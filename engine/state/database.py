@@ -161,6 +161,21 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def _enable_wal(conn: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch to WAL. Two processes opening a new file at once can get "database is locked"
+    here at once: SQLite does not call the busy handler for the journal-mode change, so this
+    retries it (briefly, bounded) as the busy handler would."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _statements(script: str) -> Iterator[str]:
     """The statements of a migration one by one (executescript would commit on its own, and a
     migration must run inside the caller's BEGIN IMMEDIATE)."""
@@ -185,7 +200,7 @@ class Database:
             self._conn = sqlite3.connect(
                 path, check_same_thread=False, isolation_level=None, timeout=30
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(self._conn)
             # FULL, not NORMAL: with WAL, NORMAL survives a killed process but a power cut may
             # drop the last commits, and a journaled salt whose precommit is already on chain
             # is then lost (the answer can never be revealed). The journal writes a few rows

@@ -456,3 +456,66 @@ def test_a_resume_in_a_new_process_uses_the_kept_validator(
     path = ModelStore(tmp_path, cat, retries=1).pull("tiny")  # a fresh store: a new process
     assert behaviour.if_ranges[1] == _etag(model_bytes)
     assert path.read_bytes() == model_bytes
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """A small Hugging Face: `/org/repo/resolve/<rev>/m.gguf`, where a branch redirects to the
+    CDN with `X-Repo-Commit` (as the real one does) and a commit serves that commit's file."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        hub = self.server.hub  # type: ignore[attr-defined]
+        hub["paths"].append(self.path)
+        parts = self.path.strip("/").split("/")
+        if parts[:3] == ["org", "repo", "resolve"] and parts[3] in hub["branches"]:
+            commit = hub["branches"][parts[3]]
+            self.send_response(302)
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("Location", f"/cdn/{commit}/{parts[4]}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        commit = parts[1] if parts[0] == "cdn" else parts[3]
+        body = hub["files"].get(commit)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("ETag", _etag(body))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_moving_branch_is_pinned_to_the_commit_of_the_first_download(
+    model_bytes: bytes, tmp_path: Path
+) -> None:
+    first, second = "a" * 40, "b" * 40
+    hub: dict[str, Any] = {
+        "branches": {"main": first},
+        "files": {first: model_bytes},
+        "paths": [],
+    }
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    server.hub = hub  # type: ignore[attr-defined]
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/org/repo/resolve/main/m.gguf"
+        cat = catalogue([{"type": "url", "url": url}], model_bytes, hashed=False)
+        store = ModelStore(tmp_path, cat, retries=1)
+        store.pull("tiny")
+        record = json.loads((tmp_path / "tiny.F32.gguf.revision").read_text())
+        assert record == {"url": url, "commit": first}
+
+        hub["branches"]["main"] = second  # upstream moves on to a different file
+        hub["files"][second] = other_version(model_bytes)
+        store.remove("tiny")
+        path = store.pull("tiny")  # reads the pinned commit, not the branch
+        assert path.read_bytes() == model_bytes
+        assert hub["paths"][-1] == f"/org/repo/resolve/{first}/m.gguf"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from chain.devnet import start_embedded
 from chain.events import ChainEvent
+from chain.wrappers import Precision, model_id
 from engine.node.miner import MAX_TRACKED, MAX_USER_PROMPT_CHARS, Miner
 from engine.node.network_tasks import MAX_PROMPT_CHARS, MAX_PROMPTS, PROMPT_SEPARATOR
+from engine.node.user_session import DEFAULT_PRICE_WEI
 from engine.state.database import Database
 from engine.state.events import EventBus
 from engine.state.journal import ChainKey, Journal
@@ -57,3 +59,24 @@ def test_queued_prompts_sessions_and_challenge_prompts_stay_bounded(tmp_path: Pa
     prompts = miner._sessions[session].prompts
     assert len(prompts) == MAX_PROMPTS
     assert {len(p) for p in prompts} == {MAX_PROMPT_CHARS}
+
+
+def test_a_prompt_pushed_out_by_traffic_is_read_back_when_the_task_is_assigned(
+    tmp_path: Path,
+) -> None:
+    chain = start_embedded(oracles=1)
+    user = chain.client(chain.accounts[-1])
+    user.payment.deposit(DEFAULT_PRICE_WEI)
+    session_id, _ = user.queue.open_session(
+        model_id("smollm2-135m-instruct"), int(Precision.QUANTIZED), 1, 1, DEFAULT_PRICE_WEI
+    )
+    task_id, queued = user.queue.submit_task(session_id, "Name three colours of the rainbow.")
+    journal = Journal(Database(tmp_path / "db.sqlite3"), ChainKey(chain.chain_id, "0x00"), "0x1")
+    miner = Miner(chain.client(chain.accounts[0]), chat=None, journal=journal, bus=EventBus())  # type: ignore[arg-type]
+    for i in range(task_id + 1, task_id + 2 * MAX_TRACKED):  # an attacker's flood of tasks
+        miner._handle(_event("SessionQueue", "TaskQueued", i, taskId=i, sessionId=1, prompt="p"))
+    assert task_id not in miner._task_prompts
+    head = int(chain.web3.eth.block_number)
+    assert miner._queued_prompt(task_id, head) == "Name three colours of the rainbow."
+    assert miner._queued_prompt(task_id + 10**6, head) is None  # no such task: nothing found
+    assert int(queued.receipt["blockNumber"]) <= head

@@ -182,5 +182,13 @@ def test_the_embedded_network_runs_the_bundled_model_and_registers_the_machines_
         assert miner.client.registry.models_of(miner.address) == [model_id(BUNDLED)]
         assert [w.settings.n_ctx for _, w in network.workers][:2] == [1024, 1024]
         assert network.workers[0][1].settings.n_gpu_layers == 31  # the bundled model, on the GPU
+        # A reload re-plans: another machine's tier and memory, the same bundled model.
+        vps = load_hardware_file(recorded / "vps_4gb_2core_recorded.json")
+        cpu_machine = make_plan(PlanInputs(vps, catalogue))
+        assert network.replan(embedded_plan(cpu_machine, catalogue.require(BUNDLED), 1024))
+        miner.step()  # takes the new spec between two steps
+        info = miner.client.registry.node_info(miner.address)
+        assert (info.tier, info.memory_mb) == (cpu_machine.tier, cpu_machine.memory_mb)
+        assert network.plan is not None and network.plan.tier == cpu_machine.tier
     finally:
         network.stop()

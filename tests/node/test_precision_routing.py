@@ -107,13 +107,16 @@ def test_full_precision_goes_only_to_the_gpu_full_miner_and_quantized_to_the_oth
         oracle.step()
         miners[0].step()
     assert user.queue.state(waiting_id) == TaskState.QUEUED
+    # A quantized task meanwhile: any miner serving the model may take it, here the Q4 one.
+    quantized = submit_user_task(user, BUNDLED, "Name a fruit.", 1, "quantized")
+    step_until(lambda: user.queue.state(quantized.task_id) != TaskState.QUEUED, [oracle])
+    assert user.queue.state(waiting_id) == TaskState.QUEUED
 
     miners[1].preflight()
     assert user.registry.node_info(full_miner).tier == Tier.GPU_FULL
     assert user.registry.node_info(quantized_miner).tier == plan.tier
     assert user.registry.node_info(quantized_miner).memory_mb == plan.memory_mb
     assert eligible_for_precision(user, "full") == 1
-    quantized = submit_user_task(user, BUNDLED, "Name a fruit.", 1, "quantized")
     tasks = (waiting_id, quantized.task_id)
     step_until(
         lambda: all(user.queue.state(t) == TaskState.VALIDATED for t in tasks),

@@ -22,6 +22,7 @@ from cortensor_desktop.hosting.router_host import embedded_router
 from cortensor_desktop.service.router_api import RouterServer
 from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
 from engine.models.store import ModelStore
+from engine.node.miner import MinerSettings
 from engine.node.oracle import OracleSettings
 from engine.node.router import RouterSettings
 from engine.state.database import Database
@@ -29,6 +30,9 @@ from engine.state.events import EventBus
 from profiler.catalogue import load_catalogue
 
 MODEL = "smollm2-135m-instruct"
+# Short answers make the first network task (which puts the miners in the pool) quick; it is
+# also the router's max_tokens limit here.
+ANSWER_LIMIT = 32
 # Small and fast: one miner per request unless a test asks for more (the `cortensor` field).
 SETTINGS = RouterSettings(
     redundancy=1,
@@ -86,7 +90,11 @@ def routed(
         db,
         router_models,
         EventBus(),
-        EmbeddedNetworkSettings(miners=3, oracle=OracleSettings(task_interval_s=3600)),
+        EmbeddedNetworkSettings(
+            miners=3,
+            miner=MinerSettings(answer_max_tokens=ANSWER_LIMIT),
+            oracle=OracleSettings(task_interval_s=3600, answer_max_tokens=ANSWER_LIMIT),
+        ),
     )
     network.start()
     server = None

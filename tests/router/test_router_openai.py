@@ -20,7 +20,7 @@ from chain.wrappers import TaskState
 from engine.inference.types import SamplingParams
 from engine.protocol import TaskKind
 from engine.state.events import InferenceFinished
-from tests.router.conftest import MODEL, RoutedNetwork
+from tests.router.conftest import ANSWER_LIMIT, MODEL, RoutedNetwork
 
 pytestmark = [pytest.mark.llama, pytest.mark.timeout(300)]
 QUESTION = "Name one planet of the solar system."
@@ -199,7 +199,7 @@ def test_bad_requests_get_clear_openai_errors_and_nothing_is_submitted(
     cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"model": "no-such-model", "messages": chat}, openai.NotFoundError, "model_not_found"),
         (
-            {"model": MODEL, "messages": chat, "max_tokens": 129},
+            {"model": MODEL, "messages": chat, "max_tokens": ANSWER_LIMIT + 1},
             openai.BadRequestError,
             "invalid_request",
         ),

@@ -192,6 +192,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     host = NetworkHost.embedded(
         ctx.database, ctx.models_dir, bus, settings, host=host_settings(ctx.config)
     )
+    host.front = _router_front(ctx)
     info = NodeInfo(
         network=ctx.network.name,
         model=plan.model_id,
@@ -343,15 +344,26 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
 
     settings = embedded_settings(ctx, args.miners)
     miner = settings.miner_settings()  # the plan's tier, memory and model
+    built: list[EmbeddedNetwork] = []
 
     def build(bus: EventBus) -> RunningNode:
-        return EmbeddedNetwork(
+        network = EmbeddedNetwork(
             ctx.database,
             ctx.models_dir,
             bus,
             settings,
             progress=lambda message: log.info("%s", message),
         )
+        built.append(network)
+        return network
+
+    def replan(fresh: Config) -> NodePlan:
+        """A changed [fit] on reload: this machine's tier and memory again, re-registered."""
+        from cortensor_desktop.hosting.node_plan import log_plan
+
+        plan = _planner(ctx, fresh).embedded(settings.n_ctx)
+        log_plan(plan)
+        return built[0].replan(plan)
 
     facts = {
         "rpc": {"in_use": "in-process chain (embedded)", "endpoints": 1},
@@ -359,7 +371,9 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         "shares this machine",
     }
     banner = f"embedded network up: {args.miners} miners, 1 oracle"
-    run = replace(_headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx))
+    run = replace(
+        _headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx), replan=replan
+    )
     return _exit_code(serve(run, build))
 
 
@@ -368,16 +382,22 @@ def _router_front(ctx: AppContext) -> Any:
     docs/ROUTER.md); its metrics join the status API's /metrics."""
     from cortensor_desktop.hosting.router_host import RunRouter
 
-    def start(node: Any, status: Any) -> Any:
+    def start(node: Any, status: Any = None) -> Any:
         router = RunRouter(
             ctx.database, ctx.models_dir, ctx.config.router.port, ctx.config.router.redundancy
         )
         url = router.start(node)
         if url is None or router.server is None:
             return None
-        status.holder.info["router"] = url
-        if status.api is not None:
-            status.api.registry.register(router.server.front.metrics)
+        if status is not None:  # headless: `status` shows the URL, /metrics the figures
+            status.holder.info["router"] = url
+            if status.api is not None:
+                status.api.registry.register(router.server.front.metrics)
+        else:  # the dashboard: its log panel shows where to point clients
+            from engine.state.events import LogLine
+
+            message = f"router: OpenAI base URL {url} (any API key)"
+            node.bus.publish(LogLine(level="info", logger="router", message=message))
         return router.stop
 
     return start
@@ -519,13 +539,15 @@ def embedded_settings(ctx: AppContext, miners: int) -> EmbeddedNetworkSettings:
 
 
 def miner_settings(ctx: AppContext) -> MinerSettings:
-    """The miners' settings from the config: the low-gas alert threshold, and this build's
-    version, which the miners register on chain."""
+    """The miners' settings from the config: the low-gas alert threshold, the price floor, and
+    this build's version, which the miners register on chain."""
     import cortensor_desktop
     from engine.node.miner import MinerSettings
 
     return MinerSettings(
-        low_gas_wei=ctx.config.alerts.low_gas_wei, app_version=cortensor_desktop.__version__
+        low_gas_wei=ctx.config.alerts.low_gas_wei,
+        app_version=cortensor_desktop.__version__,
+        price_floor_wei_per_token=ctx.config.wallet.price_floor_wei_per_token,
     )
 
 
