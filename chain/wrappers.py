@@ -14,7 +14,7 @@ from typing import Any
 from eth_utils.crypto import keccak
 from web3.contract import Contract
 
-from chain.events import ChainEvent, EventCursor, events_in_receipt
+from chain.events import ChainEvent, EventCursor, LogPager, events_in_receipt
 from chain.transactions import TxResult, TxSender
 
 # NodeStats stages (Common.sol): create, prepare, precommit, commit, validate, user task.
@@ -133,9 +133,12 @@ class NodeInfo:
 class ContractWrapper:
     name = ""
 
-    def __init__(self, contract: Contract, sender: TxSender | None) -> None:
+    def __init__(
+        self, contract: Contract, sender: TxSender | None, pager: LogPager | None = None
+    ) -> None:
         self.contract = contract
         self.sender = sender
+        self.pager = pager or LogPager()  # the client's: one span for every cursor
 
     @property
     def address(self) -> str:
@@ -161,7 +164,12 @@ class ContractWrapper:
 
     def cursor(self, event_name: str, from_block: int, **filters: Any) -> EventCursor:
         return EventCursor(
-            self.name, self.contract, event_name, from_block, argument_filters=filters or None
+            self.name,
+            self.contract,
+            event_name,
+            from_block,
+            argument_filters=filters or None,
+            pager=self.pager,
         )
 
     def _new_id(self, result: TxResult, event_name: str, key: str) -> int:

@@ -255,6 +255,42 @@ class AlertsSection:
 
 
 @dataclass(frozen=True)
+class ChainSection:
+    """How the node talks to a public chain: log paging and the fee cap (docs/CONFIG.md)."""
+
+    log_range_blocks: int = _opt(
+        1000,
+        "Most blocks one eth_getLogs request covers; public RPCs cap it (often at 1000 or less). "
+        "A smaller cap the RPC enforces is learnt at run time",
+        min=1,
+        max=1_000_000,
+    )
+    max_fee_gwei: float = _opt(
+        0.0,
+        "Most a transaction may pay per gas, in gwei (EIP-1559 max fee), also when a stuck "
+        "transaction is replaced with a higher fee; 0: no cap",
+        min=0.0,
+    )
+    priority_fee_gwei: float = _opt(
+        1.0, "Tip per gas for the block producer, in gwei (EIP-1559 priority fee)", min=0.0
+    )
+
+    @property
+    def max_fee_wei(self) -> int | None:
+        return _gwei(self.max_fee_gwei) if self.max_fee_gwei > 0 else None
+
+    @property
+    def priority_fee_wei(self) -> int:
+        return _gwei(self.priority_fee_gwei)
+
+
+def _gwei(value: float) -> int:
+    from decimal import Decimal
+
+    return int(Decimal(str(value)) * 10**9)
+
+
+@dataclass(frozen=True)
 class Config:
     network: NetworkSection = field(default_factory=NetworkSection)
     models: ModelsSection = field(default_factory=ModelsSection)
@@ -266,6 +302,7 @@ class Config:
     policy: PolicySection = field(default_factory=PolicySection)
     wallet: WalletSection = field(default_factory=WalletSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
+    chain: ChainSection = field(default_factory=ChainSection)
 
 
 @dataclass(frozen=True)

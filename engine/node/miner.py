@@ -48,7 +48,7 @@ from engine.inference.types import BenchResult, GenerationResult, SamplingParams
 from engine.node import task_prompt
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_watch import ChainWaiter, ChainWatcher
+from engine.node.chain_watch import ChainWaiter, ChainWatcher, Reorg
 from engine.node.earnings import (
     DEFAULT_REFRESH_S,
     PAYMENT_EVENTS,
@@ -64,6 +64,7 @@ from engine.node.network_tasks import (
     prompts_request,
     topic_request,
 )
+from engine.node.reorg import reconcile_after_reorg
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
 from engine.state.events import (
     Alert,
@@ -191,6 +192,7 @@ class Miner:
         self._last_ping: float | None = None
         self._watcher: ChainWatcher | None = None
         self._backlog: deque[ChainEvent] = deque()  # read from the chain, not yet handled
+        self._reorg_due = False  # the chain dropped blocks: reconcile the journal first
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
@@ -237,7 +239,14 @@ class Miner:
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
         sources += [(self.client.payment, name) for name in PAYMENT_EVENTS]
-        self._watcher = ChainWatcher(head, sources, floor_block=self.client.deployment.deploy_block)
+        self._watcher = ChainWatcher(
+            head,
+            sources,
+            floor_block=self.client.deployment.deploy_block,
+            web3=self.client.web3,
+            on_reorg=self._on_reorg,
+            sent_in=lambda: self.client.sender.last_receipt_block if self.client.sender else None,
+        )
         gas = self.earnings.refresh().gas_balance_wei
         low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
@@ -319,7 +328,11 @@ class Miner:
             self._set_away(self.paused)
         if not self.paused:
             self._ping_if_due()
-        self._backlog.extend(self._watcher.poll(self._head()))
+        self._backlog.extend(self._watcher.poll())
+        if self._reorg_due:
+            reconcile_after_reorg(self.client, self.journal, self.address)
+            self._reorg_due = False
+            self.resume()  # sends again what the reorg dropped, guarded by the chain state
         while self._backlog:
             event = self._backlog.popleft()
             try:
@@ -334,6 +347,16 @@ class Miner:
                     "miner %s: %s %s: %s", self.address[:10], event.name, event.tx_hash, exc
                 )
         self.earnings.tick()
+
+    def _on_reorg(self, reorg: Reorg) -> int | None:
+        """The chain dropped blocks: re-read the nonce, forget unhandled events of the old
+        history, and reconcile the journal before handling the new history's events."""
+        self._publish(LogLine(level="warning", logger="miner", message=reorg.describe()))
+        with self.client.nonces.lock_for(self.address):
+            self.client.nonces.forget(self.address)
+        self._backlog = deque(e for e in self._backlog if e.block_number <= reorg.fork_block)
+        self._reorg_due = True
+        return None
 
     def _set_away(self, away: bool) -> None:
         """Paused: out of selection and the pool on chain, so no deadline is missed meanwhile."""

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,13 +32,13 @@ from chain.wrappers import (
     SessionState,
     SlotStatus,
     TaskState,
-    Tier,
 )
 from engine.errors import ModelError
 from engine.node import task_prompt
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher
+from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher, Reorg
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
+from engine.node.pool_index import PoolIndex
 from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
 from engine.poi.validator import Judgement, Validator
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
@@ -64,6 +64,10 @@ ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "Ses
 # refund it after the contract's task timeout).
 ASSIGN_RETRY_S = 5.0
 QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer", "TaskValidated", "TaskRefunded")
+RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg could still undo
+# Free miners looked for per assignment step: a few tasks' worth (k each), probing at most this
+# many candidates per k, so a step's work is bounded by k, not by the pool.
+FREE_WANTED, FREE_PROBES = 4, 16
 MAX_USER_RESULTS = 256
 # A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
 # retried: no single task may hold the network, or its escrow, for good.
@@ -86,7 +90,7 @@ class OracleSettings:
 class _UserTask:
     session_id: int
     prompt: str
-    since_block: int = 0  # where its first event is: a restart reads the chain from there
+    since_block: int = 0  # where its first event is: a restart (or a reorg) reads from there
     miners: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
     tx_hashes: list[str] = field(default_factory=list)
@@ -96,7 +100,7 @@ class _UserTask:
 
 @dataclass
 class _Open:
-    since_block: int = 0
+    since_block: int = 0  # where its request is: a restart (or a reorg) reads from there
     prompts: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
 
@@ -130,6 +134,8 @@ class Oracle:
         # The last user tasks validated, for benches and tests that read an outcome in process;
         # bounded so a long run does not keep every prompt and answer.
         self.user_results: OrderedDict[int, _UserTask] = OrderedDict()
+        # First blocks of the views closed last: a reorg may undo their end or validation.
+        self._closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
         self._failures: dict[tuple[TaskKind, int], int] = {}
         self._head = 0
         self._saved_watch_from: int | None = None
@@ -151,8 +157,15 @@ class Oracle:
         lookback = DEFAULT_LOOKBACK_BLOCKS if since is None else max(0, head - since)
         self._saved_watch_from = since
         self._head = head
+        self._pool = PoolIndex(self.client)
         self._watcher = ChainWatcher(
-            head, sources, lookback_blocks=lookback, floor_block=self.client.deployment.deploy_block
+            head,
+            sources,
+            lookback_blocks=lookback,
+            floor_block=self.client.deployment.deploy_block,
+            web3=self.client.web3,
+            on_reorg=self._on_reorg,
+            sent_in=lambda: self.client.sender.last_receipt_block if self.client.sender else None,
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -176,9 +189,10 @@ class Oracle:
     def step(self) -> None:
         if self._watcher is None:
             raise RuntimeError("call start() first")
-        head = int(self.client.web3.eth.block_number)
-        for event in self._watcher.poll(head):
+        for event in self._watcher.poll():
             self._note(event)
+        head = self._watcher.head
+        assert head is not None  # a watcher with web3 always knows where it read to
         self._head = head
         self._save_watch_from()
         if not self._leading():
@@ -242,6 +256,41 @@ class Oracle:
             self.journal.save_watch_from(watch_from)
             self._saved_watch_from = watch_from
 
+    def _on_reorg(self, reorg: Reorg) -> int:
+        """The chain dropped blocks: forget every open view (answers and prompts may be gone)
+        and re-read the events of each from its first block, so the views hold only what the
+        chain now has; the nonce is re-read. Each step re-reads state, so a dropped end or
+        assignment is simply done again."""
+        self._publish(LogLine(level="warning", logger="oracle", message=reorg.describe()))
+        with self.client.nonces.lock_for(self.address):
+            self.client.nonces.forget(self.address)
+        firsts = [v.since_block for v in self._open.values()]
+        firsts += [t.since_block for t in self._user_open.values()]
+        firsts += list(self._closed)
+        self._open.clear()
+        self._user_open.clear()
+        self._pool.rebuild()
+        return min([reorg.fork_block + 1, *firsts])
+
+    def _pool_now(self) -> PoolIndex:
+        """The pool as of the block this step read: only the registry events since the last
+        time it was asked (read when needed, not every step)."""
+        assert self._watcher is not None
+        self._pool.refresh(self._watcher.head)
+        return self._pool
+
+    def _close_view(self, session_id: int) -> None:
+        view = self._open.pop(session_id, None)
+        self._failures.pop((TaskKind.NETWORK, session_id), None)
+        if view is not None:
+            self._closed.append(view.since_block)
+
+    def _close_user_view(self, task_id: int) -> None:
+        task = self._user_open.pop(task_id, None)
+        self._failures.pop((TaskKind.USER, task_id), None)
+        if task is not None:
+            self._closed.append(task.since_block)
+
     def _leading(self) -> bool:
         registry = self.client.registry
         if registry.leader().lower() == self.address.lower():
@@ -273,7 +322,7 @@ class Oracle:
         )
         if not due or len(self._open) >= self.settings.max_open_sessions:
             return
-        miners = self.client.registry.present_miners()
+        miners = self._pool_now().present()
         if not miners:
             return
         self._last_request = now
@@ -317,7 +366,7 @@ class Oracle:
         elif event.name == "AnswerRevealed":
             view.answers[str(event.args["miner"])] = str(event.args["answer"])
         elif event.name == "SessionEnded":
-            self._open.pop(session_id, None)
+            self._close_view(session_id)
 
     # -- advancing ------------------------------------------------------------------------
     def _advance(self, session_id: int) -> None:
@@ -339,10 +388,10 @@ class Oracle:
         elif state == SessionState.COMMITTED:
             self._validate_and_end(session_id)
         elif state == SessionState.ENDED:
-            self._open.pop(session_id, None)
+            self._close_view(session_id)
 
     def _start(self, session_id: int) -> None:
-        present = len(self.client.registry.present_miners())
+        present = len(self._pool_now().present())
         count = min(self.settings.miners_per_task, present)
         if count == 0:
             return  # every miner is away (paused): the session waits until one is back
@@ -350,7 +399,7 @@ class Oracle:
         self._stage(session_id, NetworkStage.START, result.tx_hash, f"{count} miners selected")
 
     def _reassign(self, session_id: int, state: int) -> None:
-        miners = self.client.registry.present_miners()
+        miners = self._pool_now().present()
         if not miners:
             return
         now = self._clock()
@@ -390,8 +439,7 @@ class Oracle:
             result.tx_hash,
             f"{passed} of {len(selected)} miners passed",
         )
-        self._open.pop(session_id, None)
-        self._failures.pop((TaskKind.NETWORK, session_id), None)
+        self._close_view(session_id)
         self.sessions_ended += 1
 
     def _record(
@@ -438,13 +486,14 @@ class Oracle:
                 since_block=event.block_number,
             )
         elif event.name == "TaskAssigned" and task_id in self._user_open:
-            # Also this oracle's own assignment; after a restart it is the only record of it.
+            # Also this oracle's own assignment; after a restart (or a reorg that rebuilt the
+            # view) it is the only record of it.
             self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
         elif event.name in ("TaskValidated", "TaskRefunded"):
             # Finished (validated by the leader, or refunded to its owner after the timeout):
             # nothing left to do, and a standby that kept it would hold its read position
             # there for good.
-            self._user_open.pop(task_id, None)
+            self._close_user_view(task_id)
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
@@ -462,7 +511,7 @@ class Oracle:
         elif state == TaskState.COMMITTED:
             self._validate_user(task_id, task)
         elif TaskState(state).finished:  # validated, or refunded by its owner after a timeout
-            self._user_open.pop(task_id, None)
+            self._close_user_view(task_id)
             self._assign_retry_at.pop(task_id, None)
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
@@ -472,7 +521,7 @@ class Oracle:
         session = self.client.queue.call("sessions", task.session_id)
         precision, k, model = Precision(int(session[1])), int(session[3]), bytes(session[5])
         per_token = int(session[6]) // k // self._tokens_per_answer()
-        eligible = self._eligible(model, precision, per_token)
+        eligible = self._eligible(model, precision, per_token, k)
         if len(eligible) < k:
             self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
             return  # not enough free eligible miners yet; the task waits in the queue
@@ -492,37 +541,33 @@ class Oracle:
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
 
-    def _eligible(self, model: bytes, precision: Precision, per_token: int) -> list[str]:
+    def _eligible(self, model: bytes, precision: Precision, per_token: int, k: int) -> list[str]:
         """Free pool miners serving `model` at `precision` whose price floor the task meets;
-        read once a step however many tasks wait."""
+        read once a step however many tasks wait. Who is in the pool, serving what at which
+        floor, comes from the pool index without a call; only candidates are asked whether
+        they are free, in an order seeded by the block, until a few tasks' worth are found:
+        bounded work however large the pool."""
         key = (model, precision, per_token)
         if key not in self._eligible_now:
-            present = self.client.registry.present_miners()
-            self._eligible_now[key] = [
-                m for m in present if self._serves(m, model, precision, per_token)
-            ]
+            serving = self._pool_now().serving(
+                model, full_precision=precision is Precision.FULL, max_floor=per_token
+            )
+            ranked = select_miners(
+                serving, len(serving), seed=f"pool:{self._head}", now=0, last_picked={}, cooldown=0
+            )
+            free: list[str] = []
+            for probed, miner in enumerate(ranked, start=1):
+                if self.client.queue.assignment(miner)[1] == AssignmentStatus.NONE:
+                    free.append(miner)
+                if len(free) >= FREE_WANTED * k or probed >= FREE_PROBES * k:
+                    break
+            self._eligible_now[key] = free
         return self._eligible_now[key]
 
     def _tokens_per_answer(self) -> int:
         if self._answer_tokens is None:
             self._answer_tokens = int(self.client.queue.call("answerTokens"))
         return self._answer_tokens
-
-    def _serves(self, miner: str, model: bytes, precision: Precision, per_token: int) -> bool:
-        """In the pool, serving the model, free (assign reverts on a busy miner), asking no
-        more than the task pays per token and, for a full-precision session, registered
-        GPU_FULL: a plan gives that tier only to an F16/BF16 file fully on the GPU
-        (engine/host/plan.py)."""
-        info = self.client.registry.node_info(miner)
-        if info.status != NodeStatus.EPHEMERAL or (
-            precision is Precision.FULL and info.tier != Tier.GPU_FULL
-        ):
-            return False
-        if info.price_floor > per_token:
-            return False
-        if self.client.queue.assignment(miner)[1] != AssignmentStatus.NONE:
-            return False
-        return model in self.client.registry.models_of(miner)
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
@@ -565,8 +610,7 @@ class Oracle:
             result.tx_hash,
             f"{passed} of {len(task.miners)} miners passed",
         )
-        self._user_open.pop(task_id, None)
-        self._failures.pop((TaskKind.USER, task_id), None)
+        self._close_user_view(task_id)
 
     def _user_stage(
         self, task: _UserTask, task_id: int, stage: UserStage, tx_hash: str, detail: str

@@ -19,7 +19,8 @@ from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.transactions import TxResult
-from chain.wrappers import PASS_SCORE, NodeStatus, Precision, TaskState, Tier, model_id
+from chain.wrappers import PASS_SCORE, Precision, TaskState, Tier, model_id
+from engine.node.pool_index import PoolIndex
 
 log = logging.getLogger(__name__)
 
@@ -86,30 +87,28 @@ class TaskOutcome:
         }
 
 
-def eligible_for_precision(client: ChainClient, precision: str) -> int:
+def eligible_for_precision(
+    client: ChainClient, precision: str, pool: PoolIndex | None = None
+) -> int:
     """How many registered miners, not away, could serve a session of this precision."""
-    registry = client.registry
-    miners = registry.present_miners()
-    if precision == "quantized":
-        return len(miners)
-    return sum(1 for m in miners if registry.node_info(m).tier == Tier.GPU_FULL)
+    index = _fresh(client, pool)
+    full = precision == "full"
+    return sum(1 for m in index.members() if not m.away and (not full or m.tier == Tier.GPU_FULL))
 
 
-def pool_size(client: ChainClient, model_name: str, precision: str) -> int:
-    """Miners in the user-task pool, not away, that serve this model at this precision."""
-    registry = client.registry
-    wanted = model_id(model_name)
-    count = 0
-    # Present miners only: an away one cannot be assigned, and the list is paged on chain, so
-    # this costs nothing per miner that registered and went away.
-    for miner in registry.present_miners():
-        info = registry.node_info(miner)
-        if info.status != NodeStatus.EPHEMERAL or wanted not in registry.models_of(miner):
-            continue
-        if precision == "full" and info.tier != Tier.GPU_FULL:
-            continue
-        count += 1
-    return count
+def pool_size(
+    client: ChainClient, model_name: str, precision: str, pool: PoolIndex | None = None
+) -> int:
+    """Miners in the user-task pool that serve this model at this precision."""
+    index = _fresh(client, pool)
+    return len(index.serving(model_id(model_name), full_precision=precision == "full"))
+
+
+def _fresh(client: ChainClient, pool: PoolIndex | None) -> PoolIndex:
+    """The registry's pool from its events (not one call per miner), up to the latest block."""
+    index = pool or PoolIndex(client)
+    index.refresh()
+    return index
 
 
 def wait_for_pool(
@@ -127,9 +126,10 @@ def wait_for_pool(
     after passing a network task, so this waits (saying what it waits for) rather than refusing.
     """
     last: tuple[int, int] | None = None
+    pool = PoolIndex(client)  # read once, then only the registry's new events each round
     while True:
-        registered = eligible_for_precision(client, precision)
-        pooled = pool_size(client, model_name, precision)
+        registered = eligible_for_precision(client, precision, pool)
+        pooled = pool_size(client, model_name, precision, pool)
         if pooled >= k:
             return
         if (registered, pooled) != last:

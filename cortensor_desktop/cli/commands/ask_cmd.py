@@ -128,6 +128,7 @@ def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> 
         profile.contracts,
         account,
         deploy_block=profile.deploy_block,
+        **ctx.chain_options(),
     )
     if devnet:
         _fund_from_anvil(client)

@@ -423,6 +423,7 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
         profile.contracts,
         key.account,
         deploy_block=profile.deploy_block,
+        **ctx.chain_options(),
     )
     if devnet:
         _fund_on_devnet(client, key.account.address)
