@@ -2,9 +2,11 @@
 
 Rules: every id carries its parameter count (`-8b-`, `-135m-`, or at the end), every figure
 group names its source, exactly one default (a chat model), every quant has at least one
-source, quant names are known to the estimate, sizes and hashes are either real or null, and
-a chat model has the figures the memory estimate needs (or says they are unknown with null).
-Headline on the last line.
+source, quant names are known to the estimate, sizes and hashes are either real or null, a
+chat model has the figures the memory estimate needs (or says they are unknown with null), and
+a URL on a moving branch (`/resolve/main/`) is pinned by the quant's sha256 or says in
+`unpinned` why not (profiler.catalogue.moving_revision). Headline on the last line: how many
+quants have a known size and sha256 and how many URLs are pinned to a commit.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from profiler.catalogue import (  # noqa: E402
     CatalogueError,
     QuantVariant,
     load_catalogue,
+    moving_revision,
     parse_catalogue,
 )
 from profiler.estimate import QUANTS  # noqa: E402
@@ -67,9 +70,33 @@ def _quant_problems(qwhere: str, q: QuantVariant) -> list[str]:
         found.append(f"{qwhere}: file name does not end in .gguf")
     for s in q.sources:
         url = s.get("url")
-        if s.type == "url" and not (isinstance(url, str) and url.startswith("https://")):
+        if s.type != "url":
+            continue
+        if not (isinstance(url, str) and url.startswith("https://")):
             found.append(f"{qwhere}: url source must be https")
+            continue
+        branch = moving_revision(url)
+        reason = s.get("unpinned")
+        if branch is not None and q.sha256 is None and not (isinstance(reason, str) and reason):
+            found.append(
+                f"{qwhere}: {url} reads the moving branch '{branch}' and no sha256 pins the "
+                "bytes: put a commit hash in the URL, or the sha256, or say why in 'unpinned'"
+            )
     return found
+
+
+def pinning(raw: dict[str, object]) -> dict[str, int]:
+    """How much of the catalogue is pinned: quants with size, with sha256; URLs on a commit."""
+    catalogue = parse_catalogue(raw)
+    quants = [q for m in catalogue.models for q in m.quants]
+    urls = [str(s.get("url")) for q in quants for s in q.sources if s.type == "url"]
+    return {
+        "quants": len(quants),
+        "sized": sum(1 for q in quants if q.size_bytes is not None),
+        "hashed": sum(1 for q in quants if q.sha256 is not None),
+        "urls": len(urls),
+        "pinned_urls": sum(1 for u in urls if moving_revision(u) is None),
+    }
 
 
 def main() -> int:
@@ -79,6 +106,13 @@ def main() -> int:
     for line in found:
         print(f"catalogue: {line}")
     count = len(load_catalogue(path).models) if not found else len(raw.get("models", []))
+    if not found:
+        p = pinning(raw)
+        print(
+            f"pinning: {p['sized']}/{p['quants']} quants with a known size, {p['hashed']}/"
+            f"{p['quants']} with a sha256, {p['pinned_urls']}/{p['urls']} URLs on a commit "
+            "(the rest record the sha256 of their first download)"
+        )
     print(f"catalogue check: {count} models, {len(found)} problems")
     return 1 if found else 0
 

@@ -14,7 +14,7 @@ ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "contracts"
 # The contracts a network runs, in deployment order. StoredAnswersQueue is for bench/gas.py only.
 NETWORK_CONTRACTS = ("NodeRegistry", "NodeStats", "SessionPayment", "Cognitive", "SessionQueue")
 # What the app was built against; contracts report theirs through protocolVersion().
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 @dataclass(frozen=True)

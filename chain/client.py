@@ -11,6 +11,7 @@ from web3 import Web3
 
 from chain.artifacts import NETWORK_CONTRACTS, PROTOCOL_VERSION, load_artifact
 from chain.errors import ChainError
+from chain.events import DEFAULT_LOG_SPAN, LogPager
 from chain.rpc import Backend, HttpBackend, RetryPolicy
 from chain.transactions import GasPolicy, NonceManager, TxResult, TxSender
 from chain.wrappers import Cognitive, NodeRegistry, NodeStats, SessionPayment, SessionQueue
@@ -24,6 +25,9 @@ class Deployment:
 
     chain_id: int
     contracts: Mapping[str, str]
+    # The block the contracts were deployed in (from the profile): no event of this network is
+    # older, so event reads start here at the earliest, never at block 0.
+    deploy_block: int = 0
 
     def address(self, name: str) -> str:
         try:
@@ -40,20 +44,23 @@ class ChainClient:
         account: LocalAccount | None = None,
         nonces: NonceManager | None = None,
         gas: GasPolicy | None = None,
+        logs: LogPager | None = None,
     ) -> None:
         self.backend = backend
         self.web3 = backend.web3
         self.deployment = deployment
         self.nonces = nonces or NonceManager(self.web3)
         self.gas = gas
+        self.logs = logs or LogPager()
         self.sender = (
             TxSender(backend, account, self.nonces, deployment.chain_id, gas) if account else None
         )
-        self.registry = NodeRegistry(self._contract("NodeRegistry"), self.sender)
-        self.stats = NodeStats(self._contract("NodeStats"), self.sender)
-        self.cognitive = Cognitive(self._contract("Cognitive"), self.sender)
-        self.queue = SessionQueue(self._contract("SessionQueue"), self.sender)
-        self.payment = SessionPayment(self._contract("SessionPayment"), self.sender)
+        pager = self.logs
+        self.registry = NodeRegistry(self._contract("NodeRegistry"), self.sender, pager)
+        self.stats = NodeStats(self._contract("NodeStats"), self.sender, pager)
+        self.cognitive = Cognitive(self._contract("Cognitive"), self.sender, pager)
+        self.queue = SessionQueue(self._contract("SessionQueue"), self.sender, pager)
+        self.payment = SessionPayment(self._contract("SessionPayment"), self.sender, pager)
 
     def _contract(self, name: str):  # type: ignore[no-untyped-def]
         return self.web3.eth.contract(
@@ -67,7 +74,7 @@ class ChainClient:
 
     def as_account(self, account: LocalAccount) -> ChainClient:
         """The same chain and nonce bookkeeping, signing as another account."""
-        return ChainClient(self.backend, self.deployment, account, self.nonces, self.gas)
+        return ChainClient(self.backend, self.deployment, account, self.nonces, self.gas, self.logs)
 
     def balance(self, address: str) -> int:
         return int(self.web3.eth.get_balance(Web3.to_checksum_address(address)))
@@ -96,10 +103,20 @@ def connect(
     contracts: Mapping[str, str],
     account: LocalAccount | None = None,
     policy: RetryPolicy | None = None,
+    deploy_block: int = 0,
+    *,
+    log_span: int = DEFAULT_LOG_SPAN,
+    gas: GasPolicy | None = None,
 ) -> ChainClient:
-    """A client for an HTTP network profile (local devnet, testnet): failover over `rpc_urls`."""
+    """A client for an HTTP network profile (local devnet, testnet): failover over `rpc_urls`.
+
+    `deploy_block` (the profile's) is where event reads start at the earliest; `log_span` the
+    most blocks one eth_getLogs covers (`[chain] log_range_blocks`); `gas` the fee policy with
+    its cap (`[chain] max_fee_gwei`).
+    """
     missing = [n for n in NETWORK_CONTRACTS if n not in contracts]
     if missing:
         raise ChainError(f"the network profile lacks contract addresses for {', '.join(missing)}")
     backend = HttpBackend(list(rpc_urls), policy or RetryPolicy())
-    return ChainClient(backend, Deployment(chain_id, dict(contracts)), account)
+    deployment = Deployment(chain_id, dict(contracts), deploy_block)
+    return ChainClient(backend, deployment, account, gas=gas, logs=LogPager(log_span))

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from web3 import EthereumTesterProvider, Web3
 from web3.types import RPCEndpoint
 
 from chain.client import ChainClient, Deployment
-from chain.deploy import NetworkParams, deploy_network
+from chain.deploy import NetworkParams, deploy_network_detailed
 from chain.errors import DevnetError
 from chain.rpc import EmbeddedBackend, HttpBackend, RetryPolicy
 
@@ -54,6 +55,7 @@ class EmbeddedChain:
     admin: LocalAccount
     oracles: list[LocalAccount]
     accounts: list[LocalAccount]
+    deploy_block: int = 0
     _snapshots: list[Any] = field(default_factory=list)
 
     @property
@@ -62,7 +64,7 @@ class EmbeddedChain:
 
     @property
     def deployment(self) -> Deployment:
-        return Deployment(self.chain_id, self.contracts)
+        return Deployment(self.chain_id, self.contracts, self.deploy_block)
 
     def client(self, account: LocalAccount | None = None) -> ChainClient:
         return ChainClient(self.backend, self.deployment, account)
@@ -125,7 +127,7 @@ def start_embedded(
         )
     accounts = [Account.from_key(k.to_bytes()) for k in keys]
     admin, oracle_accounts, dev = accounts[0], accounts[1 : 1 + oracles], accounts[1 + oracles :]
-    contracts = deploy_network(
+    deployed = deploy_network_detailed(
         backend, admin, [o.address for o in oracle_accounts], params, queue_contract
     )
     web3 = backend.web3
@@ -134,10 +136,11 @@ def start_embedded(
         tester=tester,
         chain_id=int(web3.eth.chain_id),
         genesis_hash=web3.eth.get_block(0)["hash"].to_0x_hex(),
-        contracts=contracts,
+        contracts=deployed.contracts,
         admin=admin,
         oracles=oracle_accounts,
         accounts=dev,
+        deploy_block=deployed.deploy_block,
     )
 
 
@@ -184,8 +187,16 @@ class AnvilProcess:
         state_file: Path | None = None,
         port: int = 0,
         state_interval_s: int = 5,
+        host: str = "127.0.0.1",
+        wrapper: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """`host`, `wrapper` (e.g. `ip netns exec NS`) and `extra_args` (e.g. `--block-time 1`)
+        put anvil elsewhere than loopback, as the many-hosts test does."""
         self.chain_id = chain_id
+        self.host = host
+        self.wrapper = tuple(wrapper)
+        self.extra_args = tuple(extra_args)
         self.log_file = log_file
         self.state_file = state_file
         self.state_interval_s = state_interval_s
@@ -195,13 +206,14 @@ class AnvilProcess:
 
     @property
     def rpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
         command = [
+            *self.wrapper,
             str(find_anvil()),
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             "--chain-id",
@@ -212,7 +224,7 @@ class AnvilProcess:
         if self.state_file is not None:
             command += ["--state", str(self.state_file)]
             command += ["--state-interval", str(self.state_interval_s)]
-        return command
+        return command + list(self.extra_args)
 
     def start(self, timeout_s: float = 20.0) -> AnvilProcess:
         command = self.command()
@@ -233,7 +245,7 @@ class AnvilProcess:
 
     def _wait_for_port(self, log_path: Path, offset: int, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
-        pattern = re.compile(rb"Listening on 127\.0\.0\.1:(\d+)")
+        pattern = re.compile(rb"Listening on " + re.escape(self.host.encode()) + rb":(\d+)")
         while time.monotonic() < deadline:
             match = pattern.search(log_path.read_bytes()[offset:])
             if match:
@@ -320,6 +332,7 @@ class LocalDevnet:
     contracts: dict[str, str]
     admin: LocalAccount
     oracles: list[LocalAccount]
+    deploy_block: int = 0
 
 
 def deploy_on_anvil(
@@ -329,12 +342,13 @@ def deploy_on_anvil(
     web3 = backend.web3
     admin = new_funded_account(web3)
     oracle_accounts = [new_funded_account(web3) for _ in range(oracles)]
-    contracts = deploy_network(backend, admin, [o.address for o in oracle_accounts], params)
+    deployed = deploy_network_detailed(backend, admin, [o.address for o in oracle_accounts], params)
     return LocalDevnet(
         rpc_url=anvil.rpc_url,
         chain_id=int(web3.eth.chain_id),
         genesis_hash=web3.eth.get_block(0)["hash"].to_0x_hex(),
-        contracts=contracts,
+        contracts=deployed.contracts,
         admin=admin,
         oracles=oracle_accounts,
+        deploy_block=deployed.deploy_block,
     )

@@ -22,6 +22,10 @@ class TransactionTimeout(ChainError):
     """A sent transaction had no receipt within the time allowed."""
 
 
+class FeeCapExceeded(ChainError):
+    """The chain's base fee is above the fee cap of the config: a transaction would not be mined."""
+
+
 class ContractRevert(ChainError):
     """A contract rejected a call, decoded from its custom error (same on every backend)."""
 

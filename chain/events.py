@@ -1,20 +1,44 @@
-"""Reading contract events without scanning from block 0.
+"""Reading contract events without scanning from block 0, in pages a public RPC accepts.
 
-`get_logs` from block 0 grows quadratically on the in-process chain, so reads are always over a
-bounded range: an EventCursor remembers where it stopped and reads forward in chunks of at most
-`max_span` blocks; `events_in_receipt` decodes a transaction's own logs without any scan.
+`get_logs` from block 0 grows quadratically on the in-process chain, and public RPCs refuse an
+`eth_getLogs` over more than some number of blocks (1,000 or fewer on many hosted endpoints), so
+reads are always over a bounded range: an EventCursor remembers where it stopped and reads forward
+in pages of a `LogPager`. The pager's span comes from the config (`[chain] log_range_blocks`); an
+RPC that refuses a page as too large halves the span (shared by every cursor of the client, so the
+next reads fit at once) and the same page is read again in smaller pieces: no event is skipped.
+`events_in_receipt` decodes a transaction's own logs without any scan.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from web3.contract import Contract
 from web3.types import TxReceipt
 
+from chain.errors import ChainError
+
 log = logging.getLogger(__name__)
+DEFAULT_LOG_SPAN = 1000
+# What RPCs answer when an eth_getLogs covers too many blocks or results (geth, erigon, alchemy,
+# infura, quicknode, ankr, publicnode, anvil's --max-logs-range... phrase it differently).
+_TOO_LARGE = (
+    "block range",
+    "range is too",
+    "range too",
+    "too large",
+    "too wide",
+    "too many",
+    "more than",
+    "exceed",
+    "limited to",
+    "max range",
+    "query timeout",
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +81,72 @@ def events_in_receipt(
     return found
 
 
+def is_range_refusal(exc: BaseException) -> bool:
+    """Whether an RPC refused an eth_getLogs because the range (or its result) was too large."""
+    text = str(exc).lower()
+    if "rate limit" in text or "429" in text:
+        return False  # too many requests, not too many blocks: backing off is the RPC's job
+    return any(marker in text for marker in _TOO_LARGE)
+
+
+def is_beyond_head(exc: BaseException) -> bool:
+    """Whether an RPC refused logs because the range ends past its head: the chain got shorter
+    between reading the head and reading the logs (anvil: "block height is 50 but requested was
+    51"; geth: "invalid block range", erigon: "block not found")."""
+    text = str(exc).lower()
+    markers = ("block height is", "blockoutofrange", "beyond", "invalid block range", "not found")
+    return any(marker in text for marker in markers)
+
+
+class LogPager:
+    """Reads logs over a block range in pages of at most `span` blocks; shared by cursors.
+
+    `span` shrinks (halves, down to one block) when the RPC refuses a page as too large, and
+    stays small: every later read of this client fits the RPC's cap without another refusal.
+    """
+
+    def __init__(self, span: int = DEFAULT_LOG_SPAN) -> None:
+        if span < 1:
+            raise ValueError("a log page spans at least one block")
+        self.span = span
+        self.requests = 0  # eth_getLogs calls made, refused ones included (the bench counts them)
+        self._lock = threading.Lock()
+
+    def read(
+        self, fetch: Callable[[int, int], list[Any]], from_block: int, to_block: int
+    ) -> list[Any]:
+        """Every log `fetch(from, to)` returns over [from_block, to_block], page by page."""
+        found: list[Any] = []
+        start = from_block
+        while start <= to_block:
+            span = self.span
+            end = min(to_block, start + span - 1)
+            self.requests += 1
+            try:
+                found.extend(fetch(start, end))
+            except Exception as exc:
+                if end == start or not is_range_refusal(exc):
+                    raise
+                self._shrink(end - start + 1, exc)
+                continue  # the same page again, smaller
+            start = end + 1
+        return found
+
+    def _shrink(self, refused: int, exc: BaseException) -> None:
+        with self._lock:
+            smaller = max(1, refused // 2)
+            if smaller < self.span:
+                log.warning(
+                    "the RPC refused logs over %d blocks (%s); reading %d blocks per request",
+                    refused,
+                    str(exc)[:120],
+                    smaller,
+                )
+                self.span = smaller
+
+
 class EventCursor:
-    """Reads one event type forward from a block, at most `max_span` blocks per request."""
+    """Reads one event type forward from a block, in the pages of a LogPager."""
 
     def __init__(
         self,
@@ -67,15 +155,24 @@ class EventCursor:
         event_name: str,
         from_block: int,
         *,
-        max_span: int = 1000,
+        max_span: int = DEFAULT_LOG_SPAN,
         argument_filters: dict[str, Any] | None = None,
+        pager: LogPager | None = None,
     ) -> None:
         self.contract_name = contract_name
         self.contract = contract
         self.event_name = event_name
         self.next_block = from_block
-        self.max_span = max_span
+        self.pager = pager or LogPager(max_span)
         self.argument_filters = argument_filters
+
+    @property
+    def max_span(self) -> int:
+        return self.pager.span
+
+    @max_span.setter
+    def max_span(self, span: int) -> None:
+        self.pager = LogPager(span)  # this cursor alone, not the client's shared pager
 
     def poll(self, to_block: int | None = None) -> list[ChainEvent]:
         """Events since the last poll up to `to_block` (default: the latest block)."""
@@ -90,13 +187,19 @@ class EventCursor:
         """
         head = int(self.contract.w3.eth.block_number) if to_block is None else to_block
         event = getattr(self.contract.events, self.event_name)
-        found: list[ChainEvent] = []
-        next_block = self.next_block
-        while next_block <= head:
-            end = min(head, next_block + self.max_span - 1)
-            raws = event.get_logs(
-                from_block=next_block, to_block=end, argument_filters=self.argument_filters
+
+        def fetch(start: int, end: int) -> list[Any]:
+            return list(
+                event.get_logs(
+                    from_block=start, to_block=end, argument_filters=self.argument_filters
+                )
             )
-            found.extend(_to_event(self.contract_name, r) for r in raws)
-            next_block = end + 1
-        return found, next_block
+
+        try:
+            raws = self.pager.read(fetch, self.next_block, head)
+        except Exception as exc:
+            if is_beyond_head(exc):  # the chain got shorter since `head` was read (a reorg)
+                raise ChainError(f"{self.event_name} logs up to block {head}: {exc}") from None
+            raise
+        found = [_to_event(self.contract_name, r) for r in raws]
+        return found, max(self.next_block, head + 1)

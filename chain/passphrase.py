@@ -13,7 +13,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chain.errors import WalletError
@@ -34,29 +34,46 @@ HOW_TO = (
 
 @dataclass(frozen=True)
 class Passphrase:
-    value: str
+    value: str = field(repr=False)  # a repr (a log line, a traceback's locals) never shows it
     source: str  # "file", "environment", "keyring" or "prompt": for messages, never the value
 
 
 def secure_keyring() -> object | None:
-    """The active keyring backend if it is a real secure store, else None.
+    """The keyring backend to use if it is a real secure store, else None.
 
     `keyring.core.recommended()` says yes even for keyrings.alt's plaintext backend, so the
     module and the priority are checked here: secure backends rate themselves at 1 or more.
+    With several viable backends keyring's active one is its ChainerBackend, which would read
+    from and write to every chained store, a plaintext file among them: it is never used as
+    such. Its first chained backend is used directly when that one is secure (the one the
+    chainer itself would write to), so no insecure store is ever read or written.
     """
     try:
         import keyring
     except ImportError:
         return None
     backend = keyring.get_keyring()
+    chained = getattr(backend, "backends", None)
+    if chained is not None:  # keyring.backends.chainer.ChainerBackend (or another chain)
+        try:
+            first = next(iter(chained), None)
+        except Exception:
+            return None
+        return first if first is not None and _is_secure(first) else None
+    return backend if _is_secure(backend) else None
+
+
+def _is_secure(backend: object) -> bool:
     module = type(backend).__module__
     if module.startswith(_INSECURE_MODULES) or "plaintext" in type(backend).__name__.lower():
-        return None
+        return False
+    if getattr(backend, "backends", None) is not None:
+        return False  # a chain inside a chain: not a store we can vouch for
     try:
-        priority = float(backend.priority)
+        priority = float(backend.priority)  # type: ignore[attr-defined]
     except Exception:
-        return None
-    return backend if priority >= 1 else None
+        return False
+    return priority >= 1
 
 
 def keyring_get(address: str) -> str | None:
@@ -106,7 +123,12 @@ def resolve(
     if file_name:
         return Passphrase(_read_file(Path(file_name).expanduser()), "file")
     if env.get(VALUE_ENV):
-        return Passphrase(env[VALUE_ENV], "environment")
+        value = env[VALUE_ENV]
+        if environ is None:
+            # Read once, then gone: every process started from here on (inference workers,
+            # anything they start) would otherwise inherit it, readable in /proc/PID/environ.
+            os.environ.pop(VALUE_ENV, None)
+        return Passphrase(value, "environment")
     if address:
         stored = keyring_get(address)
         if stored:

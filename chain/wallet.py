@@ -7,8 +7,10 @@ and addresses, never keys or passphrases.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +39,40 @@ def wallet_path(keystore_dir: Path) -> Path:
 
 
 def _write_private(path: Path, document: dict[str, Any]) -> None:
-    """Write atomically with mode 0600 from the first byte (no window where others can read)."""
+    """Write atomically with mode 0600 from the first byte (no window where others can read).
+
+    The temporary file is a new one with a random name (mkstemp: O_CREAT|O_EXCL, 0600), so a
+    file or link another user planted beside the target (`export --to /tmp/x`) is never
+    written into; file and folder are fsynced before and after the rename, so a power cut
+    leaves the old wallet or the new one, never an empty file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # Windows cannot open a folder; its rename is durable enough there
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _encrypt(account: LocalAccount, passphrase: str, scrypt_n: int) -> dict[str, Any]:

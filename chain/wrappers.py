@@ -14,7 +14,7 @@ from typing import Any
 from eth_utils.crypto import keccak
 from web3.contract import Contract
 
-from chain.events import ChainEvent, EventCursor, events_in_receipt
+from chain.events import ChainEvent, EventCursor, LogPager, events_in_receipt
 from chain.transactions import TxResult, TxSender
 
 # NodeStats stages (Common.sol): create, prepare, precommit, commit, validate, user task.
@@ -39,9 +39,16 @@ class SlotStatus(IntEnum):
 
 
 class TaskState(IntEnum):
-    """SessionQueue.State: a user task. Ack and precommit both happen while it is Assigned."""
+    """SessionQueue.State: a user task. Ack and precommit both happen while it is Assigned.
 
-    NONE, QUEUED, ASSIGNED, COMMIT, COMMITTED, VALIDATED = range(6)
+    REFUNDED: the leader left it for the task timeout and its owner (or a miner) took the price
+    back (SessionQueue.refund)."""
+
+    NONE, QUEUED, ASSIGNED, COMMIT, COMMITTED, VALIDATED, REFUNDED = range(7)
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskState.VALIDATED, TaskState.REFUNDED)
 
 
 class AssignmentStatus(IntEnum):
@@ -87,6 +94,10 @@ class Precision(IntEnum):
 
 # Cognitive/SessionQueue: a score at or above this passes and is paid.
 PASS_SCORE = 60
+# SessionQueue.MAX_K: the highest redundancy a session may ask for.
+MAX_K = 16
+# How many present miners one `presentMiners` call returns (a page).
+PRESENT_PAGE = 256
 
 
 def model_id(name: str) -> bytes:
@@ -116,14 +127,18 @@ class NodeInfo:
     payout: str
     app_version: str
     away: bool = False  # paused by its operator: out of selection and the pool
+    price_floor: int = 0  # wei per answer token it accepts at least (setPriceFloor)
 
 
 class ContractWrapper:
     name = ""
 
-    def __init__(self, contract: Contract, sender: TxSender | None) -> None:
+    def __init__(
+        self, contract: Contract, sender: TxSender | None, pager: LogPager | None = None
+    ) -> None:
         self.contract = contract
         self.sender = sender
+        self.pager = pager or LogPager()  # the client's: one span for every cursor
 
     @property
     def address(self) -> str:
@@ -149,7 +164,12 @@ class ContractWrapper:
 
     def cursor(self, event_name: str, from_block: int, **filters: Any) -> EventCursor:
         return EventCursor(
-            self.name, self.contract, event_name, from_block, argument_filters=filters or None
+            self.name,
+            self.contract,
+            event_name,
+            from_block,
+            argument_filters=filters or None,
+            pager=self.pager,
         )
 
     def _new_id(self, result: TxResult, event_name: str, key: str) -> int:
@@ -185,6 +205,8 @@ class NodeRegistry(ContractWrapper):
         return self._tx("addOracle", oracle)
 
     def set_module(self, module: str, enabled: bool) -> TxResult:
+        """Disable at once; enable at once only during setup, else schedule it (ModuleScheduled:
+        `activate_module` after the registry's module delay)."""
         return self._tx("setModule", module, enabled)
 
     def set_allow_listed(self, node: str, allowed: bool) -> TxResult:
@@ -193,11 +215,45 @@ class NodeRegistry(ContractWrapper):
     def set_open_registration(self, open_: bool) -> TxResult:
         return self._tx("setOpenRegistration", open_)
 
+    def set_price_floor(self, wei_per_token: int) -> TxResult:
+        """The least this node accepts per answer token; assign refuses it below that."""
+        return self._tx("setPriceFloor", wei_per_token)
+
     def takeover(self) -> TxResult:
         return self._tx("takeover")
 
+    # Admin powers: bounded and visible (docs/CHAIN.md "Who is trusted with what").
+    def remove_oracle(self, oracle: str) -> TxResult:
+        return self._tx("removeOracle", oracle)
+
+    def transfer_admin(self, next_admin: str) -> TxResult:
+        """Step one of two: `accept_admin` from the new key completes it."""
+        return self._tx("transferAdmin", next_admin)
+
+    def accept_admin(self) -> TxResult:
+        return self._tx("acceptAdmin")
+
+    def activate_module(self, module: str) -> TxResult:
+        """Switch on a module scheduled by `set_module` once its delay is over (anyone)."""
+        return self._tx("activateModule", module)
+
+    def end_setup(self) -> TxResult:
+        return self._tx("endSetup")
+
+    def admin(self) -> str:
+        return str(self._call("admin"))
+
+    def module_ready_at(self, module: str) -> int:
+        """When a scheduled module may be activated; 0 when none is scheduled."""
+        return int(self._call("moduleReadyAt", module))
+
+    def is_module(self, module: str) -> bool:
+        return bool(self._call("isModule", module))
+
     def node_info(self, node: str) -> NodeInfo:
-        status, tier, memory_mb, successes, payout, away, app_version = self._call("nodeInfo", node)
+        status, tier, memory_mb, successes, payout, away, _, _, floor, app_version = self._call(
+            "nodeInfo", node
+        )
         return NodeInfo(
             int(status),
             int(tier),
@@ -206,6 +262,7 @@ class NodeRegistry(ContractWrapper):
             str(payout),
             str(app_version),
             bool(away),
+            int(floor),
         )
 
     def models_of(self, node: str) -> list[bytes]:
@@ -220,15 +277,22 @@ class NodeRegistry(ContractWrapper):
     def miner_at(self, index: int) -> str:
         return str(self._call("minerAt", index))
 
-    def candidate_at(self, index: int) -> tuple[str, bool]:
-        """The index-th miner and whether it is away (paused), in one call."""
-        node, away = self._call("candidateAt", index)
-        return str(node), bool(away)
+    def present_count(self) -> int:
+        return int(self._call("presentCount"))
+
+    def present_page(self, start: int, limit: int = PRESENT_PAGE) -> list[str]:
+        return [str(a) for a in self._call("presentMiners", start, limit)]
 
     def present_miners(self) -> list[str]:
-        """Registered miners that are not away: the ones selection and assignment may pick."""
-        candidates = (self.candidate_at(i) for i in range(self.miner_count()))
-        return [node for node, away in candidates if not away]
+        """Registered miners that are not away: the ones selection and assignment may pick.
+
+        One call per PRESENT_PAGE of them, however many miners registered or went away."""
+        found: list[str] = []
+        while True:
+            page = self.present_page(len(found))
+            found += page
+            if len(page) < PRESENT_PAGE:
+                return found
 
 
 class NodeStats(ContractWrapper):
@@ -243,8 +307,6 @@ class NodeStats(ContractWrapper):
 
     def stats(self, node: str) -> dict[str, int]:
         names = (
-            "pings",
-            "last_ping",
             "streak",
             "best_streak",
             "successes",
@@ -252,6 +314,8 @@ class NodeStats(ContractWrapper):
             "user_tasks",
             "user_points",
             "fail_streak",
+            "pings",
+            "last_ping",
         )
         return {n: int(v) for n, v in zip(names, self._call("stats", node), strict=True)}
 
@@ -345,8 +409,29 @@ class SessionQueue(ContractWrapper):
     ) -> TxResult:
         return self._tx("validate", task_id, miners, scores, consensus)
 
+    def refund(self, task_id: int, miners: list[str]) -> TxResult:
+        """The price back to the owner once the leader left the task for the task timeout
+        (the owner, or a miner it reserves); `miners` is the assignment, [] while queued."""
+        return self._tx("refund", task_id, miners)
+
+    def set_min_price_per_token(self, wei_per_token: int) -> TxResult:
+        """Admin only: the least a session pays each miner per answer token."""
+        return self._tx("setMinPricePerToken", wei_per_token)
+
+    def min_price(self, k: int) -> int:
+        """The least price a session of redundancy k may offer now."""
+        return int(self._call("minPrice", k))
+
     def state(self, task_id: int) -> int:
         return int(self._call("tasks", task_id)[1])
+
+    def deadline(self, task_id: int) -> int:
+        """A window's end; while Queued or Committed, when the task entered that state."""
+        return int(self._call("tasks", task_id)[2])
+
+    def refundable_at(self, task_id: int) -> int:
+        """After this block time the task may be refunded (if still unfinished)."""
+        return self.deadline(task_id) + int(self._call("taskTimeout"))
 
     def assignment(self, miner: str) -> tuple[int, int]:
         """(task id, status) of a miner's assignment: status 0 free, 1 assigned, 2 acked,

@@ -111,6 +111,11 @@ class FitSection:
     load_anyway: bool = _opt(
         False, "Load the chosen or overridden model even when the estimate says it does not fit"
     )
+    extra_models: list[str] = _opt(  # noqa: RUF009 (_opt gives lists a default_factory)
+        [],
+        "Catalogue chat models a miner also serves, loaded on demand within the memory budget "
+        "(least recently used unloaded first)",
+    )
 
     def to_fit_settings(self) -> FitSettings:
         """The profiler's pure-data settings (the profiler does not read config files)."""
@@ -146,6 +151,20 @@ class ApiSection:
         min=-1,
         max=65535,
     )
+
+
+@dataclass(frozen=True)
+class RouterSection:
+    """The OpenAI-compatible router `run` serves on the embedded network (docs/ROUTER.md)."""
+
+    port: int = _opt(
+        8787,
+        "Port of the router on 127.0.0.1 that `run` serves on the embedded network (OpenAI base "
+        "URL http://127.0.0.1:PORT/v1); 0 turns it off",
+        min=0,
+        max=65535,
+    )
+    redundancy: int = _opt(3, "Miners that answer each router request (k)", min=1, max=16)
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,14 @@ class WalletSection:
         "address). Set on chain with NodeRegistry.setPayout when the node registers",
         pattern=ADDRESS_PATTERN,
     )
+    price_floor_wei_per_token: int = _opt(
+        0,
+        "The least a user task must pay this node per answer token, in wei (0: any price the "
+        "network's minimum allows). Published on chain at start (NodeRegistry.setPriceFloor): "
+        "the leader cannot assign this node a cheaper task",
+        min=0,
+        max=2**88 - 1,
+    )
 
 
 @dataclass(frozen=True)
@@ -228,6 +255,42 @@ class AlertsSection:
 
 
 @dataclass(frozen=True)
+class ChainSection:
+    """How the node talks to a public chain: log paging and the fee cap (docs/CONFIG.md)."""
+
+    log_range_blocks: int = _opt(
+        1000,
+        "Most blocks one eth_getLogs request covers; public RPCs cap it (often at 1000 or less). "
+        "A smaller cap the RPC enforces is learnt at run time",
+        min=1,
+        max=1_000_000,
+    )
+    max_fee_gwei: float = _opt(
+        0.0,
+        "Most a transaction may pay per gas, in gwei (EIP-1559 max fee), also when a stuck "
+        "transaction is replaced with a higher fee; 0: no cap",
+        min=0.0,
+    )
+    priority_fee_gwei: float = _opt(
+        1.0, "Tip per gas for the block producer, in gwei (EIP-1559 priority fee)", min=0.0
+    )
+
+    @property
+    def max_fee_wei(self) -> int | None:
+        return _gwei(self.max_fee_gwei) if self.max_fee_gwei > 0 else None
+
+    @property
+    def priority_fee_wei(self) -> int:
+        return _gwei(self.priority_fee_gwei)
+
+
+def _gwei(value: float) -> int:
+    from decimal import Decimal
+
+    return int(Decimal(str(value)) * 10**9)
+
+
+@dataclass(frozen=True)
 class Config:
     network: NetworkSection = field(default_factory=NetworkSection)
     models: ModelsSection = field(default_factory=ModelsSection)
@@ -235,9 +298,11 @@ class Config:
     logging: LoggingSection = field(default_factory=LoggingSection)
     fit: FitSection = field(default_factory=FitSection)
     api: ApiSection = field(default_factory=ApiSection)
+    router: RouterSection = field(default_factory=RouterSection)
     policy: PolicySection = field(default_factory=PolicySection)
     wallet: WalletSection = field(default_factory=WalletSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
+    chain: ChainSection = field(default_factory=ChainSection)
 
 
 @dataclass(frozen=True)
@@ -449,13 +514,10 @@ def toml_literal(value: Any) -> str:
 
 
 def _toml_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
-    return repr(value)
+    """A value as TOML source; tomlkit escapes what a string needs (quotes, control characters)."""
+    import tomlkit
+
+    return str(tomlkit.item(value).as_string())
 
 
 # -- editing one key (the dashboard's Settings screen, `config set`) --------------------------
@@ -493,7 +555,7 @@ def set_config_value(
     """
     value = parse_value(dotted, text)
     old = path.read_text(encoding="utf-8") if path.exists() else default_config_text()
-    new = _with_key(old, dotted, _toml_literal(value))
+    new = _with_key(old, dotted, value)
     try:
         raw = tomllib.loads(new)
     except tomllib.TOMLDecodeError as exc:
@@ -503,24 +565,25 @@ def set_config_value(
     return load_config(path, environ)
 
 
-def _with_key(text: str, dotted: str, literal: str) -> str:
+def _with_key(text: str, dotted: str, value: Any) -> str:
+    """`text` with `section.key` set to `value`, edited as a TOML document (tomlkit), so comments
+    (inline ones on the key too), multi-line arrays, dotted keys and the layout all survive."""
+    import tomlkit
+    from tomlkit.items import Item
+
     section, _, key = dotted.partition(".")
-    lines = text.splitlines()
-    current, header_at = "", None
-    for index, line in enumerate(lines):
-        header = re.match(r"^\s*\[([^\]]+)\]", line)
-        if header:
-            current = header.group(1).strip()
-            if current == section:
-                header_at = index
-        elif current == section and re.match(rf"^\s*{re.escape(key)}\s*=", line):
-            lines[index] = f"{key} = {literal}"
-            return "\n".join(lines) + "\n"
-    if header_at is None:
-        lines += ["", f"[{section}]", f"{key} = {literal}"]
-    else:
-        lines.insert(header_at + 1, f"{key} = {literal}")
-    return "\n".join(lines) + "\n"
+    document = tomlkit.parse(text)
+    table = document.get(section)
+    if table is None:
+        table = tomlkit.table()
+        document[section] = table
+    item = tomlkit.item(value)
+    old = table.get(key)
+    if isinstance(old, Item) and old.trivia.comment:
+        item.trivia.comment_ws = old.trivia.comment_ws or "  "
+        item.trivia.comment = old.trivia.comment
+    table[key] = item
+    return str(tomlkit.dumps(document))
 
 
 def write_atomically(path: Path, text: str) -> None:

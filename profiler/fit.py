@@ -107,6 +107,10 @@ class Recommendation:
     embedding_model_id: str | None = None
     embedding_ram_bytes: int = 0
     load_anyway: bool = False
+    # The usable memory the fit worked within (after buffers, margins and caps): what a node
+    # offers the network for models (NodeRegistry's memory figure).
+    ram_budget_bytes: int = 0
+    vram_budget_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Exactly the documented fields (docs/PROFILER.md)."""
@@ -198,6 +202,7 @@ def recommend(
 
     sx = _Search(hardware, budget, s, measured, shapes or {}, emb_id, emb_bytes)
     candidates = _candidates(catalogue, s)
+    reasons.extend(_override_misses(candidates, s))
     rejected: list[str] = []
     for entry in candidates:
         found = _fit_model(sx, entry)
@@ -216,6 +221,24 @@ def recommend(
         f"{what} this machine ({budget.ram_text}): {detail}. "
         "Free memory, lower [fit] ram_buffer_pct, or set [fit] load_anyway = true"
     )
+
+
+def _override_misses(candidates: list[ModelEntry], s: FitSettings) -> list[str]:
+    """Overrides the named model cannot take: refused, or one warning under load_anyway."""
+    if not s.model or not candidates:
+        return []
+    entry, misses = candidates[0], []
+    limit, n_layer = entry.architecture.context_length, entry.architecture.n_layer
+    if s.n_ctx and limit and s.n_ctx > limit:
+        misses.append(f"[fit] ctx {s.n_ctx} is over {entry.id}'s context limit of {limit}")
+    if s.n_gpu_layers and n_layer and s.n_gpu_layers > n_layer + 1:
+        misses.append(
+            f"[fit] gpu_layers {s.n_gpu_layers} is more than {entry.id} has "
+            f"({n_layer} layers and the output: {n_layer + 1})"
+        )
+    if misses and not s.load_anyway:
+        raise DoesNotFitError(f"{'; '.join(misses)}. Change [fit] or set [fit] load_anyway = true")
+    return [f"warning: {m} (load anyway)" for m in misses]
 
 
 # --- budget ----------------------------------------------------------------------------------
@@ -649,6 +672,8 @@ def _decide(
         embedding_model_id=sx.emb_id,
         embedding_ram_bytes=sx.emb_bytes,
         load_anyway=load_anyway,
+        ram_budget_bytes=budget.ram,
+        vram_budget_bytes=budget.vram,
     )
 
 

@@ -10,6 +10,9 @@ from profiler.errors import GGUFReadError
 from profiler.estimate import ModelShape, TensorInfo, swa_pattern
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
+# Far above any real model (the largest have a few hundred layers); a crafted block_count of
+# 2**40 would otherwise build per-layer tuples until memory runs out.
+MAX_LAYERS = 4096
 # general.file_type (llama_ftype) -> quant name, for the common ones.
 FILE_TYPES = {
     0: "F32",
@@ -66,7 +69,12 @@ def read_shape(path: Path) -> ModelShape:
         raise
     except Exception as exc:  # the gguf package raises ValueError, IndexError, struct errors
         raise GGUFReadError(f"{path}: corrupt or truncated GGUF header ({exc})") from None
-    return shape_from_fields(fields, tensors, n_tokens, n_params, str(path))
+    try:
+        return shape_from_fields(fields, tensors, n_tokens, n_params, str(path))
+    except GGUFReadError:
+        raise
+    except Exception as exc:  # values of the wrong type or shape in a crafted header
+        raise GGUFReadError(f"{path}: GGUF metadata that makes no sense ({exc})") from None
 
 
 def _value(field: Any) -> Any:
@@ -96,6 +104,10 @@ def shape_from_fields(
     n_head_raw = key("attention.head_count")
     if not isinstance(n_layer, int) or not isinstance(n_embd, int) or n_head_raw is None:
         raise GGUFReadError(f"{where}: GGUF lacks {arch}.block_count/embedding_length/head_count")
+    if not 1 <= n_layer <= MAX_LAYERS or n_embd < 1:
+        raise GGUFReadError(
+            f"{where}: GGUF with {n_layer} layers of width {n_embd} (1 to {MAX_LAYERS} layers)"
+        )
     n_head = max(n_head_raw) if isinstance(n_head_raw, list) else int(n_head_raw)
     kv_raw = key("attention.head_count_kv")
     if kv_raw is None:

@@ -17,6 +17,9 @@ contract Cognitive is RegistryUser {
     uint8 internal constant COMMITTED = 3;
     uint8 internal constant FAILED = 4;
     uint8 public constant PASS_SCORE = 60;
+    // Candidates `start` looks at beyond the `count` it needs (those in cooldown are skipped):
+    // its work is bounded by count + MAX_EXTRA_SCAN, however many miners register.
+    uint256 public constant MAX_EXTRA_SCAN = 32;
 
     struct Session {
         State state;
@@ -121,15 +124,18 @@ contract Cognitive is RegistryUser {
 
     // ---- Start: sampled selection with a cooldown ----
 
+    /// Samples from the registry's present miners (away ones are not in that list), from a
+    /// seeded offset, looking at no more than count + MAX_EXTRA_SCAN of them.
     function start(uint256 id, uint8 count) external onlyLeader {
         Session storage s = _inState(id, State.Prepared);
         if (count == 0) revert BadArgument();
         address[] storage chosen = selectedMiners[id];
-        uint256 total = registry.minerCount();
+        uint256 total = registry.presentCount();
         uint256 offset = total == 0 ? 0 : uint256(keccak256(abi.encode(s.seed, id, block.prevrandao))) % total;
-        for (uint256 i = 0; i < total && chosen.length < count; i++) {
-            (address m, bool away) = registry.candidateAt((offset + i) % total);
-            if (away) continue;
+        uint256 scan = uint256(count) + MAX_EXTRA_SCAN;
+        if (scan > total) scan = total;
+        for (uint256 i = 0; i < scan && chosen.length < count; i++) {
+            address m = registry.presentAt((offset + i) % total);
             uint64 last = lastSelectedAt[m];
             if (last != 0 && last + selectionCooldown > block.timestamp) continue;
             lastSelectedAt[m] = uint64(block.timestamp);

@@ -2,7 +2,9 @@
 pragma solidity ^0.8.24;
 
 // Bumped whenever a contract's interface or semantics change; the client warns on a mismatch.
-uint16 constant PROTOCOL_VERSION = 2;
+// 3: refunds and timeouts, minimum price and miners' price floors, present-miner list, two-step
+// admin, oracle removal, delayed modules, wider counters.
+uint16 constant PROTOCOL_VERSION = 3;
 
 // Stages counted in NodeStats (uint8 so a counter key stays one byte).
 uint8 constant STAGE_CREATE = 0;
@@ -37,19 +39,22 @@ error NothingToWithdraw();
 error InsufficientDeposit(uint256 have, uint256 need);
 error TransferFailed();
 error BadArgument();
+error PriceTooLow(uint256 minimum);
+error PriceBelowFloor(address node);
+error NotYet(uint64 at);
 
 interface INodeRegistry {
+    function admin() external view returns (address);
     function isModule(address who) external view returns (bool);
     function isMiner(address who) external view returns (bool);
     function touchLeader(address who) external;
     function checkOracle(address who) external view;
-    function checkPool(address node, bytes32 model) external view;
+    function checkPool(address node, bytes32 model) external view returns (uint256 floor);
     function onResult(address node, bool ok) external;
     function expel(address node) external;
     function payoutOf(address node) external view returns (address);
-    function minerCount() external view returns (uint256);
-    function minerAt(uint256 i) external view returns (address);
-    function candidateAt(uint256 i) external view returns (address node, bool away);
+    function presentCount() external view returns (uint256);
+    function presentAt(uint256 i) external view returns (address);
 }
 
 interface INodeStats {
@@ -71,6 +76,12 @@ abstract contract RegistryUser {
 
     modifier onlyModule() {
         if (!registry.isModule(msg.sender)) revert NotModule();
+        _;
+    }
+
+    /// The registry's admin (rare settings such as SessionQueue's minimum price).
+    modifier onlyAdmin() {
+        if (msg.sender != registry.admin()) revert NotAdmin();
         _;
     }
 

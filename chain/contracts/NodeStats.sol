@@ -7,16 +7,20 @@ import "./Common.sol";
 /// level. Final results (network-task validation, user tasks) are forwarded to the registry,
 /// which moves nodes in and out of the user-task pool.
 contract NodeStats is RegistryUser {
+    /// Two slots: what a final outcome writes (the first seven fields, 26 bytes) and the pings.
+    /// A user-task result writes only the first, as before; every counter is at least 32 bits
+    /// (4 billion outcomes: over a thousand years at one task every 10 s), so a stats write
+    /// cannot overflow and revert the payment path that records it.
     struct Stats {
-        uint32 pings;
-        uint64 lastPing;
         uint32 streak;
         uint32 bestStreak;
         uint32 successes;
-        uint16 level;
-        uint16 userTasks;
-        uint16 userPoints;
-        uint16 failStreak;
+        uint32 level;
+        uint32 userTasks;
+        uint32 userPoints;
+        uint16 failStreak; // reset at removeAfterFailures (a uint16), so it cannot overflow
+        uint32 pings;
+        uint64 lastPing;
     }
 
     struct StageCount {
@@ -33,7 +37,7 @@ contract NodeStats is RegistryUser {
 
     event Pinged(address indexed node, uint32 pings);
     event StageRecorded(address indexed node, uint8 indexed stage, bool ok, uint32 count, uint32 points);
-    event LevelChanged(address indexed node, uint16 level);
+    event LevelChanged(address indexed node, uint32 level);
 
     constructor(INodeRegistry registry_, uint64 minPingInterval_, uint32 levelStep_, uint16 removeAfter_)
         RegistryUser(registry_)
@@ -49,7 +53,7 @@ contract NodeStats is RegistryUser {
         uint64 next = s.lastPing + minPingInterval;
         if (s.pings > 0 && block.timestamp < next) revert PingTooSoon(next);
         s.lastPing = uint64(block.timestamp);
-        s.pings += 1;
+        s.pings = _inc(s.pings);
         emit Pinged(msg.sender, s.pings);
     }
 
@@ -59,13 +63,13 @@ contract NodeStats is RegistryUser {
     function record(address node, uint8 stage, bool ok) external onlyModule {
         Stats storage s = stats[node];
         if (stage == STAGE_USER_TASK) {
-            s.userTasks += 1;
-            if (ok) s.userPoints += 1;
+            s.userTasks = _inc(s.userTasks);
+            if (ok) s.userPoints = _inc(s.userPoints);
             emit StageRecorded(node, stage, ok, s.userTasks, s.userPoints);
         } else {
             StageCount storage c = stageCounts[node][stage];
-            c.count += 1;
-            if (ok) c.points += 1;
+            c.count = _inc(c.count);
+            if (ok) c.points = _inc(c.points);
             emit StageRecorded(node, stage, ok, c.count, c.points);
             if (stage < STAGE_VALIDATE && ok) return;
         }
@@ -97,14 +101,22 @@ contract NodeStats is RegistryUser {
             return;
         }
         s.failStreak = 0;
-        s.streak += 1;
-        s.successes += 1;
+        s.streak = _inc(s.streak);
+        s.successes = _inc(s.successes);
         if (s.streak > s.bestStreak) s.bestStreak = s.streak;
-        uint16 level = uint16(s.successes / levelStep);
+        uint32 level = s.successes / levelStep;
         if (level != s.level) {
             s.level = level;
             emit LevelChanged(node, level);
         }
         if (stage == STAGE_VALIDATE) registry.onResult(node, true);
+    }
+
+    /// Counters saturate instead of reverting: a stats write is on the payment path
+    /// (SessionQueue.validate and closeWindow), which must never fail because a node is busy.
+    function _inc(uint32 x) internal pure returns (uint32) {
+        unchecked {
+            return x == type(uint32).max ? x : x + 1;
+        }
     }
 }

@@ -74,8 +74,9 @@ contract SessionPayment is RegistryUser {
     function withdraw() external {
         uint256 amount = balances[msg.sender];
         if (amount == 0) revert NothingToWithdraw();
-        balances[msg.sender] = 0;
         address payout = registry.payoutOf(msg.sender);
+        if (payout == address(0)) revert NotRegistered(); // never burn a balance at address(0)
+        balances[msg.sender] = 0;
         emit Withdrawn(msg.sender, payout, amount);
         _send(payout, amount);
     }

@@ -12,8 +12,14 @@ import "./Common.sol";
 /// slot) because users pay for every task. A miner's assignment slot is also its reservation: a
 /// node serves one user task at a time and is released when the task is validated or when it
 /// misses a window.
+///
+/// No escrow is locked for good: a task the leader leaves where it is for `taskTimeout` past its
+/// deadline (Queued and Committed: since it entered that state) can be refunded in full by its
+/// owner, or by a miner it still reserves, which releases every miner it holds. Prices below the
+/// admin's minimum per answer token (or below k wei, a share of 0) are refused, and so is a
+/// redundancy above MAX_K, which also bounds every loop over a task's miners.
 contract SessionQueue is RegistryUser {
-    enum State { None, Queued, Assigned, Commit, Committed, Validated }
+    enum State { None, Queued, Assigned, Commit, Committed, Validated, Refunded }
 
     uint8 internal constant FREE = 0;
     uint8 internal constant ASSIGNED = 1;
@@ -22,6 +28,7 @@ contract SessionQueue is RegistryUser {
     uint8 internal constant COMMITTED = 4;
     uint8 public constant PASS_SCORE = 60;
     uint8 public constant NO_CONSENSUS = type(uint8).max;
+    uint8 public constant MAX_K = 16;
 
     struct UserSession {
         address owner;
@@ -51,9 +58,12 @@ contract SessionQueue is RegistryUser {
     INodeStats public immutable stats;
     ISessionPayment public immutable payment;
     uint64 public immutable window;
+    uint64 public immutable taskTimeout;
+    uint32 public immutable answerTokens; // the answer budget a miner generates for a user task
 
     uint256 public sessionCount;
-    uint256 public taskCount;
+    uint64 public taskCount;
+    uint128 public minPricePerToken; // in taskCount's slot: submitTask reads it for free
     mapping(uint256 => UserSession) public sessions;
     mapping(uint256 => Task) public tasks;
     mapping(address => Assignment) public assignments;
@@ -68,11 +78,38 @@ contract SessionQueue is RegistryUser {
     event TaskPhase(uint256 indexed taskId, State state, uint64 deadline);
     event TaskMinerFailed(uint256 indexed taskId, address indexed miner, State stage);
     event TaskValidated(uint256 indexed taskId, address consensusMiner, uint8 passed);
+    event TaskRefunded(uint256 indexed taskId, address indexed owner, uint256 amount);
+    event MinPriceSet(uint128 weiPerToken);
 
-    constructor(INodeRegistry registry_, INodeStats stats_, ISessionPayment payment_, uint64 window_) RegistryUser(registry_) {
+    constructor(
+        INodeRegistry registry_,
+        INodeStats stats_,
+        ISessionPayment payment_,
+        uint64 window_,
+        uint64 taskTimeout_,
+        uint32 answerTokens_,
+        uint128 minPricePerToken_
+    ) RegistryUser(registry_) {
+        if (answerTokens_ == 0) revert BadArgument();
         stats = stats_;
         payment = payment_;
         window = window_;
+        taskTimeout = taskTimeout_;
+        answerTokens = answerTokens_;
+        minPricePerToken = minPricePerToken_;
+        emit MinPriceSet(minPricePerToken_);
+    }
+
+    /// Admin: the least a session may pay each miner per answer token (applies to new tasks).
+    function setMinPricePerToken(uint128 weiPerToken) external onlyAdmin {
+        minPricePerToken = weiPerToken;
+        emit MinPriceSet(weiPerToken);
+    }
+
+    /// The least `price` a session with redundancy k may offer: k shares of the minimum.
+    function minPrice(uint8 k) public view returns (uint256) {
+        uint256 share = uint256(minPricePerToken) * answerTokens;
+        return uint256(k) * (share == 0 ? 1 : share);
     }
 
     function commitmentOf(uint256 taskId, address miner, bytes32 salt, string calldata answer) public pure returns (bytes23) {
@@ -85,7 +122,8 @@ contract SessionQueue is RegistryUser {
         external
         returns (uint256 id)
     {
-        if (k == 0 || precision > 1) revert BadArgument();
+        if (k == 0 || k > MAX_K || precision > 1) revert BadArgument();
+        _checkPrice(price, k);
         id = ++sessionCount;
         sessions[id] = UserSession(msg.sender, precision, validationLevel, k, true, model, price);
         emit SessionOpened(id, msg.sender, model, precision, validationLevel, k, price);
@@ -104,8 +142,10 @@ contract SessionQueue is RegistryUser {
         UserSession storage us = sessions[sessionId];
         if (us.owner != msg.sender) revert NotAdmin();
         if (!us.open) revert BadState(0);
+        _checkPrice(us.price, us.k); // the minimum may have risen since the session opened
         taskId = ++taskCount;
-        tasks[taskId] = Task(uint64(sessionId), State.Queued, 0, 0, 0, bytes12(0));
+        // While Queued, `deadline` is when the task was queued: the refund clock starts there.
+        tasks[taskId] = Task(uint64(sessionId), State.Queued, uint64(block.timestamp), 0, 0, bytes12(0));
         payment.lock(msg.sender, taskId, us.price);
         emit TaskQueued(taskId, sessionId, prompt);
     }
@@ -117,10 +157,15 @@ contract SessionQueue is RegistryUser {
         UserSession storage us = sessions[t.sessionId];
         if (miners.length != us.k) revert BadArgument();
         bytes32 model = us.model;
+        uint256 perToken = type(uint256).max; // the price is read only if a miner has a floor
         for (uint256 i = 0; i < miners.length; i++) {
             Assignment storage a = assignments[miners[i]];
             if (a.status != FREE) revert NodeBusy(miners[i]); // also catches a miner listed twice
-            registry.checkPool(miners[i], model);
+            uint256 floor = registry.checkPool(miners[i], model);
+            if (floor != 0) {
+                if (perToken == type(uint256).max) perToken = us.price / us.k / answerTokens;
+                if (perToken < floor) revert PriceBelowFloor(miners[i]);
+            }
             assignments[miners[i]] = Assignment(uint64(taskId), ASSIGNED, bytes23(0));
         }
         t.minersHash = _hashOf(miners);
@@ -220,6 +265,32 @@ contract SessionQueue is RegistryUser {
         emit TaskValidated(taskId, winner, uint8(passed));
     }
 
+    /// The way out when the leader does not move a task on: `taskTimeout` after its deadline
+    /// (Queued, Committed: after it entered that state) the owner, or a miner the task still
+    /// reserves, refunds the whole price to the owner's deposit. Every miner still held is
+    /// released with no result recorded: the delay was the leader's, not theirs. `miners` is
+    /// the assignment in order (empty while Queued).
+    function refund(uint256 taskId, address[] calldata miners) external {
+        Task storage t = tasks[taskId];
+        State state = t.state;
+        if (state == State.None || state == State.Validated || state == State.Refunded) revert BadState(uint8(state));
+        UserSession storage us = sessions[t.sessionId];
+        if (msg.sender != us.owner && !_reserves(taskId, msg.sender)) revert NotAdmin();
+        uint64 at = t.deadline + taskTimeout;
+        if (block.timestamp <= at) revert NotYet(at);
+        if (state != State.Queued) {
+            _checkMiners(t, miners);
+            for (uint256 i = 0; i < miners.length; i++) {
+                if (_reserves(taskId, miners[i])) assignments[miners[i]].status = FREE;
+            }
+        }
+        t.state = State.Refunded;
+        t.deadline = 0;
+        payment.settle(taskId, us.owner, us.price, new address[](0), 0);
+        emit TaskPhase(taskId, State.Refunded, 0);
+        emit TaskRefunded(taskId, us.owner, us.price);
+    }
+
     /// The task a node is reserved for, or 0 when it is free.
     function reservedFor(address node) external view returns (uint256) {
         Assignment storage a = assignments[node];
@@ -240,8 +311,19 @@ contract SessionQueue is RegistryUser {
     function _advance(uint256 taskId, Task storage t, State next) internal {
         t.state = next;
         t.acted = 0;
-        t.deadline = next == State.Committed ? 0 : uint64(block.timestamp) + window;
+        // Committed has no window: its `deadline` is when the leader's turn to validate began.
+        t.deadline = uint64(block.timestamp) + (next == State.Committed ? 0 : window);
         emit TaskPhase(taskId, next, t.deadline);
+    }
+
+    function _checkPrice(uint128 price, uint8 k) internal view {
+        uint256 least = minPrice(k);
+        if (price < least) revert PriceTooLow(least);
+    }
+
+    function _reserves(uint256 taskId, address node) internal view returns (bool) {
+        Assignment storage a = assignments[node];
+        return a.taskId == taskId && a.status != FREE;
     }
 
     function _checkMiners(Task storage t, address[] calldata miners) internal view {

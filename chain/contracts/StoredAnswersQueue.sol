@@ -8,9 +8,15 @@ import "./SessionQueue.sol";
 contract StoredAnswersQueue is SessionQueue {
     mapping(uint256 => mapping(address => string)) public storedAnswers;
 
-    constructor(INodeRegistry registry_, INodeStats stats_, ISessionPayment payment_, uint64 window_)
-        SessionQueue(registry_, stats_, payment_, window_)
-    {}
+    constructor(
+        INodeRegistry registry_,
+        INodeStats stats_,
+        ISessionPayment payment_,
+        uint64 window_,
+        uint64 taskTimeout_,
+        uint32 answerTokens_,
+        uint128 minPricePerToken_
+    ) SessionQueue(registry_, stats_, payment_, window_, taskTimeout_, answerTokens_, minPricePerToken_) {}
 
     function _recordAnswer(uint256 taskId, address miner, string calldata answer) internal override {
         storedAnswers[taskId][miner] = answer;

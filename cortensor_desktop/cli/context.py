@@ -53,6 +53,14 @@ class AppContext:
         self.paths.ensure()
         return Database(self.paths.database_file)
 
+    def chain_options(self) -> dict[str, Any]:
+        """`connect()` keywords from `[chain]`: the log page size and the fee policy."""
+        from chain.transactions import GasPolicy
+
+        section = self.config.chain
+        gas = GasPolicy(max_fee_wei=section.max_fee_wei, priority_fee_wei=section.priority_fee_wei)
+        return {"log_span": section.log_range_blocks, "gas": gas}
+
     def emit_json(self, document: Any) -> None:
         """With --json, stdout carries exactly this one document and nothing else."""
         self.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")

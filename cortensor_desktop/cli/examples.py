@@ -40,6 +40,15 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         'cortensor-desktop ask "What is the capital of France?" --redundancy 3',
         "cat question.txt | cortensor-desktop ask - --json",
     ),
+    "router": (
+        "cortensor-desktop router",
+        "cortensor-desktop router --network local --redundancy 3 --budget-eth 0.5",
+        "cortensor-desktop router --host 0.0.0.0 --allow-remote --port 8787",
+    ),
+    "router keys": ("cortensor-desktop router keys list",),
+    "router keys add": ("cortensor-desktop router keys add open-webui --cap-eth 0.05 --rpm 30",),
+    "router keys list": ("cortensor-desktop router keys list --json",),
+    "router keys revoke": ("cortensor-desktop router keys revoke 1a2b3c4d",),
     "wallet": ("cortensor-desktop wallet show",),
     "wallet new": ("cortensor-desktop wallet new",),
     "wallet import": ("cortensor-desktop wallet import",),
@@ -54,6 +63,24 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "devnet restart-chain": ("cortensor-desktop devnet restart-chain --down-for 20",),
     "status": ("cortensor-desktop status", "cortensor-desktop status --all /srv/nodes --json"),
     "attach": ("cortensor-desktop attach --home /var/lib/cortensor/node1",),
+    "network": ("cortensor-desktop network list",),
+    "network deploy": (
+        "cortensor-desktop network deploy --rpc https://YOUR-ARBITRUM-SEPOLIA-RPC/KEY "
+        "--chain-id 421614 --name my-testnet --out my-testnet.json",
+    ),
+    "network join": (
+        "cortensor-desktop network join my-testnet.json --deployer 0xDEPLOYER...",
+        "cortensor-desktop network join --from https://example.org/my-testnet.json "
+        "--deployer 0xDEPLOYER...",
+    ),
+    "network list": ("cortensor-desktop network list --json",),
+    "network show": ("cortensor-desktop network show my-testnet",),
+    "network remove": ("cortensor-desktop network remove my-testnet",),
+    "doctor": (
+        "cortensor-desktop doctor",
+        "cortensor-desktop doctor --quick --json | jq '.checks[] | select(.level != \"ok\")'",
+        "cortensor-desktop doctor --bundle ~/cortensor-report.tar.gz",
+    ),
     "completion": (
         "cortensor-desktop completion bash > ~/.local/share/bash-completion/completions/"
         "cortensor-desktop",

@@ -26,6 +26,7 @@ class UsageError(Exception):
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Map a typed error from any layer to its documented exit code."""
     from chain.errors import ChainError, WalletError
+    from chain.network_profile import ProfileInvalid
     from cortensor_desktop.config import ConfigError
     from engine.errors import ModelError
     from engine.state.database import DatabaseError
@@ -38,6 +39,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         (HardwareFileError, ExitCode.CONFIG),
         (DatabaseError, ExitCode.CONFIG),
         (WalletError, ExitCode.WALLET),
+        (ProfileInvalid, ExitCode.CONFIG),  # a bad profile file, before ChainError (its base)
         (ChainError, ExitCode.CHAIN),
         (ModelError, ExitCode.MODEL),
         (GGUFReadError, ExitCode.MODEL),

@@ -30,10 +30,13 @@ COMMAND_MODULES = [
     "cortensor_desktop.cli.commands.inference_cmd",
     "cortensor_desktop.cli.commands.run_cmd",
     "cortensor_desktop.cli.commands.ask_cmd",
+    "cortensor_desktop.cli.commands.router_cmd",
     "cortensor_desktop.cli.commands.wallet_cmd",
     "cortensor_desktop.cli.commands.devnet_cmd",
+    "cortensor_desktop.cli.commands.network_cmd",
     "cortensor_desktop.cli.commands.status_cmd",
     "cortensor_desktop.cli.commands.attach_cmd",
+    "cortensor_desktop.cli.commands.doctor_cmd",
     "cortensor_desktop.cli.commands.completion_cmd",
 ]
 

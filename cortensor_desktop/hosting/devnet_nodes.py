@@ -14,11 +14,12 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from cortensor_desktop.launch import app_command
 
 NODE_FILES_MODE = 0o600
 # NodeRegistry.nodeInfo status, as the contract numbers it.
@@ -77,12 +78,25 @@ def _write_config(home: Path, profile_text: str) -> None:
     networks = home / "config" / "networks"
     networks.mkdir(parents=True, exist_ok=True)
     (networks / "local.toml").write_text(profile_text, encoding="utf-8")
-    (home / "config" / "config.toml").write_text('[network]\nprofile = "local"\n', "utf-8")
+    # Every devnet node shares this machine: each runs the bundled model with one thread at a
+    # short context, pinned through [fit] so the plan (and what the node registers) says so.
+    from profiler.catalogue import load_catalogue
+
+    bundled = load_catalogue().default_chat.id
+    (home / "config" / "config.toml").write_text(
+        f'[network]\nprofile = "local"\n\n[fit]\nmodel = "{bundled}"\nctx = 2048\nthreads = 1\n',
+        "utf-8",
+    )
 
 
 def spawn(
-    node: DevnetNode, models_dir: Path, extra_env: dict[str, str] | None = None
+    node: DevnetNode,
+    models_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    wrapper: tuple[str, ...] = (),
 ) -> DevnetNode:
+    """Start the node; `wrapper` prefixes the command (`ip netns exec NS` puts it on another
+    host, as the many-hosts test does; `ip` execs the node, so the PID is the node's)."""
     home = Path(node.home)
     (home / "logs").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORTENSOR_")}
@@ -96,7 +110,7 @@ def spawn(
         }
     )
     env.update(extra_env or {})
-    command = [sys.executable, "-m", "cortensor_desktop", "run", "--headless", "--role", node.role]
+    command = [*wrapper, *app_command("run", "--headless", "--role", node.role)]
     with open(home / "logs" / "node.out", "ab") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL

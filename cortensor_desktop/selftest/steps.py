@@ -9,7 +9,9 @@ When the engine's runtime and the chain client exist, `llama` and `chain` should
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
+import logging
 import math
 import os
 import platform
@@ -269,6 +271,26 @@ def check_worker_process(ctx: SelfTestContext) -> StepOutcome:
 # --- llama.cpp -------------------------------------------------------------------------------
 
 
+_llama_log_callbacks: list[object] = []  # llama.cpp keeps only the pointer: hold the callback
+
+
+def _route_llama_logs(llama_cpp: Any) -> None:
+    """llama.cpp's own lines go to the debug log, not to the CLI's stderr (the worker does the
+    same for its process); `--log-level debug` shows them."""
+    if _llama_log_callbacks:
+        return
+    logger = logging.getLogger("llama.cpp")
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", "replace").rstrip("\n")
+        if line.strip(". "):
+            logger.debug("%s", line)
+
+    _llama_log_callbacks.append(callback)
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
 def check_llama(ctx: SelfTestContext) -> StepOutcome:
     """Write a tiny GGUF, generate greedily, read the logits back as likelihoods, embed."""
     import llama_cpp
@@ -286,6 +308,7 @@ def check_llama(ctx: SelfTestContext) -> StepOutcome:
             "(loading a model would crash); see docs/INSTALL.md, 'CPU baseline'"
         )
 
+    _route_llama_logs(llama_cpp)
     model_path = write_tiny_llama(ctx.scratch / "selftest-tiny.gguf")
     llm = llama_cpp.Llama(
         model_path=str(model_path), n_ctx=128, n_threads=1, seed=7, logits_all=True, verbose=False
@@ -440,11 +463,30 @@ def check_ui(ctx: SelfTestContext) -> StepOutcome:
     return StepOutcome(f"headless screen mounted, {facts['widgets']} widgets", facts)
 
 
+def check_self_spawn(ctx: SelfTestContext) -> StepOutcome:
+    """The app starts itself as a child (devnet nodes, `--detach`), frozen build or not."""
+    import subprocess
+
+    from cortensor_desktop import APP_NAME, __version__
+    from cortensor_desktop.launch import app_command, is_frozen
+
+    command = app_command("--version")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    first = proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else ""
+    if proc.returncode != 0 or not first.startswith(f"{APP_NAME} {__version__}"):
+        raise SelfTestError(
+            f"starting the app as a child failed ({' '.join(command)}: exit {proc.returncode}, "
+            f"{(proc.stderr or proc.stdout).strip()[-200:]})"
+        )
+    return StepOutcome(first, {"frozen": is_frozen(), "argv": command[1:]})
+
+
 DEFAULT_STEPS: list[Step] = [
     Step("folders", "the app's folders exist and are writable", check_folders, timeout_s=15),
     Step("assets", "the shipped catalogue and contract artifacts load", check_assets, 15),
     Step("hardware", "probe the CPU, memory and GPUs", check_hardware, timeout_s=30),
     Step("worker", "a worker process starts (multiprocessing spawn)", check_worker_process, 90),
+    Step("spawn", "the app starts itself as a child process", check_self_spawn, timeout_s=90),
     Step("llama", "write a tiny GGUF; generate, score, embed", check_llama, timeout_s=120),
     Step("chain", "one transaction on the in-process chain", check_chain, timeout_s=90),
     Step("ui", "mount the Textual UI headless", check_ui, timeout_s=60),

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cortensor_desktop.service.errors import NodeNotRunningError
 from cortensor_desktop.service.local_http import urlopen
@@ -26,6 +27,9 @@ from engine.state.events import EventBus, event_from_json
 from engine.state.wire import WireError
 
 log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
+TOKEN_FILE_NAME = "api-token"  # beside api.json, as the status API writes it
 
 
 class NodeUnreachableError(NodeNotRunningError):
@@ -54,7 +58,15 @@ class NodeApi:
             ) from None
         except (OSError, ValueError, KeyError) as exc:
             raise NodeUnreachableError(f"{api_file} cannot be read: {exc}") from None
-        token_file = Path(str(info.get("token_file") or api_file.with_name("api-token")))
+        # api.json is trusted for nothing but the port: `attach --home` may read another
+        # user's home, whose api.json could name any file as the token and any URL to send
+        # it to. The token is always the api-token beside it, sent only to loopback.
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname not in LOCAL_HOSTS:
+            raise NodeUnreachableError(
+                f"{api_file} names {url}; a node's status API is on http://127.0.0.1 only"
+            )
+        token_file = api_file.with_name(TOKEN_FILE_NAME)
         token = token_file.read_text(encoding="utf-8").strip() if token_file.is_file() else None
         return cls(url=url, token=token, pid=info.get("pid"))
 

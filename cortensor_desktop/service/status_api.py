@@ -6,12 +6,17 @@
     GET  /metrics     Prometheus text format, from this server's own registry
     POST /1/commands  one JSON command (engine/state/commands.py); needs `Authorization: Bearer
     TOKEN`
-                      401 without or with a wrong token, 400 when malformed, 202 when queued
+                      401 without or with a wrong token, 400 when malformed, 202 when queued,
+                      403 for set_payout: the token alone never redirects earnings
 
 Reading is open to local processes, as with XMRig; anything that changes state needs the token,
 kept in the data folder in a file only the owner can read (`api-token`, mode 0600), compared in
 constant time and never logged. The server's address is written to `api.json` in the data folder
 so `cortensor-desktop status` (and `attach`) can find it; the file is removed on a clean stop.
+
+Limits: a request must arrive within 30 s and every socket operation (an SSE write to a client
+that stopped reading) times out after as long; at most 64 connections are served at once (more
+are closed at once) and at most 16 event streams (more get 503).
 
 Standard library only (`http.server.ThreadingHTTPServer`): a few endpoints do not need a framework,
 and the headless path stays small. The summary and metrics both read one `SummaryHolder`, which
@@ -32,13 +37,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cortensor_desktop import __version__
 from cortensor_desktop.logs import register_secret
+from cortensor_desktop.paths import private_dir
+from cortensor_desktop.service.json_handler import JsonRequestHandler
 from engine.state.commands import CommandQueue, CommandQueueFull, command_from_json
 from engine.state.events import Event, EventBus
 from engine.state.summary import SCORE_BUCKETS, Summary
@@ -51,6 +58,12 @@ API_FILE_NAME = "api.json"
 TOKEN_FILE_NAME = "api-token"
 MAX_BODY = 64 * 1024
 SSE_KEEPALIVE_S = 15.0
+SOCKET_TIMEOUT_S = 30.0  # a slow or stalled client holds a server thread at most this long
+MAX_CONNECTIONS = 64
+MAX_EVENT_STREAMS = 16
+# What the token may not do: changing where earnings go needs the wallet passphrase (the
+# dashboard on this machine, or `wallet` commands), so a leaked token cannot take them.
+REFUSED_OVER_API = frozenset({"set_payout"})
 
 
 # --- the token -----------------------------------------------------------------------------------
@@ -59,16 +72,18 @@ SSE_KEEPALIVE_S = 15.0
 def load_or_create_token(data_dir: Path) -> str:
     """The bearer token for commands: kept across restarts so operators' scripts keep working.
 
-    Created with mode 0600 atomically (never readable by others, not even for a moment); an
-    existing file with looser permissions is tightened. Registered with the log redaction.
+    Created with mode 0600 atomically (never readable by others, not even for a moment). A
+    file found readable by others may have been read: it is replaced by a new token, not just
+    tightened. The data folder is made private too. Registered with the log redaction.
     """
     path = data_dir / TOKEN_FILE_NAME
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(data_dir)
     token = ""
     if path.exists():
         if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
-            os.chmod(path, 0o600)
-        token = path.read_text(encoding="utf-8").strip()
+            log.warning("%s was readable by others: replaced with a new token", path)
+        else:
+            token = path.read_text(encoding="utf-8").strip()
     if not token:
         token = secrets.token_urlsafe(32)
         tmp = path.with_name(f".{TOKEN_FILE_NAME}.{os.getpid()}")
@@ -258,25 +273,16 @@ class SummaryCollector:
 # --- the server ----------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonRequestHandler):
     server: _Server
     server_version = f"cortensor-desktop/{__version__}"
+    timeout = SOCKET_TIMEOUT_S  # socketserver sets it on the connection: reads and writes
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line only: headers (the token) are never logged.
         log.debug("api %s - %s", self.address_string(), format % args)
 
     # -- plumbing -------------------------------------------------------------------------
-    def _json(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
-        body = (json.dumps(document, default=str) + "\n").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
     def _error(self, status: HTTPStatus, message: str, **headers: str) -> None:
         self._json(status, {"error": message, "status": int(status)}, headers)
@@ -328,7 +334,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         api = self.server.api
         sub = api.bus.subscribe(maxsize=2000, name="sse", after_seq=after_seq)
-        api.track(sub)
+        if not api.track(sub):
+            sub.close()
+            self._error(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"at most {MAX_EVENT_STREAMS} event streams at once",
+                **{"Retry-After": "5"},
+            )
+            return
         try:
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/event-stream")
@@ -374,10 +387,18 @@ class _Handler(BaseHTTPRequestHandler):
                 **{"WWW-Authenticate": 'Bearer realm="cortensor"'},
             )
             return
+        declared = self.headers.get("Content-Length")
         try:
-            length = int(self.headers.get("Content-Length", "0"))
+            length = int(declared) if declared is not None else 0
         except ValueError:
             length = -1
+        if length == 0:  # no body, or Content-Length: 0: say so, do not parse nothing as JSON
+            self._error(
+                HTTPStatus.BAD_REQUEST,
+                "a command needs a JSON body with its Content-Length, e.g. "
+                '{"type": "pause", "reason": "maintenance"}; this request had none',
+            )
+            return
         if length < 0 or length > MAX_BODY:
             self._error(HTTPStatus.BAD_REQUEST, f"a command body is 1 to {MAX_BODY} bytes")
             return
@@ -386,6 +407,14 @@ class _Handler(BaseHTTPRequestHandler):
             command = dataclasses.replace(command_from_json(text), source="api")
         except (WireError, ValueError, TypeError) as exc:
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            return
+        if command.type in REFUSED_OVER_API:
+            self._error(
+                HTTPStatus.FORBIDDEN,
+                f"{command.type} is not accepted over the status API: the token alone must not "
+                "redirect earnings; set the payout in the dashboard or with `cortensor-desktop "
+                "wallet` (they need the wallet passphrase)",
+            )
             return
         try:
             api.commands.put(command)
@@ -413,6 +442,27 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     api: StatusApi
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection, but never more than MAX_CONNECTIONS of them."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class StatusApi:
@@ -490,12 +540,18 @@ class StatusApi:
             "token_file": str(self.token_file),
         }
         tmp = self.api_file.with_name(f".{API_FILE_NAME}.{os.getpid()}")
-        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(document, indent=2) + "\n")
         os.replace(tmp, self.api_file)
 
-    def track(self, sub: Any) -> None:
+    def track(self, sub: Any) -> bool:
+        """Count an event stream in; False when MAX_EVENT_STREAMS are open already."""
         with self._lock:
+            if len(self._subs) >= MAX_EVENT_STREAMS:
+                return False
             self._subs.add(sub)
+            return True
 
     def untrack(self, sub: Any) -> None:
         with self._lock:

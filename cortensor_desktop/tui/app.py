@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -25,7 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Log, Sparkline, Static, TextArea
 
 from cortensor_desktop.config import ConfigError
-from cortensor_desktop.hosting.headless import format_event, short
+from cortensor_desktop.event_text import format_event, short
 from cortensor_desktop.tui.backends.models import ModelRow, ModelsBackend
 from cortensor_desktop.tui.backends.settings import SettingsBackend, SettingsData
 from cortensor_desktop.tui.backends.wallet import WalletBackend
@@ -46,7 +46,14 @@ from engine.state.commands import (
     Stop,
     Withdraw,
 )
-from engine.state.events import CommandHandled, Event, EventBus, LogLine, Subscription
+from engine.state.events import (
+    CommandHandled,
+    Event,
+    EventBus,
+    HardwareSample,
+    LogLine,
+    Subscription,
+)
 from engine.state.summary import Summary, TaskView
 
 if TYPE_CHECKING:
@@ -60,27 +67,6 @@ USER_STAGES = tuple(stage.value for stage in UserStage)
 
 
 @dataclass(frozen=True)
-class HostSample:
-    """The app's own reading of this machine: None is unknown, never an error."""
-
-    cpu_percent: float | None
-    ram_used_bytes: int | None
-    ram_total_bytes: int | None
-
-
-def psutil_sampler() -> Callable[[], HostSample]:
-    import psutil
-
-    psutil.cpu_percent(interval=None)  # the first call only primes the counter
-
-    def sample() -> HostSample:
-        mem = psutil.virtual_memory()
-        return HostSample(psutil.cpu_percent(interval=None), int(mem.used), int(mem.total))
-
-    return sample
-
-
-@dataclass(frozen=True)
 class NodeInfo:
     """What the node runs with, as the host decided it (the events do not repeat it)."""
 
@@ -90,6 +76,7 @@ class NodeInfo:
     n_ctx: int | None = None
     n_threads: int | None = None
     miners: int | None = None
+    plan: dict[str, Any] | None = None  # the node plan's JSON (engine/host/plan.py NodePlan)
 
 
 def _gib(n: int | None) -> str:
@@ -167,12 +154,25 @@ class DashboardApp(App[int]):
         Binding("question_mark", "help", "help"),
     ]
 
+    def _fatal_error(self) -> None:
+        """Textual's crash report, without the local variables it shows by default: a frame
+        holding a passphrase or a key would print it to the terminal, past the log's redaction."""
+        import rich
+        from rich.segment import Segments
+        from rich.traceback import Traceback
+
+        self.bell()
+        traceback = Traceback(show_locals=False, width=None, suppress=[rich])
+        self._exit_renderables.append(
+            Segments(self.console.render(traceback, self.console.options))
+        )
+        self._close_messages_no_wait()
+
     def __init__(
         self,
         bus: EventBus,
         commands: CommandSink | None = None,
         info: NodeInfo | None = None,
-        sampler: Callable[[], HostSample] | None = None,
         clock: Callable[[], float] = time.time,
         refresh_s: float = DEFAULT_REFRESH_S,
         subscribe_after: int | None = 0,
@@ -196,7 +196,6 @@ class DashboardApp(App[int]):
         self.bus = bus
         self.commands = commands
         self.info = info or NodeInfo()
-        self.sampler = sampler
         self.clock = clock
         self.refresh_s = refresh_s
         self.summary = Summary()
@@ -290,8 +289,11 @@ class DashboardApp(App[int]):
         lines = [line for e in events if (line := self._log_line(e)) is not None]
         if lines:
             self.query_one("#log", Log).write_lines(lines)
-        self._render_all(bool(events))
-        if events and isinstance(self.screen, SettingsScreen | WalletScreen):
+        # The host's hardware readings (every 2 s) change the hardware panel only, which is drawn
+        # every frame: they do not re-render the tables or wake the screens.
+        changed = any(not isinstance(e, HardwareSample) for e in events)
+        self._render_all(changed)
+        if changed and isinstance(self.screen, SettingsScreen | WalletScreen):
             self.screen.summary_changed()  # screens over the dashboard follow the stream too
         return len(events)
 
@@ -313,23 +315,26 @@ class DashboardApp(App[int]):
             self._render_alerts()
 
     def _render_hardware(self) -> None:
-        host = self.sampler() if self.sampler is not None else None
-        lines = []
-        if host is not None:
-            cpu = "?" if host.cpu_percent is None else f"{host.cpu_percent:5.1f} %"
-            lines.append(f"CPU  {cpu}")
-            lines.append(f"RAM  {_gib(host.ram_used_bytes)} / {_gib(host.ram_total_bytes)}")
+        """This machine as the host's `hardware` events report it (every 2 s); a reading the
+        host could not make is left out or shown as ?."""
         sample = self.summary.hardware
-        if sample is not None:
-            temp = "?" if sample.cpu_temp_c is None else f"{sample.cpu_temp_c:.0f} °C"
-            lines.append(f"CPU temp {temp}")
-            for gpu in sample.gpus:
-                util = "?" if gpu.util_percent is None else f"{gpu.util_percent:.0f} %"
-                gtemp = "?" if gpu.temp_c is None else f"{gpu.temp_c:.0f} °C"
-                lines.append(f"GPU{gpu.index} {util} {_gib(gpu.mem_used_bytes)} {gtemp}")
-        elif host is not None:
+        if sample is None:
+            self.query_one("#hardware", Static).update("no hardware readings")
+            return
+        cpu = "?" if sample.cpu_percent is None else f"{sample.cpu_percent:5.1f} %"
+        lines = [
+            f"CPU  {cpu}",
+            f"RAM  {_gib(sample.ram_used_bytes)} / {_gib(sample.ram_total_bytes)}",
+        ]
+        if sample.cpu_temp_c is not None:
+            lines.append(f"CPU temp {sample.cpu_temp_c:.0f} °C")
+        for gpu in sample.gpus:
+            util = "?" if gpu.util_percent is None else f"{gpu.util_percent:.0f} %"
+            gtemp = "?" if gpu.temp_c is None else f"{gpu.temp_c:.0f} °C"
+            lines.append(f"GPU{gpu.index} {util} {_gib(gpu.mem_used_bytes)} {gtemp}")
+        if not sample.gpus:
             lines.append("GPU  none reported")
-        self.query_one("#hardware", Static).update("\n".join(lines) or "no hardware readings")
+        self.query_one("#hardware", Static).update("\n".join(lines))
 
     def _render_settings(self) -> None:
         info = self.info
@@ -341,6 +346,10 @@ class DashboardApp(App[int]):
             f"context  {info.n_ctx or '-'}  threads {info.n_threads or '-'}",
             f"miners   {len(self.summary.miners()) or '-'} of {info.miners or '-'}",
         ]
+        if info.plan:
+            plan = info.plan
+            lines.append(f"plan     {plan['quant']}, {plan['memory_mb']} MiB ({plan['source']})")
+            lines.extend(f"  why    {reason}" for reason in plan["reasons"][:2])
         if bench is not None:
             lines.append(f"bench    {bench.gen_tokens_per_s:.1f} tok/s gen")
         self.query_one("#settings", Static).update("\n".join(lines))
@@ -557,7 +566,6 @@ def create_app(
     bus: EventBus,
     commands: CommandSink | None = None,
     info: NodeInfo | None = None,
-    sampler: Callable[[], HostSample] | None = None,
     clock: Callable[[], float] = time.time,
     refresh_s: float = DEFAULT_REFRESH_S,
     subscribe_after: int | None = 0,
@@ -572,7 +580,8 @@ def create_app(
 
     With `wizard` (the first-run services), the first-run wizard comes first and `on_accept` gets
     its result once the config is written (the CLI starts the node then). `handle_signals`:
-    SIGTERM/SIGHUP quit like q (the CLI).
+    SIGTERM/SIGHUP quit like q (the CLI). The hardware panel shows the host's `hardware` events:
+    the app reads nothing of this machine itself.
     `models`, `settings` and `wallet` back the screens of the same names: a backend makes them
     act (install, edit, export), a plain row function keeps them read-only.
     """
@@ -580,7 +589,6 @@ def create_app(
         bus,
         commands,
         info,
-        sampler,
         clock,
         refresh_s,
         subscribe_after,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from chain.deploy import NetworkParams
 from chain.devnet import EmbeddedChain, start_embedded
+from engine.host.loop_threads import LoopDeath, LoopThreads
+from engine.host.plan import NodePlan
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
 from engine.node.miner import ChatModel, Miner, MinerSettings
@@ -44,6 +46,16 @@ class EmbeddedNetworkSettings:
     miner: MinerSettings = field(default_factory=MinerSettings)
     oracle: OracleSettings = field(default_factory=OracleSettings)
     payout: str | None = None  # every miner registers with it; None: each miner's own address
+    # The plan (engine/host/plan.py embedded_plan): what every node loads and every miner
+    # registers. None: the store's default chat model, tier and memory as `miner` says.
+    plan: NodePlan | None = None
+
+    def miner_settings(self) -> MinerSettings:
+        return self.plan.miner_settings(self.miner) if self.plan else self.miner
+
+    def load_settings(self) -> LoadSettings:
+        base = LoadSettings(n_ctx=self.n_ctx, n_threads=1)
+        return self.plan.load_settings(base) if self.plan else base
 
 
 class EmbeddedNetwork:
@@ -64,7 +76,7 @@ class EmbeddedNetwork:
         # How miner i uses its worker: honest by default; tests plug in dishonest behaviour.
         self._miner_chat = miner_chat or (lambda _index, worker: worker)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._loops = LoopThreads(self._stop, bus)
         self._workers: list[InferenceWorker] = []
         self._worker_names: list[str] = []
         self._worker_owners: dict[str, str] = {}  # worker name -> the address of its node
@@ -86,7 +98,8 @@ class EmbeddedNetwork:
         key = ChainKey(self.chain.chain_id, self.chain.genesis_hash)
         if self.settings.miners > len(self.chain.accounts):
             raise ValueError(f"the embedded chain has {len(self.chain.accounts)} dev accounts")
-        load = LoadSettings(n_ctx=self.settings.n_ctx, n_threads=1)
+        load = self.settings.load_settings()
+        miner_settings = self.settings.miner_settings()
         for index, account in enumerate(self.chain.accounts[: self.settings.miners]):
             worker = self._worker(chat_path, load, "chat", f"miner {account.address[:10]}")
             self._worker_owners[f"miner {account.address[:10]}"] = account.address
@@ -94,7 +107,7 @@ class EmbeddedNetwork:
             client = self.chain.client(account)
             chat = self._miner_chat(index, worker)
             self.miners.append(
-                Miner(client, chat, journal, self.bus, self.settings.miner, self.settings.payout)
+                Miner(client, chat, journal, self.bus, miner_settings, self.settings.payout)
             )
         for account in self.chain.oracles:
             name = f"oracle {account.address[:10]}"
@@ -125,14 +138,38 @@ class EmbeddedNetwork:
         if threads:
             self._spawn()
 
+    @property
+    def plan(self) -> NodePlan | None:
+        return self.settings.plan
+
+    def replan(self, plan: NodePlan) -> NodePlan:
+        """A changed `[fit]`: every node keeps the bundled model it loaded, and every miner
+        re-registers the new plan's tier and memory between two of its steps."""
+        if plan.model_id != (self.plan.model_id if self.plan else plan.model_id):
+            raise ValueError("the embedded network runs the bundled model; restart to change it")
+        self.settings = replace(self.settings, plan=plan)
+        settings = self.settings.miner_settings()
+        for miner in self.miners:
+            miner.swap_model(miner.chat, settings)
+        return plan
+
     def _models(self) -> tuple[Path, Path]:
-        chat_id = self.settings.chat_model_id or self.store.default_chat_model().id
+        plan = self.settings.plan
+        chat_id = (
+            plan.model_id if plan else self.settings.chat_model_id
+        ) or self.store.default_chat_model().id
         embedding_id = self.store.catalogue.of_kind("embedding")[0].id
         self._progress(f"preparing models: {chat_id} and {embedding_id}")
-        return self.store.pull(chat_id), self.store.pull(embedding_id)
+        chat = self.store.pull(chat_id, plan.quant if plan else None)
+        if plan is not None:
+            chat = self.store.check(plan.model_id, plan.quant)  # damaged: exit 6, none registers
+        return chat, self.store.pull(embedding_id)
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, name: str) -> InferenceWorker:
-        self._progress(f"loading {path.name} for {name}")
+        self._progress(
+            f"loading {path.name} for {name} (ctx {load.n_ctx}, {load.n_threads} thread(s), "
+            f"{load.n_gpu_layers} GPU layers)"
+        )
         worker = InferenceWorker(path, load, kind=kind)
         worker.start()
         self._workers.append(worker)
@@ -149,22 +186,23 @@ class EmbeddedNetwork:
         return dict(self._worker_owners)
 
     def _spawn(self) -> None:
-        runners = [(f"miner-{m.address[:8]}", m.run) for m in self.miners]
-        runners += [(f"oracle-{o.address[:8]}", o.run) for o in self.oracles]
-        for name, target in runners:
-            thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for miner in self.miners:
+            self._loops.start(f"miner-{miner.address[:8]}", "miner", miner.run)
+        for oracle in self.oracles:
+            self._loops.start(f"oracle-{oracle.address[:8]}", "oracle", oracle.run)
+
+    @property
+    def loop_death(self) -> LoopDeath | None:
+        """The first loop thread that died (the headless runner exits non-zero on it)."""
+        return self._loops.death
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         for worker in self._workers:
             worker.cancel()
-        for thread in self._threads:
-            thread.join(timeout=timeout_s)
+        self._loops.join(timeout_s)
         for worker in self._workers:
             worker.close()
-        self._threads.clear()
         self._workers.clear()
         self._worker_names.clear()
 

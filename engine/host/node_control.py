@@ -10,9 +10,10 @@ reason;
 the miner works again when none is left. Every change publishes `NodeStateChanged` with the
 reasons, which is how the summary, the log and the dashboard learn of it.
 
-`PolicyMonitor.tick(now)` samples readings at its interval (psutil on a real host; tests pass
-psutil-shaped samples through the same `readings_from_psutil` adapter) and hands the decision to
-the controller.
+`PolicyMonitor.tick(now)` samples readings at its interval (`engine.host.sensors.policy_readings`
+on a real host; tests pass psutil-shaped samples through the same `readings_from_psutil` adapter)
+and hands the decision to the controller. `engine.host.node_host.NodeHost` puts the two together
+with the alerts, for both front ends.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 from chain.errors import ChainError
@@ -40,14 +40,11 @@ from engine.state.commands import (
     Withdraw,
 )
 from engine.state.events import (
-    Alert,
-    AlertKind,
     CommandHandled,
     EventBus,
     NodeState,
     NodeStateChanged,
     PauseReason,
-    Severity,
 )
 
 log = logging.getLogger(__name__)
@@ -77,20 +74,29 @@ class NodeController:
     def __init__(
         self,
         bus: EventBus,
-        miners: Sequence[Pausable],
+        miners: Sequence[Pausable] | Callable[[], Sequence[Pausable]],
         *,
         reload: Callable[[], tuple[bool, str]] | None = None,
         stop: threading.Event | None = None,
         withdraw: Callable[[Withdraw], tuple[bool, str]] | None = None,
     ) -> None:
         self.bus = bus
-        self.miners = list(miners)
+        # A callable reads the node's miners at each use: a network still starting has none yet.
+        self._miners = miners if callable(miners) else list(miners)
         self._reload = reload
         self._withdraw = withdraw
         self._stop = stop
         self._lock = threading.Lock()
         # reason code -> message, shared by every miner of this process (one host, one policy)
         self.reasons: dict[str, str] = {}
+
+    @property
+    def miners(self) -> list[Pausable]:
+        return list(self._miners()) if callable(self._miners) else list(self._miners)
+
+    @miners.setter
+    def miners(self, miners: Sequence[Pausable]) -> None:
+        self._miners = list(miners)
 
     # -- commands -------------------------------------------------------------------------
     def handle(self, command: Command) -> CommandHandled:
@@ -200,63 +206,6 @@ class NodeController:
             return True
 
 
-class WatchedWorker(Protocol):
-    """What the watch needs of an inference worker (InferenceWorker satisfies it)."""
-
-    @property
-    def pid(self) -> int | None: ...
-
-    deaths: list[Any]
-
-
-class WorkerWatch:
-    """Turns inference worker deaths into alerts: raised on a death, cleared once it runs again.
-
-    A worker that dies is restarted by its next request (engine/inference/runtime.py); nothing else
-    would
-    tell the views, since a death between requests raises nowhere. `check` runs on the run loop.
-    """
-
-    def __init__(self, bus: EventBus, owners: dict[str, str] | None = None) -> None:
-        self.bus = bus
-        self.owners = dict(owners or {})  # worker name -> node address
-        self._seen: dict[str, int] = {}
-        self._last_pid: dict[str, int | None] = {}
-        self._dead_pid: dict[str, int | None] = {}  # raised, waiting for a fresh process
-
-    def check(self, workers: Sequence[tuple[str, WatchedWorker]]) -> None:
-        for name, worker in workers:
-            deaths, pid = len(worker.deaths), worker.pid
-            known = self._seen.setdefault(name, deaths)
-            if deaths > known:
-                self._seen[name] = deaths
-                self._dead_pid[name] = self._last_pid.get(name)
-                death = worker.deaths[-1]
-                text = death.describe() if hasattr(death, "describe") else str(death)
-                self._alert(name, True, f"{name}: {text}; restarting it")
-            elif name in self._dead_pid and pid is not None and pid != self._dead_pid[name]:
-                del self._dead_pid[name]
-                self._alert(name, False, f"{name}: the inference worker runs again (pid {pid})")
-            if pid is not None:
-                self._last_pid[name] = pid
-
-    def _alert(self, name: str, active: bool, message: str) -> None:
-        self.bus.publish(
-            Alert(
-                node=self.owners.get(name, ""),
-                kind=AlertKind.WORKER_CRASH,
-                severity=Severity.WARNING if active else Severity.INFO,
-                message=message,
-                active=active,
-            )
-        )
-
-
-# psutil-shaped inputs of `readings_from_psutil`
-Temperatures = dict[str, list[tuple[str, float | None, float | None, float | None]]]
-Battery = tuple[float, float, bool] | None
-
-
 class PolicyMonitor:
     """Samples at an interval, evaluates the policies, and tells the controller."""
 
@@ -302,63 +251,6 @@ class PolicyMonitor:
         self.last = decision
         self.controller.apply_policy(decision)
         return decision
-
-
-def psutil_sampler(
-    temperatures: Callable[[], Any] | None = None,
-    battery: Callable[[], Any] | None = None,
-    clock: Callable[[], datetime] = datetime.now,
-    gpu_temp: Callable[[], float | None] | None = None,
-) -> Callable[[], Readings]:
-    """The live sampler: psutil's `sensors_temperatures()` and `sensors_battery()` by default.
-
-    Tests pass functions returning psutil's own shapes (its named tuples), so the conversion
-    here and in `readings_from_psutil` is the path they exercise. A sensor that is missing or
-    fails reads as unknown, never as an error.
-    """
-    from engine.host.policies import readings_from_psutil
-
-    def default_temperatures() -> Any:
-        import psutil
-
-        return getattr(psutil, "sensors_temperatures", dict)()
-
-    def default_battery() -> Any:
-        import psutil
-
-        return getattr(psutil, "sensors_battery", lambda: None)()
-
-    read_temperatures = temperatures or default_temperatures
-    read_battery = battery or default_battery
-
-    def sample() -> Readings:
-        temps: Temperatures = {}
-        plugged: Battery = None
-        try:
-            temps = {
-                chip: [(e.label, e.current, e.high, e.critical) for e in entries]
-                for chip, entries in (read_temperatures() or {}).items()
-            }
-        except (OSError, AttributeError, RuntimeError):
-            temps = {}
-        try:
-            info = read_battery()
-            if info is not None and info.power_plugged is not None:
-                plugged = (info.percent, info.secsleft, bool(info.power_plugged))
-        except (OSError, AttributeError, RuntimeError):
-            plugged = None
-        gpu = gpu_temp() if gpu_temp is not None else None
-        return readings_from_psutil(clock().time(), temps, plugged, gpu)
-
-    return sample
-
-
-def hottest_nvidia_gpu() -> float | None:
-    """The highest NVIDIA GPU temperature in °C through NVML; None without a driver or sensor."""
-    from profiler.nvml import probe_nvidia
-
-    temps = [g.temperature_c for g in probe_nvidia() if g.temperature_c is not None]
-    return max(temps) if temps else None
 
 
 def request_benchmarks(miners: Sequence[object]) -> tuple[bool, str]:

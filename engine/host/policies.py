@@ -166,15 +166,16 @@ def readings_from_psutil(
     """
     return Readings(
         local_time=local_time,
-        cpu_temp_c=_cpu_temperature(temperatures),
+        cpu_temp_c=cpu_temperature(temperatures),
         gpu_temp_c=gpu_temp_c,
         on_battery=None if battery is None else not bool(battery[2]),
     )
 
 
-def _cpu_temperature(
+def cpu_temperature(
     temperatures: dict[str, list[tuple[str, float | None, float | None, float | None]]],
 ) -> float | None:
+    """The hottest core of the first CPU sensor chip psutil knows; None without one."""
     for chip in _CPU_CHIPS:
         currents = [entry[1] for entry in temperatures.get(chip, []) if entry[1] is not None]
         if currents:

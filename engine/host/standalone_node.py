@@ -13,17 +13,22 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chain.client import ChainClient
+from engine.errors import ModelError
+from engine.host.loop_threads import LoopDeath, LoopThreads
+from engine.host.model_pool import ModelPool, PooledModel
+from engine.host.plan import MIB, NodePlan, install_plan
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
-from engine.node.miner import Miner, MinerSettings
+from engine.node.miner import ChatModel, Miner, MinerSettings
 from engine.node.oracle import Oracle, OracleSettings
 from engine.poi.validator import Validator
+from engine.protocol import NodeRole
 from engine.state.database import Database
-from engine.state.events import EventBus
+from engine.state.events import Event, EventBus
 from engine.state.journal import ChainKey, Journal
 from profiler.load_settings import LoadSettings
 
@@ -40,6 +45,16 @@ class NodeSettings:
     miner: MinerSettings = field(default_factory=MinerSettings)
     oracle: OracleSettings = field(default_factory=OracleSettings)
     payout: str | None = None  # where earnings go; None: the node's own address
+    # The plan (engine/host/plan.py): the model, how it loads, and what the miner registers.
+    # None: the store's default chat model at n_ctx/n_threads, tier and memory as `miner` says.
+    plan: NodePlan | None = None
+
+    def miner_settings(self) -> MinerSettings:
+        return self.plan.miner_settings(self.miner) if self.plan else self.miner
+
+    def load_settings(self) -> LoadSettings:
+        base = LoadSettings(n_ctx=self.n_ctx, n_threads=self.n_threads)
+        return self.plan.load_settings(base) if self.plan else base
 
 
 def chain_key(client: ChainClient) -> ChainKey:
@@ -56,7 +71,10 @@ class StandaloneNode:
         bus: EventBus,
         settings: NodeSettings | None = None,
         progress: Callable[[str], None] | None = None,
+        fallback: Callable[[str], NodePlan | None] | None = None,
     ) -> None:
+        """`fallback(why)` plans the largest installed model that fits when the plan's model
+        cannot be installed (engine/host/plan.py fallback_plan); None: that is an error."""
         if client.address is None:
             raise ValueError("a node needs a signing account")
         self.client = client
@@ -68,8 +86,10 @@ class StandaloneNode:
         if self.settings.role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self._progress = progress or (lambda message: log.info("%s", message))
+        self._fallback = fallback
+        self._pool: ModelPool | None = None  # several models per node (plan.extras)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loops = LoopThreads(self._stop, bus)
         self._workers: list[tuple[str, InferenceWorker]] = []
         self.miner: Miner | None = None
         self.oracle: Oracle | None = None
@@ -78,18 +98,12 @@ class StandaloneNode:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.client.check_protocol()
         journal = Journal(self.db, chain_key(self.client), self.address)
-        chat_id = self.settings.chat_model_id or self.store.default_chat_model().id
-        self._progress(f"preparing {chat_id}")
-        load = LoadSettings(n_ctx=self.settings.n_ctx, n_threads=self.settings.n_threads)
-        chat = self._worker(self.store.pull(chat_id), load, "chat", "validator")
+        chat = self._worker(self._chat_model(), self.settings.load_settings(), "chat", "validator")
         if self.settings.role == "miner":
-            miner_settings = self.settings.miner
-            if chat_id != miner_settings.model_name:
-                from dataclasses import replace
-
-                miner_settings = replace(miner_settings, model_name=chat_id)
+            runtime: ChatModel = self._model_pool(chat) or chat
+            miner_settings = self.settings.miner_settings()  # after the pool: what it serves
             self.miner = Miner(
-                self.client, chat, journal, self.bus, miner_settings, payout=self.settings.payout
+                self.client, runtime, journal, self.bus, miner_settings, payout=self.settings.payout
             )
             self.miner.preflight()
             target: Callable[[threading.Event], None] = self.miner.run
@@ -106,13 +120,97 @@ class StandaloneNode:
             )
             self.oracle.start()
             target = self.oracle.run
-        self._thread = threading.Thread(
-            target=target, args=(self._stop,), name=f"{self.settings.role}-loop", daemon=True
+        self._loops.start(f"{self.settings.role}-loop", self.settings.role, target)
+
+    @property
+    def loop_death(self) -> LoopDeath | None:
+        """The loop thread's death, if it died (the headless runner exits non-zero on it)."""
+        return self._loops.death
+
+    @property
+    def plan(self) -> NodePlan | None:
+        return self.settings.plan
+
+    def _chat_model(self) -> Path:
+        """The plan's model installed and verified (or the fallback's), before any registration."""
+        plan = self.settings.plan
+        if plan is None:
+            chat_id = self.settings.chat_model_id or self.store.default_chat_model().id
+            miner = replace(self.settings.miner, model_name=chat_id)
+            self.settings = replace(self.settings, miner=miner)
+            self._progress(f"preparing {chat_id}")
+            return self.store.pull(chat_id)
+        self._progress(f"preparing {plan.model_id} {plan.quant}")
+        installed, path = install_plan(self.store, plan, self._progress, self._fallback)
+        if installed is not plan:
+            self.settings = replace(self.settings, plan=installed)
+            self._progress(installed.headline())
+        return path
+
+    def _model_pool(self, primary: InferenceWorker) -> ModelPool | None:
+        """The plan's other models, installed now and loaded on demand; one that cannot be
+        installed is not served (nor registered), saying so."""
+        plan = self.settings.plan
+        if plan is None or not plan.extras:
+            return None
+        path = Path(primary.model_path)
+        models = [PooledModel(plan.model_id, path, primary.settings, plan.model_bytes)]
+        served = []
+        for extra in plan.extras:
+            try:
+                extra_path = self.store.pull(extra.model_id, extra.quant)
+            except ModelError as exc:
+                self._progress(f"not serving {extra.model_id}: {exc}")
+                continue
+            load = replace(primary.settings, n_ctx=extra.n_ctx, n_gpu_layers=extra.n_gpu_layers)
+            models.append(PooledModel(extra.model_id, extra_path, load, extra.bytes_needed))
+            served.append(extra)
+        self.settings = replace(self.settings, plan=replace(plan, extras=tuple(served)))
+        self._pool = ModelPool(
+            models,
+            plan.memory_mb * MIB,
+            self._publish_as_miner,
+            preloaded={plan.model_id: primary},
         )
-        self._thread.start()
+        return self._pool
+
+    def _publish_as_miner(self, event: Event) -> None:
+        self.bus.publish(replace(event, node=self.address, role=NodeRole.MINER))
+
+    def replan(self, plan: NodePlan) -> NodePlan:
+        """A changed `[fit]`: install and load the new plan's model next to the running one,
+        then hand it to the miner, which takes it after its open task and re-registers its
+        tier, memory and models; the old worker closes then. Returns the plan that runs."""
+        import time
+
+        miner = self.miner
+        if miner is None:
+            raise ValueError("an oracle node takes a new plan at its next start")
+        requested = time.monotonic()
+        self._progress(f"re-planning: preparing {plan.model_id} {plan.quant}")
+        installed, path = install_plan(self.store, plan, self._progress, self._fallback)
+        worker = self._worker(
+            path, installed.load_settings(self.settings.load_settings()), "chat", "validator"
+        )
+        self.settings = replace(self.settings, plan=installed)
+        old_pool = self._pool
+        self._pool = None
+        runtime: ChatModel = self._model_pool(worker) or worker  # sets self._pool, the plan
+
+        def swapped(old: object) -> None:
+            retired = [old]
+            if old is old_pool and old_pool is not None:
+                retired += [w for _, w in old_pool.workers()]
+                old_pool.close()
+            for entry in [e for e in self._workers if any(e[1] is r for r in retired)]:
+                self._workers.remove(entry)
+                entry[1].close()
+
+        miner.swap_model(runtime, self.settings.miner_settings(), swapped, requested)
+        return self.settings.plan or installed
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, job: str) -> InferenceWorker:
-        self._progress(f"loading {path.name}")
+        self._progress(f"loading {path.name} ({_describe_load(load)})")
         worker = InferenceWorker(path, load, kind=kind)
         worker.start()
         # Named as the embedded network names them, so status views read both the same way.
@@ -122,6 +220,12 @@ class StandaloneNode:
 
     @property
     def workers(self) -> list[tuple[str, InferenceWorker]]:
+        if self._pool is not None:
+            name = f"miner {self.address[:10]}"
+            return [
+                (name if model == self._pool.primary else f"{name} ({model})", worker)
+                for model, worker in self._pool.workers()
+            ]
         return list(self._workers)
 
     @property
@@ -140,14 +244,20 @@ class StandaloneNode:
         self._stop.set()
         for _, worker in self._workers:
             worker.cancel()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
+        self._loops.join(timeout_s)
         for _, worker in self._workers:
             worker.close()
         self._workers.clear()
+        if self._pool is not None:
+            self._pool.close()
 
     @property
     def tasks_done(self) -> int:
         if self.miner is not None:
             return self.miner.tasks_done
         return self.oracle.sessions_ended if self.oracle is not None else 0
+
+
+def _describe_load(load: LoadSettings) -> str:
+    """How a worker loads its model, as the plan said (the log shows plan and load agree)."""
+    return f"ctx {load.n_ctx}, {load.n_threads} thread(s), {load.n_gpu_layers} GPU layers"

@@ -43,6 +43,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from engine import failpoints
 from engine.errors import CorruptModelError, ModelError, ModelNotFoundError
 from engine.inference.types import (
     BenchResult,
@@ -311,33 +312,11 @@ class _Worker:
     def _prompt_tokens(
         self, llm: Any, prompt: str | Sequence[dict[str, str]], raw: bool
     ) -> list[int]:
-        if isinstance(prompt, str) and (
-            raw or not self.report or not self.report.has_chat_template
-        ):
-            return list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
-        messages = (
-            [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        )
-        text = self._render_chat(llm, messages)
-        bos = self._piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
-        add_bos = not (bos and text.startswith(bos))
-        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
-
-    def _render_chat(self, llm: Any, messages: list[dict[str, str]]) -> str:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            return "\n".join(m["content"] for m in messages)
-        eos = self._piece(llm, llm.token_eos(), special=True) if llm.token_eos() >= 0 else ""
-        bos = self._piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
-        formatter = Jinja2ChatFormatter(
-            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
-        )
-        return str(formatter(messages=messages).prompt)  # type: ignore[arg-type]
+        has_template = bool(self.report and self.report.has_chat_template)
+        return prompt_token_ids(llm, prompt, raw=raw, has_template=has_template)
 
     def _piece(self, llm: Any, token: int, special: bool = False) -> str:
-        return self._piece_bytes(llm._model.vocab, token, special).decode("utf-8", "replace")
+        return token_piece(llm, token, special)
 
     def _piece_bytes(self, vocab: Any, token: int, special: bool) -> bytes:
         import llama_cpp
@@ -502,15 +481,20 @@ class _Worker:
     def op_score(
         self, rid: int, prompt: str | Sequence[dict[str, str]], answer: str, raw: bool
     ) -> LikelihoodResult:
-        result = self.op_score_many(rid, prompt, [answer], raw)[0]
-        if result is None:
-            raise _RequestFailed("request", "the answer is empty")
+        result = self.op_score_many(rid, prompt, [answer], raw, strict=True)[0]
+        assert result is not None  # strict: an answer that cannot be scored raised
         return result
 
     def op_score_many(
-        self, rid: int, prompt: str | Sequence[dict[str, str]], answers: Sequence[str], raw: bool
+        self,
+        rid: int,
+        prompt: str | Sequence[dict[str, str]],
+        answers: Sequence[str],
+        raw: bool,
+        strict: bool = False,
     ) -> list[LikelihoodResult | None]:
-        """Score several answers to one prompt; None for an answer without tokens.
+        """Score several answers to one prompt; None for an answer without tokens or one that
+        does not fit the context with the prompt (`strict`: an error for those instead).
 
         The prompt is prefilled once, and each answer reuses the key-value cache and the logit
         rows of the tokens it shares with the answer scored before it: identical answers (miners
@@ -519,6 +503,7 @@ class _Worker:
         import llama_cpp
 
         llm = self._require("chat")
+        failpoints.hit("worker-score")  # crash tests: the validator's worker dies mid-validation
         prompt_tokens = self._prompt_tokens(llm, prompt, raw)
         n_ctx = llama_cpp.llama_n_ctx(llm._ctx.ctx)
         if not self._prefill(llm, prompt_tokens[:-1], rid, None):
@@ -527,11 +512,16 @@ class _Worker:
         results: list[LikelihoodResult | None] = []
         for answer in answers:
             tokens = list(llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False))
-            if not tokens:
+            if not tokens or len(prompt_tokens) + len(tokens) >= n_ctx:
+                if strict:
+                    raise _RequestFailed(
+                        "request",
+                        "the answer is empty"
+                        if not tokens
+                        else "prompt and answer do not fit in the context",
+                    )
                 results.append(None)
                 continue
-            if len(prompt_tokens) + len(tokens) >= n_ctx:
-                raise _RequestFailed("request", "prompt and answer do not fit in the context")
             rows = self._logprob_rows(llm, cache, tokens)
             results.append(self._likelihood(llm, len(prompt_tokens), tokens, rows))
             if self._cancelled(rid):
@@ -699,6 +689,47 @@ class _ScoredPrefix:
 
     def keep(self, inputs: list[int], rows: Any) -> None:
         self.inputs, self.rows = list(inputs), rows
+
+
+def prompt_token_ids(
+    llm: Any, prompt: str | Sequence[dict[str, str]], *, raw: bool, has_template: bool
+) -> list[int]:
+    """The tokens a prompt is prefilled as: text as it is (raw, or a model without a chat
+    template), or the messages (a string is one user message) through the model's template.
+    The router counts usage with the same function, so its figures are the workers'."""
+    if isinstance(prompt, str) and (raw or not has_template):
+        return list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    text = render_chat(llm, messages)
+    bos = token_piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
+    add_bos = not (bos and text.startswith(bos))
+    return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+
+def render_chat(llm: Any, messages: list[dict[str, str]]) -> str:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return "\n".join(m["content"] for m in messages)
+    eos = token_piece(llm, llm.token_eos(), special=True) if llm.token_eos() >= 0 else ""
+    bos = token_piece(llm, llm.token_bos(), special=True) if llm.token_bos() >= 0 else ""
+    formatter = Jinja2ChatFormatter(
+        template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
+    )
+    return str(formatter(messages=messages).prompt)  # type: ignore[arg-type]
+
+
+def token_piece(llm: Any, token: int, special: bool = False) -> str:
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    buf = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
+    return bytes(buf.raw[:n]).decode("utf-8", "replace")
 
 
 def _peak_rss_bytes() -> int:

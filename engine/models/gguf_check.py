@@ -44,7 +44,7 @@ def check_gguf(path: Path) -> GGUFSummary:
         raise CorruptModelError(f"{path}: GGUF version {version} is not supported (2 or 3)")
     try:
         metadata, tensors, data_start = _read_header(path)
-    except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # a crafted header may fail any way: it is a bad file, never a crash
         raise CorruptModelError(
             f"{path}: damaged or truncated GGUF header ({type(exc).__name__}: {exc})"
         ) from None
@@ -82,6 +82,8 @@ _SCALAR = {
     12: "<d",
 }
 _KEEP = ("general.architecture", "general.name", "general.alignment", "tokenizer.chat_template")
+MAX_ARRAY_NESTING = 2  # real models nest arrays once at most (none today); crafted ones 1000 deep
+MAX_ALIGNMENT = 1 << 16
 
 
 class _Cursor:
@@ -108,7 +110,7 @@ class _Cursor:
         if self.pos > len(self.buf):
             raise ValueError("string runs past the end of the file")
 
-    def value(self, vtype: int, keep: bool) -> Any:
+    def value(self, vtype: int, keep: bool, depth: int = 0) -> Any:
         if vtype in _SCALAR:
             return self.take(_SCALAR[vtype])
         if vtype == 8:
@@ -117,13 +119,18 @@ class _Cursor:
             self.skip_string()
             return None
         if vtype == 9:
+            if depth >= MAX_ARRAY_NESTING:
+                raise ValueError("arrays nested too deep")
             item_type = self.take("<I")
             count = self.take("<Q")
             if item_type in _SCALAR:
                 self.pos += count * struct.calcsize(_SCALAR[item_type])
             else:
+                # every item takes at least 8 bytes, so a huge count meets the end of the file
                 for _ in range(count):
-                    self.value(item_type, False)
+                    self.value(item_type, False, depth + 1)
+                    if self.pos > len(self.buf):
+                        break
             if self.pos > len(self.buf):
                 raise ValueError("array runs past the end of the file")
             return None
@@ -159,6 +166,15 @@ def _read_header(path: Path) -> tuple[dict[str, object], list[tuple[int, int]], 
             offset = cur.take("<Q")
             block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
             tensors.append((offset, elements // block * type_size))
-        alignment = int(metadata.get("general.alignment", 32))  # type: ignore[call-overload]
+        alignment = _alignment(metadata.get("general.alignment", 32))
         data_start = (cur.pos + alignment - 1) // alignment * alignment
     return metadata, tensors, data_start
+
+
+def _alignment(value: object) -> int:
+    """general.alignment as llama.cpp accepts it: an integer power of two (here up to 64 KiB)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"general.alignment is {value!r}, not an integer")
+    if not 1 <= value <= MAX_ALIGNMENT or value & (value - 1):
+        raise ValueError(f"general.alignment {value} is not a power of two up to {MAX_ALIGNMENT}")
+    return value

@@ -16,8 +16,19 @@ Guarantees:
 - nothing appears under the final name until it is complete and verified: downloads go to
   `<name>.part`, are checked (sha256 when the catalogue has one, and the GGUF structure always)
   and renamed atomically; a failed verification deletes the partial file;
-- downloads resume with HTTP Range after a dropped connection, retry with exponential backoff,
-  then fail over to the next mirror or gateway;
+- the sha256 is computed while the bytes stream in (no second read of a downloaded file);
+- where the catalogue publishes no sha256, the store records the sha256 of the first complete
+  download beside the file (`<name>.sha256`, `sha256sum` format, kept by `rm`) and checks every
+  later download and `verify` against it; such a file is "unverified" (trusted on first use);
+- a URL on a moving branch (`/resolve/main/`) is pinned on first use: the commit the server
+  names (`X-Repo-Commit`, on Hugging Face's redirect) is kept in `<name>.revision`, and later
+  downloads read `/resolve/<commit>/`, the same revision, even after the branch moved;
+- downloads resume with HTTP Range after a dropped connection, but only safely: the resume sends
+  `If-Range` with the ETag (or Last-Modified) of the first response, kept in `<name>.part.meta`,
+  and the answer's `Content-Range` must start at the bytes already on disk; a server that ignores
+  Range, a file that changed upstream, or a wrong `Content-Range` restarts the file from byte 0
+  (never a splice of two versions); retries back off exponentially, then the next mirror or
+  gateway is tried;
 - free disk space is checked before a download starts;
 - two processes pulling the same model are safe: an exclusive lock file (`<name>.lock`,
   `flock`) serialises them, and the second finds the file installed when it gets the lock;
@@ -30,8 +41,10 @@ import contextlib
 import hashlib
 import http.client
 import importlib.util
+import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -58,6 +71,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 DISK_MARGIN = 64 << 20  # keep this much free beyond the file itself
+CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,114 @@ class InstalledModel:
     path: Path
     size_bytes: int
     linked: bool  # a symlink into a Python package
+    # "catalogue": the catalogue publishes its sha256; "recorded": only the first download's
+    # sha256 is known (unverified); None: no sha256 at all (a conversion, or never recorded)
+    hash_source: str | None = None
+
+
+class _Transfer:
+    """One URL's download across retries: the running sha256 of the bytes in `<name>.part`."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.hashed = 0  # bytes fed into the digest: always the size of the part file
+        self.commit: str | None = None  # X-Repo-Commit of the answer (Hugging Face names it)
+
+    def reset(self) -> None:
+        self.digest = hashlib.sha256()
+        self.hashed = 0
+
+    def update(self, block: bytes) -> None:
+        self.digest.update(block)
+        self.hashed += len(block)
+
+    def catch_up(self, part: Path, have: int) -> None:
+        """Hash the bytes a previous process left in the part file (only after a restart)."""
+        if self.hashed == have:
+            return
+        self.reset()
+        with part.open("rb") as handle:
+            while self.hashed < have and (block := handle.read(min(CHUNK, have - self.hashed))):
+                self.update(block)
+
+
+class _RestartFromZero(Exception):
+    """The partial file cannot be continued safely; start the file again from byte 0."""
+
+
+def record_path(path: Path) -> Path:
+    """Where the sha256 of a model's first complete download is kept."""
+    return path.with_name(path.name + ".sha256")
+
+
+def recorded_sha256(path: Path) -> str | None:
+    try:
+        text = record_path(path).read_text(encoding="utf-8").split()
+    except OSError:
+        return None
+    return text[0].lower() if text and HEX64.match(text[0].lower()) else None
+
+
+_MOVING_URL = re.compile(r"^(https?://[^/]+/[^/]+/[^/]+/resolve/)([^/]+)(/.+)$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def revision_path(path: Path) -> Path:
+    """Where the commit of a model's first download from a moving branch is kept."""
+    return path.with_name(path.name + ".revision")
+
+
+def _on_moving_branch(url: str) -> bool:
+    match = _MOVING_URL.match(url)
+    return match is not None and not _COMMIT.match(match.group(2))
+
+
+def pinned_url(url: str, target: Path) -> str:
+    """A `/resolve/<branch>/` URL rewritten to the commit its first download came from, so a
+    later download reads the same revision even after the branch moved; else the URL."""
+    match = _MOVING_URL.match(url)
+    if match is None or _COMMIT.match(match.group(2)):
+        return url
+    try:
+        record = json.loads(revision_path(target).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return url
+    if not isinstance(record, dict) or record.get("url") != url:
+        return url
+    commit = record.get("commit")
+    if not isinstance(commit, str) or not _COMMIT.match(commit):
+        return url
+    return f"{match.group(1)}{commit}{match.group(3)}"
+
+
+def _record_revision(target: Path, url: str, commit: str | None) -> None:
+    if commit is None or not _COMMIT.match(commit) or not _on_moving_branch(url):
+        return
+    record = revision_path(target)
+    if not record.exists():
+        record.write_text(json.dumps({"url": url, "commit": commit}), encoding="utf-8")
+
+
+class _NoteCommit(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, noting X-Repo-Commit on the way: Hugging Face sends it
+    on the redirect to its CDN, whose answer no longer carries it."""
+
+    def __init__(self, transfer: _Transfer) -> None:
+        super().__init__()
+        self.transfer = transfer
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        self.transfer.commit = headers.get("X-Repo-Commit") or self.transfer.commit
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _record_sha256(path: Path, sha256: str) -> None:
+    record = record_path(path)
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{sha256}  {path.name}\n", encoding="utf-8")
+    os.replace(tmp, record)
 
 
 @dataclass(frozen=True)
@@ -88,6 +211,7 @@ class VerifyResult:
     path: Path
     ok: bool
     message: str
+    hash_source: str | None = None  # as InstalledModel.hash_source
 
 
 def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
@@ -183,7 +307,12 @@ class ModelStore:
                 if path.is_file():
                     found.append(
                         InstalledModel(
-                            entry.id, variant.quant, path, path.stat().st_size, path.is_symlink()
+                            entry.id,
+                            variant.quant,
+                            path,
+                            path.stat().st_size,
+                            path.is_symlink(),
+                            self.hash_source(variant, path),
                         )
                     )
         return found
@@ -371,16 +500,26 @@ class ModelStore:
         size = path.stat().st_size
         self._check_disk(target, size)
         part = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
         done = 0
         with path.open("rb") as src, part.open("wb") as dst:
             while block := src.read(CHUNK):
                 dst.write(block)
+                digest.update(block)
                 done += len(block)
                 if progress is not None:
                     progress(PullProgress(entry.id, "copy", str(path), done, size))
             dst.flush()
             os.fsync(dst.fileno())
-        self._finish(entry, variant, part, target, progress=progress, where=str(path))
+        self._finish(
+            entry,
+            variant,
+            part,
+            target,
+            progress=progress,
+            where=str(path),
+            sha256=digest.hexdigest(),
+        )
 
     def _finish(
         self,
@@ -391,13 +530,32 @@ class ModelStore:
         *,
         progress: ProgressCallback | None,
         where: str,
+        sha256: str,
     ) -> None:
+        """Check a complete part file against the hash it streamed with, install it, and
+        record that hash where the catalogue publishes none (trust on first use)."""
         try:
-            self._verify_file(entry, variant, part, progress, where)
+            self._verify_file(entry, variant, part, progress, where, sha256=sha256, target=target)
         except (HashMismatchError, CorruptModelError):
             part.unlink(missing_ok=True)
             raise
         os.replace(part, target)
+        if not variant.sha256 and recorded_sha256(target) is None:
+            _record_sha256(target, sha256)
+            log.info(
+                "%s: the catalogue publishes no sha256; recorded %s... of this first download",
+                entry.id,
+                sha256[:16],
+            )
+
+    def _expected_sha256(self, variant: QuantVariant, target: Path) -> tuple[str | None, str]:
+        """The sha256 a file must have, and whose word it is."""
+        if variant.sha256:
+            return variant.sha256.lower(), "the catalogue's"
+        recorded = recorded_sha256(target)
+        if recorded:
+            return recorded, f"the one recorded at its first download ({record_path(target).name})"
+        return None, ""
 
     def _verify_file(
         self,
@@ -406,19 +564,27 @@ class ModelStore:
         path: Path,
         progress: ProgressCallback | None,
         where: str,
+        *,
+        sha256: str | None = None,
+        target: Path | None = None,
     ) -> None:
-        size = path.stat().st_size
-        if variant.sha256:
+        """sha256 (when one is expected; `sha256` is the streamed hash, else the file is read)
+        and the GGUF structure always."""
+        expected, whose = self._expected_sha256(variant, target or path)
+        if expected:
+            actual = sha256
+            if actual is None:
+                size = path.stat().st_size
 
-            def report(done: int) -> None:
-                if progress is not None:
-                    progress(PullProgress(entry.id, "verify", where, done, size))
+                def report(done: int) -> None:
+                    if progress is not None:
+                        progress(PullProgress(entry.id, "verify", where, done, size))
 
-            actual = sha256_of(path, report)
-            if actual != variant.sha256.lower():
+                actual = sha256_of(path, report)
+            if actual != expected:
                 raise HashMismatchError(
-                    f"{where}: sha256 {actual[:16]}... is not the catalogue's "
-                    f"{variant.sha256[:16]}... (wrong or damaged file)"
+                    f"{where}: sha256 {actual[:16]}... is not {whose} "
+                    f"{expected[:16]}... (wrong or damaged file)"
                 )
         try:
             check_gguf(path)
@@ -444,21 +610,34 @@ class ModelStore:
         progress: ProgressCallback | None,
     ) -> None:
         part = target.with_name(target.name + ".part")
+        branch_url, url = url, pinned_url(url, target)
+        transfer = _Transfer()
         errors: list[str] = []
         for attempt in range(self.retries):
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                self._download(entry, variant, url, part, progress)
+                self._download(entry, variant, url, part, transfer, progress)
             except (OSError, http.client.HTTPException, _SourceFailed) as exc:
                 errors.append(_short_error(exc))
                 if isinstance(exc, urllib.error.HTTPError) and exc.code in (403, 404, 410):
                     break  # the mirror does not have it; retrying will not help
                 continue
             try:
-                self._finish(entry, variant, part, target, progress=progress, where=url)
+                self._finish(
+                    entry,
+                    variant,
+                    part,
+                    target,
+                    progress=progress,
+                    where=url,
+                    sha256=transfer.digest.hexdigest(),
+                )
             except CorruptModelError as exc:
                 raise _SourceFailed(f"{url}: {exc}") from None
+            finally:
+                _meta_path(part).unlink(missing_ok=True)
+            _record_revision(target, branch_url, transfer.commit)
             return
         raise _SourceFailed(f"{url}: {'; '.join(errors[-2:])} (after {len(errors)} tries)")
 
@@ -468,53 +647,101 @@ class ModelStore:
         variant: QuantVariant,
         url: str,
         part: Path,
+        transfer: _Transfer,
         progress: ProgressCallback | None,
     ) -> None:
+        """One attempt: continue the part file when that is provably safe, else from byte 0."""
+        try:
+            self._attempt(entry, variant, url, part, transfer, progress, resume=True)
+        except _RestartFromZero as exc:
+            log.warning("%s: %s; downloading it again from the start", entry.id, exc)
+            self._attempt(entry, variant, url, part, transfer, progress, resume=False)
+
+    def _attempt(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        url: str,
+        part: Path,
+        transfer: _Transfer,
+        progress: ProgressCallback | None,
+        *,
+        resume: bool,
+    ) -> None:
+        validator = _read_validator(part, url) if resume else None
         have = part.stat().st_size if part.exists() else 0
+        if have and validator is None:
+            have = 0  # nothing proves the bytes on disk are this URL's current file
+        if not have:
+            part.unlink(missing_ok=True)
+            _meta_path(part).unlink(missing_ok=True)
+            transfer.reset()
         expected = variant.size_bytes
         if expected is not None and have >= expected:
             if have == expected:
+                transfer.catch_up(part, have)
                 return  # complete from an earlier attempt; verification decides
-            part.unlink()
-            have = 0
+            raise _RestartFromZero(f"the partial file is larger than {expected:,} bytes")
         self._check_disk(part, (expected or 0) - have)
         request = urllib.request.Request(url, headers={"User-Agent": "cortensor-desktop"})
-        if have:
+        if have and validator:
             request.add_header("Range", f"bytes={have}-")
+            request.add_header("If-Range", validator)
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout_s)
+            opener = urllib.request.build_opener(_NoteCommit(transfer))
+            response = opener.open(request, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # nothing past what we hold: let verification decide
+                transfer.catch_up(part, have)
                 return
             raise
         with response:
-            status = response.status
-            if status == 200 and have:
-                have = 0  # the server ignored Range: start over
-            elif status not in (200, 206):
-                raise _SourceFailed(f"HTTP {status}")
-            length = response.headers.get("Content-Length")
-            total = have + int(length) if length is not None else expected
-            if total is not None and expected is None:
-                self._check_disk(part, total - have)
-            mode = "ab" if have else "wb"
+            transfer.commit = response.headers.get("X-Repo-Commit") or transfer.commit
+            have, total = self._accept(response, part, url, have, expected)
+            if have:
+                transfer.catch_up(part, have)
+            else:
+                transfer.reset()
 
             def report(done: int, size: int | None) -> None:
                 if progress is not None:
                     progress(PullProgress(entry.id, "download", url, done, size))
 
-            with part.open(mode) as handle:
-                self._stream(response, handle, url, done=have, total=total, report=report)
+            with part.open("ab" if have else "wb") as handle:
+                self._stream(response, handle, transfer, done=have, total=total, report=report)
                 handle.flush()
                 os.fsync(handle.fileno())
         if total is not None and part.stat().st_size < total:
             raise _SourceFailed(f"connection closed at {part.stat().st_size:,} of {total:,} bytes")
 
+    def _accept(
+        self, response: Any, part: Path, url: str, have: int, expected: int | None
+    ) -> tuple[int, int | None]:
+        """Where the body starts in the file and the file's total size; a fresh 200 records
+        the validator a later resume sends as If-Range."""
+        status = response.status
+        if status == 206 and have:
+            start, total = _content_range(response.headers.get("Content-Range"))
+            if start != have:
+                raise _RestartFromZero(
+                    f"{url}: Content-Range starts at {start} but {have:,} bytes are on disk"
+                )
+            return have, total if total is not None else expected
+        if status != 200:
+            raise _SourceFailed(f"HTTP {status}")
+        # 200: the whole file (a server that ignored Range, or a file that changed upstream)
+        length = response.headers.get("Content-Length")
+        total = int(length) if length is not None else expected
+        if total is not None and expected is None:
+            self._check_disk(part, total)
+        _write_validator(part, url, response.headers)
+        return 0, total
+
     def _stream(
         self,
         response: Any,
         handle: IO[bytes],
-        url: str,
+        transfer: _Transfer,
         *,
         done: int,
         total: int | None,
@@ -525,16 +752,27 @@ class ModelStore:
                 block = response.read(CHUNK)
             except http.client.IncompleteRead as exc:
                 handle.write(exc.partial)
+                transfer.update(exc.partial)
                 raise
             if not block:
                 return
             handle.write(block)
+            transfer.update(block)
             done += len(block)
             if report is not None:
                 report(done, total)
 
     # -- verify / remove ------------------------------------------------------------------
-    def verify(self, model_id: str | None = None) -> list[VerifyResult]:
+    def hash_source(self, variant: QuantVariant, path: Path) -> str | None:
+        """ "catalogue" (a published sha256), "recorded" (only the first download's: the file
+        is unverified) or None (no sha256 known)."""
+        if variant.sha256:
+            return "catalogue"
+        return "recorded" if recorded_sha256(path) else None
+
+    def verify(
+        self, model_id: str | None = None, progress: ProgressCallback | None = None
+    ) -> list[VerifyResult]:
         """Check every installed model (or one): sha256 where known, GGUF structure always."""
         results: list[VerifyResult] = []
         entries = [self._entry(model_id)] if model_id else list(self.catalogue.models)
@@ -543,38 +781,59 @@ class ModelStore:
                 path = self.models_dir / variant.file_name
                 if not path.exists() and not path.is_symlink():
                     continue
-                if not path.is_file():
-                    results.append(
-                        VerifyResult(
-                            entry.id,
-                            variant.quant,
-                            path,
-                            False,
-                            "dangling link: its package is gone; pull again",
-                        )
-                    )
-                    continue
-                try:
-                    self._verify_file(entry, variant, path, None, str(path))
-                except ModelError as exc:
-                    results.append(VerifyResult(entry.id, variant.quant, path, False, str(exc)))
-                else:
-                    how = "sha256 and GGUF structure" if variant.sha256 else "GGUF structure"
-                    results.append(VerifyResult(entry.id, variant.quant, path, True, f"{how} ok"))
+                results.append(self._verify_one(entry, variant, path, progress))
         return results
 
+    def _verify_one(
+        self,
+        entry: ModelEntry,
+        variant: QuantVariant,
+        path: Path,
+        progress: ProgressCallback | None,
+    ) -> VerifyResult:
+        source = self.hash_source(variant, path)
+        if not path.is_file():
+            message = "dangling link: its package is gone; pull again"
+            return VerifyResult(entry.id, variant.quant, path, False, message, source)
+        try:
+            self._verify_file(entry, variant, path, progress, str(path))
+        except ModelError as exc:
+            return VerifyResult(entry.id, variant.quant, path, False, str(exc), source)
+        how = {
+            "catalogue": "sha256 (the catalogue's) and GGUF structure ok",
+            "recorded": "sha256 matches its first download and GGUF structure ok; unverified: "
+            "the catalogue publishes no sha256",
+            None: "GGUF structure ok; unverified: no sha256 is known for this file",
+        }[source]
+        return VerifyResult(entry.id, variant.quant, path, True, how, source)
+
+    def check(self, model_id: str, quant: str | None = None) -> Path:
+        """The installed file of one variant, verified (sha256 where known, GGUF structure);
+        raises ModelNotFoundError when it is not installed, a ModelError when it is damaged."""
+        entry = self._entry(model_id)
+        variant = self.quant_of(entry, quant)
+        path = self.models_dir / variant.file_name
+        if not path.is_file():
+            raise ModelNotFoundError(f"{entry.id} {variant.quant} is not installed in {path}")
+        self._verify_file(entry, variant, path, None, str(path))
+        return path
+
     def remove(self, model_id: str, quant: str | None = None) -> list[Path]:
-        """Delete an installed model (a package link only loses the link)."""
+        """Delete an installed model (a package link only loses the link). The sha256 recorded
+        at the first download stays, so a later download is checked against it; delete
+        `<name>.sha256` to accept a different file."""
         entry = self._entry(model_id)
         variants = [self.quant_of(entry, quant)] if quant else list(entry.quants)
         removed: list[Path] = []
         for variant in variants:
             path = self.models_dir / variant.file_name
+            part = path.with_name(path.name + ".part")
             with _file_lock(path.with_name(path.name + ".lock")):
-                for candidate in (path, path.with_name(path.name + ".part")):
+                for candidate in (path, part):
                     if candidate.exists() or candidate.is_symlink():
                         candidate.unlink()
                         removed.append(candidate)
+                _meta_path(part).unlink(missing_ok=True)
             path.with_name(path.name + ".lock").unlink(missing_ok=True)
         return removed
 
@@ -592,6 +851,42 @@ class ModelStore:
         raise ModelNotFoundError(
             f"'{id_or_path}' is neither a catalogue model ({known}) nor an existing file"
         )
+
+
+def _meta_path(part: Path) -> Path:
+    return part.with_name(part.name + ".meta")
+
+
+def _read_validator(part: Path, url: str) -> str | None:
+    """The If-Range validator of the download that began this part file, if it was this URL."""
+    try:
+        meta = json.loads(_meta_path(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("url") != url:
+        return None
+    validator = meta.get("validator")
+    return validator if isinstance(validator, str) and validator else None
+
+
+def _write_validator(part: Path, url: str, headers: Any) -> None:
+    """Keep the strong ETag (a weak one may not be used in If-Range) or else Last-Modified."""
+    etag = headers.get("ETag")
+    validator = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+    meta = _meta_path(part)
+    if not validator:
+        meta.unlink(missing_ok=True)  # no way to resume this one safely: a drop restarts it
+        return
+    meta.write_text(json.dumps({"url": url, "validator": validator}), encoding="utf-8")
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) of `Content-Range: bytes START-END/TOTAL`; None when absent."""
+    match = CONTENT_RANGE.match(value or "")
+    if match is None:
+        return None, None
+    total = match.group(3)
+    return int(match.group(1)), (int(total) if total != "*" else None)
 
 
 def _describe(source: Source) -> str:

@@ -23,11 +23,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
-from chain.events import ChainEvent
+from chain.events import ChainEvent, EventCursor
 from chain.wrappers import (
     STAGE_COUNT,
     STAGE_PRECOMMIT,
@@ -41,13 +41,14 @@ from chain.wrappers import (
     commitment,
     model_id,
 )
-from engine.errors import ModelError, WorkerCrashedError
+from engine import failpoints
+from engine.errors import EngineError, ModelError, WorkerCrashedError
+from engine.inference.runtime import Prompt
 from engine.inference.types import BenchResult, GenerationResult, SamplingParams, TokenEvent
-from engine.node import failpoints
+from engine.node import task_prompt
 from engine.node.benchmarks import bench_document, benchmark_event, quant_of_file, store_benchmark
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher
+from engine.node.chain_watch import ChainWaiter, ChainWatcher, Reorg
 from engine.node.earnings import (
     DEFAULT_REFRESH_S,
     PAYMENT_EVENTS,
@@ -63,6 +64,7 @@ from engine.node.network_tasks import (
     prompts_request,
     topic_request,
 )
+from engine.node.reorg import reconcile_after_reorg
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
 from engine.state.events import (
     Alert,
@@ -103,7 +105,9 @@ COGNITIVE_EVENTS = (
 class ChatModel(Protocol):
     """What the miner needs of the runtime (InferenceWorker satisfies it)."""
 
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> GenerationResult: ...
 
 
 class BenchableModel(ChatModel, Protocol):
@@ -116,6 +120,15 @@ LIVE_BENCH_RUNS = 2
 LIVE_BENCH_TOKENS = 32
 TOKEN_EVENT_INTERVAL_S = 0.25
 INTERRUPTED = frozenset({"cancelled", "killed"})  # finish reasons of a request cut off by a stop
+# What the miner keeps of the chain's traffic, whatever anyone sends (calldata is cheap): the
+# newest sessions and queued prompts, each prompt capped. A prompt longer than this cannot fit
+# any context the catalogue's models run with, so it is never answered anyway.
+MAX_TRACKED = 256
+MAX_USER_PROMPT_CHARS = 64 * 1024
+# A task assigned to this miner whose prompt was not kept (pushed out by traffic, or queued
+# before this node's lookback) is read back from the chain: its TaskQueued, at most this many
+# blocks before the assignment.
+PROMPT_SEARCH_BLOCKS = 20_000
 
 
 @dataclass(frozen=True)
@@ -127,9 +140,21 @@ class MinerSettings:
     poll_interval_s: float = 0.5
     tier: int = Tier.CPU_LOW
     memory_mb: int = 0
+    served_models: tuple[str, ...] = ()  # registered on chain; empty: model_name alone
     app_version: str = "0.1.0"
     low_gas_wei: int = DEFAULT_LOW_GAS_WEI  # LOW_GAS alert below this gas balance; 0: never
     earnings_refresh_s: float = DEFAULT_REFRESH_S  # how often the gas balance is read
+    # The least this node accepts per answer token of a user task (wei). Published on chain at
+    # start (NodeRegistry.setPriceFloor), so the leader cannot assign it a cheaper task.
+    price_floor_wei_per_token: int = 0
+
+
+@dataclass(frozen=True)
+class _Swap:
+    chat: ChatModel
+    settings: MinerSettings
+    on_swapped: Callable[[ChatModel], None]
+    requested_at: float
 
 
 @dataclass
@@ -167,9 +192,11 @@ class Miner:
         self._last_ping: float | None = None
         self._watcher: ChainWatcher | None = None
         self._backlog: deque[ChainEvent] = deque()  # read from the chain, not yet handled
+        self._reorg_due = False  # the chain dropped blocks: reconcile the journal first
         self.paused = False
         self.tasks_done = 0
         self._benchmark_wanted = threading.Event()
+        self._swap: _Swap | None = None  # a re-plan's model, taken between two steps
         self._chat_streams = _streams_tokens(chat)
         self.health = ChainHealth(client.backend, self._publish)
         self._away_on_chain = False
@@ -187,25 +214,84 @@ class Miner:
         self._publish(NodeStateChanged(state=NodeState.PREFLIGHT))
         info = self.client.registry.node_info(self.address)
         self._away_on_chain = info.away
-        if info.status != NodeStatus.NONE:
-            self._step("registered", StepStatus.OK, "already registered")
-        else:
-            s = self.settings
+        s = self.settings
+        models = [model_id(m) for m in s.served_models or (s.model_name,)]
+        if info.status == NodeStatus.NONE:
             result = self.client.registry.register(
-                s.tier, s.memory_mb, s.app_version, [model_id(s.model_name)], self.payout
+                s.tier, s.memory_mb, s.app_version, models, self.payout
             )
             self._step("registered", StepStatus.CREATED, f"registered in tx {result.tx_hash}")
+        elif (info.tier, info.memory_mb) != (s.tier, s.memory_mb) or set(
+            self.client.registry.models_of(self.address)
+        ) != set(models):
+            self.update_spec()
+        else:
+            self._step("registered", StepStatus.OK, "already registered")
+        floor = self.settings.price_floor_wei_per_token
+        if info.price_floor != floor:
+            result = self.client.registry.set_price_floor(floor)
+            self._step(
+                "price floor", StepStatus.CREATED, f"{floor} wei per token ({result.tx_hash})"
+            )
         head = self._head()
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in COGNITIVE_EVENTS
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
         sources += [(self.client.payment, name) for name in PAYMENT_EVENTS]
-        self._watcher = ChainWatcher(head, sources)
+        self._watcher = ChainWatcher(
+            head,
+            sources,
+            floor_block=self.client.deployment.deploy_block,
+            web3=self.client.web3,
+            on_reorg=self._on_reorg,
+            sent_in=lambda: self.client.sender.last_receipt_block if self.client.sender else None,
+        )
         gas = self.earnings.refresh().gas_balance_wei
         low = " (below the low-gas alert threshold)" if self.earnings.alarm.active else ""
         self._step("gas", StepStatus.OK, f"gas balance {eth(gas)}{low}")
         self._publish(NodeStateChanged(state=NodeState.REGISTERED, previous=NodeState.PREFLIGHT))
+
+    def swap_model(
+        self,
+        chat: ChatModel,
+        settings: MinerSettings,
+        on_swapped: Callable[[ChatModel], None] = lambda _old: None,
+        requested_at: float | None = None,
+    ) -> None:
+        """A re-plan: serve `chat` with `settings` from the next step on. The task in hand
+        finishes on the old model first (each step handles its events to the end); then the
+        spec is re-registered and `on_swapped(old)` may close the old runtime."""
+        self._swap = _Swap(chat, settings, on_swapped, requested_at or time.monotonic())
+
+    def _apply_swap(self) -> None:
+        swap, self._swap = self._swap, None
+        if swap is None:
+            return
+        old, self.chat = self.chat, swap.chat
+        self._chat_streams = _streams_tokens(swap.chat)
+        self.update_spec(swap.settings)
+        swap.on_swapped(old)
+        took = time.monotonic() - swap.requested_at
+        message = (
+            f"model swapped to {swap.settings.model_name} in {took:.1f} s "
+            "(re-plan: loaded, then taken between tasks, spec re-registered)"
+        )
+        if old is swap.chat:
+            message = f"re-plan: same model, spec re-registered in {took:.1f} s"
+        self._publish(LogLine(level="info", logger="miner", message=message))
+
+    def update_spec(self, settings: MinerSettings | None = None) -> None:
+        """Register a changed plan (tier, memory, served models) on chain: a re-plan or an
+        earlier registration with other figures."""
+        if settings is not None:
+            self.settings = settings
+        s = self.settings
+        models = [model_id(m) for m in s.served_models or (s.model_name,)]
+        result = self.client.registry.update_spec(s.tier, s.memory_mb, s.app_version, models)
+        tier = Tier.label_of(s.tier) or str(s.tier)
+        detail = f"spec updated: tier {tier}, {s.memory_mb} MiB (tx {result.tx_hash})"
+        self._step("registered", StepStatus.OK, detail)
 
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
@@ -233,6 +319,8 @@ class Miner:
         """One pass: ping when due, then react to every new chain event in order."""
         if self._watcher is None:
             raise RuntimeError("call preflight() first")
+        if self._swap is not None:
+            self._apply_swap()
         if self._benchmark_wanted.is_set():
             self._benchmark_wanted.clear()
             self._benchmark()
@@ -240,7 +328,11 @@ class Miner:
             self._set_away(self.paused)
         if not self.paused:
             self._ping_if_due()
-        self._backlog.extend(self._watcher.poll(self._head()))
+        self._backlog.extend(self._watcher.poll())
+        if self._reorg_due:
+            reconcile_after_reorg(self.client, self.journal, self.address)
+            self._reorg_due = False
+            self.resume()  # sends again what the reorg dropped, guarded by the chain state
         while self._backlog:
             event = self._backlog.popleft()
             try:
@@ -248,7 +340,23 @@ class Miner:
             except RpcUnavailable:
                 self._backlog.appendleft(event)  # handled again once the chain answers
                 raise
+            except EngineError as exc:
+                # This event's failure (the journal refused a second answer, a model error),
+                # not the loop's: the next events still get their turn.
+                log.warning(
+                    "miner %s: %s %s: %s", self.address[:10], event.name, event.tx_hash, exc
+                )
         self.earnings.tick()
+
+    def _on_reorg(self, reorg: Reorg) -> int | None:
+        """The chain dropped blocks: re-read the nonce, forget unhandled events of the old
+        history, and reconcile the journal before handling the new history's events."""
+        self._publish(LogLine(level="warning", logger="miner", message=reorg.describe()))
+        with self.client.nonces.lock_for(self.address):
+            self.client.nonces.forget(self.address)
+        self._backlog = deque(e for e in self._backlog if e.block_number <= reorg.fork_block)
+        self._reorg_due = True
+        return None
 
     def _set_away(self, away: bool) -> None:
         """Paused: out of selection and the pool on chain, so no deadline is missed meanwhile."""
@@ -326,6 +434,7 @@ class Miner:
         args = event.args
         session_id = int(args.get("id", 0))
         view = self._sessions.setdefault(session_id, _Session())
+        _keep_newest(self._sessions, MAX_TRACKED)
         if event.name == "SessionRequested":
             view.seed, view.creator = bytes(args["seed"]), str(args["creator"])
             view.preparer = str(args["preparer"])
@@ -476,10 +585,13 @@ class Miner:
         args = event.args
         task_id = int(args["taskId"])
         if event.name == "TaskQueued":
-            self._task_prompts[task_id] = str(args["prompt"])
+            prompt = str(args["prompt"])
+            if len(prompt) <= MAX_USER_PROMPT_CHARS:
+                self._task_prompts[task_id] = prompt
+                _keep_newest(self._task_prompts, MAX_TRACKED)
         elif event.name == "TaskAssigned":
             if any(self._is_me(str(m)) for m in args["miners"]):
-                self._user_ack(task_id)
+                self._user_ack(task_id, event.block_number)
         elif event.name == "TaskPhase":
             state = int(args["state"])
             task = self._user_task_ref(task_id)
@@ -491,20 +603,73 @@ class Miner:
         task = TaskRef(TaskKind.USER, session_id, task_id)
         return task if self.journal.get(task) is not None else None
 
-    def _user_ack(self, task_id: int) -> None:
+    def _user_ack(self, task_id: int, assigned_at: int) -> None:
         queue = self.client.queue
-        if queue.state(task_id) != TaskState.ASSIGNED or task_id not in self._task_prompts:
+        if queue.state(task_id) != TaskState.ASSIGNED:
             return
+        if task_id not in self._task_prompts:
+            found = self._queued_prompt(task_id, assigned_at)
+            if found is None:
+                return
+            self._task_prompts[task_id] = found
         session_id = int(queue.call("tasks", task_id)[0])
+        task = TaskRef(TaskKind.USER, session_id, task_id)
+        if self.journal.get(task) is not None:
+            # Already answered (a replayed event after a restart): inference again would be
+            # wasted, and another build or thread count could answer differently, which the
+            # journal refuses. Send the bound answer's precommit if it is still due.
+            self._task_prompts.pop(task_id, None)
+            self._user_precommit(task)
+            return
+        if self._under_floor(session_id):
+            self._task_prompts.pop(task_id, None)
+            return
         # No separate ack: the precommit implies it (a transaction saved per miner and task).
         # The binding is journaled before the precommit is sent.
-        prompt = self._task_prompts[task_id]
-        result = self._generate(
-            session_id, prompt, self.settings.answer_max_tokens, TaskKind.USER, task_id
-        )
-        task = TaskRef(TaskKind.USER, session_id, task_id)
+        # Plain text from `ask`, or the router's chat messages and token limit (task_prompt).
+        prompt = task_prompt.decode(self._task_prompts[task_id])
+        limit = prompt.answer_limit(self.settings.answer_max_tokens)
+        result = self._generate(session_id, prompt.model_input, limit, TaskKind.USER, task_id)
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
+        self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
+
+    def _queued_prompt(self, task_id: int, assigned_at: int) -> str | None:
+        """The prompt of a task assigned to this miner, read back from its TaskQueued event
+        (filtered by task id, so only that one log comes back)."""
+        start = max(self.client.deployment.deploy_block, assigned_at - PROMPT_SEARCH_BLOCKS)
+        cursor = EventCursor(
+            "SessionQueue",
+            self.client.queue.contract,
+            "TaskQueued",
+            start,
+            argument_filters={"taskId": task_id},
+        )
+        for event in cursor.poll(assigned_at):
+            prompt = str(event.args["prompt"])
+            return prompt if len(prompt) <= MAX_USER_PROMPT_CHARS else None
+        log.warning("task %s was assigned to this miner but its prompt was not found", task_id)
+        return None
+
+    def _under_floor(self, session_id: int) -> bool:
+        """A task paying less per token than this node's floor is refused (the contract keeps
+        the leader from assigning one; this catches a floor raised after the assignment)."""
+        floor = self.settings.price_floor_wei_per_token
+        if floor == 0:
+            return False
+        session = self.client.queue.call("sessions", session_id)
+        per_token = (
+            int(session[6]) // int(session[3]) // int(self.client.queue.call("answerTokens"))
+        )
+        if per_token >= floor:
+            return False
+        log.warning(
+            "session %s pays %s wei per token, under this node's floor %s: refused",
+            session_id,
+            per_token,
+            floor,
+        )
+        return True
 
     def _user_precommit(self, task: TaskRef) -> None:
         record = self.journal.get(task)
@@ -569,7 +734,7 @@ class Miner:
         return self._generate(session_id, prompt, max_tokens).text
 
     def _generate_once_more_after_a_crash(
-        self, prompt: str, params: SamplingParams, progress: TokenMeter
+        self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """A worker that dies mid-answer is restarted by the next request: ask once more, so
         the task is still answered in its window. Greedy decoding gives the same answer."""
@@ -580,8 +745,19 @@ class Miner:
             progress.restart()
             return self._generate_streaming(prompt, params, progress)
 
+    def _select_model(self, user_session: int | None) -> None:
+        """A runtime serving several models (engine/host/model_pool.py) loads the one a user
+        session asks for; network tasks use the primary."""
+        select = getattr(self.chat, "select", None)
+        if select is None:
+            return
+        model = None
+        if user_session is not None:
+            model = bytes(self.client.queue.call("sessions", user_session)[5])
+        select(model)
+
     def _generate_streaming(
-        self, prompt: str, params: SamplingParams, progress: TokenMeter
+        self, prompt: Prompt, params: SamplingParams, progress: TokenMeter
     ) -> GenerationResult:
         """Live tokens/s for the views while the answer streams, where the runtime streams."""
         if not self._chat_streams:
@@ -592,11 +768,12 @@ class Miner:
     def _generate(
         self,
         session_id: int,
-        prompt: str,
+        prompt: Prompt,
         max_tokens: int,
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
     ) -> GenerationResult:
+        self._select_model(session_id if kind is TaskKind.USER else None)
         params = SamplingParams(max_tokens=max_tokens)
         progress = TokenMeter(
             lambda tokens, rate: self._publish(
@@ -757,6 +934,12 @@ class TokenMeter:
             return
         self._last_sent = now
         self._publish(event.index + 1, event.index / (now - self._first))
+
+
+def _keep_newest(tracked: dict[int, Any], limit: int) -> None:
+    """Drop the oldest entries (ids grow, and dicts keep insertion order) beyond `limit`."""
+    while len(tracked) > limit:
+        del tracked[next(iter(tracked))]
 
 
 def _salt_bytes(salt: str) -> bytes:

@@ -33,6 +33,7 @@ DOMAINS = (
 )
 MAX_TOPIC_CHARS = 80
 MAX_PROMPT_CHARS = 200
+MAX_PROMPTS = 16  # a preparer writes prompts_per_session (3); more are never read
 # The separator the preparer's prompts travel with on chain (one string, calldata-cheap).
 PROMPT_SEPARATOR = "\n"
 
@@ -99,7 +100,10 @@ def encode_prompts(prompts: list[str]) -> str:
 
 
 def decode_prompts(text: str) -> list[str]:
-    return [p for p in text.split(PROMPT_SEPARATOR) if p.strip()]
+    """The prompts a preparer put on chain, capped as `parse_prompts` caps its own: calldata
+    is cheap, and every miner and oracle keeps these in memory while the session runs."""
+    prompts = [p for p in text.split(PROMPT_SEPARATOR, MAX_PROMPTS) if p.strip()]
+    return [p[:MAX_PROMPT_CHARS] for p in prompts[:MAX_PROMPTS]]
 
 
 def prompt_for_miner(prompts: list[str], session_id: int, index: int) -> str:

@@ -15,12 +15,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chain.client import ChainClient
-from chain.errors import ChainError, RpcUnavailable
+from chain.errors import ChainError, ContractRevert, RpcUnavailable
 from chain.events import ChainEvent
 from chain.wrappers import (
     NO_CONSENSUS,
@@ -28,14 +28,17 @@ from chain.wrappers import (
     AssignmentStatus,
     ContractWrapper,
     NodeStatus,
+    Precision,
     SessionState,
     SlotStatus,
     TaskState,
 )
+from engine.errors import ModelError
+from engine.node import task_prompt
 from engine.node.chain_health import ChainHealth
-from engine.node.chain_wait import ChainWaiter
-from engine.node.chain_watch import ChainWatcher
+from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher, Reorg
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
+from engine.node.pool_index import PoolIndex
 from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
 from engine.poi.validator import Judgement, Validator
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
@@ -56,8 +59,19 @@ from engine.state.journal import Journal, TaskRef, VerdictRecord
 log = logging.getLogger(__name__)
 
 ORACLE_EVENTS = ("SessionRequested", "ChallengePrepared", "AnswerRevealed", "SessionEnded")
-QUEUE_EVENTS = ("TaskQueued", "TaskAnswer")
+# A user task that cannot be assigned (too few eligible miners, or one became busy) is tried
+# again only after this long, so unassignable tasks cost no RPC every poll (its owner may
+# refund it after the contract's task timeout).
+ASSIGN_RETRY_S = 5.0
+QUEUE_EVENTS = ("TaskQueued", "TaskAssigned", "TaskAnswer", "TaskValidated", "TaskRefunded")
+RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg could still undo
+# Free miners looked for per assignment step: a few tasks' worth (k each), probing at most this
+# many candidates per k, so a step's work is bounded by k, not by the pool.
+FREE_WANTED, FREE_PROBES = 4, 16
 MAX_USER_RESULTS = 256
+# A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
+# retried: no single task may hold the network, or its escrow, for good.
+MAX_TASK_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,7 @@ class OracleSettings:
 class _UserTask:
     session_id: int
     prompt: str
+    since_block: int = 0  # where its first event is: a restart (or a reorg) reads from there
     miners: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
     tx_hashes: list[str] = field(default_factory=list)
@@ -85,6 +100,7 @@ class _UserTask:
 
 @dataclass
 class _Open:
+    since_block: int = 0  # where its request is: a restart (or a reorg) reads from there
     prompts: list[str] = field(default_factory=list)
     answers: dict[str, str] = field(default_factory=dict)
 
@@ -118,14 +134,39 @@ class Oracle:
         # The last user tasks validated, for benches and tests that read an outcome in process;
         # bounded so a long run does not keep every prompt and answer.
         self.user_results: OrderedDict[int, _UserTask] = OrderedDict()
+        # First blocks of the views closed last: a reorg may undo their end or validation.
+        self._closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
+        self._failures: dict[tuple[TaskKind, int], int] = {}
+        self._head = 0
+        self._saved_watch_from: int | None = None
+        self._assign_retry_at: dict[int, float] = {}
+        self._eligible_now: dict[
+            tuple[bytes, Precision, int], list[str]
+        ] = {}  # this step's pool reads
+        self._answer_tokens: int | None = None
 
     def start(self) -> None:
+        """Read the chain from where the oldest open task began (journaled), so a restart
+        rebuilds every open task and session from its events; a first start looks back."""
         head = int(self.client.web3.eth.block_number)
         sources: list[tuple[ContractWrapper, str]] = [
             (self.client.cognitive, name) for name in ORACLE_EVENTS
         ]
         sources += [(self.client.queue, name) for name in QUEUE_EVENTS]
-        self._watcher = ChainWatcher(head, sources, lookback_blocks=0)
+        since = self.journal.watch_from()
+        lookback = DEFAULT_LOOKBACK_BLOCKS if since is None else max(0, head - since)
+        self._saved_watch_from = since
+        self._head = head
+        self._pool = PoolIndex(self.client)
+        self._watcher = ChainWatcher(
+            head,
+            sources,
+            lookback_blocks=lookback,
+            floor_block=self.client.deployment.deploy_block,
+            web3=self.client.web3,
+            on_reorg=self._on_reorg,
+            sent_in=lambda: self.client.sender.last_receipt_block if self.client.sender else None,
+        )
 
     def run(self, stop: threading.Event) -> None:
         if self._watcher is None:
@@ -148,15 +189,107 @@ class Oracle:
     def step(self) -> None:
         if self._watcher is None:
             raise RuntimeError("call start() first")
-        for event in self._watcher.poll(int(self.client.web3.eth.block_number)):
+        for event in self._watcher.poll():
             self._note(event)
+        head = self._watcher.head
+        assert head is not None  # a watcher with web3 always knows where it read to
+        self._head = head
+        self._save_watch_from()
         if not self._leading():
             return  # a standby follows every session, so it can finish them if it takes over
         self._request_if_due()
         for session_id in list(self._open):
-            self._advance(session_id)
+            self._per_task(TaskKind.NETWORK, session_id, self._advance)
+        self._eligible_now.clear()
         for task_id in list(self._user_open):
-            self._advance_user(task_id)
+            self._per_task(TaskKind.USER, task_id, self._advance_user)
+
+    # -- one task's failure is that task's, never the loop's ------------------------------
+    def _per_task(self, kind: TaskKind, task_id: int, advance: Callable[[int], None]) -> None:
+        """Advance one task. A chain error ends the step as before (the chain is read again
+        next step); anything else (the validator's worker crashed, a bug) counts against
+        this task alone, which is judged again next step and ended with zeros at the limit."""
+        try:
+            advance(task_id)
+        except ChainError:
+            raise
+        except Exception as exc:
+            self._task_failed(kind, task_id, exc)
+
+    def _task_failed(self, kind: TaskKind, task_id: int, exc: Exception) -> None:
+        key = (kind, task_id)
+        self._failures[key] = count = self._failures.get(key, 0) + 1
+        what = f"{kind.value} task {task_id}"
+        if isinstance(exc, ModelError):
+            log.warning(
+                "oracle: %s: the validator failed (%d of %d): %s",
+                what,
+                count,
+                MAX_TASK_FAILURES,
+                exc,
+            )
+            self._publish(
+                Alert(
+                    kind=AlertKind.WORKER_CRASH,
+                    severity=Severity.WARNING,
+                    message=f"validating {what} failed ({exc}); "
+                    f"attempt {count} of {MAX_TASK_FAILURES}",
+                )
+            )
+        else:
+            log.error("oracle: %s failed (%d of %d)", what, count, MAX_TASK_FAILURES, exc_info=exc)
+        if count > MAX_TASK_FAILURES:
+            # Even ending it with zeros failed: forget it rather than retry it for ever.
+            log.error("oracle: giving up on %s", what)
+            (self._open if kind is TaskKind.NETWORK else self._user_open).pop(task_id, None)
+            self._failures.pop(key, None)
+
+    def _unjudgeable(self, kind: TaskKind, task_id: int) -> bool:
+        """Failed too often: ended with zero scores (failed shares go back to the user)."""
+        return self._failures.get((kind, task_id), 0) >= MAX_TASK_FAILURES
+
+    def _save_watch_from(self) -> None:
+        starts = [v.since_block for v in self._open.values()]
+        starts += [t.since_block for t in self._user_open.values()]
+        watch_from = min(starts, default=self._head + 1)
+        if watch_from != self._saved_watch_from:
+            self.journal.save_watch_from(watch_from)
+            self._saved_watch_from = watch_from
+
+    def _on_reorg(self, reorg: Reorg) -> int:
+        """The chain dropped blocks: forget every open view (answers and prompts may be gone)
+        and re-read the events of each from its first block, so the views hold only what the
+        chain now has; the nonce is re-read. Each step re-reads state, so a dropped end or
+        assignment is simply done again."""
+        self._publish(LogLine(level="warning", logger="oracle", message=reorg.describe()))
+        with self.client.nonces.lock_for(self.address):
+            self.client.nonces.forget(self.address)
+        firsts = [v.since_block for v in self._open.values()]
+        firsts += [t.since_block for t in self._user_open.values()]
+        firsts += list(self._closed)
+        self._open.clear()
+        self._user_open.clear()
+        self._pool.rebuild()
+        return min([reorg.fork_block + 1, *firsts])
+
+    def _pool_now(self) -> PoolIndex:
+        """The pool as of the block this step read: only the registry events since the last
+        time it was asked (read when needed, not every step)."""
+        assert self._watcher is not None
+        self._pool.refresh(self._watcher.head)
+        return self._pool
+
+    def _close_view(self, session_id: int) -> None:
+        view = self._open.pop(session_id, None)
+        self._failures.pop((TaskKind.NETWORK, session_id), None)
+        if view is not None:
+            self._closed.append(view.since_block)
+
+    def _close_user_view(self, task_id: int) -> None:
+        task = self._user_open.pop(task_id, None)
+        self._failures.pop((TaskKind.USER, task_id), None)
+        if task is not None:
+            self._closed.append(task.since_block)
 
     def _leading(self) -> bool:
         registry = self.client.registry
@@ -189,14 +322,14 @@ class Oracle:
         )
         if not due or len(self._open) >= self.settings.max_open_sessions:
             return
-        miners = self.client.registry.present_miners()
+        miners = self._pool_now().present()
         if not miners:
             return
         self._last_request = now
         seed = hashlib.sha256(f"{self.address}:{now}".encode()).digest()
         creator, preparer = self._pick_roles(miners, seed, now)
         session_id, result = self.client.cognitive.request(seed, creator, preparer)
-        self._open[session_id] = _Open()
+        self._open[session_id] = _Open(since_block=int(result.receipt["blockNumber"]))
         self._stage(
             session_id,
             NetworkStage.REQUEST,
@@ -224,7 +357,7 @@ class Oracle:
             return
         session_id = int(event.args.get("id", 0))
         if event.name == "SessionRequested":
-            self._open.setdefault(session_id, _Open())
+            self._open.setdefault(session_id, _Open(since_block=event.block_number))
         view = self._open.get(session_id)
         if view is None:
             return
@@ -233,7 +366,7 @@ class Oracle:
         elif event.name == "AnswerRevealed":
             view.answers[str(event.args["miner"])] = str(event.args["answer"])
         elif event.name == "SessionEnded":
-            self._open.pop(session_id, None)
+            self._close_view(session_id)
 
     # -- advancing ------------------------------------------------------------------------
     def _advance(self, session_id: int) -> None:
@@ -255,10 +388,10 @@ class Oracle:
         elif state == SessionState.COMMITTED:
             self._validate_and_end(session_id)
         elif state == SessionState.ENDED:
-            self._open.pop(session_id, None)
+            self._close_view(session_id)
 
     def _start(self, session_id: int) -> None:
-        present = len(self.client.registry.present_miners())
+        present = len(self._pool_now().present())
         count = min(self.settings.miners_per_task, present)
         if count == 0:
             return  # every miner is away (paused): the session waits until one is back
@@ -266,7 +399,7 @@ class Oracle:
         self._stage(session_id, NetworkStage.START, result.tx_hash, f"{count} miners selected")
 
     def _reassign(self, session_id: int, state: int) -> None:
-        miners = self.client.registry.present_miners()
+        miners = self._pool_now().present()
         if not miners:
             return
         now = self._clock()
@@ -292,7 +425,7 @@ class Oracle:
             return
         answers = [(m, view.answers[m]) for m in selected if m in view.answers]
         scores = dict.fromkeys(selected, 0)
-        if answers and view.prompts:
+        if answers and view.prompts and not self._unjudgeable(TaskKind.NETWORK, session_id):
             prompt = prompt_for_miner(view.prompts, session_id, 0)
             judgement = self.validator.judge(prompt, answers, self.settings.answer_max_tokens)
             for judged in judgement.answers:
@@ -306,7 +439,7 @@ class Oracle:
             result.tx_hash,
             f"{passed} of {len(selected)} miners passed",
         )
-        self._open.pop(session_id, None)
+        self._close_view(session_id)
         self.sessions_ended += 1
 
     def _record(
@@ -348,8 +481,19 @@ class Oracle:
         task_id = int(event.args["taskId"])
         if event.name == "TaskQueued":
             self._user_open[task_id] = _UserTask(
-                session_id=int(event.args["sessionId"]), prompt=str(event.args["prompt"])
+                session_id=int(event.args["sessionId"]),
+                prompt=str(event.args["prompt"]),
+                since_block=event.block_number,
             )
+        elif event.name == "TaskAssigned" and task_id in self._user_open:
+            # Also this oracle's own assignment; after a restart (or a reorg that rebuilt the
+            # view) it is the only record of it.
+            self._user_open[task_id].miners = [str(m) for m in event.args["miners"]]
+        elif event.name in ("TaskValidated", "TaskRefunded"):
+            # Finished (validated by the leader, or refunded to its owner after the timeout):
+            # nothing left to do, and a standby that kept it would hold its read position
+            # there for good.
+            self._close_user_view(task_id)
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
@@ -366,29 +510,64 @@ class Oracle:
                 task.tx_hashes.append(result.tx_hash)
         elif state == TaskState.COMMITTED:
             self._validate_user(task_id, task)
-        elif state == TaskState.VALIDATED:
-            self._user_open.pop(task_id, None)
+        elif TaskState(state).finished:  # validated, or refunded by its owner after a timeout
+            self._close_user_view(task_id)
+            self._assign_retry_at.pop(task_id, None)
 
     def _assign(self, task_id: int, task: _UserTask) -> None:
-        session = self.client.queue.call("sessions", task.session_id)
-        k, model = int(session[3]), bytes(session[5])
-        eligible = [m for m in self.client.registry.present_miners() if self._serves(m, model)]
-        if len(eligible) < k:
-            return  # not enough eligible miners yet; the task waits in the queue
         now = self._clock()
+        if now < self._assign_retry_at.get(task_id, 0.0):
+            return
+        session = self.client.queue.call("sessions", task.session_id)
+        precision, k, model = Precision(int(session[1])), int(session[3]), bytes(session[5])
+        per_token = int(session[6]) // k // self._tokens_per_answer()
+        eligible = self._eligible(model, precision, per_token, k)
+        if len(eligible) < k:
+            self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
+            return  # not enough free eligible miners yet; the task waits in the queue
         picked = select_miners(
             eligible, k, seed=f"task:{task_id}", now=now, last_picked={}, cooldown=0
         )
-        result = self.client.queue.assign(task_id, list(picked))
+        try:
+            result = self.client.queue.assign(task_id, list(picked))
+        except ContractRevert as exc:  # e.g. a picked miner is busy with another task
+            log.info("task %s not assigned yet: %s", task_id, exc)
+            self._assign_retry_at[task_id] = now + ASSIGN_RETRY_S
+            return
+        self._assign_retry_at.pop(task_id, None)
+        for cached in self._eligible_now.values():  # busy now: not for another task this step
+            cached[:] = [m for m in cached if m not in picked]
         task.miners = list(picked)
         task.tx_hashes.append(result.tx_hash)
         self._user_stage(task, task_id, UserStage.ASSIGNED, result.tx_hash, f"{k} miners")
 
-    def _serves(self, miner: str, model: bytes) -> bool:
-        info = self.client.registry.node_info(miner)
-        return info.status == NodeStatus.EPHEMERAL and model in self.client.registry.models_of(
-            miner
-        )
+    def _eligible(self, model: bytes, precision: Precision, per_token: int, k: int) -> list[str]:
+        """Free pool miners serving `model` at `precision` whose price floor the task meets;
+        read once a step however many tasks wait. Who is in the pool, serving what at which
+        floor, comes from the pool index without a call; only candidates are asked whether
+        they are free, in an order seeded by the block, until a few tasks' worth are found:
+        bounded work however large the pool."""
+        key = (model, precision, per_token)
+        if key not in self._eligible_now:
+            serving = self._pool_now().serving(
+                model, full_precision=precision is Precision.FULL, max_floor=per_token
+            )
+            ranked = select_miners(
+                serving, len(serving), seed=f"pool:{self._head}", now=0, last_picked={}, cooldown=0
+            )
+            free: list[str] = []
+            for probed, miner in enumerate(ranked, start=1):
+                if self.client.queue.assignment(miner)[1] == AssignmentStatus.NONE:
+                    free.append(miner)
+                if len(free) >= FREE_WANTED * k or probed >= FREE_PROBES * k:
+                    break
+            self._eligible_now[key] = free
+        return self._eligible_now[key]
+
+    def _tokens_per_answer(self) -> int:
+        if self._answer_tokens is None:
+            self._answer_tokens = int(self.client.queue.call("answerTokens"))
+        return self._answer_tokens
 
     def _validate_user(self, task_id: int, task: _UserTask) -> None:
         queue = self.client.queue
@@ -403,8 +582,11 @@ class Oracle:
         answers = [(m, task.answers[m]) for m in task.miners if m in task.answers]
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS
-        if answers:
-            judgement = self.validator.judge(task.prompt, answers, self.settings.answer_max_tokens)
+        if answers and not self._unjudgeable(TaskKind.USER, task_id):
+            # The miners answered the decoded prompt under the same limit (task_prompt).
+            prompt = task_prompt.decode(task.prompt)
+            limit = prompt.answer_limit(self.settings.answer_max_tokens)
+            judgement = self.validator.judge(prompt.model_input, answers, limit)
             task.judgement = judgement
             for judged in judgement.answers:
                 scores[judged.miner] = judged.score
@@ -428,7 +610,7 @@ class Oracle:
             result.tx_hash,
             f"{passed} of {len(task.miners)} miners passed",
         )
-        self._user_open.pop(task_id, None)
+        self._close_user_view(task_id)
 
     def _user_stage(
         self, task: _UserTask, task_id: int, stage: UserStage, tx_hash: str, detail: str

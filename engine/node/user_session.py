@@ -19,7 +19,8 @@ from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.transactions import TxResult
-from chain.wrappers import PASS_SCORE, NodeStatus, Precision, TaskState, Tier, model_id
+from chain.wrappers import PASS_SCORE, Precision, TaskState, Tier, model_id
+from engine.node.pool_index import PoolIndex
 
 log = logging.getLogger(__name__)
 
@@ -86,29 +87,28 @@ class TaskOutcome:
         }
 
 
-def eligible_for_precision(client: ChainClient, precision: str) -> int:
+def eligible_for_precision(
+    client: ChainClient, precision: str, pool: PoolIndex | None = None
+) -> int:
     """How many registered miners, not away, could serve a session of this precision."""
-    registry = client.registry
-    miners = registry.present_miners()
-    if precision == "quantized":
-        return len(miners)
-    return sum(1 for m in miners if registry.node_info(m).tier == Tier.GPU_FULL)
+    index = _fresh(client, pool)
+    full = precision == "full"
+    return sum(1 for m in index.members() if not m.away and (not full or m.tier == Tier.GPU_FULL))
 
 
-def pool_size(client: ChainClient, model_name: str, precision: str) -> int:
+def pool_size(
+    client: ChainClient, model_name: str, precision: str, pool: PoolIndex | None = None
+) -> int:
     """Miners in the user-task pool that serve this model at this precision."""
-    registry = client.registry
-    wanted = model_id(model_name)
-    count = 0
-    for i in range(registry.miner_count()):
-        miner = registry.miner_at(i)
-        info = registry.node_info(miner)
-        if info.status != NodeStatus.EPHEMERAL or wanted not in registry.models_of(miner):
-            continue
-        if precision == "full" and info.tier != Tier.GPU_FULL:
-            continue
-        count += 1
-    return count
+    index = _fresh(client, pool)
+    return len(index.serving(model_id(model_name), full_precision=precision == "full"))
+
+
+def _fresh(client: ChainClient, pool: PoolIndex | None) -> PoolIndex:
+    """The registry's pool from its events (not one call per miner), up to the latest block."""
+    index = pool or PoolIndex(client)
+    index.refresh()
+    return index
 
 
 def wait_for_pool(
@@ -126,9 +126,10 @@ def wait_for_pool(
     after passing a network task, so this waits (saying what it waits for) rather than refusing.
     """
     last: tuple[int, int] | None = None
+    pool = PoolIndex(client)  # read once, then only the registry's new events each round
     while True:
-        registered = eligible_for_precision(client, precision)
-        pooled = pool_size(client, model_name, precision)
+        registered = eligible_for_precision(client, precision, pool)
+        pooled = pool_size(client, model_name, precision, pool)
         if pooled >= k:
             return
         if (registered, pooled) != last:
@@ -218,7 +219,8 @@ def wait_for_outcome(
 ) -> TaskOutcome:
     """Follow the task's events until the oracle validated it (or the deadline passes)."""
     task_id = submitted.task_id
-    start = submitted.transactions[-1].block_number
+    # The task's own block, and never before the network's deploy block.
+    start = max(submitted.transactions[-1].block_number, client.deployment.deploy_block)
     cursors = [client.queue.cursor(name, start, taskId=task_id) for name in TASK_EVENTS]
     seen: list[ChainEvent] = []
     stage = "queued: waiting for the oracle to assign miners"
@@ -231,13 +233,30 @@ def wait_for_outcome(
             log.warning("the RPC does not answer (%s); still waiting", exc)
         if any(e.name == "TaskValidated" for e in seen):
             return _outcome(client, submitted, sorted(seen, key=_order))
+        if any(_refunded(e) for e in seen):
+            raise ChainError(f"task {task_id} was refunded: its price is back in the deposit")
         stage = _stage(seen, stage)
         if clock() > deadline:
             raise ValidationTimeout(
                 f"task {task_id} was not validated before --timeout (last seen: {stage}); "
-                "is the oracle running? Its price stays in escrow until the oracle validates it"
+                "is the oracle running? Its price stays in escrow until the oracle validates it, "
+                "or until the task timeout lets its owner refund it"
             )
         time.sleep(poll_s)
+
+
+def _refunded(event: ChainEvent) -> bool:
+    return event.name == "TaskPhase" and int(event.args["state"]) == TaskState.REFUNDED
+
+
+def refund_task(client: ChainClient, task_id: int, since_block: int = 0) -> TxResult:
+    """Take a task's price back once the leader left it for the task timeout (its owner, or a
+    miner it reserves). The assignment comes from the task's TaskAssigned event, read from
+    `since_block` (the block it was submitted in, when known)."""
+    cursor = client.queue.cursor("TaskAssigned", since_block, taskId=task_id)
+    assigned = cursor.poll(int(client.web3.eth.block_number))
+    miners = [str(m) for m in assigned[-1].args["miners"]] if assigned else []
+    return client.queue.refund(task_id, miners)
 
 
 def _order(event: ChainEvent) -> tuple[int, int]:

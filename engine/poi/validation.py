@@ -29,6 +29,9 @@ class Check(StrEnum):
     """Which check an answer failed; the order of the members is the order they are reported."""
 
     EMPTY = "empty"
+    # Longer than the task's token limit allows, or too long for the validator's context: an
+    # honest miner's answer is bounded by the limit, so no likelihood is needed to fail it.
+    LENGTH = "length"
     OPENING = "opening"
     TOP1 = "top1"
     ENDING = "ending"
@@ -211,6 +214,20 @@ def judge_answer(
     return replace(verdict, failed_checks=_failed_checks(verdict, thresholds))
 
 
+def refused(check: Check, thresholds: ValidationThresholds) -> Verdict:
+    """The verdict on an answer failed before any scoring (empty, or too long to score)."""
+    return Verdict(
+        top1_agreement=0.0,
+        mean_logprob=None,
+        ended_properly=False,
+        cosine=None,
+        checksum_match=None,
+        tokens=0,
+        thresholds=thresholds,
+        failed_checks=(check,),
+    )
+
+
 def _failed_checks(verdict: Verdict, thresholds: ValidationThresholds) -> tuple[Check, ...]:
     failed: list[Check] = []
     # An empty answer does no useful work, whatever the model would have said.
@@ -242,6 +259,8 @@ def explain(verdict: Verdict) -> tuple[str, ...]:
     for check in verdict.failed_checks:
         if check is Check.EMPTY:
             lines.append("empty: the answer has no tokens")
+        elif check is Check.LENGTH:
+            lines.append("length: longer than the task's token limit allows, or than the context")
         elif check is Check.OPENING:
             gaps = ", ".join("inf" if math.isinf(g) else f"{g:.2f}" for g in verdict.opening_gaps)
             lines.append(

@@ -27,23 +27,39 @@ from enum import StrEnum
 from typing import Protocol
 
 from chain.wrappers import PASS_SCORE
+from engine.errors import InferenceRequestError
+from engine.inference.runtime import Prompt
 from engine.inference.types import GenerationResult, LikelihoodResult, SamplingParams
 from engine.poi.validation import (
     AnswerLikelihood,
+    Check,
     ValidationThresholds,
     Verdict,
     cosine_similarity,
     judge_answer,
     medoid,
+    refused,
 )
 
 TOKEN_LIMIT_SLACK = 2
+# Re-tokenizing an answer's text seldom gives more tokens than were generated (it merges more
+# often than it splits); past the limit by more than this, the answer is too long for the task.
+OVER_LIMIT_SLACK = 8
+# No token of a chat model's vocabulary is near this long, so an answer with more characters
+# than this times the token limit cannot be one the limit allowed: failed without a prefill.
+MAX_CHARS_PER_TOKEN = 32
 
 
 class ChatModel(Protocol):
-    def generate(self, prompt: str, params: SamplingParams | None = None) -> GenerationResult: ...
+    def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> GenerationResult: ...
 
-    def score_many(self, prompt: str, answers: Sequence[str]) -> list[LikelihoodResult | None]: ...
+    def score_likelihood(self, prompt: Prompt, answer: str) -> LikelihoodResult: ...
+
+    def score_many(
+        self, prompt: Prompt, answers: Sequence[str]
+    ) -> list[LikelihoodResult | None]: ...
 
 
 class EmbeddingModel(Protocol):
@@ -90,6 +106,10 @@ class Judgement:
     reference_generated: bool = False
 
 
+def _scorable_length(answer: str, max_tokens: int) -> bool:
+    return 0 < len(answer) <= max_tokens * MAX_CHARS_PER_TOKEN
+
+
 def chain_score(verdict: Verdict) -> int:
     """Agreement (near-tie margin included) in percent, on the right side of the pass mark."""
     raw = round(100 * verdict.agreement)
@@ -127,19 +147,27 @@ class Validator:
         # The likelihood layer alone: whether an answer needs the reference to be judged.
         self._likelihood_only = replace(self.thresholds, cosine_min=None, require_checksum=False)
 
-    def judge(self, prompt: str, answers: list[tuple[str, str]], max_tokens: int) -> Judgement:
-        """Judge (miner, answer) pairs given for one prompt under one token limit."""
+    def judge(self, prompt: Prompt, answers: list[tuple[str, str]], max_tokens: int) -> Judgement:
+        """Judge (miner, answer) pairs given for one prompt (text or chat messages) under one
+        token limit. Whatever is wrong with an answer is a failing verdict, never an error: an
+        empty one (an honest tiny model can stop at once) and one too long to score fail here.
+        A crash of the worker is not the answer's fault: WorkerCrashedError goes up, and the
+        oracle judges the task again."""
         started = time.monotonic()
         texts = [answer for _, answer in answers]
-        likelihoods = [
-            likelihood_of(result, max_tokens) if result is not None else AnswerLikelihood(top1=())
-            for result in self.chat.score_many(prompt, texts)
-        ]
+        likelihoods = self._likelihoods(prompt, texts, max_tokens)
         scored_at = time.monotonic()
         reference = self._reference_if_needed(prompt, likelihoods, max_tokens)
         referenced_at = time.monotonic()
-        vectors = self._embed_distinct(([reference] if reference is not None else []) + texts)
-        answer_vectors = [vectors.get(text) for text in texts]
+        # Only answers that were scored are embedded: an empty or oversized one fails anyway.
+        scored_texts = [t for t, lk in zip(texts, likelihoods, strict=True) if lk is not None]
+        vectors = self._embed_distinct(
+            ([reference] if reference is not None else []) + scored_texts
+        )
+        answer_vectors = [
+            vectors.get(text) if lk is not None else None
+            for text, lk in zip(texts, likelihoods, strict=True)
+        ]
         target = vectors.get(reference) if reference is not None else None
         if reference is None:
             target = self._consensus_vector([v for v in answer_vectors if v is not None])
@@ -156,15 +184,47 @@ class Validator:
             passing_vectors = [answer_vectors[i] or [0.0] for i in passing]
             consensus = passing[medoid(passing_vectors)]
         times = CheckingTimes(scored_at - started, referenced_at - scored_at, ended - referenced_at)
+        text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
         return Judgement(
-            prompt,
-            reference or "",
-            judged,
-            consensus,
-            ended - started,
-            times,
-            reference is not None,
+            text, reference or "", judged, consensus, ended - started, times, reference is not None
         )
+
+    def _likelihoods(
+        self, prompt: Prompt, texts: list[str], max_tokens: int
+    ) -> list[AnswerLikelihood | Check]:
+        """Each answer's figures, or the check that refused it before any scoring."""
+        scorable = [t for t in texts if _scorable_length(t, max_tokens)]
+        try:
+            results = iter(self.chat.score_many(prompt, scorable))
+        except InferenceRequestError as exc:
+            if str(exc) == "cancelled":
+                raise  # the node is stopping: no verdict at all
+            results = iter(self._one_by_one(prompt, scorable))
+        out: list[AnswerLikelihood | Check] = []
+        for text in texts:
+            if not _scorable_length(text, max_tokens):
+                out.append(Check.LENGTH if text else Check.EMPTY)
+                continue
+            result = next(results)
+            if result is None:  # no tokens, or prompt and answer do not fit the context
+                out.append(Check.LENGTH)
+            elif len(result.tokens) > max_tokens + OVER_LIMIT_SLACK:
+                # More tokens than the task allowed: not an answer this task's miner could give.
+                out.append(Check.LENGTH)
+            else:
+                out.append(likelihood_of(result, max_tokens))
+        return out
+
+    def _one_by_one(self, prompt: Prompt, texts: list[str]) -> list[LikelihoodResult | None]:
+        results: list[LikelihoodResult | None] = []
+        for text in texts:
+            try:
+                results.append(self.chat.score_likelihood(prompt, text))
+            except InferenceRequestError as exc:
+                if str(exc) == "cancelled":
+                    raise
+                results.append(None)
+        return results
 
     def _embed_distinct(self, texts: list[str]) -> dict[str, list[float]]:
         """One embedding per distinct non-blank text (miners of one build answer alike)."""
@@ -175,10 +235,12 @@ class Validator:
         return dict(zip(distinct, self.embedder.embed(distinct), strict=True))
 
     def _reference_if_needed(
-        self, prompt: str, likelihoods: list[AnswerLikelihood], max_tokens: int
+        self, prompt: Prompt, likelihoods: list[AnswerLikelihood | Check], max_tokens: int
     ) -> str | None:
         needed = self.reference is ReferencePolicy.ALWAYS or any(
-            likelihood.top1 and not judge_answer(likelihood, None, self._likelihood_only).passed
+            isinstance(likelihood, AnswerLikelihood)
+            and likelihood.top1
+            and not judge_answer(likelihood, None, self._likelihood_only).passed
             for likelihood in likelihoods
         )
         if not needed:
@@ -195,11 +257,14 @@ class Validator:
         self,
         miner: str,
         answer: str,
-        likelihood: AnswerLikelihood,
+        likelihood: AnswerLikelihood | Check,
         target: list[float] | None,
         vector: list[float] | None,
         reference: str | None,
     ) -> JudgedAnswer:
+        if isinstance(likelihood, Check):
+            verdict = refused(likelihood, self.thresholds)
+            return JudgedAnswer(miner, answer, verdict, chain_score(verdict))
         if reference is not None and likelihood.top1:
             likelihood = replace(likelihood, greedy_path=answer == reference)
         cosine = 0.0  # a blank answer has no direction, as before

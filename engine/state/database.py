@@ -120,7 +120,74 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX verdicts_task
         ON verdicts (chain_id, genesis_hash, miner, task_kind, session_id, task_id);
     """,
+    # 5: the router (engine/node/router.py): its journal of requests, one row per request that
+    # may pay (written before the first transaction, so a restart finds the task and never
+    # submits it again), and its API keys (only a SHA-256 of each secret; spend in wei as TEXT).
+    """
+    CREATE TABLE router_requests (
+        id TEXT PRIMARY KEY,
+        chain_id INTEGER NOT NULL,
+        genesis_hash TEXT NOT NULL,
+        router TEXT NOT NULL,
+        key_id TEXT,
+        model TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        redundancy INTEGER NOT NULL,
+        price_wei TEXT NOT NULL,
+        state TEXT NOT NULL,
+        from_block INTEGER,
+        session_id INTEGER,
+        task_id INTEGER,
+        spent_wei TEXT NOT NULL DEFAULT '0',
+        outcome TEXT,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX router_requests_state ON router_requests (chain_id, genesis_hash, router, state);
+    CREATE UNIQUE INDEX router_requests_task
+        ON router_requests (chain_id, genesis_hash, task_id) WHERE task_id IS NOT NULL;
+    CREATE TABLE router_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        spend_cap_wei TEXT NOT NULL,
+        requests_per_minute INTEGER NOT NULL,
+        spent_wei TEXT NOT NULL DEFAULT '0',
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
 ]
+
+
+def _enable_wal(conn: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch to WAL. Two processes opening a new file at once can get "database is locked"
+    here at once: SQLite does not call the busy handler for the journal-mode change, so this
+    retries it (briefly, bounded) as the busy handler would."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration one by one (executescript would commit on its own, and a
+    migration must run inside the caller's BEGIN IMMEDIATE)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            if pending.strip():
+                yield pending.strip()
+            pending = ""
+    if pending.strip():
+        yield pending.strip()
 
 
 class Database:
@@ -133,8 +200,12 @@ class Database:
             self._conn = sqlite3.connect(
                 path, check_same_thread=False, isolation_level=None, timeout=30
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            _enable_wal(self._conn)
+            # FULL, not NORMAL: with WAL, NORMAL survives a killed process but a power cut may
+            # drop the last commits, and a journaled salt whose precommit is already on chain
+            # is then lost (the answer can never be revealed). The journal writes a few rows
+            # per task, so the fsync per commit costs nothing that matters.
+            self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"{path}: cannot open the database: {exc}") from None
@@ -146,18 +217,28 @@ class Database:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
+        """Bring the schema up to date under one write lock (`BEGIN IMMEDIATE`): the version is
+        read inside it, so a second process opening the same home at the same moment waits
+        and then finds the schema current, instead of running the migrations again."""
         with self._lock:
-            current = self.schema_version
-            if current > len(MIGRATIONS):
-                raise DatabaseError(
-                    f"{self.path}: written by a newer cortensor-desktop (schema {current}, this "
-                    f"version knows {len(MIGRATIONS)}); upgrade the app"
-                )
-            for version in range(current, len(MIGRATIONS)):
-                # executescript commits on its own; user_version moves with the schema change.
-                self._conn.executescript(
-                    f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
-                )
+            if self.schema_version == len(MIGRATIONS):
+                return  # the usual case: no write lock taken at all
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self.schema_version
+                if current > len(MIGRATIONS):
+                    raise DatabaseError(
+                        f"{self.path}: written by a newer cortensor-desktop (schema {current}, "
+                        f"this version knows {len(MIGRATIONS)}); upgrade the app"
+                    )
+                for version in range(current, len(MIGRATIONS)):
+                    for statement in _statements(MIGRATIONS[version]):
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {version + 1}")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -12,6 +12,7 @@ Commit records (one per task the node answers; network tasks use task_id 0)::
       mark_sent(COMMIT, tx)      COMMIT_SENT
       mark_confirmed(COMMIT)     COMMITTED       done
     abandon()          ABANDONED       the window closed or the session ended; nothing to send
+    rewind(to)         PREPARED or PRECOMMITTED   a reorg dropped the precommit or the reveal
 
 The salt and answer are written *before* the precommit is sent: a node killed after sending it
 finds them on restart and can still reveal (`pending_reveals`). A record in PREPARED after a
@@ -240,6 +241,25 @@ class Journal:
         self.node = node.lower()
         self._scope = (chain.chain_id, chain.genesis_hash, self.node)
 
+    # --- where an oracle reads the chain from ------------------------------------------------
+
+    def watch_from(self) -> int | None:
+        """The block an oracle restarting now reads events from (None: never saved).
+
+        It is the first block of the oldest task or session still open when last saved, so a
+        restart rebuilds every open one from its events (an oracle keeps them in memory only).
+        """
+        value = self.db.cache_get(self._watch_key)
+        return int(value) if value is not None else None
+
+    def save_watch_from(self, block: int) -> None:
+        self.db.cache_put(self._watch_key, int(block))
+
+    @property
+    def _watch_key(self) -> str:
+        chain_id, genesis, node = self._scope
+        return f"oracle-watch-from:{chain_id}:{genesis}:{node}"
+
     # --- commit records ---------------------------------------------------------------------
 
     def prepare_commit(
@@ -299,6 +319,28 @@ class Journal:
                 return record
             self._update(conn, task, CommitState.ABANDONED, note=note)
             return self._require(conn, task)
+
+    def rewind(self, task: TaskRef, to: CommitState, note: str) -> CommitRecord:
+        """The chain dropped what the journal recorded (a reorg, a chain restored from an older
+        save): go back to `to` (PREPARED: the precommit is gone; PRECOMMITTED: the reveal is),
+        keeping the salt and answer, so what is sent again is the same binding and the same
+        answer. The only step that goes back, and only on the chain's word."""
+        if to not in (CommitState.PREPARED, CommitState.PRECOMMITTED):
+            raise JournalError(f"a record rewinds to prepared or precommitted, not {to.value}")
+        with self.db.transaction() as conn:
+            self._require(conn, task)
+            self._update(conn, task, to, note=note)
+            return self._require(conn, task)
+
+    def recent_commits(self, limit: int = 32) -> list[CommitRecord]:
+        """The records changed last, whatever their state (finished ones too), newest first:
+        what a reorg may have undone on chain."""
+        rows = self.db.query(
+            "SELECT * FROM journal_commits WHERE chain_id = ? AND genesis_hash = ? AND node = ?"
+            " ORDER BY updated_at DESC, session_id DESC LIMIT ?",
+            (*self._scope, limit),
+        )
+        return [_commit_record(row) for row in rows]
 
     def get(self, task: TaskRef) -> CommitRecord | None:
         with self.db.transaction() as conn:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,36 @@ def test_corrupt_database_file_is_a_typed_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(DatabaseError, match="cannot open the database"):
         Database(path)
+
+
+def _open_when_released(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        db = Database(Path(path))
+        results.put(("ok", db.schema_version))
+        db.close()
+    except Exception as exc:  # reported to the test, which shows it
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def test_two_processes_migrating_at_once_end_with_one_schema_and_no_error(
+    tmp_path: Path,
+) -> None:
+    context = multiprocessing.get_context("fork")
+    for round_ in range(6):  # the race is a window, not a certainty: open it several times
+        path = tmp_path / f"db{round_}.sqlite3"
+        barrier, results = context.Barrier(3), context.Queue()
+        procs = [
+            context.Process(target=_open_when_released, args=(str(path), barrier, results))
+            for _ in range(3)
+        ]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=60)
+        assert outcomes == [("ok", len(MIGRATIONS))] * 3, outcomes
+        conn = sqlite3.connect(path)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        conn.close()
+        assert len(tables) == len(set(tables)) and "cache" in tables

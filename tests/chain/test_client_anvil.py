@@ -85,7 +85,7 @@ def test_reverts_decode_to_the_same_typed_error_on_anvil(anvil: LocalDevnet) -> 
     with pytest.raises(ContractRevert) as caught:
         client.stats.ping()
     assert caught.value.error == "PingTooSoon" and caught.value.error_args["nextAllowed"] > 0
-    assert client.check_protocol() == 2
+    assert client.check_protocol() == 3
 
 
 def _fake_contracts() -> dict[str, str]:
@@ -111,7 +111,7 @@ def test_http_503_is_transient_and_fails_over(anvil: LocalDevnet) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_port}"
         client = connect(anvil.chain_id, [url, anvil.rpc_url], anvil.contracts, None, FAST)
-        assert client.registry.protocol_version() == 2
+        assert client.registry.protocol_version() == 3
         assert client.backend.description == anvil.rpc_url
     finally:
         server.shutdown()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chain.devnet import EmbeddedChain
-from chain.wrappers import PASS_SCORE, Tier
+from chain.wrappers import MAX_K, PASS_SCORE, Tier
 from profiler.fit import TIERS
 
 
@@ -18,3 +18,7 @@ def test_pass_score_is_the_contracts(embedded: EmbeddedChain) -> None:
     client = embedded.client(embedded.oracles[0])
     assert client.cognitive.call("PASS_SCORE") == PASS_SCORE
     assert client.queue.call("PASS_SCORE") == PASS_SCORE
+
+
+def test_max_k_is_the_contracts(embedded: EmbeddedChain) -> None:
+    assert embedded.client().queue.call("MAX_K") == MAX_K

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import keyring
 import pytest
 from keyring.backend import KeyringBackend
+from keyring.backends.chainer import ChainerBackend
 
 from chain import passphrase, wallet
 from chain.errors import WalletError
@@ -123,3 +125,61 @@ def test_prompt_confirmation_must_match() -> None:
         passphrase.resolve(
             None, None, {}, confirm=True, is_tty=lambda: True, prompt=lambda _: next(answers)
         )
+
+
+def test_the_chainer_never_lets_a_plaintext_store_hold_the_passphrase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """keyring's ChainerBackend over a fixed list: what it finds on a host with several viable
+    backends, such as a headless Linux box with keyrings.alt installed."""
+    previous = keyring.get_keyring()
+    plaintext, encrypted_file = PlaintextLike(), PlaintextLike()
+    chained: list[KeyringBackend] = [plaintext, encrypted_file]
+    monkeypatch.setattr(ChainerBackend, "backends", chained)
+    try:
+        chain = ChainerBackend()
+        keyring.set_keyring(chain)
+        assert float(chain.priority) >= 1  # what the old check looked at: it passed
+        assert passphrase.secure_keyring() is None
+        with pytest.raises(WalletError, match="no secure OS keyring"):
+            passphrase.keyring_set("0xabc", "pw")
+        assert plaintext.secrets == {} and encrypted_file.secrets == {}
+
+        secure = InMemoryKeyring()
+        chained[:] = [secure, plaintext]
+        assert passphrase.secure_keyring() is secure  # used directly, never through the chain
+        passphrase.keyring_set("0xabc", "pw")
+        assert secure.secrets and plaintext.secrets == {}
+        plaintext.set_password(passphrase.KEYRING_SERVICE, "0xdef", "planted")
+        assert passphrase.keyring_get("0xdef") is None  # the plaintext store is never read
+
+        chained[:] = [plaintext, secure]  # an insecure store first: the chain writes there
+        assert passphrase.secure_keyring() is None
+    finally:
+        keyring.set_keyring(previous)
+
+
+def test_the_passphrase_leaves_the_environment_once_read_and_no_repr_shows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(passphrase.VALUE_ENV, "hunter2 words")
+    got = passphrase.resolve(None, None, is_tty=lambda: False)
+    assert (got.value, got.source) == ("hunter2 words", "environment")
+    assert passphrase.VALUE_ENV not in os.environ  # spawned workers no longer inherit it
+    assert "hunter2" not in repr(got) and "environment" in repr(got)
+
+
+def test_a_planted_temp_file_or_link_beside_the_target_is_never_written(tmp_path: Path) -> None:
+    keystore = tmp_path / "keystore"
+    wallet.create_wallet(keystore, "pw", CHEAP)
+    shared = tmp_path / "shared"  # think /tmp: another user can create files here
+    shared.mkdir()
+    victim = tmp_path / "theirs.json"
+    victim.write_text("theirs")
+    target = shared / "backup.json"
+    (shared / "backup.json.tmp").symlink_to(victim)  # the old fixed temp name, followed before
+    wallet.export_keystore(keystore, "pw", target)
+    assert victim.read_text() == "theirs"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert '"crypto"' in target.read_text()  # the keystore JSON, written in a fresh file
+    assert sorted(p.name for p in shared.iterdir()) == ["backup.json", "backup.json.tmp"]

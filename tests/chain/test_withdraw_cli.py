@@ -17,7 +17,8 @@ from eth_account import Account
 from web3 import Web3
 
 from chain.client import ChainClient, connect
-from chain.devnet import EmbeddedChain, LocalDevnet, fund, new_funded_account
+from chain.deploy import NetworkParams
+from chain.devnet import EmbeddedChain, LocalDevnet, advance_time, fund, new_funded_account
 from chain.wallet import DEVNET_SCRYPT_N, import_private_key
 from chain.wrappers import model_id
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
@@ -39,10 +40,19 @@ PRICE = 10**16
 PASSPHRASE = "withdraw test passphrase"
 
 
-def _pay(admin: ChainClient, module: ChainClient, user: ChainClient, miner: str, task: int) -> None:
+def _pay(
+    admin: ChainClient,
+    module: ChainClient,
+    user: ChainClient,
+    miner: str,
+    task: int,
+    advance: Callable[[int], None],
+) -> None:
     """A user deposits and a module settles a task that pays `miner` (SessionQueue's calls)."""
     assert module.address is not None and user.address is not None and module.sender is not None
-    admin.registry.set_module(module.address, True)
+    admin.registry.set_module(module.address, True)  # after setup: scheduled, not live yet
+    advance(NetworkParams().module_delay_s)
+    admin.registry.activate_module(module.address)
     user.payment.deposit(PRICE)
     calls = module.payment.contract.functions
     module.sender.send(calls.lock(user.address, task, PRICE), "lock")
@@ -74,7 +84,14 @@ def test_withdraw_with_the_wallet_when_no_node_runs(cli, home: Path, anvil: Loca
     miner.registry.register(0, 0, "0.1.0", [model_id("smollm2-135m-instruct")], payout)
     web3 = miner.web3
     module, user = new_funded_account(web3), new_funded_account(web3)
-    _pay(client(anvil.admin), client(module), client(user), key.address, task=1)
+    _pay(
+        client(anvil.admin),
+        client(module),
+        client(user),
+        key.address,
+        task=1,
+        advance=lambda s: advance_time(web3, s),
+    )
 
     wrong = cli("wallet", "withdraw", "--network", "testnet", env={"CORTENSOR_PASSPHRASE": "no"})
     assert wrong.returncode == 4 and "wrong passphrase" in wrong.stderr
@@ -158,7 +175,8 @@ def test_withdraw_goes_through_the_running_node(
 ) -> None:
     miner = running_node
     module, user = embedded.client(embedded.accounts[3]), embedded.client(embedded.accounts[2])
-    _pay(embedded.client(embedded.admin), module, user, miner.address, task=4)
+    admin = embedded.client(embedded.admin)
+    _pay(admin, module, user, miner.address, task=4, advance=embedded.advance_time)
     payout = embedded.accounts[1].address
     before = miner.client.balance(payout)
 

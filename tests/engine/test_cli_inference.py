@@ -36,7 +36,8 @@ def test_models_list_pull_verify_rm(cli, env: dict[str, str]) -> None:  # type: 
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
 
     text = cli("models", "list", env=env)
-    assert "smollm2-135m-instruct" in text.stdout and "yes" in text.stdout
+    (line,) = [x for x in text.stdout.splitlines() if x.startswith("smollm2-135m-instruct")]
+    assert "yes, sha256" in line  # installed, checked against the catalogue's sha256
 
     removed = cli("models", "rm", "smollm2-135m-instruct", env=env)
     assert removed.returncode == 0 and "removed" in removed.stdout
@@ -44,6 +45,39 @@ def test_models_list_pull_verify_rm(cli, env: dict[str, str]) -> None:  # type: 
     unknown = cli("models", "pull", "no-such-model", env=env)
     assert unknown.returncode == 6
     assert unknown.stderr.count("\n") == 1 and "Traceback" not in unknown.stderr
+
+
+def test_models_list_has_a_row_per_quant_that_agrees_with_profile(  # type: ignore[no-untyped-def]
+    cli, env: dict[str, str]
+) -> None:
+    from profiler.catalogue import load_catalogue
+
+    listed = cli("models", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)["models"]
+    catalogue = load_catalogue()
+    assert [(r["id"], r["quant"]) for r in rows] == [
+        (m.id, q.quant) for m in catalogue.models for q in m.quants
+    ]
+    profile = json.loads(cli("profile", "--json", env=env).stdout)["recommendation"]
+    by_key = {(r["id"], r["quant"]): r for r in rows}
+    chosen = by_key[(profile["model_id"], profile["quant"])]
+    assert chosen["fits"] is True and chosen["fast_enough"] is not False, chosen
+    for reason in profile["reasons"]:  # what profile skipped for speed is not a plain "yes"
+        if reason.startswith("skipped ") and "below the floor" in reason:
+            skipped = reason.split()[1]
+            assert not any(r["fits"] and r["fast_enough"] for r in rows if r["id"] == skipped), (
+                skipped
+            )
+    text = cli("models", "list", env=env).stdout
+    unknown = [r for r in rows if r["size_bytes"] is None]
+    assert unknown and all(
+        line.split()[3] == "unknown"
+        for line in text.splitlines()
+        for r in unknown
+        if line.split()[:3] == [r["id"], r["kind"], r["quant"]]
+    )
+    assert "?" not in {line.split()[3] for line in text.splitlines()[1:-1]}
 
 
 def test_generate_json_installs_the_default_and_is_deterministic(  # type: ignore[no-untyped-def]
@@ -108,22 +142,3 @@ def test_bench_stores_its_result(cli, env: dict[str, str], home: Path) -> None: 
     assert [(r["model_id"], r["quant"]) for r in rows] == [("smollm2-135m-instruct", "Q4_1")] * 2
     stored = json.loads(rows[0]["result"])
     assert stored["gen_tokens_per_s"] == document["gen_tokens_per_s"]
-
-
-def test_progress_bar_draws_one_line_and_ends_it() -> None:
-    import io
-
-    from cortensor_desktop.cli.commands.models_cmd import ProgressBar
-    from engine.models.store import PullProgress
-
-    out = io.StringIO()
-    bar = ProgressBar(out, enabled=True)
-    bar(PullProgress("m", "download", "u", 0, 4 * 2**20))
-    bar(PullProgress("m", "download", "u", 4 * 2**20, 4 * 2**20))
-    bar(PullProgress("m", "done", "u", 4 * 2**20, 4 * 2**20))
-    text = out.getvalue()
-    assert text.count("\n") == 1 and text.endswith("\n")
-    assert "100.0%" in text and "#" * 30 in text
-    silent = io.StringIO()
-    ProgressBar(silent, enabled=False)(PullProgress("m", "download", "u", 1, 2))
-    assert silent.getvalue() == ""

@@ -15,6 +15,7 @@ import pytest
 from web3 import Web3
 
 from chain.client import ChainClient
+from chain.deploy import NetworkParams
 from chain.devnet import EmbeddedChain, start_embedded
 from chain.events import EventCursor
 from engine.host.node_control import NodeController
@@ -89,7 +90,10 @@ def _pay(chain: EmbeddedChain, miner: str, task_id: int, share: int = SHARE) -> 
     module = chain.client(chain.accounts[3])
     user = chain.client(chain.accounts[2])
     assert module.address is not None and user.address is not None
-    admin.registry.set_module(module.address, True)
+    if not admin.registry.is_module(module.address):
+        admin.registry.set_module(module.address, True)  # after setup: scheduled, not live yet
+        chain.advance_time(NetworkParams().module_delay_s)
+        admin.registry.activate_module(module.address)
     user.payment.deposit(PRICE)
     contract = module.payment.contract.functions
     assert module.sender is not None

@@ -118,7 +118,7 @@ def test_an_event_whose_handling_met_an_outage_is_handled_after_it() -> None:
     miner.paused = miner._away_on_chain = True  # no ping, no away transaction: events only
     miner.earnings = SimpleNamespace(tick=lambda: None)  # type: ignore[assignment]
     events = [_event("SessionRequested", 5), _event("TopicCreated", 6)]
-    miner._watcher = SimpleNamespace(poll=lambda head: list(events))  # type: ignore[assignment]
+    miner._watcher = SimpleNamespace(poll=lambda head=None: list(events))  # type: ignore[assignment]
     flaky = _Flaky(failures=1)
     miner._handle = flaky.handle  # type: ignore[method-assign]
     with pytest.raises(RpcUnavailable):

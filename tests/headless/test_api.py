@@ -7,12 +7,14 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cortensor_desktop.logs import redact
+from cortensor_desktop.service import status_api
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder, load_or_create_token
 from engine.protocol import NodeRole, TaskKind
 from engine.state.commands import CommandQueue, Pause
@@ -107,10 +109,15 @@ def test_token_file_is_private_stable_and_redacted(tmp_path: Path) -> None:
     token = load_or_create_token(data)
     path = data / "api-token"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    os.chmod(path, 0o644)
     assert load_or_create_token(data) == token  # kept across restarts
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # and tightened
     assert token not in redact(f"the token is {token} ok")
+    os.chmod(path, 0o644)  # others could read it: it may have leaked
+    fresh = load_or_create_token(data)
+    assert fresh != token  # so it is replaced, not only tightened
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    os.chmod(data, 0o755)
+    load_or_create_token(data)
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700  # an existing data folder is tightened
 
 
 def test_commands_need_the_bearer_token(api: StatusApi) -> None:
@@ -139,6 +146,24 @@ def test_commands_need_the_bearer_token(api: StatusApi) -> None:
     assert _request(api, "POST", "/1/commands", body, good)[0] == 202
     assert _request(api, "POST", "/1/commands", body, good)[0] == 202
     assert _request(api, "POST", "/1/commands", body, good)[0] == 503
+
+
+def test_a_command_without_a_body_is_a_clear_400(api: StatusApi) -> None:
+    good = {"Authorization": f"Bearer {api.token}"}
+    status, _, reply = _request(api, "POST", "/1/commands", "", {**good, "Content-Length": "0"})
+    assert status == 400 and "needs a JSON body" in json.loads(reply)["error"]
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:  # no header
+        sock.sendall(
+            f"POST /1/commands HTTP/1.1\r\nHost: 127.0.0.1:{api.port}\r\n"
+            f"Authorization: Bearer {api.token}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") or head.startswith(b"HTTP/1.0 400"), head
+    assert "needs a JSON body" in json.loads(body)["error"]
+    assert len(api.commands) == 0
 
 
 def _sse(api: StatusApi, headers: dict[str, str], count: int) -> list[dict[str, str]]:
@@ -212,3 +237,51 @@ def test_stop_ends_open_event_streams_and_frees_the_port(api: StatusApi) -> None
     conn.close()
     with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
         probe.connect(("127.0.0.1", port))  # nothing listens there any more
+
+
+def test_the_token_cannot_redirect_earnings(api: StatusApi) -> None:
+    good = {"Authorization": f"Bearer {api.token}"}
+    body = json.dumps({"type": "set_payout", "address": "0x" + "ab" * 20})
+    status, _, reply = _request(api, "POST", "/1/commands", body, good)
+    assert status == 403 and "passphrase" in json.loads(reply)["error"]
+    assert api.commands.get(timeout=0) is None  # nothing queued
+    assert stat.S_IMODE(api.api_file.stat().st_mode) == 0o600
+
+
+def test_event_streams_are_capped(api: StatusApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status_api, "MAX_EVENT_STREAMS", 1)
+    first = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    try:
+        first.request("GET", "/1/events")
+        assert first.getresponse().status == 200
+        status, headers, _ = _request(api, "GET", "/1/events")
+        assert status == 503 and headers["Retry-After"]
+    finally:
+        first.close()
+
+
+def test_a_silent_client_is_dropped_and_connections_are_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status_api._Handler, "timeout", 1.0)
+    monkeypatch.setattr(status_api, "MAX_CONNECTIONS", 2)
+    server = StatusApi(
+        SummaryHolder(Summary(started_at=1.0)), EventBus(), CommandQueue(), tmp_path, port=-1
+    )
+    server.start()
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+    try:
+        idle[0].sendall(b"GET /1/sum")  # half a request line, then nothing
+        third = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        assert third.recv(1) == b""  # both slots are taken: closed at once, no thread for it
+        third.close()
+        started = time.monotonic()
+        for sock in idle:
+            assert sock.recv(1024) == b""  # the server hung up after its timeout
+        assert time.monotonic() - started < 8
+        status, _, _ = _request(server, "GET", "/1/summary")  # slots are free again
+        assert status == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()

@@ -145,6 +145,9 @@ def test_summary_events_and_metrics_of_a_running_node(node: Node) -> None:
     doc = node.summary()
     assert "oracle" in [n["role"] for n in doc["nodes"]] and doc["role"] == "miner+oracle"
     assert doc["model"] == "smollm2-135m-instruct" and doc["tier"] == "cpu-low"
+    plan = doc["plan"]  # the embedded network's plan: bundled model, this machine's tier/memory
+    assert (plan["model_id"], plan["quant"], plan["source"]) == (doc["model"], "Q4_1", "embedded")
+    assert plan["tier"] == doc["tier"] and plan["memory_mb"] > 0 and plan["reasons"]
     assert all(n["gas_balance_wei"] > 0 for n in doc["nodes"])  # read from the chain
     status, body = node.request("GET", "/metrics")
     text = body.decode()
@@ -239,8 +242,19 @@ async def _attached_session(node: Node) -> None:
             # What the node did before the attach arrives too (resumed from its event history).
             await _settle(pilot, lambda: app.summary.total_points > 0, "points over SSE")
             assert app.summary.nodes, "no node in the attached view"
-            was_paused = node.summary()["state"] == "paused"
+            # `p` toggles what the view shows. Under load the view can still be replaying the
+            # node's history when the points arrive (the flaky run: it showed "running" while
+            # the node was paused, so the key sent the pause the node already had). Press only
+            # once the view shows the node's current state, as a person would.
+            await _settle(
+                pilot,
+                lambda: app.summary.paused == (node.summary()["state"] == "paused"),
+                "the view to show the node's current state",
+            )
+            was_paused = app.summary.paused
             await pilot.press("p")  # pause, or resume: the key toggles
+            await _settle(pilot, lambda: bool(app.sent), "the key's command to be delivered")
+            assert app.sent[-1].type == ("resume" if was_paused else "pause")
             await _settle(
                 pilot,
                 lambda: (node.summary()["state"] == "paused") != was_paused,

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from engine.host.node_control import NodeController, PolicyMonitor, psutil_sampler
+from engine.host.node_control import NodeController, PolicyMonitor
 from engine.host.policies import HourWindow, PolicySettings
+from engine.host.sensors import policy_readings
 from engine.state.commands import Benchmark, Pause, ReloadConfig, Resume, Withdraw
 from engine.state.events import CommandHandled, EventBus, NodeState, NodeStateChanged, Subscription
 
@@ -87,7 +88,7 @@ def test_sample_psutil_readings_pause_and_resume_through_the_live_sampler() -> N
     _, sub, miners, control = _controller()
     settings = PolicySettings(cpu_pause_above_c=85, cpu_resume_below_c=75, pause_on_battery=True)
     monitor = PolicyMonitor(
-        control, settings, psutil_sampler(temperatures, battery, clock), interval_s=10
+        control, settings, policy_readings(temperatures, battery, clock), interval_s=10
     )
     seen = []
     for index, sample in enumerate(samples):
@@ -117,7 +118,7 @@ def test_sample_psutil_readings_pause_and_resume_through_the_live_sampler() -> N
 def test_policy_cannot_be_resumed_by_command_and_user_pause_survives_policy_clear() -> None:
     _, _, miners, control = _controller()
     settings = PolicySettings(active_hours=(HourWindow.parse("08:00-18:00"),))
-    night = psutil_sampler(dict, lambda: None, lambda: datetime(2026, 11, 20, 23, 0))
+    night = policy_readings(dict, lambda: None, lambda: datetime(2026, 11, 20, 23, 0))
     monitor = PolicyMonitor(control, settings, night)
     monitor.tick(0.0)
     assert set(control.reasons) == {"schedule"} and miners[0].paused
@@ -134,7 +135,7 @@ class FakeWorker:
 
 
 def test_a_worker_death_raises_an_alert_cleared_when_it_runs_again() -> None:
-    from engine.host.node_control import WorkerWatch
+    from engine.host.node_host import WorkerWatch
     from engine.state.events import Alert
 
     bus = EventBus()
@@ -161,7 +162,7 @@ def test_gpu_temperature_is_the_hottest_nvidia_gpu_and_unknown_without_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import profiler.nvml
-    from engine.host.node_control import hottest_nvidia_gpu
+    from engine.host.sensors import hottest_nvidia_gpu
 
     @dataclass
     class Gpu:
@@ -174,7 +175,7 @@ def test_gpu_temperature_is_the_hottest_nvidia_gpu_and_unknown_without_one(
     # and through the sampler, the GPU figure reaches the GPU hysteresis
     _, _, miners, control = _controller()
     settings = PolicySettings(gpu_pause_above_c=80, gpu_resume_below_c=70)
-    sampler = psutil_sampler(dict, lambda: None, lambda: datetime(2026, 11, 20, 12), lambda: 83.0)
+    sampler = policy_readings(dict, lambda: None, lambda: datetime(2026, 11, 20, 12), lambda: 83.0)
     PolicyMonitor(control, settings, sampler).tick(0.0)
     assert miners[0].paused and "GPU temperature 83" in control.reasons["temperature"]
 
@@ -247,3 +248,49 @@ def test_token_meter_sends_a_few_rates_a_second_counted_from_the_first_token() -
     assert 7 <= len(sent) <= 8  # about 2 s of tokens, one rate every 0.25 s
     assert all(abs(rate - 50) < 1 for _, rate in sent)
     assert [tokens for tokens, _ in sent] == sorted(tokens for tokens, _ in sent)
+
+
+def test_hardware_reading_turns_psutil_and_a_fake_nvidia_gpu_into_one_sample() -> None:
+    """The `hardware` event's path: psutil's CPU, RAM and sensor shapes, and NVML's GPU list (a
+    FAKE NVIDIA GPU here: this VM has none) become one HardwareSample."""
+    import psutil
+
+    from engine.host.sensors import hardware_reading
+    from engine.state.events import GpuSample
+    from profiler.hardware import GPU
+
+    def temperatures():  # type: ignore[no-untyped-def]
+        return {
+            "coretemp": [shwtemp("Core 0", 55.0, 90.0, 100.0), shwtemp("Core 1", 61.0, 90, 100)]
+        }
+
+    gpu = GPU(
+        vendor="nvidia",
+        name="FAKE RTX",
+        memory_total_bytes=8 * 2**30,
+        memory_free_bytes=2 * 2**30,
+        integrated=False,
+        index=1,
+        temperature_c=70.0,
+        utilisation_pct=97.0,
+    )
+    sample = hardware_reading(temperatures, lambda: [gpu])()
+    assert sample.cpu_percent is not None and 0.0 <= sample.cpu_percent <= 100.0
+    assert sample.ram_total_bytes == psutil.virtual_memory().total
+    assert sample.cpu_temp_c == 61.0  # the hottest core
+    assert sample.gpus == (
+        GpuSample(
+            index=1,
+            name="FAKE RTX",
+            util_percent=97.0,
+            mem_used_bytes=6 * 2**30,
+            mem_total_bytes=8 * 2**30,
+            temp_c=70.0,
+        ),
+    )
+
+    def no_sensors() -> None:
+        raise OSError("no sensors on this VM")
+
+    bare = hardware_reading(no_sensors, list)()
+    assert bare.cpu_temp_c is None and bare.gpus == ()  # unknown, never an error

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from cortensor_desktop.config import Config, PolicySection, load_config
-from cortensor_desktop.hosting.reload import config_changes
+from cortensor_desktop.hosting.reload import ConfigReloader, config_changes
 from cortensor_desktop.service.status_api import StatusApi, SummaryHolder
+from engine.host.policies import PolicySettings
 from engine.protocol import NodeRole
 from engine.state.commands import CommandQueue
 from engine.state.events import EventBus, NodeState, NodeStateChanged
@@ -69,6 +70,33 @@ def test_reload_applies_policy_and_log_level_live_and_names_the_rest(tmp_path: P
     assert changes.restart == ("inference.threads", "api.port")
     assert "needs a restart: inference.threads, api.port" in changes.describe()
     assert config_changes(Config(), Config()).describe() == "config reloaded: no changes"
+
+
+def test_one_reloader_applies_the_live_part_and_keeps_naming_what_waits_for_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[policy]\npause_on_battery = true\n[api]\nport = 9100\n")
+    handed: list[tuple[PolicySettings, float]] = []
+
+    class Monitor:
+        def apply_policy(self, settings: PolicySettings, interval_s: float) -> None:
+            handed.append((settings, interval_s))
+
+    reload = ConfigReloader(Config(), path, policy=Monitor())
+    accepted, message = reload()
+    assert accepted and "applied live: policy.pause_on_battery" in message
+    assert [(s.pause_on_battery, every) for s, every in handed] == [(True, 30.0)]
+    # The policy now runs; the port still waits for a restart, so a second reload says so again.
+    accepted, message = reload()
+    assert accepted and message == "config reloaded; needs a restart: api.port"
+    assert len(handed) == 1
+    # A host without a policy monitor names [policy] as needing a restart instead.
+    without_monitor = ConfigReloader(Config(), path)
+    assert without_monitor()[1].endswith("needs a restart: api.port, policy.pause_on_battery")
+    path.write_text("[policy]\nsample_interval_s = 0\n")
+    refused, why = reload()
+    assert not refused and "the running one stays" in why
 
 
 def test_policy_section_maps_to_engine_settings_and_refuses_bad_values(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ the nodes run: they alert that the RPC is down, clear it when it is back, keep t
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -165,3 +166,90 @@ def _assert_nothing_sent_twice(home: Path) -> None:
             for e in EventCursor(contract.name, contract.contract, name, 0).poll()
         ]
         assert len(seen) == len(set(seen)), f"{name} sent twice: {seen}"
+
+
+@pytest.mark.timeout(900)
+def test_router_killed_mid_request_finds_its_task_on_restart_and_never_pays_twice(
+    devnet: Path,
+) -> None:
+    """A real `kill -9`: the router process SIGKILLs itself right after its `submitTask`
+    landed and before its journal says so (failpoint router-after-submit); the restarted
+    router finds the task on chain, follows it to validation and never submits it again."""
+    import openai
+
+    port = _free_port()
+    start_block = int(_client(devnet).web3.eth.block_number)
+    first = _router(devnet, port, {"CORTENSOR_FAILPOINTS": "router-after-submit"})
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "Name a river."}],
+            max_tokens=16,
+        )
+    assert first.wait(timeout=60) == -signal.SIGKILL
+    (row,) = _router_rows(devnet)
+    assert row["state"] == "submitting" and row["task_id"] is None
+    second = _router(devnet, port, {})
+    try:
+        deadline = time.monotonic() + 600
+        while _router_rows(devnet)[0]["state"] != "answered":
+            assert time.monotonic() < deadline, "the resumed request was never validated"
+            assert second.poll() is None, "the restarted router died"
+            time.sleep(2)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+    (row,) = _router_rows(devnet)
+    chain = _client(devnet)
+    queued = [
+        int(e.args["taskId"])
+        for e in EventCursor("SessionQueue", chain.queue.contract, "TaskQueued", start_block).poll()
+        if int(e.args["sessionId"]) == row["session_id"]
+    ]
+    assert queued == [row["task_id"]]  # one task on chain for the request: never sent twice
+    assert chain.queue.state(row["task_id"]) == 5  # validated
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _router(home: Path, port: int, env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT, cli_env
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cortensor_desktop",
+            "router",
+            "--port",
+            str(port),
+            "--redundancy",
+            "1",
+        ],
+        cwd=REPO_ROOT,
+        env=cli_env(home, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # printed once it listens
+    assert "router listening" in line, line
+    return proc
+
+
+def _router_rows(home: Path) -> list[dict[str, Any]]:
+    path = home / "data" / "cortensor.sqlite3"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM router_requests ORDER BY created_at")]

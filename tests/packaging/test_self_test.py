@@ -22,7 +22,7 @@ from cortensor_desktop.selftest.steps import (
     summarise_probe,
 )
 
-STEP_NAMES = ["folders", "assets", "hardware", "worker", "llama", "chain", "ui"]
+STEP_NAMES = ["folders", "assets", "hardware", "worker", "spawn", "llama", "chain", "ui"]
 AVX2_BUILD = "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | AVX512 = 0 |"
 
 

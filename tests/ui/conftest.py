@@ -10,17 +10,11 @@ from typing import Any
 
 import pytest
 
-from cortensor_desktop.tui.app import (
-    DashboardApp,
-    HostSample,
-    NodeInfo,
-    SettingsData,
-    create_app,
-)
+from cortensor_desktop.tui.app import DashboardApp, NodeInfo, SettingsData, create_app
 from cortensor_desktop.tui.backends.first_run import FirstRun
 from cortensor_desktop.tui.backends.models import ModelRow, model_rows
 from engine.state.commands import CommandQueue
-from engine.state.events import Event, EventBus
+from engine.state.events import Event, EventBus, HardwareSample
 from engine.state.recording import read_events
 from profiler.catalogue import Catalogue, load_catalogue
 from profiler.hardware import load_hardware_file
@@ -35,9 +29,19 @@ INFO = NodeInfo(
 )
 
 
-def fixed_sampler() -> HostSample:
-    """Normalises what psutil would say, so screens are the same on every machine."""
-    return HostSample(cpu_percent=42.0, ram_used_bytes=3 * 2**30, ram_total_bytes=16 * 2**30)
+# What a host's HardwareWatch publishes, normalised so screens are the same on every machine
+# (seq 1: a reader subscribing with after_seq=0 gets it from the bus's history; ts 0 leaves the
+# summary's clock to the recording).
+FIXED_HARDWARE = HardwareSample(
+    seq=1, cpu_percent=42.0, ram_used_bytes=3 * 2**30, ram_total_bytes=16 * 2**30
+)
+
+
+def hardware_bus() -> EventBus:
+    """A bus already carrying the fixed hardware reading, as a host publishes one at start."""
+    bus = EventBus()
+    bus.publish(FIXED_HARDWARE, stamp=False)
+    return bus
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +55,9 @@ def replay_app(
     events: list[Event], commands: CommandQueue | None = None
 ) -> tuple[DashboardApp, EventBus]:
     """An app over a bus that will carry the recording; the clock stops at the last event."""
-    bus = EventBus()
+    bus = hardware_bus()
     last = max(e.ts for e in events)
-    app = create_app(bus, commands, INFO, sampler=fixed_sampler, clock=lambda: last, refresh_s=60)
+    app = create_app(bus, commands, INFO, clock=lambda: last, refresh_s=60)
     return app, bus
 
 

@@ -13,7 +13,7 @@ from cortensor_desktop.hosting.dashboard_host import NetworkHost
 from cortensor_desktop.tui.app import DashboardApp, NodeInfo, create_app
 from engine.host.embedded_network import EmbeddedNetwork
 from engine.state.events import EventBus
-from tests.ui.conftest import SIZE, fixed_sampler, sync
+from tests.ui.conftest import SIZE, sync
 
 pytestmark = [pytest.mark.llama, pytest.mark.chain, pytest.mark.slow]
 
@@ -46,7 +46,7 @@ async def test_live_network_task_scores_points_and_pause(
     network = make_network(miners=2, bus=bus)
     host = NetworkHost(network)
     host.start(network=False)  # the fixture started it; the host serves the commands
-    app = create_app(bus, host.commands, NodeInfo(miners=2), sampler=fixed_sampler, refresh_s=60)
+    app = create_app(bus, host.commands, NodeInfo(miners=2), refresh_s=60)
     async with app.run_test(size=SIZE) as pilot:
         # A task appears, stage by stage, with its transaction.
         await _until(app, lambda: any(r[2] == "oracle" for r in _rows(app, "tasks")), 120)

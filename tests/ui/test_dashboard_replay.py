@@ -23,6 +23,8 @@ from engine.state.events import (
     EarningsUpdated,
     Event,
     EventBus,
+    GpuSample,
+    HardwareSample,
     LogLine,
     NodeState,
     NodeStateChanged,
@@ -30,7 +32,6 @@ from engine.state.events import (
 )
 from tests.ui.conftest import (
     SIZE,
-    fixed_sampler,
     laptop_model_rows,
     publish_all,
     replay_app,
@@ -308,10 +309,36 @@ async def test_an_engine_error_line_reaches_the_alerts_line(recorded: list[Event
 @sync
 async def test_sigterm_quits_like_q_when_the_app_handles_signals(recorded: list[Event]) -> None:
     bus = EventBus()
-    app = create_app(bus, None, sampler=fixed_sampler, refresh_s=60, handle_signals=True)
+    app = create_app(bus, None, refresh_s=60, handle_signals=True)
     async with app.run_test(size=SIZE) as pilot:
         assert signal.SIGTERM in app._signals  # else the kill below would end the test run
         os.kill(os.getpid(), signal.SIGTERM)
         await pilot.pause(0.2)
     assert app.return_code == 0
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed on exit
+
+
+@sync
+async def test_the_hardware_panel_shows_what_the_hosts_hardware_events_say() -> None:
+    bus = EventBus()
+    app = create_app(bus, None, refresh_s=60)
+    async with app.run_test(size=SIZE) as pilot:
+        assert _text(app, "hardware") == "no hardware readings"  # the app reads no psutil itself
+        gpu = GpuSample(index=0, util_percent=97.0, mem_used_bytes=6 * 2**30, temp_c=70.0)
+        bus.publish(
+            HardwareSample(
+                cpu_percent=12.5,
+                ram_used_bytes=2**30,
+                ram_total_bytes=8 * 2**30,
+                cpu_temp_c=61.4,
+                gpus=(gpu,),
+            )
+        )
+        app.pump()
+        await pilot.pause()
+        assert _text(app, "hardware").splitlines() == [
+            "CPU   12.5 %",
+            "RAM  1.0 GiB / 8.0 GiB",
+            "CPU temp 61 °C",
+            "GPU0 97 % 6.0 GiB 70 °C",
+        ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import namedtuple
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 from eth_account import Account
@@ -10,8 +13,20 @@ from eth_account import Account
 from chain.devnet import start_embedded
 from chain.wrappers import model_id
 from cortensor_desktop.hosting.dashboard_host import NetworkHost
+from engine.host.node_host import HostSettings
+from engine.host.policies import PolicySettings
+from engine.host.sensors import policy_readings
 from engine.state.commands import Pause, ReloadConfig, Resume, SetPayout, Start, Stop
-from engine.state.events import CommandHandled, EventBus, NodeState, NodeStateChanged
+from engine.state.events import (
+    Alert,
+    CommandHandled,
+    Event,
+    EventBus,
+    HardwareSample,
+    NodeState,
+    NodeStateChanged,
+    Subscription,
+)
 
 
 def _host(miners: int) -> tuple[NetworkHost, EventBus, list[SimpleNamespace]]:
@@ -107,3 +122,80 @@ def test_reload_is_answered_by_the_hosts_reload() -> None:
     host.reload = lambda: (True, "config reloaded; needs a restart: fit.ctx")
     answer = host.handle(ReloadConfig(source="tui"))
     assert answer.accepted and answer.message.endswith("fit.ctx")
+
+
+# psutil's own shape (psutil._ntuples.sbattery): the VM has no battery, so the test supplies one
+sbattery = namedtuple("sbattery", ["percent", "secsleft", "power_plugged"])
+
+
+@dataclass
+class FakeWorker:
+    """An inference worker's pid and deaths, as WorkerWatch reads them (no llama.cpp here)."""
+
+    pid: int | None
+    deaths: list[str]
+
+
+def _wait_for(sub: Subscription, seen: list[Event], found: Callable[[Event], bool]) -> Event:
+    """The first event (from `seen` or arriving within 10 s) that `found` accepts."""
+    deadline = time.monotonic() + 10
+    while (match := next((e for e in seen if found(e)), None)) is None:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"not published; saw {[type(e).__name__ for e in seen]}"
+        event = sub.get(timeout=remaining)
+        if event is not None:
+            seen.append(event)
+    return match
+
+
+def test_the_dashboard_host_runs_the_policies_and_alerts_headless_mode_has() -> None:
+    """The one node host behind the dashboard: a battery policy pauses the miners, a worker
+    death raises an alert, a low oracle gas balance (read on a real embedded chain) too, and
+    the machine's readings arrive as HardwareSample events."""
+    embedded = start_embedded(oracles=1)
+    oracle = embedded.client(embedded.oracles[0])
+    bus = EventBus()
+    miners = [SimpleNamespace(address=f"0x{i:040x}", paused=False) for i in range(2)]
+    worker = FakeWorker(pid=100, deaths=[])
+    network = SimpleNamespace(
+        bus=bus,
+        miners=miners,
+        oracles=[SimpleNamespace(address=oracle.address, client=oracle)],
+        workers=[("miner 0x00000000", worker)],
+        worker_owners={"miner 0x00000000": miners[0].address},
+        stop=lambda **_: None,
+        abort=lambda: None,
+    )
+    battery = sbattery(percent=80.0, secsleft=3600, power_plugged=False)
+    settings = HostSettings(
+        policy=PolicySettings(pause_on_battery=True),
+        policy_interval_s=0.1,
+        low_gas_wei=10**30,  # above any dev account's balance
+    )
+    host = NetworkHost(
+        network,  # type: ignore[arg-type]
+        settings=settings,
+        readings=policy_readings(dict, lambda: battery),
+    )
+    sub = bus.subscribe()
+    seen: list[Event] = []
+    host.start(network=False)
+    try:
+        paused = _wait_for(sub, seen, lambda e: isinstance(e, NodeStateChanged))
+        assert isinstance(paused, NodeStateChanged) and paused.reasons[0].code == "battery"
+        assert all(m.paused for m in miners)
+        low_gas = _wait_for(sub, seen, lambda e: isinstance(e, Alert) and e.kind.value == "low_gas")
+        assert isinstance(low_gas, Alert) and low_gas.active and low_gas.node == oracle.address
+        hardware = _wait_for(sub, seen, lambda e: isinstance(e, HardwareSample))
+        assert isinstance(hardware, HardwareSample) and (hardware.ram_total_bytes or 0) > 0
+        worker.pid, worker.deaths = None, ["killed by SIGKILL"]
+        crash = _wait_for(
+            sub, seen, lambda e: isinstance(e, Alert) and e.kind.value == "worker_crash"
+        )
+        assert isinstance(crash, Alert) and crash.node == miners[0].address
+        assert "killed by SIGKILL" in crash.message
+        # the user cannot resume what the policy holds: the headless rule, now the dashboard's
+        refused = host.handle(Resume(source="tui"))
+        assert not refused.accepted and "no 'user' pause" in refused.message
+    finally:
+        host.stop()

@@ -25,10 +25,9 @@ from cortensor_desktop.tui.backends.models import ModelsBackend, store_backend
 from cortensor_desktop.tui.screens.common import ConfirmScreen
 from cortensor_desktop.tui.screens.models import ModelsScreen
 from engine.models.store import ModelStore, ProgressCallback, PullProgress
-from engine.state.events import EventBus
 from profiler.catalogue import Catalogue, load_catalogue, parse_catalogue
 from profiler.hardware import load_hardware_file
-from tests.ui.conftest import LAPTOP, SIZE, fixed_sampler, sync
+from tests.ui.conftest import LAPTOP, SIZE, hardware_bus, sync
 
 BUNDLED = "smollm2-135m-instruct"
 
@@ -56,7 +55,7 @@ def _backend(store: ModelStore, in_use: Callable[[], set[str]] = set) -> ModelsB
 
 
 def _app(backend: ModelsBackend) -> DashboardApp:
-    app = create_app(EventBus(), None, sampler=fixed_sampler, refresh_s=60, models=backend)
+    app = create_app(hardware_bus(), None, refresh_s=60, models=backend)
     return app
 
 

@@ -16,7 +16,7 @@ from cortensor_desktop.tui.screens.common import AskScreen
 from cortensor_desktop.tui.screens.settings import SettingsScreen
 from engine.state.commands import CommandQueue, ReloadConfig
 from engine.state.events import CommandHandled, EventBus
-from tests.ui.conftest import SIZE, fixed_sampler, sync
+from tests.ui.conftest import SIZE, hardware_bus, sync
 
 
 def _home(tmp_path: Path) -> SettingsBackend:
@@ -34,8 +34,8 @@ def _home(tmp_path: Path) -> SettingsBackend:
 def _app(
     backend: SettingsBackend, commands: CommandQueue | None = None
 ) -> tuple[DashboardApp, EventBus]:
-    bus = EventBus()
-    app = create_app(bus, commands, sampler=fixed_sampler, refresh_s=60, settings=backend)
+    bus = hardware_bus()
+    app = create_app(bus, commands, refresh_s=60, settings=backend)
     return app, bus
 
 

@@ -20,7 +20,7 @@ from cortensor_desktop.tui.screens.common import AskScreen, ConfirmScreen
 from cortensor_desktop.tui.screens.wallet import WalletScreen
 from engine.state.commands import CommandQueue, SetPayout, Withdraw
 from engine.state.events import CommandHandled, EarningsUpdated, EventBus, TxStatus, Withdrawal
-from tests.ui.conftest import SIZE, fixed_sampler, sync
+from tests.ui.conftest import SIZE, hardware_bus, sync
 
 PASSPHRASE = "correct horse battery staple"
 NODE = "0x" + "ab" * 20
@@ -40,10 +40,8 @@ def _home(tmp_path: Path) -> WalletBackend:
 def _app(
     backend: WalletBackend | None, commands: CommandQueue | None = None
 ) -> tuple[DashboardApp, EventBus]:
-    bus = EventBus()
-    app = create_app(
-        bus, commands, sampler=fixed_sampler, clock=lambda: 1_800_000_000.0, wallet=backend
-    )
+    bus = hardware_bus()
+    app = create_app(bus, commands, clock=lambda: 1_800_000_000.0, wallet=backend)
     app.refresh_s = 60
     return app, bus
 

@@ -26,11 +26,11 @@ from cortensor_desktop.tui.backends.first_run import FirstRun
 from cortensor_desktop.tui.screens.wizard import WizardResult, WizardScreen
 from engine.models.store import package_folder
 from engine.state.commands import CommandQueue
-from engine.state.events import Event, EventBus
+from engine.state.events import Event
 from profiler.catalogue import Catalogue, Source, load_catalogue
 from tests.chain.test_wallet import InMemoryKeyring
 from tests.engine.test_model_store import Behaviour, closed_port_url, serve  # noqa: F401
-from tests.ui.conftest import INFO, SIZE, fixed_sampler, laptop_first_run, sync
+from tests.ui.conftest import INFO, SIZE, hardware_bus, laptop_first_run, sync
 from tests.ui.test_snapshots import _compare
 
 BUNDLED = "smollm2-135m-instruct"
@@ -58,10 +58,9 @@ def wizard_app(
     setup: FirstRun, results: list[WizardResult], queue: CommandQueue | None = None
 ) -> DashboardApp:
     return create_app(
-        EventBus(),
+        hardware_bus(),
         queue,
         INFO,
-        sampler=fixed_sampler,
         clock=lambda: 0.0,
         refresh_s=60,
         wizard=setup,
@@ -224,7 +223,8 @@ async def test_an_override_that_does_not_fit_is_refused_with_the_reason(tmp_path
     app = wizard_app(setup, [])
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("enter", "o", "tab", "tab")
-        await type_text(pilot, "1048576")  # a million tokens of context on 8 GB
+        # 128k tokens of context (the model's own limit) on 8 GB: the KV cache alone is over it
+        await type_text(pilot, "131072")
         await pilot.press("enter")
         assert "Not used" in text(app, "override-result")
         assert "does not fit" in text(app, "override-result")
@@ -422,6 +422,8 @@ async def test_download_from_a_url_shows_progress_then_100_percent(
 
         await until(pilot, finished)
         assert any(f"downloading from {url}" in status for status in statuses)
+        assert bar.show_eta  # the bar's own time left
+        assert any("MiB/s" in status and " s left" in status for status in statuses), statuses
         assert bar.percentage == 1.0
         assert any(0.0 < p < 1.0 for p in seen), f"no partial progress shown: {seen[:5]}"
         assert url in text(app, "download-status")

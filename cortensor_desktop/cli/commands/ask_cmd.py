@@ -162,7 +162,14 @@ def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> 
         raise UsageError(f"network profile '{profile.name}' has no chain id")
     devnet = profile.name == LOCAL
     account = _devnet_user(ctx) if devnet else _home_wallet(ctx, args)
-    client = connect(profile.chain_id, profile.rpc_urls, profile.contracts, account)
+    client = connect(
+        profile.chain_id,
+        profile.rpc_urls,
+        profile.contracts,
+        account,
+        deploy_block=profile.deploy_block,
+        **ctx.chain_options(),
+    )
     if devnet:
         _fund_from_anvil(client)
     else:

@@ -34,7 +34,7 @@ def api_file_for(ctx: AppContext, home: str | None) -> Path:
 def build_attach_app(api_file: Path) -> tuple[Any, Any]:
     """The dashboard wired to a remote node, and the event feed to stop when it closes."""
     from cortensor_desktop.service.attach import EventFeed, NodeApi, RemoteCommands
-    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+    from cortensor_desktop.tui.app import NodeInfo, create_app
     from engine.state.events import EventBus
 
     api = NodeApi.from_api_file(api_file)
@@ -47,7 +47,7 @@ def build_attach_app(api_file: Path) -> tuple[Any, Any]:
         model=str(summary.get("model") or "-"),
         tier=str(summary.get("tier") or "-"),
     )
-    return create_app(bus, RemoteCommands(api), info, sampler=psutil_sampler()), feed
+    return create_app(bus, RemoteCommands(api), info), feed
 
 
 def _attach(ctx: AppContext, args: argparse.Namespace) -> int:

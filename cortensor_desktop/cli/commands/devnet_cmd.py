@@ -158,7 +158,9 @@ def _set_active_profile(ctx: AppContext, name: str | None) -> str | None:
     return None if previous is None else str(previous)
 
 
-def _write_profile(ctx: AppContext, rpc_url: str, chain_id: int, contracts: dict[str, str]) -> Path:
+def _write_profile(
+    ctx: AppContext, rpc_url: str, chain_id: int, contracts: dict[str, str], deploy_block: int
+) -> Path:
     import tomlkit
 
     document = tomlkit.document()
@@ -168,6 +170,7 @@ def _write_profile(ctx: AppContext, rpc_url: str, chain_id: int, contracts: dict
     document["description"] = "local anvil devnet"
     document["chain_id"] = chain_id
     document["rpc_urls"] = [rpc_url]
+    document["deploy_block"] = deploy_block
     document["contracts"] = contracts
     path = profile_file(ctx.paths.profiles_dir, LOCAL)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,20 +213,13 @@ def _up(ctx: AppContext, args: argparse.Namespace) -> int:
 
 def _detach(ctx: AppContext, args: argparse.Namespace) -> int:
     from chain.errors import DevnetError
+    from cortensor_desktop.launch import app_command
 
     ctx.paths.ensure()
     log_path = ctx.paths.log_dir / "devnet.log"
-    command = [
-        sys.executable,
-        "-m",
-        "cortensor_desktop",
-        "devnet",
-        "up",
-        "--miners",
-        str(args.miners),
-        "--oracles",
-        str(args.oracles),
-    ]
+    command = app_command(
+        "devnet", "up", "--miners", str(args.miners), "--oracles", str(args.oracles)
+    )
     if getattr(args, "config", None):
         command += ["--config", args.config]
     with open(log_path, "ab") as log:
@@ -267,7 +263,7 @@ def _run_foreground(ctx: AppContext, args: argparse.Namespace) -> int:
         funded = _fund_home_wallet(
             ctx, lambda address: fund(anvil.backend().web3, address, FUND_WEI)
         )
-        _write_profile(ctx, devnet.rpc_url, devnet.chain_id, devnet.contracts)
+        _write_profile(ctx, devnet.rpc_url, devnet.chain_id, devnet.contracts, devnet.deploy_block)
         state = {
             "pid": os.getpid(),
             "anvil_pid": anvil.process.pid if anvil.process else None,

@@ -100,19 +100,19 @@ def _say(ctx: AppContext, text: str) -> None:
 def _resolve(
     ctx: AppContext, store: ModelStore, requested: str | None, kind: str
 ) -> tuple[Path, ModelEntry | None]:
-    from cortensor_desktop.cli.commands.models_cmd import ProgressBar
+    from cortensor_desktop.cli.progress import TransferProgress
 
-    progress = ProgressBar(enabled=False if ctx.json_output else None)
-    if requested:
-        return store.resolve(requested, progress=progress)
-    if kind == "chat":
-        entry, why = _chat_model_choice(ctx, store)
-    else:
-        entry = store.catalogue.of_kind("embedding")[0]
-        why = "the catalogue's embedding model"
-    installed = store.is_installed(entry.id)
-    _say(ctx, f"using {entry.id} ({why}){'' if installed else '; installing it first'}")
-    return store.pull(entry.id, progress=progress), entry
+    with TransferProgress(json_output=ctx.json_output) as progress:
+        if requested:
+            return store.resolve(requested, progress=progress)
+        if kind == "chat":
+            entry, why = _chat_model_choice(ctx, store)
+        else:
+            entry = store.catalogue.of_kind("embedding")[0]
+            why = "the catalogue's embedding model"
+        installed = store.is_installed(entry.id)
+        _say(ctx, f"using {entry.id} ({why}){'' if installed else '; installing it first'}")
+        return store.pull(entry.id, progress=progress), entry
 
 
 def _chat_model_choice(ctx: AppContext, store: ModelStore) -> tuple[ModelEntry, str]:
@@ -224,10 +224,18 @@ def _bench(ctx: AppContext, args: argparse.Namespace) -> int:
 
     store = open_store(ctx)
     path, entry = _resolve(ctx, store, args.model, "chat")
+    from cortensor_desktop.cli.progress import steps
+
     settings = _settings(ctx)
     started = time.monotonic()
-    with InferenceWorker(path, settings, kind="chat") as worker:
+    label = f"bench: load, then {args.runs} run(s) of {args.tokens} tokens"
+    with (
+        steps(label, 2, json_output=ctx.json_output) as advance,
+        InferenceWorker(path, settings, kind="chat") as worker,
+    ):
+        advance()  # the model is loaded
         result = worker.bench(runs=args.runs, gen_tokens=args.tokens)
+        advance()
     quant = _quant_of(entry, path)
     model_id = entry.id if entry else path.name
     elapsed = time.monotonic() - started

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from cortensor_desktop.cli.context import AppContext
 
 if TYPE_CHECKING:
-    from engine.models.store import ModelStore, PullProgress
+    from engine.models.store import ModelStore
     from profiler.catalogue import ModelEntry
 
 
@@ -31,7 +30,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "list",
         parents=[common],
         help="every catalogue model: quant, size, installed, fits this machine",
-        description="List the catalogue's models with quant, size and whether each is installed.",
+        description="List the catalogue's models, one row per quant: its size ('unknown' where "
+        "the catalogue has none and it is not installed), whether it is installed and how it "
+        "was checked (sha256 from the catalogue, or 'unverified': only the sha256 of its first "
+        "download is known), and whether it fits this machine (the same fit as `profile`: 'yes', "
+        "'no' (memory), or 'slow': it fits but is estimated below [fit] speed_floor_tps).",
     )
     add_json_flag(listing)
     listing.set_defaults(handler=_list)
@@ -77,8 +80,11 @@ def open_store(ctx: AppContext) -> ModelStore:
     return ModelStore(ctx.models_dir)
 
 
-def fit_checker(ctx: AppContext) -> Callable[[ModelEntry], dict[str, Any]]:
-    """Whether each model fits this machine, and why, from the cached probe and the fit."""
+def fit_checker(ctx: AppContext) -> Callable[[ModelEntry, str], dict[str, Any]]:
+    """Whether each model at each quant fits this machine, and why: the same probe, settings and
+    fit as `profile`, so the quant `profile` recommends is a row that fits here."""
+    from dataclasses import replace
+
     from cortensor_desktop.cli.commands.profile_cmd import stored_benchmarks
     from profiler.catalogue import load_catalogue
     from profiler.fit import check_model
@@ -89,47 +95,37 @@ def fit_checker(ctx: AppContext) -> Callable[[ModelEntry], dict[str, Any]]:
     settings = ctx.config.fit.to_fit_settings()
     catalogue = load_catalogue()
 
-    def check(entry: ModelEntry) -> dict[str, Any]:
-        result = check_model(hardware, catalogue, entry.id, settings, benchmarks)
-        return {"fits": result.fits, "why": result.detail}
+    def check(entry: ModelEntry, quant: str) -> dict[str, Any]:
+        fixed = replace(settings, quant=quant)
+        result = check_model(hardware, catalogue, entry.id, fixed, benchmarks)
+        tps = result.recommendation.expected_tokens_per_s if result.recommendation else None
+        # profile's automatic choice also wants the speed floor: a model that fits in memory
+        # but is estimated below it is "slow" here, as profile says it "does not fit"
+        slow = (
+            entry.kind != "embedding"
+            and tps is not None
+            and settings.speed_floor_tps > 0
+            and tps < settings.speed_floor_tps
+        )
+        why = result.detail
+        if slow:
+            floor = settings.speed_floor_tps
+            why += f"; {tps:.1f} tokens/s (estimate) is below the floor of {floor:g}"
+        return {
+            "fits": result.fits,
+            "fast_enough": None if not result.fits or tps is None else not slow,
+            "expected_tokens_per_s": None if tps is None else round(tps, 2),
+            "why": why,
+        }
 
     return check
 
 
-class ProgressBar:
-    """A plain one-line progress bar on a terminal (stderr); silent when not a TTY or --json."""
+def size_words(size_bytes: int | None) -> str:
+    return f"{size_bytes / 2**20:,.0f} MiB" if size_bytes else "unknown"
 
-    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self._last = 0.0
-        self._phase = ""
 
-    def __call__(self, event: PullProgress) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        final = event.phase == "done" or (
-            event.total_bytes is not None and event.done_bytes >= event.total_bytes
-        )
-        if not final and event.phase == self._phase and now - self._last < 0.1:
-            return
-        self._last, self._phase = now, event.phase
-        mib = event.done_bytes / 2**20
-        if event.total_bytes:
-            fraction = min(1.0, event.done_bytes / event.total_bytes)
-            filled = int(fraction * 30)
-            bar = "#" * filled + "-" * (30 - filled)
-            line = (
-                f"{event.phase:>8} [{bar}] {fraction:6.1%} {mib:,.1f}/"
-                f"{event.total_bytes / 2**20:,.1f} MiB"
-            )
-        else:
-            line = f"{event.phase:>8} {mib:,.1f} MiB"
-        self.stream.write("\r" + line.ljust(72))
-        if event.phase == "done":
-            self.stream.write("\n")
-        self.stream.flush()
+HASH_WORDS = {"catalogue": "sha256", "recorded": "unverified", None: "unverified"}
 
 
 def _list(ctx: AppContext, args: argparse.Namespace) -> int:
@@ -148,31 +144,38 @@ def _list(ctx: AppContext, args: argparse.Namespace) -> int:
                     "size_bytes": path.stat().st_size if installed else variant.size_bytes,
                     "installed": installed,
                     "path": str(path) if installed else None,
-                    **check(entry),
+                    # catalogue: a published sha256; recorded: only the first download's
+                    # (unverified); null: none known
+                    "sha256_source": store.hash_source(variant, path) if installed else None,
+                    **check(entry, variant.quant),
                     "default": entry.default,
                 }
             )
     if ctx.json_output:
         ctx.emit_json({"models_dir": str(store.models_dir), "models": rows})
         return 0
-    ctx.echo(f"{'ID':<26} {'KIND':<10} {'QUANT':<6} {'SIZE':>9}  {'INSTALLED':<9}  FITS")
+    ctx.echo(f"{'ID':<26} {'KIND':<11} {'QUANT':<6} {'SIZE':>9}  {'INSTALLED':<16}  FITS")
     for row in rows:
-        size = f"{row['size_bytes'] / 2**20:,.0f} MiB" if row["size_bytes"] else "?"
         fits = {True: "yes", False: "no", None: "?"}[row["fits"]]
+        if row["fits"] and row["fast_enough"] is False:
+            fits = "slow"
         marker = " (default)" if row["default"] else ""
+        state = f"yes, {HASH_WORDS[row['sha256_source']]}" if row["installed"] else "no"
         ctx.echo(
-            f"{row['id']:<26} {row['kind']:<10} {row['quant']:<6} {size:>9}  "
-            f"{'yes' if row['installed'] else 'no':<9}  {fits}{marker}"
+            f"{row['id']:<26} {row['kind']:<11} {row['quant']:<6} "
+            f"{size_words(row['size_bytes']):>9}  {state:<16}  {fits}{marker}"
         )
     ctx.echo(f"models folder: {store.models_dir}")
     return 0
 
 
 def _pull(ctx: AppContext, args: argparse.Namespace) -> int:
+    from cortensor_desktop.cli.progress import TransferProgress
+
     store = open_store(ctx)
-    progress = ProgressBar(enabled=False if ctx.json_output else None)
     started = time.monotonic()
-    path = store.pull(args.model_id, args.quant, progress=progress)
+    with TransferProgress(json_output=ctx.json_output) as progress:
+        path = store.pull(args.model_id, args.quant, progress=progress)
     document = {
         "id": args.model_id,
         "path": str(path),
@@ -189,7 +192,10 @@ def _pull(ctx: AppContext, args: argparse.Namespace) -> int:
 
 
 def _verify(ctx: AppContext, args: argparse.Namespace) -> int:
-    results = open_store(ctx).verify(args.model_id)
+    from cortensor_desktop.cli.progress import TransferProgress
+
+    with TransferProgress(json_output=ctx.json_output) as progress:
+        results = open_store(ctx).verify(args.model_id, progress=progress)
     if ctx.json_output:
         ctx.emit_json(
             {
@@ -200,6 +206,7 @@ def _verify(ctx: AppContext, args: argparse.Namespace) -> int:
                         "quant": r.quant,
                         "path": str(r.path),
                         "ok": r.ok,
+                        "sha256_source": r.hash_source,
                         "message": r.message,
                     }
                     for r in results

@@ -76,6 +76,7 @@ def _positive_int(text: str) -> int:
 
 
 def _profile(ctx: AppContext, args: argparse.Namespace) -> int:
+    from cortensor_desktop.hosting.node_plan import fit_settings
     from profiler.catalogue import load_catalogue
     from profiler.errors import DoesNotFitError
     from profiler.fit import recommend
@@ -89,7 +90,9 @@ def _profile(ctx: AppContext, args: argparse.Namespace) -> int:
         hardware = probe(cache=ctx.database, models_dir=ctx.models_dir, refresh=args.refresh)
         benchmarks = stored_benchmarks(ctx)
     catalogue = load_catalogue()
-    settings = ctx.config.fit.to_fit_settings()
+    # The settings `run` plans with ([fit], and [policy]'s thread share when set): run loads
+    # what this recommends (cortensor_desktop/hosting/node_plan.py).
+    settings = fit_settings(ctx.config, hardware.cpu.physical_cores)
     try:
         recommendation = recommend(hardware, catalogue, settings, benchmarks)
     except DoesNotFitError as exc:
@@ -110,12 +113,9 @@ def _profile(ctx: AppContext, args: argparse.Namespace) -> int:
 
 
 def stored_benchmarks(ctx: AppContext) -> tuple[Benchmark, ...]:
-    from profiler.fit import benchmarks_from_rows
+    from cortensor_desktop.hosting import node_plan
 
-    rows = ctx.database.query(
-        "SELECT model_id, quant, result FROM benchmarks ORDER BY created_at, id"
-    )
-    return benchmarks_from_rows((r["model_id"], r["quant"], r["result"]) for r in rows)
+    return node_plan.stored_benchmarks(ctx.database)
 
 
 def _estimate(ctx: AppContext, args: argparse.Namespace) -> int:

@@ -3,25 +3,47 @@
 On the `embedded` network it runs the chain, an oracle and k miners in this one process, so a
 single machine sees the whole protocol. On any other network (a devnet on anvil, a testnet) one
 process is one node, miner or oracle, signing with this home's wallet (created on first start
-from the passphrase source). Until the dashboard lands, `run` logs the event stream (the headless
-reader) whether or not `--headless` is given.
+from the passphrase source). On a terminal the embedded network runs behind the dashboard;
+otherwise, or with `--headless`, the run loop in `hosting/run_loop.py` logs the event stream and
+serves the status API. This module parses the arguments, chooses the mode and builds the node.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cortensor_desktop.cli.context import AppContext
 from cortensor_desktop.cli.exit_codes import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from chain.client import ChainClient
+    from cortensor_desktop.config import Config
+    from cortensor_desktop.hosting.dashboard_host import NetworkHost
+    from cortensor_desktop.hosting.node_plan import NodePlanner
+    from cortensor_desktop.hosting.run_loop import HeadlessRun
+    from cortensor_desktop.tui.app import DashboardApp
+    from cortensor_desktop.tui.backends.first_run import FirstRun
+    from cortensor_desktop.tui.backends.models import ModelsBackend
+    from cortensor_desktop.tui.backends.settings import SettingsBackend
+    from cortensor_desktop.tui.backends.wallet import WalletBackend
+    from cortensor_desktop.tui.screens.wizard import WizardResult
+    from engine.host.embedded_network import EmbeddedNetworkSettings
+    from engine.host.loop_threads import LoopDeath
+    from engine.host.plan import NodePlan
+    from engine.host.running import RunningNode
+    from engine.node.miner import MinerSettings
+    from engine.state.events import EventBus
 
 log = logging.getLogger(__name__)
 DEVNET_FUNDING_WEI = 100 * 10**18
@@ -129,7 +151,7 @@ def _run_replay(args: argparse.Namespace) -> int:
         for event in replay(path, speed=args.speed):
             log_event(event)
         return ExitCode.OK
-    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
+    from cortensor_desktop.tui.app import NodeInfo, create_app
 
     _quiet_stderr_logging()
     bus = EventBus(history=10_000)
@@ -139,7 +161,7 @@ def _run_replay(args: argparse.Namespace) -> int:
             bus.publish(event, stamp=False)
 
     info = NodeInfo(network=f"replay of {path.name}")
-    app = create_app(bus, None, info, sampler=psutil_sampler(), handle_signals=True)
+    app = create_app(bus, None, info, handle_signals=True)
     app.clock = lambda: app.summary.last_ts or time.time()  # uptimes as of the recording
     threading.Thread(target=feed, name="replay", daemon=True).start()
     app.run()
@@ -154,8 +176,8 @@ def wants_dashboard() -> bool:
 def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     """The dashboard in front of the embedded network; q quits at once and the node stops."""
     from cortensor_desktop.hosting.dashboard_host import NetworkHost
-    from cortensor_desktop.tui.app import NodeInfo, create_app, psutil_sampler
-    from engine.host.embedded_network import EmbeddedNetworkSettings
+    from cortensor_desktop.hosting.reload import ConfigReloader, host_settings
+    from cortensor_desktop.tui.app import NodeInfo, create_app
     from engine.state.events import EventBus
     from engine.state.recording import Recorder
 
@@ -164,22 +186,27 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     recorder = Recorder(Path(args.record).expanduser()) if args.record else None
     if recorder is not None:
         recorder.attach(bus)
-    settings = EmbeddedNetworkSettings(
-        miners=args.miners, payout=ctx.config.wallet.payout or None, miner=miner_settings(ctx)
+    settings = embedded_settings(ctx, args.miners)
+    plan = settings.plan
+    assert plan is not None  # embedded_settings always plans
+    host = NetworkHost.embedded(
+        ctx.database, ctx.models_dir, bus, settings, host=host_settings(ctx.config)
     )
-    host = NetworkHost.embedded(ctx.database, ctx.models_dir, bus, settings)
+    host.front = _router_front(ctx)
     info = NodeInfo(
         network=ctx.network.name,
-        model=_chat_model_id(ctx),
-        n_ctx=settings.n_ctx,
-        n_threads=1,
+        model=plan.model_id,
+        tier=plan.tier.label,
+        n_ctx=plan.n_ctx,
+        n_threads=plan.n_threads,
         miners=args.miners,
+        plan=plan.to_json(),
     )
     first_run = not ctx.config_path.exists()
     wizard = _first_run(ctx, info.model) if first_run else None
     elsewhere: list[str] = []  # the network the wizard chose, when it is not this one
 
-    def accepted(result: Any) -> None:
+    def accepted(result: WizardResult) -> None:
         if result.embedded:
             host.start()
             app.notify(f"config written to {result.config_path}; starting the node")
@@ -191,15 +218,14 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         bus,
         host.commands,
         info,
-        sampler=psutil_sampler(),
-        models=_models_backend(ctx, _models_in_use(ctx, host)),
+        models=_models_backend(ctx, _models_in_use({plan.model_id}, host)),
         wizard=wizard,
         on_accept=accepted,
         settings=_settings_backend(ctx),
         handle_signals=True,
         wallet=_wallet_backend(ctx),
     )
-    host.reload = _embedded_reload(ctx)
+    host.reload = ConfigReloader(ctx.config, ctx.config_path, policy=host)
     # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
     # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
     from multiprocessing import resource_tracker
@@ -226,7 +252,7 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _stop_when_done(app: Any, host: Any, args: argparse.Namespace) -> None:
+def _stop_when_done(app: DashboardApp, host: NetworkHost, args: argparse.Namespace) -> None:
     """--duration and --sessions end a dashboard run as they end a headless one (exit 0)."""
     started = time.monotonic()
     while True:
@@ -239,13 +265,13 @@ def _stop_when_done(app: Any, host: Any, args: argparse.Namespace) -> None:
             return
 
 
-def _settings_backend(ctx: AppContext) -> Any:
+def _settings_backend(ctx: AppContext) -> SettingsBackend:
     from cortensor_desktop.tui.backends.settings import SettingsBackend
 
     return SettingsBackend(ctx.config_path, ctx.paths.profiles_dir)
 
 
-def _wallet_backend(ctx: AppContext) -> Any:
+def _wallet_backend(ctx: AppContext) -> WalletBackend:
     from cortensor_desktop.cli.commands.wallet_cmd import balance_on_active_network
     from cortensor_desktop.tui.backends.wallet import WalletBackend
 
@@ -256,30 +282,7 @@ def _wallet_backend(ctx: AppContext) -> Any:
     )
 
 
-def _embedded_reload(ctx: AppContext) -> Any:
-    """The dashboard host's ReloadConfig: the embedded network applies only the log level live
-    (it has no polite-mining monitor); everything else is named as needing a restart."""
-    import dataclasses
-
-    from cortensor_desktop.hosting.reload import config_changes, reread
-
-    running = [ctx.config]
-
-    def reload() -> tuple[bool, str]:
-        fresh, why_not = reread(ctx.config_path)
-        if fresh is None:
-            return False, why_not
-        changes = config_changes(running[0], fresh, frozenset(), frozenset({"logging.level"}))
-        if "logging.level" in changes.live:
-            logging.getLogger().setLevel(fresh.logging.level.upper())
-            level = dataclasses.replace(running[0].logging, level=fresh.logging.level)
-            running[0] = dataclasses.replace(running[0], logging=level)
-        return True, changes.describe()
-
-    return reload
-
-
-def _first_run(ctx: AppContext, running_model: str) -> Any:
+def _first_run(ctx: AppContext, running_model: str) -> FirstRun:
     """First run: this machine probed, and the wizard's services on this home's folders."""
     from cortensor_desktop.cli.commands.profile_cmd import stored_benchmarks
     from cortensor_desktop.tui.backends.first_run import FirstRun
@@ -299,7 +302,7 @@ def _first_run(ctx: AppContext, running_model: str) -> Any:
     )
 
 
-def _models_backend(ctx: AppContext, in_use: Any) -> Any:
+def _models_backend(ctx: AppContext, in_use: Callable[[], set[str]]) -> ModelsBackend:
     """The Models screen: this machine (probed when the screen first opens, no cache) against the
     catalogue, and the same store `models pull` / `models rm` use."""
     from cortensor_desktop.tui.backends.models import store_backend
@@ -315,24 +318,15 @@ def _models_backend(ctx: AppContext, in_use: Any) -> Any:
     )
 
 
-def _models_in_use(ctx: AppContext, host: Any) -> Any:
-    """The embedded network's chat and embedding models: it loads them as the dashboard opens
-    and keeps them mapped until it quits, so they are in use the whole time."""
+def _models_in_use(chat: set[str], host: NetworkHost) -> Callable[[], set[str]]:
+    """The embedded network's chat (its plan's) and embedding models: it loads them as the
+    dashboard opens and keeps them mapped until it quits, so they are in use the whole time."""
 
     def in_use() -> set[str]:
         store = host.network.store
-        return {_chat_model_id(ctx), store.catalogue.of_kind("embedding")[0].id}
+        return {*chat, store.catalogue.of_kind("embedding")[0].id}
 
     return in_use
-
-
-def _chat_model_id(ctx: AppContext) -> str:
-    from engine.models.store import ModelStore
-
-    try:
-        return ModelStore(ctx.models_dir).default_chat_model().id
-    except Exception:  # the network start reports the real problem on the dashboard
-        return "-"
 
 
 def _quiet_stderr_logging() -> None:
@@ -345,32 +339,77 @@ def _quiet_stderr_logging() -> None:
 
 
 def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
-    from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
+    from cortensor_desktop.hosting.run_loop import serve
+    from engine.host.embedded_network import EmbeddedNetwork
 
-    def build(bus: Any) -> Any:
-        return EmbeddedNetwork(
+    settings = embedded_settings(ctx, args.miners)
+    miner = settings.miner_settings()  # the plan's tier, memory and model
+    built: list[EmbeddedNetwork] = []
+
+    def build(bus: EventBus) -> RunningNode:
+        network = EmbeddedNetwork(
             ctx.database,
             ctx.models_dir,
             bus,
-            EmbeddedNetworkSettings(
-                miners=args.miners,
-                payout=ctx.config.wallet.payout or None,
-                miner=miner_settings(ctx),
-            ),
+            settings,
             progress=lambda message: log.info("%s", message),
         )
+        built.append(network)
+        return network
 
-    extra = {
+    def replan(fresh: Config) -> NodePlan:
+        """A changed [fit] on reload: this machine's tier and memory again, re-registered."""
+        from cortensor_desktop.hosting.node_plan import log_plan
+
+        plan = _planner(ctx, fresh).embedded(settings.n_ctx)
+        log_plan(plan)
+        return built[0].replan(plan)
+
+    facts = {
         "rpc": {"in_use": "in-process chain (embedded)", "endpoints": 1},
         "threads": "1 llama.cpp thread per node: every node of the embedded network "
         "shares this machine",
     }
-    return _serve(ctx, args, build, extra, f"embedded network up: {args.miners} miners, 1 oracle")
+    banner = f"embedded network up: {args.miners} miners, 1 oracle"
+    run = replace(
+        _headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx), replan=replan
+    )
+    return _exit_code(serve(run, build))
+
+
+def _router_front(ctx: AppContext) -> Any:
+    """The OpenAI-compatible router in front of the embedded network ([router] port, 8787;
+    docs/ROUTER.md); its metrics join the status API's /metrics."""
+    from cortensor_desktop.hosting.router_host import RunRouter
+
+    def start(node: Any, status: Any = None) -> Any:
+        router = RunRouter(
+            ctx.database, ctx.models_dir, ctx.config.router.port, ctx.config.router.redundancy
+        )
+        url = router.start(node)
+        if url is None or router.server is None:
+            return None
+        if status is not None:  # headless: `status` shows the URL, /metrics the figures
+            status.holder.info["router"] = url
+            if status.api is not None:
+                status.api.registry.register(router.server.front.metrics)
+        else:  # the dashboard: its log panel shows where to point clients
+            from engine.state.events import LogLine
+
+            message = f"router: OpenAI base URL {url} (any API key)"
+            node.bus.publish(LogLine(level="info", logger="router", message=message))
+        return router.stop
+
+    return start
 
 
 def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from chain.client import connect
+    from cortensor_desktop.hosting.node_plan import log_plan
     from cortensor_desktop.hosting.node_wallet import node_account
+    from cortensor_desktop.hosting.run_loop import serve
     from engine.host.standalone_node import NodeSettings, StandaloneNode
 
     profile = ctx.network
@@ -378,41 +417,138 @@ def _run_node(ctx: AppContext, args: argparse.Namespace) -> int:
     key = node_account(ctx.paths.keystore_dir, args.passphrase_file, devnet)
     if profile.chain_id is None:
         raise UsageError(f"network profile '{profile.name}' has no chain id")
-    client = connect(profile.chain_id, profile.rpc_urls, profile.contracts, key.account)
+    client = connect(
+        profile.chain_id,
+        profile.rpc_urls,
+        profile.contracts,
+        key.account,
+        deploy_block=profile.deploy_block,
+        **ctx.chain_options(),
+    )
     if devnet:
-        _fund_on_devnet(client)
+        _fund_on_devnet(client, key.account.address)
 
     threads, why = _threads(ctx)
-    log.info("%s", why)
+    policy = ctx.config.policy
+    if policy.nodes_on_host > 1 or policy.thread_cap:
+        log.info("%s", why)  # the plan's threads respect this share
+    planner = _planner(ctx)
+    plan = planner.plan()  # a [fit] override that cannot fit: exit 7 before anything starts
+    log_plan(plan)
+    why = next((r for r in plan.reasons if r.startswith("threads ")), why)
+    settings = NodeSettings(
+        role=args.role,
+        n_threads=threads,
+        payout=ctx.config.wallet.payout or None,
+        miner=miner_settings(ctx),
+        plan=plan,
+    )
+    miner = settings.miner_settings()  # the plan's tier, memory and model
+    built: list[StandaloneNode] = []
 
-    def build(bus: Any) -> Any:
-        return StandaloneNode(
+    def build(bus: EventBus) -> RunningNode:
+        node = StandaloneNode(
             client,
             ctx.database,
             ctx.models_dir,
             bus,
-            NodeSettings(
-                role=args.role,
-                n_threads=threads,
-                payout=ctx.config.wallet.payout or None,
-                miner=miner_settings(ctx),
-            ),
+            settings,
             progress=lambda message: log.info("%s", message),
+            fallback=planner.fallback,
         )
+        built.append(node)
+        return node
 
-    extra = {
-        "rpc": {"in_use": profile.rpc_urls[0], "endpoints": len(profile.rpc_urls)},
+    def replan(fresh: Config) -> NodePlan:
+        """SIGHUP / reload_config with a changed [fit]: plan again, then swap and re-register."""
+        plan = _planner(ctx, fresh).plan()
+        log_plan(plan)
+        return built[0].replan(plan)
+
+    facts = {
+        "rpc": rpc_info(profile.rpc_urls),
         "threads": why,
     }
     banner = f"{args.role} {client.address} up on network '{profile.name}'"
-    return _serve(ctx, args, build, extra, banner)
+    run = _headless_run(ctx, args, miner, banner, facts)
+    if args.role == "miner":
+        run = replace(run, replan=replan)
+    return _exit_code(serve(run, build))
 
 
-def miner_settings(ctx: AppContext) -> Any:
-    """The miners' settings from the config: the low-gas alert threshold."""
+def _exit_code(death: LoopDeath | None) -> int:
+    """A node whose loop died exits 1, so the service manager restarts it (the journal resumes
+    its work); one that stopped as asked exits 0."""
+    return ExitCode.OK if death is None else ExitCode.UNEXPECTED
+
+
+def rpc_info(urls: Sequence[str]) -> dict[str, Any]:
+    """The summary's `rpc`: never the raw URL (a hosted RPC's path or query carries its API
+    key, and the summary is readable by every local process), only scheme, host and port."""
+    from chain.rpc import public_url
+
+    return {"in_use": public_url(urls[0]), "endpoints": len(urls)}
+
+
+def _headless_run(
+    ctx: AppContext,
+    args: argparse.Namespace,
+    miner: MinerSettings,
+    banner: str,
+    facts: dict[str, Any],
+) -> HeadlessRun:
+    from cortensor_desktop.hosting.run_loop import HeadlessRun
+
+    return HeadlessRun(
+        config=ctx.config,
+        config_path=ctx.config_path,
+        paths=ctx.paths,
+        network_name=ctx.network_name,
+        registered_as=miner,
+        banner=banner,
+        facts=facts,
+        duration_s=args.duration,
+        sessions=args.sessions,
+        record=Path(args.record).expanduser() if args.record else None,
+    )
+
+
+def _planner(ctx: AppContext, config: Config | None = None) -> NodePlanner:
+    """The plan's inputs for this run: this machine (the cached probe), [fit], the benchmarks."""
+    from cortensor_desktop.hosting.node_plan import NodePlanner
+    from profiler.probe import probe
+
+    hardware = probe(cache=ctx.database, models_dir=ctx.models_dir)
+    return NodePlanner(config or ctx.config, ctx.database, ctx.models_dir, hardware)
+
+
+def embedded_settings(ctx: AppContext, miners: int) -> EmbeddedNetworkSettings:
+    """The embedded network's settings: the bundled model on every node, registering the tier
+    and memory the plan computes for this machine (logged first, with the fit's reasons)."""
+    from dataclasses import replace
+
+    from cortensor_desktop.hosting.node_plan import log_plan
+    from engine.host.embedded_network import EmbeddedNetworkSettings
+
+    base = EmbeddedNetworkSettings(
+        miners=miners, payout=ctx.config.wallet.payout or None, miner=miner_settings(ctx)
+    )
+    plan = _planner(ctx).embedded(base.n_ctx)
+    log_plan(plan)
+    return replace(base, plan=plan)
+
+
+def miner_settings(ctx: AppContext) -> MinerSettings:
+    """The miners' settings from the config: the low-gas alert threshold, the price floor, and
+    this build's version, which the miners register on chain."""
+    import cortensor_desktop
     from engine.node.miner import MinerSettings
 
-    return MinerSettings(low_gas_wei=ctx.config.alerts.low_gas_wei)
+    return MinerSettings(
+        low_gas_wei=ctx.config.alerts.low_gas_wei,
+        app_version=cortensor_desktop.__version__,
+        price_floor_wei_per_token=ctx.config.wallet.price_floor_wei_per_token,
+    )
 
 
 def _threads(ctx: AppContext) -> tuple[int, str]:
@@ -440,255 +576,10 @@ def _check_cpu_runs_this_build(ctx: AppContext) -> None:
         )
 
 
-def _fund_on_devnet(client: Any) -> None:
+def _fund_on_devnet(client: ChainClient, address: str) -> None:
     """A devnet node pays its own gas: top it up from anvil when it runs low."""
     from chain.devnet import fund
 
-    if client.balance(client.address) < DEVNET_FUNDING_WEI // 10:
-        fund(client.web3, client.address, DEVNET_FUNDING_WEI)
-        log.info("funded %s on the devnet", client.address)
-
-
-def _serve(
-    ctx: AppContext,
-    args: argparse.Namespace,
-    build: Callable[[Any], Any],
-    extra: dict[str, Any],
-    banner: str,
-) -> int:
-    """Start what `build` makes on a fresh bus; log its events, serve the status API, apply
-    commands and policies; stop cleanly on a signal."""
-    from cortensor_desktop.hosting.headless import StopSignals, log_event
-    from engine.state.commands import CommandQueue
-    from engine.state.events import EventBus
-    from engine.state.recording import Recorder
-
-    signals = StopSignals()
-    signals.install()
-    bus = EventBus()
-    reader = bus.subscribe(name="headless-log", maxsize=10_000)
-    recorder = Recorder(Path(args.record).expanduser()) if args.record else None
-    if recorder is not None:
-        recorder.attach(bus)
-    node = build(bus)
-    commands = CommandQueue()
-    status = _Status(ctx, bus, commands, node, extra)
-    pump = threading.Thread(target=_pump, args=(reader, log_event), daemon=True)
-    pump.start()
-    started = time.monotonic()
-    try:
-        status.start()
-        node.start()
-        status.holder.info.update(_model_and_tier(node))
-        control = _Control(ctx, bus, node, signals, status.holder)
-        log.info("%s; Ctrl-C stops", banner)
-        _wait(node, signals, args, started, commands, control)
-    finally:
-        log.info("stopping (%s)", signals.received or "done")
-        node.stop()
-        reader.close()
-        pump.join(timeout=5)
-        status.stop()
-        if recorder is not None:
-            recorder.close()
-    _summary(node, time.monotonic() - started)
-    signals.finished.set()
-    return ExitCode.OK
-
-
-class _Status:
-    """The summary fold and the status API (when `[api] port` is not 0), up before the network."""
-
-    def __init__(
-        self, ctx: AppContext, bus: Any, commands: Any, network: Any, extra: dict[str, Any]
-    ) -> None:
-        from cortensor_desktop.service.status_api import SummaryHolder
-        from engine.state.summary import Summary
-
-        self.ctx = ctx
-        self.bus = bus
-        self.commands = commands
-        info = {
-            "network": ctx.network_name,
-            **extra,  # rpc in use, threads and why
-            "home": str(ctx.paths.home) if ctx.paths.home else None,
-            "pid": os.getpid(),
-        }
-        self.holder = SummaryHolder(Summary(started_at=time.time()), info)
-        self.holder.workers = lambda: _workers(network)
-        self.reader = bus.subscribe(name="summary", maxsize=10_000)
-        self.pump = threading.Thread(
-            target=_pump, args=(self.reader, self.holder.apply), daemon=True
-        )
-        self.api: Any = None
-
-    def start(self) -> None:
-        from cortensor_desktop.service.status_api import StatusApi
-
-        self.pump.start()
-        port = self.ctx.config.api.port
-        if port == 0:
-            log.info("status API off ([api] port = 0)")
-            return
-        self.ctx.paths.ensure()
-        self.api = StatusApi(self.holder, self.bus, self.commands, self.ctx.paths.data_dir, port)
-        self.api.start()
-
-    def stop(self) -> None:
-        self.reader.close()
-        self.pump.join(timeout=5)
-        if self.api is not None:
-            self.api.stop()
-
-
-def _model_and_tier(network: Any) -> dict[str, Any]:
-    """What the miners registered with (the summary's model and tier)."""
-    settings = network.settings.miner
-    from chain.wrappers import Tier
-
-    tier = Tier.label_of(settings.tier) or str(settings.tier)
-    return {"model": settings.model_name, "tier": tier}
-
-
-def _workers(network: Any) -> list[dict[str, Any]]:
-    # Read from server threads while workers restart or the network stops: a worker may drop
-    # its process between two attribute reads, so a torn read gives no list rather than an error.
-    try:
-        return [
-            {"name": name, "pid": w.pid, "deaths": len(w.deaths)} for name, w in network.workers
-        ]
-    except (ValueError, AttributeError):
-        return []
-
-
-class _Control:
-    """Commands from the queue, SIGHUP reloads and the polite-mining policies, on the run loop."""
-
-    GAS_EVERY_S = 30.0
-
-    def __init__(self, ctx: AppContext, bus: Any, network: Any, signals: Any, holder: Any) -> None:
-        from engine.host.node_control import (
-            NodeController,
-            PolicyMonitor,
-            WorkerWatch,
-            psutil_sampler,
-        )
-        from engine.node.earnings import GasAlarm
-
-        self.ctx = ctx
-        self.bus = bus
-        self.holder = holder
-        # Miners read and publish their own gas balance (EarningsUpdated, engine/node/earnings.py);
-        # the oracles' is read here, with the same low-gas alarm.
-        self.accounts = [(node.address, node.client) for node in network.oracles]
-        low_gas_wei = ctx.config.alerts.low_gas_wei
-        self.alarms = {address: GasAlarm(low_gas_wei) for address, _ in self.accounts}
-        self._gas_at = 0.0
-        self.network = network
-        owners = dict(network.worker_owners)
-        self.workers = WorkerWatch(bus, owners)
-        self.config = ctx.config
-        self.controller = NodeController(
-            bus, network.miners, reload=self.reload, stop=signals.stop, withdraw=self.withdraw
-        )
-        policy = self.config.policy
-        self.monitor = PolicyMonitor(
-            self.controller,
-            policy.to_policy_settings(),
-            psutil_sampler(gpu_temp=self._gpu_temp),
-            interval_s=policy.sample_interval_s,
-        )
-
-    def _gpu_temp(self) -> float | None:
-        """NVML is asked only when a GPU temperature limit is set."""
-        from engine.host.node_control import hottest_nvidia_gpu
-
-        if self.monitor.settings.gpu_pause_above_c is None:
-            return None
-        return hottest_nvidia_gpu()
-
-    def withdraw(self, command: Any) -> tuple[bool, str]:
-        from engine.node.earnings import withdraw_from
-
-        return withdraw_from(self.network.miners, command.amount_wei, command.node)
-
-    def reload(self) -> tuple[bool, str]:
-        from cortensor_desktop.hosting.reload import config_changes, reread
-
-        fresh, why_not = reread(self.ctx.config_path)
-        if fresh is None:
-            return False, why_not
-        changes = config_changes(self.config, fresh)
-        if "logging.level" in changes.live:
-            logging.getLogger().setLevel(fresh.logging.level.upper())
-        if any(key.startswith("policy.") for key in changes.live):
-            self.monitor.interval_s = fresh.policy.sample_interval_s
-            self.monitor.update(fresh.policy.to_policy_settings())
-        self.config = fresh
-        return True, changes.describe()
-
-    def tick(self, commands: Any, signals: Any) -> None:
-        from engine.state.commands import ReloadConfig
-
-        if signals.take_reload():
-            self.controller.handle(ReloadConfig(source="signal"))
-        for command in commands.drain():
-            self.controller.handle(command)
-        self.monitor.tick(time.monotonic())
-        with contextlib.suppress(ValueError):  # the list changes while the network stops
-            self.workers.check(self.network.workers)
-        if time.monotonic() >= self._gas_at:
-            self._gas_at = time.monotonic() + self.GAS_EVERY_S
-            self.sample_gas()
-
-    def sample_gas(self) -> None:
-        from dataclasses import replace
-
-        from chain.errors import ChainError
-        from engine.protocol import NodeRole
-
-        for address, client in self.accounts:
-            try:
-                wei = int(client.web3.eth.get_balance(address))
-            except (ChainError, OSError, ValueError) as exc:
-                log.debug("gas balance of %s not read: %s", address, exc)
-                continue
-            self.holder.read(lambda summary, a=address, w=wei: summary.set_gas_balance(a, w))
-            alert = self.alarms[address].check(wei, address)
-            if alert is not None:
-                self.bus.publish(replace(alert, node=address, role=NodeRole.ORACLE))
-
-
-def _wait(
-    node: Any,
-    signals: Any,
-    args: argparse.Namespace,
-    started: float,
-    commands: Any,
-    control: _Control,
-) -> None:
-    deadline = started + args.duration if args.duration else None
-    while not signals.stop.is_set():
-        if deadline is not None and time.monotonic() >= deadline:
-            return
-        ended = sum(o.sessions_ended for o in node.oracles)
-        if args.sessions and ended >= args.sessions:
-            return
-        control.tick(commands, signals)
-        signals.stop.wait(0.2)
-
-
-def _pump(reader: Any, sink: Any) -> None:
-    for event in reader:
-        sink(event)
-
-
-def _summary(node: Any, elapsed: float) -> None:
-    ended = sum(o.sessions_ended for o in node.oracles)
-    done = ", ".join(f"{m.address[:10]}…: {m.tasks_done}" for m in node.miners)
-    log.info(
-        "ran %.0f s: %d network tasks ended; tasks answered per miner: %s",
-        elapsed,
-        ended,
-        done or "-",
-    )
+    if client.balance(address) < DEVNET_FUNDING_WEI // 10:
+        fund(client.web3, address, DEVNET_FUNDING_WEI)
+        log.info("funded %s on the devnet", address)

@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from cortensor_desktop.config import ConfigError
-from cortensor_desktop.hosting.headless import short
+from cortensor_desktop.event_text import short
 from cortensor_desktop.logs import register_secret
 from cortensor_desktop.tui.backends.settings import tilde
 from cortensor_desktop.tui.backends.wallet import WalletBackend, user_path, write_earnings_csv

@@ -159,6 +159,7 @@ class WizardScreen(Screen[WizardResult | None]):
         self.model: tuple[str, str | None] | None = None  # (model id, quant) to install
         self.download_state = "idle"  # idle, running, done, failed, skipped
         self._source = ""  # where the last progress came from (a URL, a package)
+        self._rate_start: tuple[str, float, int] | None = None  # (phase, time, bytes) for speed
         self._token = 0
         self._cancel = threading.Event()
         self.wallet_address: str | None = None
@@ -186,7 +187,7 @@ class WizardScreen(Screen[WizardResult | None]):
                 yield Static(id="override-result")
             with Vertical(id="download", classes="wizard-step"):
                 yield Static(id="download-what")
-                yield ProgressBar(id="download-bar", show_eta=False)
+                yield ProgressBar(id="download-bar", show_eta=True)
                 yield Static(id="download-status")
             yield WalletStep(self.setup, id="wallet", classes="wizard-step")
             with Vertical(id="network", classes="wizard-step"):
@@ -437,8 +438,26 @@ class WizardScreen(Screen[WizardResult | None]):
         done = f"{p.done_bytes / 2**20:,.1f} MiB"
         if p.total_bytes:
             done += f" of {p.total_bytes / 2**20:,.1f} MiB"
+        done += self._rate(p)
         phase = PHASES.get(p.phase, p.phase).format(source=p.source)
         self.query_one("#download-status", Static).update(esc(f"{phase}: {done}"))
+
+    def _rate(self, p: PullProgress) -> str:
+        """ ", 12.3 MiB/s, 8 s left" from the first update of this phase to now."""
+        now = time.monotonic()
+        first = self._rate_start
+        if first is None or first[0] != p.phase or p.done_bytes < first[2]:
+            self._rate_start = (p.phase, now, p.done_bytes)
+            return ""
+        elapsed, moved = now - first[1], p.done_bytes - first[2]
+        if elapsed <= 0 or moved <= 0:
+            return ""
+        speed = moved / elapsed
+        text = f", {speed / 2**20:,.1f} MiB/s"
+        if p.total_bytes:
+            left = max(0.0, (p.total_bytes - p.done_bytes) / speed)
+            text += f", {left:,.0f} s left"
+        return text
 
     def on_download_ended(self, message: DownloadEnded) -> None:
         if message.token != self._token or self.download_state != "running":

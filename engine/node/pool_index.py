@@ -1,0 +1,109 @@
+"""Who is in the pool, from NodeRegistry's events: bounded work per task, whatever the pool size.
+
+Scanning the registry (`present_miners()`: one call per registered miner, three with the model
+and status checks) made every network and user task cost O(pool) RPC calls off chain. The
+registry announces every change (registered, spec updated, away, into the user-task pool, out
+of it, its price floor), so this index reads those events once from the network's deploy block
+and then only the new ones: a task costs the same few calls with 8 miners or 10,000. The
+contracts still check every assignment, so an index one block behind can only cost a rejected
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from chain.client import ChainClient
+from chain.events import ChainEvent
+from chain.wrappers import Tier
+from engine.node.chain_watch import ChainWatcher
+
+REGISTRY_EVENTS = (
+    "NodeRegistered",
+    "NodeSpecUpdated",
+    "NodeAwayChanged",
+    "NodeEphemeral",
+    "NodeRemovedFromPool",
+    "PriceFloorSet",
+)
+
+
+@dataclass
+class PoolMember:
+    address: str
+    tier: int
+    models: frozenset[bytes]
+    away: bool = False
+    pooled: bool = False  # Ephemeral: in the user-task pool
+    price_floor: int = 0  # wei per answer token it accepts at least
+
+    def serves(
+        self, model: bytes, full_precision: bool = False, max_floor: int | None = None
+    ) -> bool:
+        tier_ok = not full_precision or self.tier == Tier.GPU_FULL
+        floor_ok = max_floor is None or self.price_floor <= max_floor
+        return self.pooled and not self.away and model in self.models and tier_ok and floor_ok
+
+
+class PoolIndex:
+    def __init__(self, client: ChainClient, from_block: int | None = None) -> None:
+        self._client = client
+        self._from = client.deployment.deploy_block if from_block is None else from_block
+        self._members: dict[str, PoolMember] = {}  # registration order, as the registry's list
+        self._watcher = self._new_watcher()
+
+    def _new_watcher(self) -> ChainWatcher:
+        sources = [(self._client.registry, name) for name in REGISTRY_EVENTS]
+        return ChainWatcher(0, sources, lookback_blocks=0, floor_block=self._from)
+
+    def refresh(self, head: int | None = None) -> None:
+        """Apply the registry events up to `head` (default: the latest block)."""
+        if head is None:
+            head = int(self._client.web3.eth.block_number)
+        for event in self._watcher.poll(head):
+            self._apply(event)
+
+    def rebuild(self) -> None:
+        """After a reorg: forget everything and read again from the deploy block."""
+        self._members.clear()
+        self._watcher = self._new_watcher()
+
+    # -- queries --------------------------------------------------------------------------
+    def present(self) -> list[str]:
+        """Registered miners that are not away: the ones selection may pick."""
+        return [m.address for m in self._members.values() if not m.away]
+
+    def serving(
+        self, model: bytes, full_precision: bool = False, max_floor: int | None = None
+    ) -> list[str]:
+        """Miners in the user-task pool, not away, that serve `model` (at full precision),
+        asking at most `max_floor` wei per answer token."""
+        members = self._members.values()
+        return [m.address for m in members if m.serves(model, full_precision, max_floor)]
+
+    def members(self) -> Iterable[PoolMember]:
+        return self._members.values()
+
+    # -- events ---------------------------------------------------------------------------
+    def _apply(self, event: ChainEvent) -> None:
+        args = event.args
+        node = str(args["node"])
+        if event.name == "NodeRegistered":
+            models = frozenset(bytes(m) for m in args["models"])
+            self._members[node] = PoolMember(node, int(args["tier"]), models)
+            return
+        member = self._members.get(node)
+        if member is None:
+            return  # registered before the deploy block the profile names: not this network's
+        if event.name == "NodeSpecUpdated":
+            member.tier = int(args["tier"])
+            member.models = frozenset(bytes(m) for m in args["models"])
+        elif event.name == "NodeAwayChanged":
+            member.away = bool(args["away"])
+        elif event.name == "NodeEphemeral":
+            member.pooled = True
+        elif event.name == "NodeRemovedFromPool":
+            member.pooled = False
+        elif event.name == "PriceFloorSet":
+            member.price_floor = int(args["weiPerToken"])
