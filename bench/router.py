@@ -127,6 +127,22 @@ def concurrent_rate(client_factory: object, model: str, clients: int, each: int)
     return 60 * len(answered) / (time.monotonic() - started)
 
 
+def paired(user: AskUser, api: object, model: str, count: int) -> tuple[list[float], list[float]]:
+    """Each prompt through `ask` and through the router, who goes first alternating."""
+    asked: list[float] = []
+    routed: list[float] = []
+    for i in range(count):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        if i % 2 == 0:
+            asked.append(user.ask(prompt))
+            routed.append(routed_once(api, model, prompt))
+        else:
+            routed.append(routed_once(api, model, prompt))
+            asked.append(user.ask(prompt))
+        print(f"{prompt!r}: ask {asked[-1]:.1f} s, router {routed[-1]:.1f} s", flush=True)
+    return asked, routed
+
+
 def main() -> int:
     import openai
 
@@ -167,12 +183,7 @@ def main() -> int:
             api = client()
             user.ask(PROMPTS[-1])  # both open their session first: not part of the figures
             routed_once(api, model, PROMPTS[-1])
-            asked, routed = [], []
-            for i in range(args.prompts):
-                prompt = PROMPTS[i % len(PROMPTS)]
-                asked.append(user.ask(prompt))
-                routed.append(routed_once(api, model, prompt))
-                print(f"{prompt!r}: ask {asked[-1]:.1f} s, router {routed[-1]:.1f} s", flush=True)
+            asked, routed = paired(user, api, model, args.prompts)
             rate = concurrent_rate(client, model, 4, args.each)
         finally:
             if server is not None:

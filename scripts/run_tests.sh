@@ -11,14 +11,14 @@ if [ $# -gt 0 ]; then exec "$PY" -m pytest "$@"; fi
 
 # layer folder : budget in seconds (order: cheap and foundational first)
 LAYERS=(
-  "tests/app:300"
+  "tests/app:600"
   "tests/profiler:300"
-  "tests/chain:600"
-  "tests/engine:900"
-  "tests/node:1500"
-  "tests/ui:600"
-  "tests/headless:600"
-  "tests/router:600"
+  "tests/chain:1200"
+  "tests/engine:1200"
+  "tests/node:2400"
+  "tests/ui:900"
+  "tests/headless:900"
+  "tests/router:900"
   "tests/packaging:900"
 )
 

@@ -28,11 +28,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 from cortensor_desktop import __version__
+from cortensor_desktop.service.json_handler import JsonRequestHandler
 from engine.node import task_prompt
 from engine.node.router import (
     BadRequest,
@@ -417,7 +418,7 @@ def chat_chunks(front: Front, parsed: Parsed, answer: RouterAnswer) -> Iterator[
 # --- the server ----------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonRequestHandler):
     server: _Server
     server_version = f"cortensor-router/{__version__}"
     protocol_version = "HTTP/1.1"
@@ -426,17 +427,6 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("router %s - %s", self.address_string(), format % args)  # never headers
 
     # -- plumbing -------------------------------------------------------------------------
-    def _json(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
-        body = (json.dumps(document, default=str) + "\n").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(body)
 
     def _error(self, exc: RouterError, endpoint: str) -> None:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}

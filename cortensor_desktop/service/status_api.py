@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 from cortensor_desktop import __version__
 from cortensor_desktop.logs import register_secret
 from cortensor_desktop.paths import private_dir
+from cortensor_desktop.service.json_handler import JsonRequestHandler
 from engine.state.commands import CommandQueue, CommandQueueFull, command_from_json
 from engine.state.events import Event, EventBus
 from engine.state.summary import SCORE_BUCKETS, Summary
@@ -272,7 +273,7 @@ class SummaryCollector:
 # --- the server ----------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonRequestHandler):
     server: _Server
     server_version = f"cortensor-desktop/{__version__}"
     timeout = SOCKET_TIMEOUT_S  # socketserver sets it on the connection: reads and writes
@@ -282,16 +283,6 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("api %s - %s", self.address_string(), format % args)
 
     # -- plumbing -------------------------------------------------------------------------
-    def _json(self, status: int, document: Any, headers: dict[str, str] | None = None) -> None:
-        body = (json.dumps(document, default=str) + "\n").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
     def _error(self, status: HTTPStatus, message: str, **headers: str) -> None:
         self._json(status, {"error": message, "status": int(status)}, headers)

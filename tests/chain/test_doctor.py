@@ -145,3 +145,14 @@ def test_a_broken_config_is_the_doctors_first_finding(tmp_path: Path) -> None:
     checks = _checks(result.stdout)
     assert checks["config"]["level"] == "error" and "nonsense" in str(checks["config"]["message"])
     assert checks["models"]["level"] == "info"  # skipped: it needs the config
+
+
+def test_doctor_names_installed_models_nobody_published_a_hash_for(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    pulled = run_cli(home, "models", "pull", "all-minilm-l6-v2-22m")
+    assert pulled.returncode == 0, pulled.stderr
+    result = run_cli(home, "doctor", "--quick", "--json")
+    models = _checks(result.stdout)["models"]
+    assert models["level"] == "info", models
+    assert models["facts"]["unverified"] == ["all-minilm-l6-v2-22m F16"]  # type: ignore[index]
+    assert "no published sha256" in str(models["message"])
