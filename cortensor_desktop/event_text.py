@@ -40,10 +40,12 @@ def _network_task(e: NetworkTaskStage) -> str:
 
 def _validation(e: ValidationResult) -> str:
     cosine = f"{e.cosine:.2f}" if e.cosine is not None else "-"
-    verdict = "PASS" if e.passed else f"FAIL ({', '.join(e.failed_checks)})"
+    verdict = "PASS" if e.passed else f"FAIL ({e.figures()})"
+    agreement = e.top1_agreement if e.agreement is None else e.agreement
+    margin = "" if e.near_tie_margin is None else f" within {e.near_tie_margin:.2f} nats"
     return (
-        f"session {e.session_id} validate  miner {short(e.miner)} top1 "
-        f"{e.top1_agreement:.2f} (min {e.top1_min:.2f}) cosine {cosine} "
+        f"session {e.session_id} validate  miner {short(e.miner)} top1{margin} "
+        f"{agreement:.2f} (min {e.top1_min:.2f}) cosine {cosine} "
         f"ending {'ok' if e.ended_properly else 'bad'}: {verdict}"
     )
 

@@ -424,11 +424,13 @@ class DashboardApp(App[int]):
         for v in reversed(self.summary.validations):
             cosine = "-" if v.cosine is None else f"{v.cosine:.2f}"
             cosine_min = "-" if v.cosine_min is None else f"{v.cosine_min:.2f}"
-            result = "PASS" if v.passed else "FAIL " + ",".join(v.failed_checks)
+            result = "PASS" if v.passed else "FAIL " + v.figures()
+            # Within the near-tie margin where the oracle measured it: what top1_min applies to.
+            agreement = v.top1_agreement if v.agreement is None else v.agreement
             table.add_row(
                 str(v.session_id),
                 short(v.miner, 8),
-                f"{v.top1_agreement:.2f}/{v.top1_min:.2f}",
+                f"{agreement:.2f}/{v.top1_min:.2f}",
                 f"{cosine}/{cosine_min}",
                 "ok" if v.ended_properly else "bad",
                 result,

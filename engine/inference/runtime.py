@@ -14,7 +14,8 @@ API (every method blocks the calling thread; `cancel()` and `kill()` may come fr
     stream.result                               # GenerationResult after the loop ends
     worker.cancel()                             # ends the current stream after <= 1 token
     worker.kill()                               # hard stop: SIGKILL; next request restarts it
-    worker.score_likelihood(prompt, answer)     # LikelihoodResult (per-token top-1, logprob)
+    worker.score_likelihood(prompt, answer)     # LikelihoodResult (per-token gap to the top, rank)
+    worker.score_many(prompt, [a, b, c])        # the same for several answers, prefixes shared
     worker.embed(["a", "b"])                    # embedding models: unit vectors (mean pooled)
     worker.bench()                              # BenchResult (median tokens/s, peak RSS, sha256)
     worker.load(other_path, settings)           # switch model; a bad file leaves the old one
@@ -269,6 +270,15 @@ class InferenceWorker:
     ) -> LikelihoodResult:
         result = self._call("score", (prompt, answer, raw), None)
         assert isinstance(result, LikelihoodResult)
+        return result
+
+    def score_many(
+        self, prompt: Prompt, answers: Sequence[str], *, raw: bool = False
+    ) -> list[LikelihoodResult | None]:
+        """Score several answers to one prompt in one request (None for an empty answer): the
+        prompt is prefilled once and shared answer prefixes are scored once."""
+        result = self._call("score_many", (prompt, list(answers), raw), None)
+        assert isinstance(result, list)
         return result
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

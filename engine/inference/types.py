@@ -83,11 +83,25 @@ class GenerationResult:
 
 @dataclass(frozen=True)
 class TokenScore:
+    """The scoring model's view of one answer token at its position.
+
+    `top_logprob - logprob` is the token's gap to the model's own choice: 0 for the top token,
+    small for a near-tie (which a differently ordered sum can flip), large for a token the model
+    would not pick. `rank` is 1 for the top token, 2 for the second most likely, and so on.
+    """
+
     token_id: int
     text: str
     logprob: float  # natural log of the model's probability for this token here
     top1: bool  # the model's own greedy choice at this position
     top_token_id: int
+    top_logprob: float  # log-probability of the model's own top token here
+    rank: int  # 1 + how many tokens the model finds strictly more likely here
+
+    @property
+    def gap(self) -> float:
+        """How far (in nats) this token's log-probability is below the top token's (>= 0)."""
+        return max(0.0, self.top_logprob - self.logprob)
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,9 @@ class LikelihoodResult:
     tokens: tuple[TokenScore, ...]
     ends_properly: bool
     end_logprob: float  # log-probability of the best end-of-generation token after the answer
+    # Log-probability of the model's top token after the answer: the ending's gap is
+    # end_top_logprob - end_logprob (0 when the model's own choice is to stop).
+    end_top_logprob: float
 
     @property
     def top1_rate(self) -> float:

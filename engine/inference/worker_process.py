@@ -8,6 +8,7 @@ parent -> worker                            worker -> parent
 ("load", path, settings, kind, ...)         ("ready", pid) once; ("log", level, text) any time
 ("generate", rid, prompt, params, raw)      ("loaded", LoadReport) or ("error", None, kind, msg)
 ("score", rid, prompt, answer, raw)         ("tokens", rid, [(index, id, text)]) while generating
+("score_many", rid, prompt, answers, raw)
 ("embed", rid, texts) / ("bench", ...)      ("done", rid, result) or ("error", rid, kind, msg)
 ("memory", rid) / ("shutdown",)
 
@@ -480,59 +481,123 @@ class _Worker:
     def op_score(
         self, rid: int, prompt: str | Sequence[dict[str, str]], answer: str, raw: bool
     ) -> LikelihoodResult:
+        result = self.op_score_many(rid, prompt, [answer], raw, strict=True)[0]
+        assert result is not None  # strict: an answer that cannot be scored raised
+        return result
+
+    def op_score_many(
+        self,
+        rid: int,
+        prompt: str | Sequence[dict[str, str]],
+        answers: Sequence[str],
+        raw: bool,
+        strict: bool = False,
+    ) -> list[LikelihoodResult | None]:
+        """Score several answers to one prompt; None for an answer without tokens or one that
+        does not fit the context with the prompt (`strict`: an error for those instead).
+
+        The prompt is prefilled once, and each answer reuses the key-value cache and the logit
+        rows of the tokens it shares with the answer scored before it: identical answers (miners
+        of one build) cost one prefill, answers that drift apart late cost only their tails.
+        """
         import llama_cpp
-        import numpy as np
 
         llm = self._require("chat")
         failpoints.hit("worker-score")  # crash tests: the validator's worker dies mid-validation
         prompt_tokens = self._prompt_tokens(llm, prompt, raw)
-        answer_tokens = list(llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False))
-        if not answer_tokens:
-            raise _RequestFailed("request", "the answer is empty")
-        ctx = llm._ctx.ctx
-        vocab = llm._model.vocab
-        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        if len(prompt_tokens) + len(answer_tokens) >= llama_cpp.llama_n_ctx(ctx):
-            raise _RequestFailed("request", "prompt and answer do not fit in the context")
+        n_ctx = llama_cpp.llama_n_ctx(llm._ctx.ctx)
         if not self._prefill(llm, prompt_tokens[:-1], rid, None):
             raise _RequestFailed("request", "cancelled")
-        # The last prompt token and every answer token, with logits: row i predicts token i.
-        scored = [prompt_tokens[-1], *answer_tokens]
-        n_past = len(prompt_tokens) - 1
-        rows: list[Any] = []
-        step = llm._batch.n_tokens_max if hasattr(llm._batch, "n_tokens_max") else 512
-        step = min(step, self.report.used.n_batch if self.report else 512)
-        for start in range(0, len(scored), step):
-            chunk = scored[start : start + step]
-            llm._batch.set_batch(batch=chunk, n_past=n_past + start, logits_all=True)
-            rc = llama_cpp.llama_decode(ctx, llm._batch.batch)
-            if rc != 0:
-                raise _RequestFailed("request", f"llama_decode failed with code {rc}")
-            for i in range(len(chunk)):
-                pointer = llama_cpp.llama_get_logits_ith(ctx, i)
-                rows.append(np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64))
-        logits = np.stack(rows)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        cache = _ScoredPrefix(prompt_tokens)
+        results: list[LikelihoodResult | None] = []
+        for answer in answers:
+            tokens = list(llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False))
+            if not tokens or len(prompt_tokens) + len(tokens) >= n_ctx:
+                if strict:
+                    raise _RequestFailed(
+                        "request",
+                        "the answer is empty"
+                        if not tokens
+                        else "prompt and answer do not fit in the context",
+                    )
+                results.append(None)
+                continue
+            rows = self._logprob_rows(llm, cache, tokens)
+            results.append(self._likelihood(llm, len(prompt_tokens), tokens, rows))
+            if self._cancelled(rid):
+                raise _RequestFailed("request", "cancelled")
+        return results
+
+    def _logprob_rows(self, llm: Any, cache: _ScoredPrefix, answer_tokens: list[int]) -> Any:
+        """Log-probability rows for the last prompt token and every answer token (row i predicts
+        answer token i; the last row, what follows the answer), reusing the cached prefix."""
+        import llama_cpp
+        import numpy as np
+
+        ctx = llm._ctx.ctx
+        n_vocab = llama_cpp.llama_vocab_n_tokens(llm._model.vocab)
+        inputs = [cache.prompt_tokens[-1], *answer_tokens]
+        common = cache.common_prefix(inputs)
+        if common < len(inputs):
+            start_pos = len(cache.prompt_tokens) - 1 + common
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), 0, start_pos, -1)
+            step = llm._batch.n_tokens_max if hasattr(llm._batch, "n_tokens_max") else 512
+            step = min(step, self.report.used.n_batch if self.report else 512)
+            fresh: list[Any] = []
+            rest = inputs[common:]
+            for offset in range(0, len(rest), step):
+                chunk = rest[offset : offset + step]
+                llm._batch.set_batch(batch=chunk, n_past=start_pos + offset, logits_all=True)
+                rc = llama_cpp.llama_decode(ctx, llm._batch.batch)
+                if rc != 0:
+                    raise _RequestFailed("request", f"llama_decode failed with code {rc}")
+                for i in range(len(chunk)):
+                    pointer = llama_cpp.llama_get_logits_ith(ctx, i)
+                    fresh.append(
+                        np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64)
+                    )
+            logits = np.stack(fresh)
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+            kept = logprobs if common == 0 else np.concatenate([cache.rows[:common], logprobs])
+            cache.keep(inputs, kept)
+        return cache.rows[: len(inputs)]
+
+    def _likelihood(
+        self, llm: Any, n_prompt: int, answer_tokens: list[int], logprobs: Any
+    ) -> LikelihoodResult:
+        import llama_cpp
+        import numpy as np
+
+        vocab = llm._model.vocab
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        n = len(answer_tokens)
         best = logprobs.argmax(axis=1)
+        top = logprobs[np.arange(n + 1), best]
+        own = logprobs[np.arange(n), answer_tokens]
+        # Rank 1 is the top token; ties with the answer's token do not push it down.
+        ranks = 1 + (logprobs[:n] > own[:, None]).sum(axis=1)
         scores = tuple(
             TokenScore(
                 token_id=token,
                 text=self._piece(llm, token),
-                logprob=float(logprobs[i, token]),
+                logprob=float(own[i]),
                 top1=bool(best[i] == token),
                 top_token_id=int(best[i]),
+                top_logprob=float(top[i]),
+                rank=int(ranks[i]),
             )
             for i, token in enumerate(answer_tokens)
         )
-        last = logprobs[len(answer_tokens)]
+        last = logprobs[n]
         eog_ids = list(_eog_tokens(llm, vocab, n_vocab))
         end_logprob = float(max(last[t] for t in eog_ids)) if eog_ids else float("-inf")
         return LikelihoodResult(
-            prompt_tokens=len(prompt_tokens),
+            prompt_tokens=n_prompt,
             tokens=scores,
-            ends_properly=bool(llama_cpp.llama_vocab_is_eog(vocab, int(best[len(answer_tokens)]))),
+            ends_properly=bool(llama_cpp.llama_vocab_is_eog(vocab, int(best[n]))),
             end_logprob=end_logprob,
+            end_top_logprob=float(top[n]),
         )
 
     def op_embed(self, rid: int, texts: Sequence[str]) -> list[list[float]]:
@@ -604,6 +669,26 @@ class _Worker:
         except OSError:
             pass
         return figures
+
+
+class _ScoredPrefix:
+    """The tokens after the prompt that the key-value cache holds, with their logprob rows."""
+
+    def __init__(self, prompt_tokens: list[int]) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.inputs: list[int] = []
+        self.rows: Any = None
+
+    def common_prefix(self, inputs: list[int]) -> int:
+        n = 0
+        for a, b in zip(inputs, self.inputs, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def keep(self, inputs: list[int], rows: Any) -> None:
+        self.inputs, self.rows = list(inputs), rows
 
 
 def prompt_token_ids(

@@ -5,8 +5,10 @@ answers; the oracle loop feeds those figures here and publishes the `Verdict`. N
 module touches a model, a file or the chain, so every rule is tested with plain values.
 
 Layers of one answer's check (docs/VALIDATION.md has the measurements behind the defaults):
-1. likelihood: the share of answer tokens that are the validator's own top-1 choice, and whether
-   the answer ends where the model would end (EOS expected after its last token, or the limit);
+1. likelihood: the share of answer tokens that are the validator's own choice (top-1, or within a
+   near-tie margin of the top token's log-probability), the same for the opening tokens, and
+   whether the answer ends where the model would end (EOS within the margin, or the limit); an
+   answer that is exactly the validator's own greedy path passes this layer outright;
 2. semantic: cosine between the answer's embedding and the validator's own greedy answer;
 3. checksum: exact equality, only meaningful between identical builds.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -41,7 +43,8 @@ class Check(StrEnum):
 class ValidationThresholds:
     """Settings. Defaults measured on SmolLM2-135M, AVX-512 vs AVX2 builds (docs/VALIDATION.md)."""
 
-    # Honest cross-build answers: min 0.82, median 0.97; cheaters mostly far lower.
+    # Share of answer tokens that count as the validator's own choice (top-1, or within the
+    # near-tie margin of it). Honest cross-build answers: strict top-1 min 0.82, median 0.97.
     top1_min: float = 0.80
     # Cosine to the validator's own greedy answer; None turns the semantic layer off.
     cosine_min: float | None = 0.30
@@ -49,9 +52,17 @@ class ValidationThresholds:
     # Greedy decoding: an honest answer opens exactly as the validator's own greedy answer;
     # builds drift apart only after 15-20 tokens (docs/VALIDATION.md), another model at once. Fluent
     # repetitive text from another model can score a high top-1 rate overall (measured: Gemma-3
-    # 270M 0.89 against SmolLM2), but not the opening. One near-tie flip is allowed.
+    # 270M 0.89 against SmolLM2), but not the opening. No miss is allowed there: the one that
+    # used to be was for a near-tie flipped by hardware, which the margin now excuses.
     opening_tokens: int = 8
-    opening_misses_max: int = 1
+    opening_misses_max: int = 0
+    # A token is a miss only when its log-probability is more than this many nats below the
+    # validator's top token at its position; the ending is judged the same way. A batched
+    # prefill and a token-by-token decode (or another build) sum in another order, so two nearly
+    # tied tokens can swap places: that is float noise, not another model. docs/VALIDATION.md
+    # derives the value from the measured gaps of honest and cheating answers (token level: the
+    # margin that best separates honest noise from the closest cheater's choices).
+    near_tie_margin: float = 0.2
     # Exact equality only holds between identical builds (10/40 across builds), so opt-in.
     require_checksum: bool = False
 
@@ -62,6 +73,10 @@ class ValidationThresholds:
             raise ValueError(f"cosine_min must be within [-1, 1], got {self.cosine_min}")
         if self.opening_tokens < 0 or self.opening_misses_max < 0:
             raise ValueError("opening_tokens and opening_misses_max must not be negative")
+        if not 0.0 <= self.near_tie_margin < math.inf:
+            raise ValueError(
+                f"near_tie_margin must be a finite number >= 0, got {self.near_tie_margin}"
+            )
 
 
 @dataclass(frozen=True)
@@ -69,29 +84,62 @@ class AnswerLikelihood:
     """What the validator's prefill of prompt + answer says about the answer's tokens.
 
     `top1[i]` is True when answer token i is the validator's own most likely next token;
-    `logprobs[i]` is the validator's log-probability of that token. `eos_expected_after` says
-    whether the validator's top-1 after the last answer token is end-of-sequence, and
-    `hit_token_limit` whether the answer has exactly the task's token limit (the validator counts
-    this itself; it is never taken from the miner).
+    `logprobs[i]` is the validator's log-probability of that token and `top_logprobs[i]` that of
+    its own top token there (so their difference is the token's gap to the top), `ranks[i]` the
+    token's rank (1 = top). `eos_expected_after` says whether the validator's top-1 after the
+    last answer token is end-of-sequence, `end_logprob` / `end_top_logprob` the log-probability of
+    ending there and of the top token there, and `hit_token_limit` whether the answer has exactly
+    the task's token limit (the validator counts this itself; it is never taken from the miner).
+    `greedy_path` is True when the answer's tokens are exactly the validator's own greedy answer
+    (the checksum level: nobody produces it without running the registered model).
     """
 
     top1: tuple[bool, ...]
     logprobs: tuple[float, ...] = ()
     eos_expected_after: bool = False
     hit_token_limit: bool = False
-    # The validator's log-probability of ending right after the answer, when it measured it.
     end_logprob: float | None = None
+    top_logprobs: tuple[float, ...] = ()
+    ranks: tuple[int, ...] = ()
+    end_top_logprob: float | None = None
+    greedy_path: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.logprobs and len(self.logprobs) != len(self.top1):
-            raise ValueError(
-                f"logprobs has {len(self.logprobs)} entries for {len(self.top1)} tokens"
+        for name in ("logprobs", "top_logprobs", "ranks"):
+            values = getattr(self, name)
+            if values and len(values) != len(self.top1):
+                raise ValueError(f"{name} has {len(values)} entries for {len(self.top1)} tokens")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs need the answer tokens' logprobs too")
+
+    def gaps(self) -> tuple[float, ...]:
+        """Each token's gap (nats) below the validator's top token; without the top's
+        log-probabilities, 0 for a top-1 token and infinity for any other (the strict rule)."""
+        if self.top_logprobs:
+            return tuple(
+                0.0 if hit else max(0.0, top - own)
+                for hit, own, top in zip(self.top1, self.logprobs, self.top_logprobs, strict=True)
             )
+        return tuple(0.0 if hit else math.inf for hit in self.top1)
+
+    def end_gap(self) -> float | None:
+        """How far ending here is below the validator's top choice; 0 when it would stop."""
+        if self.eos_expected_after:
+            return 0.0
+        if self.end_logprob is None or self.end_top_logprob is None:
+            return None
+        return max(0.0, self.end_top_logprob - self.end_logprob)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One answer's scores, the thresholds they were judged against, and the outcome."""
+    """One answer's scores, the thresholds they were judged against, and the outcome.
+
+    `top1_agreement` is the strict share of top-1 tokens; `agreement` the share that count as the
+    validator's choice under the near-tie margin (what the top1 check and the chain score use).
+    `opening_gaps` are the gaps of the opening's misses (tokens beyond the margin), `end_gap` the
+    ending's gap (None when not measured), `greedy_path` whether the checksum level applied.
+    """
 
     top1_agreement: float
     mean_logprob: float | None
@@ -101,6 +149,10 @@ class Verdict:
     tokens: int
     thresholds: ValidationThresholds
     failed_checks: tuple[Check, ...] = field(default=())
+    agreement: float = 0.0
+    opening_gaps: tuple[float, ...] = ()
+    end_gap: float | None = None
+    greedy_path: bool | None = None
 
     @property
     def passed(self) -> bool:
@@ -111,22 +163,26 @@ class Verdict:
         """The first failed check, for a one-word reason in tables and logs."""
         return self.failed_checks[0] if self.failed_checks else None
 
+    @property
+    def opening_misses(self) -> int:
+        return len(self.opening_gaps)
+
 
 def top1_agreement(top1: Sequence[bool]) -> float:
     """Share of answer tokens that were the validator's own top-1 choice (0 for no tokens)."""
     return sum(1 for hit in top1 if hit) / len(top1) if top1 else 0.0
 
 
-# Ending counts as expected when the validator gives it at least this log-probability (p ~ 0.14)
-# even if another token edges it out: a batched prefill and a token-by-token decode sum in a
-# different order, and near-ties flip (measured: 1 honest answer in 50 of this build).
-ENDING_LOGPROB_MIN = -2.0
+def near_top_agreement(gaps: Sequence[float], margin: float) -> float:
+    """Share of answer tokens within `margin` nats of the validator's top token (0 for none)."""
+    return sum(1 for gap in gaps if gap <= margin) / len(gaps) if gaps else 0.0
 
 
-def ended_properly(likelihood: AnswerLikelihood) -> bool:
-    """An answer ends properly where the model would stop: EOS expected, or at the token limit."""
-    likely_end = likelihood.end_logprob is not None and likelihood.end_logprob >= ENDING_LOGPROB_MIN
-    return likelihood.eos_expected_after or likely_end or likelihood.hit_token_limit
+def ended_properly(likelihood: AnswerLikelihood, margin: float = 0.0) -> bool:
+    """An answer ends properly where the model would stop: ending is the validator's choice (or
+    within the near-tie margin of it), or the answer is at the token limit."""
+    gap = likelihood.end_gap()
+    return likelihood.hit_token_limit or (gap is not None and gap <= margin)
 
 
 def judge_answer(
@@ -136,28 +192,26 @@ def judge_answer(
     checksum_match: bool | None = None,
 ) -> Verdict:
     """The per-answer verdict that decides payment for one task."""
-    agreement = top1_agreement(likelihood.top1)
-    ending = ended_properly(likelihood)
+    margin = thresholds.near_tie_margin
+    gaps = likelihood.gaps()
+    opening_gaps = tuple(g for g in gaps[: thresholds.opening_tokens] if g > margin)
     mean_lp = (
         math.fsum(likelihood.logprobs) / len(likelihood.logprobs) if likelihood.logprobs else None
     )
-    return Verdict(
-        top1_agreement=agreement,
+    verdict = Verdict(
+        top1_agreement=top1_agreement(likelihood.top1),
         mean_logprob=mean_lp,
-        ended_properly=ending,
+        ended_properly=ended_properly(likelihood, margin),
         cosine=cosine,
         checksum_match=checksum_match,
         tokens=len(likelihood.top1),
         thresholds=thresholds,
-        failed_checks=_failed_checks(
-            likelihood,
-            agreement=agreement,
-            ending=ending,
-            cosine=cosine,
-            checksum_match=checksum_match,
-            thresholds=thresholds,
-        ),
+        agreement=near_top_agreement(gaps, margin),
+        opening_gaps=opening_gaps,
+        end_gap=likelihood.end_gap(),
+        greedy_path=likelihood.greedy_path,
     )
+    return replace(verdict, failed_checks=_failed_checks(verdict, thresholds))
 
 
 def refused(check: Check, thresholds: ValidationThresholds) -> Verdict:
@@ -174,32 +228,64 @@ def refused(check: Check, thresholds: ValidationThresholds) -> Verdict:
     )
 
 
-def _failed_checks(
-    likelihood: AnswerLikelihood,
-    *,
-    agreement: float,
-    ending: bool,
-    cosine: float | None,
-    checksum_match: bool | None,
-    thresholds: ValidationThresholds,
-) -> tuple[Check, ...]:
+def _failed_checks(verdict: Verdict, thresholds: ValidationThresholds) -> tuple[Check, ...]:
     failed: list[Check] = []
     # An empty answer does no useful work, whatever the model would have said.
-    if not likelihood.top1:
+    if not verdict.tokens:
         failed.append(Check.EMPTY)
-    opening = likelihood.top1[: thresholds.opening_tokens]
-    if opening.count(False) > thresholds.opening_misses_max:
-        failed.append(Check.OPENING)
-    if agreement < thresholds.top1_min:
-        failed.append(Check.TOP1)
-    if thresholds.require_proper_ending and not ending:
-        failed.append(Check.ENDING)
+    # The checksum level: the validator's own greedy tokens pass the likelihood layer outright.
+    greedy = verdict.greedy_path is True and verdict.tokens > 0
+    if not greedy:
+        if verdict.opening_misses > thresholds.opening_misses_max:
+            failed.append(Check.OPENING)
+        if verdict.agreement < thresholds.top1_min:
+            failed.append(Check.TOP1)
+        if thresholds.require_proper_ending and not verdict.ended_properly:
+            failed.append(Check.ENDING)
     # A missing cosine with the semantic layer on fails: "not measured" must not mean "passed".
+    cosine = verdict.cosine
     if thresholds.cosine_min is not None and (cosine is None or cosine < thresholds.cosine_min):
         failed.append(Check.COSINE)
-    if thresholds.require_checksum and checksum_match is not True:
+    if thresholds.require_checksum and verdict.checksum_match is not True:
         failed.append(Check.CHECKSUM)
     return tuple(failed)
+
+
+def explain(verdict: Verdict) -> tuple[str, ...]:
+    """One line per failed check: its figure against its threshold, the margin's figures too."""
+    t = verdict.thresholds
+    margin = t.near_tie_margin
+    lines: list[str] = []
+    for check in verdict.failed_checks:
+        if check is Check.EMPTY:
+            lines.append("empty: the answer has no tokens")
+        elif check is Check.LENGTH:
+            lines.append("length: longer than the task's token limit allows, or than the context")
+        elif check is Check.OPENING:
+            gaps = ", ".join("inf" if math.isinf(g) else f"{g:.2f}" for g in verdict.opening_gaps)
+            lines.append(
+                f"opening: {verdict.opening_misses} of the first {t.opening_tokens} tokens are "
+                f"more than {margin:.2f} nats below the validator's top token (at most "
+                f"{t.opening_misses_max} allowed); their gaps: {gaps}"
+            )
+        elif check is Check.TOP1:
+            lines.append(
+                f"top1: {verdict.agreement:.2f} of the tokens within {margin:.2f} nats of the "
+                f"validator's top token, below the minimum {t.top1_min:.2f} "
+                f"(strict top-1 {verdict.top1_agreement:.2f})"
+            )
+        elif check is Check.ENDING:
+            gap = "not measured" if verdict.end_gap is None else f"{verdict.end_gap:.2f} nats"
+            lines.append(
+                f"ending: ending there is {gap} below the validator's top token (margin "
+                f"{margin:.2f}) and the answer is not at the token limit"
+            )
+        elif check is Check.COSINE:
+            figure = "not measured" if verdict.cosine is None else f"{verdict.cosine:.2f}"
+            lines.append(f"cosine: {figure} to the validator's answer, minimum {t.cosine_min}")
+        elif check is Check.CHECKSUM:
+            lines.append("checksum: the text is not the validator's own greedy answer")
+    return tuple(lines)
 
 
 # --- semantic consensus ---------------------------------------------------------------------

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
-from engine.poi.validation import ValidationThresholds, Verdict
+from engine.poi.validation import ValidationThresholds, Verdict, explain
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
 from engine.state.wire import WireError, from_plain, to_plain
 
 SCHEMA_VERSION = 1
+MAX_GAP = 1e6  # nats; stands in for "not top-1" (an infinite gap) where JSON needs a number
 
 E = TypeVar("E", bound="Event")
 
@@ -232,7 +233,14 @@ class InferenceFinished(Event):
 @_register
 @dataclass(frozen=True, kw_only=True)
 class ValidationResult(Event):
-    """One miner's answer judged by an oracle, with the thresholds it was judged against."""
+    """One miner's answer judged by an oracle, with the thresholds it was judged against.
+
+    `agreement` is the share of tokens within the near-tie margin of the validator's top token
+    (what the top1 check compares with `top1_min`); `opening_gaps` the gaps (nats) of the
+    opening's misses, `end_gap` the ending's; `greedy_path` whether the answer was the
+    validator's own greedy answer (checksum level); `reasons` one line per failed check with its
+    figure against its threshold.
+    """
 
     type: ClassVar[str] = "validation"
     task_kind: TaskKind
@@ -249,6 +257,14 @@ class ValidationResult(Event):
     cosine_min: float | None
     require_proper_ending: bool
     require_checksum: bool
+    agreement: float | None = None
+    near_tie_margin: float | None = None
+    opening_tokens: int | None = None
+    opening_misses_max: int | None = None
+    opening_gaps: tuple[float, ...] = ()
+    end_gap: float | None = None
+    greedy_path: bool | None = None
+    reasons: tuple[str, ...] = ()
 
     @classmethod
     def from_verdict(
@@ -270,7 +286,42 @@ class ValidationResult(Event):
             cosine_min=t.cosine_min,
             require_proper_ending=t.require_proper_ending,
             require_checksum=t.require_checksum,
+            agreement=verdict.agreement,
+            near_tie_margin=t.near_tie_margin,
+            opening_tokens=t.opening_tokens,
+            opening_misses_max=t.opening_misses_max,
+            # JSON has no infinity; a gap that large only comes from the strict rule's "not top-1".
+            opening_gaps=tuple(min(g, MAX_GAP) for g in verdict.opening_gaps),
+            end_gap=None if verdict.end_gap is None else min(verdict.end_gap, MAX_GAP),
+            greedy_path=verdict.greedy_path,
+            reasons=explain(verdict),
         )
+
+    def figures(self) -> str:
+        """The failed checks with their figures against their thresholds, short enough for a
+        table cell, e.g. "opening 2>1 (gaps 2.50,1.90 > 0.50); top1 0.72<0.80"."""
+        margin = self.near_tie_margin
+        if margin is None:  # written before the near-tie margin: the check names only
+            return ", ".join(self.failed_checks)
+        parts: list[str] = []
+        for check in self.failed_checks:
+            if check == "opening":
+                gaps = ",".join(f"{g:.2f}" if g < MAX_GAP else "inf" for g in self.opening_gaps)
+                parts.append(
+                    f"opening {len(self.opening_gaps)}>{self.opening_misses_max} "
+                    f"(gaps {gaps} > {margin:.2f})"
+                )
+            elif check == "top1":
+                parts.append(f"top1 {self.agreement or 0.0:.2f}<{self.top1_min:.2f}")
+            elif check == "ending":
+                gap = "-" if self.end_gap is None else f"{self.end_gap:.2f}"
+                parts.append(f"ending gap {gap}>{margin:.2f}")
+            elif check == "cosine":
+                cosine = "-" if self.cosine is None else f"{self.cosine:.2f}"
+                parts.append(f"cosine {cosine}<{self.cosine_min}")
+            else:
+                parts.append(check)
+        return "; ".join(parts)
 
 
 @_register

@@ -20,6 +20,7 @@ from engine.poi.validation import AnswerLikelihood, ValidationThresholds, judge_
 from engine.protocol import NodeRole, TaskKind
 from engine.state.events import (
     EVENT_TYPES,
+    MAX_GAP,
     SCHEMA_VERSION,
     Alert,
     AlertKind,
@@ -156,6 +157,13 @@ def test_validation_event_from_a_verdict_carries_scores_and_thresholds() -> None
     )
     assert not event.passed and event.failed_checks == ("opening", "top1")
     assert event.top1_agreement == pytest.approx(1 / 3) and event.top1_min == 0.5
+    # The margin's figures and one line per failed check come along for the screens.
+    assert event.near_tie_margin == verdict.thresholds.near_tie_margin
+    assert event.opening_gaps == (MAX_GAP, MAX_GAP) and event.opening_misses_max == 0
+    assert event.reasons[0].startswith("opening: 2 of the first 8 tokens")
+    assert event.reasons[1].startswith("top1: 0.33 of the tokens")
+    margin = f"{verdict.thresholds.near_tie_margin:.2f}"
+    assert event.figures() == f"opening 2>0 (gaps inf,inf > {margin}); top1 0.33<0.50"
     assert event_from_json(event.to_json()) == event
 
 

@@ -107,11 +107,41 @@ def test_likelihood_of_the_model_s_own_answer_and_of_a_canned_one(
     assert own.top1_rate >= 0.8
     assert own.ends_properly
     assert all(t.logprob <= 0 for t in own.tokens)
+    # The top token's log-probability and the answer token's rank come with every score.
+    for token in own.tokens:
+        assert token.top_logprob >= token.logprob
+        assert (token.rank == 1) == token.top1 == (token.gap == 0.0)
+    assert own.end_top_logprob >= own.end_logprob
     canned = chat_worker.score_likelihood(prompt, "Bananas are yellow and trains run on time")
     assert canned.top1_rate < 0.5
     assert canned.mean_logprob < own.mean_logprob
+    misses = [t for t in canned.tokens if not t.top1]
+    assert all(t.rank >= 2 and t.gap > 0 for t in misses)
+    assert max(t.gap for t in misses) > 1.0  # another text than the model's: far from the top
     truncated = chat_worker.score_likelihood(prompt, "The capital of France")
     assert not truncated.ends_properly
+
+
+def test_scoring_several_answers_shares_the_prompt_and_common_prefixes(
+    chat_worker: InferenceWorker,
+) -> None:
+    prompt = "Name three colours of the rainbow."
+    own = chat_worker.generate(prompt).text
+    words = own.split()
+    drifted = " ".join([*words[: len(words) // 2], "and", "also", "purple."])
+    alone = [chat_worker.score_likelihood(prompt, text) for text in (own, drifted)]
+    together = chat_worker.score_many(prompt, [own, "", own, drifted])
+    assert together[1] is None  # nothing to score
+    first, _, again, shared = together
+    assert first is not None and again is not None and shared is not None
+    assert again == first  # a second miner of the same build costs nothing more
+    for separate, batched in ((alone[0], first), (alone[1], shared)):
+        assert [t.token_id for t in batched.tokens] == [t.token_id for t in separate.tokens]
+        assert [t.top_token_id for t in batched.tokens] == [t.top_token_id for t in separate.tokens]
+        for a, b in zip(batched.tokens, separate.tokens, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+            assert a.rank == b.rank
+        assert batched.end_logprob == pytest.approx(separate.end_logprob, abs=1e-3)
 
 
 def test_embedding_on_a_chat_model_is_a_typed_error(chat_worker: InferenceWorker) -> None:

@@ -94,10 +94,14 @@ def _ask_embedded(ctx: AppContext, args: argparse.Namespace, deadline: float) ->
     from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
     from engine.state.events import EventBus
 
+    bus = EventBus()
+    # The oracle runs in this process here, so its verdicts (which check failed, by how much)
+    # can go with the chain's scores; elsewhere the chain holds the scores only.
+    verdicts = bus.subscribe(maxsize=100_000, name="ask")
     network = EmbeddedNetwork(
         ctx.database,
         ctx.models_dir,
-        EventBus(),
+        bus,
         EmbeddedNetworkSettings(miners=max(3, args.redundancy)),
         progress=lambda message: log.info("%s", message),
     )
@@ -108,9 +112,45 @@ def _ask_embedded(ctx: AppContext, args: argparse.Namespace, deadline: float) ->
             raise RuntimeError("the embedded network started without a chain")
         user = chain.client(chain.accounts[len(network.miners)])
         model = args.model or network.miners[0].settings.model_name
-        return _run_task(user, model, args, deadline, session_id=None)
+        document = _run_task(user, model, args, deadline, session_id=None)
+        attach_validation(document, verdicts.drain())
+        return document
     finally:
         network.stop()
+
+
+def attach_validation(document: dict[str, Any], events: list[Any]) -> None:
+    """Each miner's verdict from the oracle's `validation` events of this task: the failed
+    checks, one line each with its figure against its threshold, and the figures themselves."""
+    from engine.protocol import TaskKind
+    from engine.state.events import ValidationResult
+
+    by_miner = {
+        e.miner.lower(): e
+        for e in events
+        if isinstance(e, ValidationResult)
+        and e.task_kind is TaskKind.USER
+        and e.task_id == document["task_id"]
+    }
+    for miner in document["miners"]:
+        event = by_miner.get(str(miner["address"]).lower())
+        if event is None:
+            continue
+        miner["validation"] = {
+            "failed_checks": list(event.failed_checks),
+            "reasons": list(event.reasons),
+            "agreement": event.agreement,
+            "top1_agreement": event.top1_agreement,
+            "top1_min": event.top1_min,
+            "near_tie_margin": event.near_tie_margin,
+            "opening_gaps": list(event.opening_gaps),
+            "opening_tokens": event.opening_tokens,
+            "opening_misses_max": event.opening_misses_max,
+            "end_gap": event.end_gap,
+            "cosine": event.cosine,
+            "cosine_min": event.cosine_min,
+            "greedy_path": event.greedy_path,
+        }
 
 
 def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
@@ -254,6 +294,8 @@ def _print(ctx: AppContext, document: dict[str, Any]) -> None:
     for miner in document["miners"]:
         verdict = "passed" if miner["passed"] else "failed"
         ctx.echo(f"  miner {miner['address']}  score {miner['score']:>3}  {verdict}")
+        for reason in miner.get("validation", {}).get("reasons", []):
+            ctx.echo(f"    {reason}")
     ctx.echo(
         f"  task {document['task_id']} in session {document['session_id']} on "
         f"'{document['network']}', gas used {document['gas_used']:,} "

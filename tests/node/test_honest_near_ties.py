@@ -1,0 +1,62 @@
+"""The README run's failure as a regression: honest miners of the validator's own build, unpaid.
+
+In the README's run, all three honest miners of one network task failed the opening check
+together, with text byte-identical to the validator's own greedy answer: the miner decodes token
+by token, the validator scores the same tokens in one batched prefill, and where two tokens are
+nearly tied the prefill's top-1 can differ from the token the decode picked. Here three miners
+of the validator's build answer many tasks (greedy on one build: the same text, so one
+generation per task stands for all three), each task is judged by the oracle's validator as the
+oracle judges it, and no honest miner may go unpaid; the prompts include the bench's least
+decided openings ("Give one tip about ...", docs/VALIDATION.md).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from chain.wrappers import PASS_SCORE
+from engine.inference.runtime import InferenceWorker
+from engine.inference.types import SamplingParams
+from engine.poi.validator import Validator
+from profiler.load_settings import LoadSettings
+
+TOPICS = ["paper", "the heart", "bees", "tea", "owls", "bridges"]
+TEMPLATES = ["Give one tip about {}.", "Why does {} matter?", "What is interesting about {}?"]
+MAX_TOKENS = 96
+MINERS = 3
+
+
+@pytest.mark.timeout(900)  # about 50 s on a quiet machine; minutes when the cores are shared
+def test_three_honest_miners_of_the_validator_s_build_are_paid_for_every_task(
+    models_dir: Path,
+) -> None:
+    prompts = [t.format(topic) for topic in TOPICS for t in TEMPLATES]
+    load = LoadSettings(n_ctx=1024, n_threads=1)
+    chat_model = models_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    embedding = models_dir / "all-MiniLM-L6-v2.F16.gguf"
+    with (
+        InferenceWorker(chat_model, load) as miner,
+        InferenceWorker(chat_model, load) as chat,
+        InferenceWorker(embedding, LoadSettings(n_ctx=512, n_threads=1), kind="embedding") as embed,
+    ):
+        validator = Validator(chat, embed)
+        unpaid: list[str] = []
+        near_ties = 0
+        for prompt in prompts:
+            answer = miner.generate(prompt, SamplingParams(max_tokens=MAX_TOKENS)).text
+            task = [(f"miner-{m}", answer) for m in range(MINERS)]
+            judgement = validator.judge(prompt, task, MAX_TOKENS)
+            for judged in judgement.answers:
+                if judged.score < PASS_SCORE:
+                    unpaid.append(f"{prompt!r} {judged.miner}: {judged.verdict.failed_checks}")
+            # Every answer passed the likelihood layer: the validator needed no answer of its own.
+            assert not judgement.reference_generated, prompt
+            likelihood = judgement.answers[0].likelihood
+            assert likelihood is not None
+            near_ties += sum(1 for gap in likelihood.gaps() if 0 < gap < math.inf)
+    assert not unpaid, unpaid
+    # The effect is there to be survived: prefill and decode disagreed on some near-tied tokens.
+    assert near_ties > 0
