@@ -32,7 +32,6 @@ from typing import Any
 
 from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
-from chain.events import events_in_receipt
 from chain.wrappers import NodeStatus, Tier, model_id
 from engine import failpoints
 from engine.node.user_session import (
@@ -419,24 +418,28 @@ class Router:
             ApiKeys(self.db).add_spend(key_id, answer.spent_wei)
 
     def _settlement(self, outcome: TaskOutcome) -> tuple[int, int | None]:
-        """What the task cost (paid to passing miners) and the consensus index, from the
-        oracle's `validate` transaction and the payment it settled."""
-        for tx_hash in reversed(outcome.tx_hashes):
-            receipt = self.client.web3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            settled = [
-                e
-                for e in events_in_receipt("SessionPayment", self.client.payment.contract, receipt)
-                if e.name == "TaskSettled" and int(e.args["taskId"]) == outcome.task_id
-            ]
-            if not settled:
-                continue
-            args = settled[0].args
-            spent = int(args["share"]) * len(args["paid"])
-            tx = self.client.web3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-            _, params = self.client.queue.contract.decode_function_input(tx["input"])
-            index = int(params["consensus"])
-            return spent, index if index < len(params["miners"]) else None
-        return 0, None
+        """What the task cost and the consensus index.
+
+        The cost follows the contract's rule (SessionQueue.validate: each passing miner that
+        revealed gets price / k; the rest goes back to the deposit), from the scores the
+        oracle's `validate` wrote (TaskOutcome), so it costs no chain read; the tests check it
+        against the chain's `TaskSettled`. The consensus index is the `validate` call's own
+        argument, read from the task's last transaction."""
+        share = self.settings.price_wei // max(1, len(outcome.miners))
+        spent = share * sum(1 for m in outcome.miners if m.passed)
+        consensus = self._consensus(outcome.tx_hashes[-1]) if outcome.tx_hashes else None
+        return spent, consensus
+
+    def _consensus(self, validate_tx: str) -> int | None:
+        tx = self.client.web3.eth.get_transaction(validate_tx)  # type: ignore[arg-type]
+        try:
+            function, params = self.client.queue.contract.decode_function_input(tx["input"])
+        except ValueError:  # not a SessionQueue call: no index to report
+            return None
+        if function.fn_name != "validate":
+            return None
+        index = int(params["consensus"])
+        return index if index < len(params["miners"]) else None
 
     # -- deposit and sessions -----------------------------------------------------------------
     def _top_up(self, request: TaskRequest) -> None:

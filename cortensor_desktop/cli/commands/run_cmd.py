@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from cortensor_desktop.tui.backends.settings import SettingsBackend
     from cortensor_desktop.tui.backends.wallet import WalletBackend
     from cortensor_desktop.tui.screens.wizard import WizardResult
-    from engine.host.embedded_network import EmbeddedNetworkSettings
+    from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSettings
     from engine.host.loop_threads import LoopDeath
     from engine.host.plan import NodePlan
     from engine.host.running import RunningNode
@@ -225,7 +225,12 @@ def _run_dashboard(ctx: AppContext, args: argparse.Namespace) -> int:
         handle_signals=True,
         wallet=_wallet_backend(ctx),
     )
-    host.reload = ConfigReloader(ctx.config, ctx.config_path, policy=host)
+
+    def replan(fresh: Config) -> str:
+        plan = _replan_embedded(ctx, fresh, settings.n_ctx, host.network)
+        return f"re-planned: {plan.headline()}"
+
+    host.reload = ConfigReloader(ctx.config, ctx.config_path, policy=host, replan=replan)
     # Textual swaps sys.stderr for an object without a real fd; multiprocessing's resource
     # tracker passes stderr's fd to its child, so start it first ("bad value(s) in fds_to_keep").
     from multiprocessing import resource_tracker
@@ -358,12 +363,7 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         return network
 
     def replan(fresh: Config) -> NodePlan:
-        """A changed [fit] on reload: this machine's tier and memory again, re-registered."""
-        from cortensor_desktop.hosting.node_plan import log_plan
-
-        plan = _planner(ctx, fresh).embedded(settings.n_ctx)
-        log_plan(plan)
-        return built[0].replan(plan)
+        return _replan_embedded(ctx, fresh, settings.n_ctx, built[0])
 
     facts = {
         "rpc": {"in_use": "in-process chain (embedded)", "endpoints": 1},
@@ -375,6 +375,18 @@ def _run_embedded(ctx: AppContext, args: argparse.Namespace) -> int:
         _headless_run(ctx, args, miner, banner, facts), front=_router_front(ctx), replan=replan
     )
     return _exit_code(serve(run, build))
+
+
+def _replan_embedded(
+    ctx: AppContext, fresh: Config, n_ctx: int, network: EmbeddedNetwork
+) -> NodePlan:
+    """A changed [fit] on reload: this machine's tier and memory again, re-registered (the
+    embedded network keeps its bundled model). The headless run and the dashboard share it."""
+    from cortensor_desktop.hosting.node_plan import log_plan
+
+    plan = _planner(ctx, fresh).embedded(n_ctx)
+    log_plan(plan)
+    return network.replan(plan)
 
 
 def _router_front(ctx: AppContext) -> Any:
