@@ -116,7 +116,9 @@ class RouterSettings:
     request_timeout_s: float = 600.0  # submit to validation, before a 504
     max_tokens_limit: int = 128  # the miners' and oracle's answer_max_tokens
     context_tokens: int = 2048  # the miners' context (prompt + answer must fit)
-    poll_s: float = 0.25
+    # As `ask` polls: on the in-process chain every read of the router queues behind the
+    # nodes' own, so polling faster slows the tasks it waits for.
+    poll_s: float = 0.5
 
 
 @dataclass(frozen=True)
