@@ -202,14 +202,16 @@ def test_f4_an_unassignable_task_is_retried_after_a_pause_not_every_step(
     now = [1.0e9]
     oracle = _oracle_engine(embedded, tmp_path, now)
     _, task = _user_task(embedded, 3)  # k = 3 and an empty pool
+    # The oracle reads the pool for a waiting task (from its pool index since the scale work,
+    # no longer a present_page call per step): count those reads.
     reads: list[int] = []
-    original = NodeRegistry.present_page
+    original = Oracle._eligible
 
-    def counted(self: NodeRegistry, start: int, limit: int = PRESENT_PAGE) -> list[str]:
-        reads.append(start)
-        return original(self, start, limit)
+    def counted(self: Oracle, *args: object, **kwargs: object) -> list[str]:
+        reads.append(1)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(NodeRegistry, "present_page", counted)
+    monkeypatch.setattr(Oracle, "_eligible", counted)
     for _ in range(5):
         oracle.step()
     assert len(reads) == 1
