@@ -95,6 +95,9 @@ class ChainWatcher:
         self._heads: deque[tuple[int, str]] = deque(maxlen=REMEMBERED_HEADS)
         self.reorgs: list[Reorg] = []
         self.head: int | None = None  # the block the last poll read up to
+        # The (number, hash) the last poll read up to. Not `_heads[-1]`: that may be the block of
+        # our own receipt, noted for reorgs before any poll read its logs.
+        self._polled: tuple[int, str] | None = None
 
     def poll(self, head: int | None = None) -> list[ChainEvent]:
         """All new events up to `head` (default: the latest block), in chain order; all or
@@ -107,7 +110,7 @@ class ChainWatcher:
         if self._web3 is not None:
             self._note_own_block()
             head, head_hash, parent = self._head_block(head)
-            if self._heads and self._heads[-1] == (head, head_hash):
+            if self._polled == (head, head_hash):
                 self.head = head
                 return []  # nothing new: no eth_getLogs at all
             self._check_reorg(head, head_hash, parent)
@@ -119,7 +122,9 @@ class ChainWatcher:
             found.extend(events)
             cursor.next_block = next_block
         if head_hash is not None:
-            self._heads.append((head, head_hash))
+            if not self._heads or self._heads[-1] != (head, head_hash):
+                self._heads.append((head, head_hash))
+            self._polled = (head, head_hash)
         self.head = head
         return sorted(found, key=lambda e: (e.block_number, e.log_index))
 
@@ -149,6 +154,8 @@ class ChainWatcher:
         if not self._heads:
             return
         seen_number, seen_hash = self._heads[-1]
+        if (head, head_hash) == (seen_number, seen_hash):
+            return  # the head is the block we noted (our own receipt's): nothing lost
         if head == seen_number + 1 and parent == seen_hash:
             return  # one block on top of what we saw: no extra request
         if head > seen_number and self._hash_at(seen_number) == seen_hash:
