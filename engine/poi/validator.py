@@ -159,13 +159,16 @@ class Validator:
         scored_at = time.monotonic()
         reference = self._reference_if_needed(prompt, likelihoods, max_tokens)
         referenced_at = time.monotonic()
-        # Only answers that were scored are embedded: an empty or oversized one fails anyway.
-        scored_texts = [t for t, lk in zip(texts, likelihoods, strict=True) if lk is not None]
+        # Only answers that were scored are embedded: an empty or oversized one (refused, a
+        # Check) fails anyway, and must not stand in the consensus the others are compared to.
+        scored_texts = [
+            t for t, lk in zip(texts, likelihoods, strict=True) if isinstance(lk, AnswerLikelihood)
+        ]
         vectors = self._embed_distinct(
             ([reference] if reference is not None else []) + scored_texts
         )
         answer_vectors = [
-            vectors.get(text) if lk is not None else None
+            vectors.get(text) if isinstance(lk, AnswerLikelihood) else None
             for text, lk in zip(texts, likelihoods, strict=True)
         ]
         target = vectors.get(reference) if reference is not None else None
