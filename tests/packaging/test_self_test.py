@@ -74,6 +74,7 @@ def test_a_forced_failure_is_named_and_exits_1(cli) -> None:
         "assets": "ok",
         "hardware": "ok",
         "worker": "ok",
+        "spawn": "ok",
         "llama": "ok",
         "chain": "failed",
         "ui": "ok",
