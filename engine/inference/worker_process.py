@@ -38,7 +38,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,13 @@ from engine.models.gguf_check import check_gguf
 from profiler.load_settings import LoadSettings
 
 CHECKSUM_TOKENS = 64
+# Scoring re-splits an answer's text where the validator's top token spells it another way
+# (`_aligned_rows`). A split the model never chose scores 5-12 nats below the top (measured);
+# near-ties between builds sit under 0.5 (docs/VALIDATION.md): only gaps past this are tried.
+RESPLIT_MIN_GAP = 1.0
+# Each try costs a prefill of the answer's tail; an honest answer needs one per place its
+# decode split a word unlike the tokenizer (seldom more than one or two).
+MAX_RESPLITS = 4
 STREAM_FLUSH_S = 0.025
 EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert", "jina-bert-v2", "modern-bert"})
 _GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
@@ -522,11 +529,57 @@ class _Worker:
                     )
                 results.append(None)
                 continue
-            rows = self._logprob_rows(llm, cache, tokens)
+            room = n_ctx - len(prompt_tokens)
+            tokens, rows = self._aligned_rows(llm, cache, tokens, room)
             results.append(self._likelihood(llm, len(prompt_tokens), tokens, rows))
             if self._cancelled(rid):
                 raise _RequestFailed("request", "cancelled")
         return results
+
+    def _aligned_rows(
+        self, llm: Any, cache: _ScoredPrefix, tokens: list[int], room: int
+    ) -> tuple[list[int], Any]:
+        """The answer's tokens split as the validator's own decode would spell its text, and
+        their log-probability rows.
+
+        The chain carries text, so the validator tokenizes it again, and the tokenizer's split
+        is not always the one a greedy decode produced: SmolLM2 decodes "Il Coriobella" as
+        " Cor" "io" "b" "ella", the tokenizer splits it " Cor" "i" "ob" "ella", and a split the
+        model never chose scores 6 and 12 nats below its top token for an honest answer. Where
+        the validator's top token spells the text's next bytes too, the text is split from
+        there starting with that token, and the new split is kept when its tokens from there
+        are nearer the validator's top in total (the sum of gaps, the ending's included). The
+        bytes never change, only where the token boundaries fall.
+        """
+        import llama_cpp
+
+        vocab = llm._model.vocab
+        eog = _eog_tokens(llm, vocab, llama_cpp.llama_vocab_n_tokens(vocab))
+
+        def piece(token: int) -> bytes:
+            return self._piece_bytes(vocab, token, False)
+
+        rows = self._logprob_rows(llm, cache, tokens)
+        pieces = [piece(t) for t in tokens]
+        start = 0
+        for _ in range(MAX_RESPLITS):
+            found = _resplit_at(rows, tokens, pieces, start, piece)
+            if found is None:
+                break
+            at, top, top_piece = found
+            rest = b"".join(pieces[at:])
+            tail = rest[len(top_piece) :]
+            tail_tokens = list(llm.tokenize(tail, add_bos=False, special=False)) if tail else []
+            tail_pieces = [piece(t) for t in tail_tokens]
+            split = [*tokens[:at], top, *tail_tokens]
+            start = at + 1
+            if top_piece + b"".join(tail_pieces) != rest or len(split) >= room:
+                continue  # the tokenizer spells the tail otherwise (a space prefix): keep ours
+            split_rows = self._logprob_rows(llm, cache, split)
+            if _gap_sum(split_rows, split, at, eog) < _gap_sum(rows, tokens, at, eog):
+                tokens, rows = split, split_rows
+                pieces = [*pieces[:at], top_piece, *tail_pieces]
+        return tokens, rows
 
     def _logprob_rows(self, llm: Any, cache: _ScoredPrefix, answer_tokens: list[int]) -> Any:
         """Log-probability rows for the last prompt token and every answer token (row i predicts
@@ -689,6 +742,37 @@ class _ScoredPrefix:
 
     def keep(self, inputs: list[int], rows: Any) -> None:
         self.inputs, self.rows = list(inputs), rows
+
+
+def _resplit_at(
+    rows: Any, tokens: list[int], pieces: list[bytes], start: int, piece: Callable[[int], bytes]
+) -> tuple[int, int, bytes] | None:
+    """The first answer token from `start` that is far below the validator's top token where
+    the top token's bytes begin the rest of the text: (index, top token, its bytes)."""
+    best = rows[: len(tokens)].argmax(axis=1)
+    offset = sum(len(p) for p in pieces[:start])
+    text = b"".join(pieces)
+    for i in range(start, len(tokens)):
+        top = int(best[i])
+        if top != tokens[i] and rows[i, top] - rows[i, tokens[i]] > RESPLIT_MIN_GAP:
+            top_piece: bytes = piece(top)
+            if top_piece and text.startswith(top_piece, offset):
+                return i, top, top_piece
+        offset += len(pieces[i])
+    return None
+
+
+def _gap_sum(rows: Any, tokens: list[int], start: int, eog: list[int]) -> float:
+    """Nats below the validator's top token, summed over the tokens from `start` and the
+    ending after the last one (row i predicts token i; row n, what follows the answer)."""
+    import numpy as np
+
+    n = len(tokens)
+    picked = rows[np.arange(start, n), tokens[start:]]
+    total = float((rows[start:n].max(axis=1) - picked).sum())
+    if eog:
+        total += float(rows[n].max() - rows[n, eog].max())
+    return total
 
 
 def prompt_token_ids(

@@ -283,3 +283,15 @@ def test_ctrl_c_to_the_process_group_leaves_the_worker_serving(
     os.kill(pid, signal.SIGINT)
     result = chat_worker.generate("Say hello.", SamplingParams(max_tokens=4))
     assert chat_worker.pid == pid and result.figures.generated_tokens > 0
+
+
+def test_scoring_follows_the_split_the_decode_produced(chat_worker: InferenceWorker) -> None:
+    """The decode spells this answer " Cor" "io" "b" "ella", the tokenizer " Cor" "i" "ob"
+    "ella": scored on the tokenizer's split, an honest answer looked like another model's."""
+    prompt = "What is the capital of Italy?"
+    answer = chat_worker.generate(prompt, SamplingParams(max_tokens=128))
+    scored = chat_worker.score_likelihood(prompt, answer.text)
+    assert [t.token_id for t in scored.tokens] == list(answer.token_ids)
+    assert "".join(t.text for t in scored.tokens) == answer.text
+    assert all(t.gap <= 0.2 for t in scored.tokens)
+    assert scored.ends_properly

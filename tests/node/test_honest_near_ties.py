@@ -20,6 +20,7 @@ import pytest
 from chain.wrappers import PASS_SCORE
 from engine.inference.runtime import InferenceWorker
 from engine.inference.types import SamplingParams
+from engine.node import task_prompt
 from engine.poi.validator import Validator
 from profiler.load_settings import LoadSettings
 
@@ -60,3 +61,35 @@ def test_three_honest_miners_of_the_validator_s_build_are_paid_for_every_task(
     assert not unpaid, unpaid
     # The effect is there to be survived: prefill and decode disagreed on some near-tied tokens.
     assert near_ties > 0
+
+
+@pytest.mark.timeout(600)
+def test_an_honest_user_task_answer_passes_on_the_likelihood_layer_alone(
+    models_dir: Path,
+) -> None:
+    """`ask "What is the capital of Italy?"` once passed only through the checksum level: the
+    miner's decode split its answer " Cor" "io" "b" "ella", the validator's tokenizer split the
+    same text " Cor" "i" "ob" "ella", and the prefill scored that split 6 and 12 nats below its
+    top token (strict top-1 0.375). Scored on the split the decode produced, the answer is the
+    validator's own path: it passes without the validator generating an answer of its own."""
+    load = LoadSettings(n_ctx=1024, n_threads=1)
+    chat_model = models_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    embedding = models_dir / "all-MiniLM-L6-v2.F16.gguf"
+    with (
+        InferenceWorker(chat_model, load) as miner,
+        InferenceWorker(chat_model, load) as chat,
+        InferenceWorker(embedding, LoadSettings(n_ctx=512, n_threads=1), kind="embedding") as embed,
+    ):
+        # The user task's path: the prompt on chain, decoded by miner and oracle alike.
+        prompt = task_prompt.decode(task_prompt.encode_text("What is the capital of Italy?", None))
+        limit = prompt.answer_limit(128)
+        answer = miner.generate(prompt.model_input, SamplingParams(max_tokens=limit))
+        task = [("miner", answer.text)]
+        judgement = Validator(chat, embed).judge(prompt.model_input, task, limit)
+    judged = judgement.answers[0]
+    assert judged.verdict.passed, judged.verdict.failed_checks
+    assert not judgement.reference_generated  # the exact-match level was never consulted
+    assert judged.verdict.greedy_path is None
+    assert judged.verdict.agreement == 1.0
+    assert judged.verdict.top1_agreement >= 0.85  # near-ties within the margin may remain
+    assert judged.verdict.tokens == len(answer.token_ids)
