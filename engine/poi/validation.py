@@ -34,6 +34,8 @@ class Check(StrEnum):
     LENGTH = "length"
     OPENING = "opening"
     TOP1 = "top1"
+    # More misses than an honest answer's near-tie noise makes probable (a binomial test).
+    MISSES = "misses"
     ENDING = "ending"
     COSINE = "cosine"
     CHECKSUM = "checksum"
@@ -65,6 +67,13 @@ class ValidationThresholds:
     near_tie_margin: float = 0.2
     # Exact equality only holds between identical builds (10/40 across builds), so opt-in.
     require_checksum: bool = False
+    # The misses check: an honest answer's tokens are misses (beyond the margin) at most at
+    # this rate each, so an answer with n tokens fails when P(X >= its misses), X ~
+    # Binomial(n, rate), is below `misses_alpha`. A cheaper quant or a sampler leaves misses
+    # all through the answer at 10-30 times that rate. docs/VALIDATION.md derives both figures
+    # from honest answers only. None turns the check off.
+    honest_miss_rate: float | None = 0.01
+    misses_alpha: float = 0.001
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.top1_min <= 1.0:
@@ -73,6 +82,10 @@ class ValidationThresholds:
             raise ValueError(f"cosine_min must be within [-1, 1], got {self.cosine_min}")
         if self.opening_tokens < 0 or self.opening_misses_max < 0:
             raise ValueError("opening_tokens and opening_misses_max must not be negative")
+        if self.honest_miss_rate is not None and not 0.0 < self.honest_miss_rate < 1.0:
+            raise ValueError(f"honest_miss_rate must be within (0, 1), got {self.honest_miss_rate}")
+        if not 0.0 < self.misses_alpha < 1.0:
+            raise ValueError(f"misses_alpha must be within (0, 1), got {self.misses_alpha}")
         if not 0.0 <= self.near_tie_margin < math.inf:
             raise ValueError(
                 f"near_tie_margin must be a finite number >= 0, got {self.near_tie_margin}"
@@ -153,6 +166,9 @@ class Verdict:
     opening_gaps: tuple[float, ...] = ()
     end_gap: float | None = None
     greedy_path: bool | None = None
+    misses: int = 0  # tokens beyond the margin, the whole answer
+    # P(X >= misses) for an honest answer of this length; None when the check is off.
+    misses_p: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -198,6 +214,8 @@ def judge_answer(
     mean_lp = (
         math.fsum(likelihood.logprobs) / len(likelihood.logprobs) if likelihood.logprobs else None
     )
+    misses = sum(1 for g in gaps if g > margin)
+    rate = thresholds.honest_miss_rate
     verdict = Verdict(
         top1_agreement=top1_agreement(likelihood.top1),
         mean_logprob=mean_lp,
@@ -210,6 +228,8 @@ def judge_answer(
         opening_gaps=opening_gaps,
         end_gap=likelihood.end_gap(),
         greedy_path=likelihood.greedy_path,
+        misses=misses,
+        misses_p=None if rate is None else binomial_tail(len(gaps), misses, rate),
     )
     return replace(verdict, failed_checks=_failed_checks(verdict, thresholds))
 
@@ -240,6 +260,8 @@ def _failed_checks(verdict: Verdict, thresholds: ValidationThresholds) -> tuple[
             failed.append(Check.OPENING)
         if verdict.agreement < thresholds.top1_min:
             failed.append(Check.TOP1)
+        if verdict.misses_p is not None and verdict.misses_p < thresholds.misses_alpha:
+            failed.append(Check.MISSES)
         if thresholds.require_proper_ending and not verdict.ended_properly:
             failed.append(Check.ENDING)
     # A missing cosine with the semantic layer on fails: "not measured" must not mean "passed".
@@ -273,6 +295,13 @@ def explain(verdict: Verdict) -> tuple[str, ...]:
                 f"top1: {verdict.agreement:.2f} of the tokens within {margin:.2f} nats of the "
                 f"validator's top token, below the minimum {t.top1_min:.2f} "
                 f"(strict top-1 {verdict.top1_agreement:.2f})"
+            )
+        elif check is Check.MISSES:
+            lines.append(
+                f"misses: {verdict.misses} of {verdict.tokens} tokens are more than "
+                f"{margin:.2f} nats below the validator's top token; an honest answer "
+                f"(at most {t.honest_miss_rate:.1%} per token) has that many with "
+                f"probability {verdict.misses_p:.1e}, below {t.misses_alpha}"
             )
         elif check is Check.ENDING:
             gap = "not measured" if verdict.end_gap is None else f"{verdict.end_gap:.2f} nats"

@@ -29,6 +29,8 @@ from engine.poi.validation import (
 )
 
 DEFAULTS = ValidationThresholds()
+# The share-of-tokens rule on its own (the misses check, which would also fail these, is off).
+SHARE_ONLY = replace(DEFAULTS, honest_miss_rate=None)
 
 
 def _answer(hits: int, total: int, *, eos: bool = True, limit: bool = False) -> AnswerLikelihood:
@@ -57,12 +59,12 @@ def test_honest_cross_build_answer_passes() -> None:
 def test_other_model_fails_top1_first() -> None:
     verdict = judge_answer(_answer(40, 100), cosine=0.9, thresholds=DEFAULTS)
     assert not verdict.passed
-    assert verdict.failed_checks == (Check.TOP1,)
+    assert verdict.failed_checks == (Check.TOP1, Check.MISSES)
 
 
 def test_top1_threshold_is_inclusive() -> None:
-    assert judge_answer(_answer(80, 100), cosine=0.5, thresholds=DEFAULTS).passed
-    assert not judge_answer(_answer(79, 100), cosine=0.5, thresholds=DEFAULTS).passed
+    assert judge_answer(_answer(80, 100), cosine=0.5, thresholds=SHARE_ONLY).passed
+    assert not judge_answer(_answer(79, 100), cosine=0.5, thresholds=SHARE_ONLY).passed
 
 
 def test_truncated_answer_fails_the_ending_but_the_token_limit_is_a_proper_end() -> None:
@@ -399,8 +401,9 @@ def test_the_margin_is_inclusive_and_counts_in_the_share_of_tokens_too() -> None
     at_margin = _scored([0.0] * 8 + [margin] * 30 + [0.0] * 62)
     verdict = judge_answer(at_margin, 0.9, DEFAULTS)
     assert verdict.passed and verdict.agreement == 1.0 and verdict.top1_agreement == 0.7
+    assert verdict.misses == 0
     beyond = _scored([0.0] * 8 + [margin + 0.01] * 30 + [0.0] * 62)
-    verdict = judge_answer(beyond, 0.9, DEFAULTS)
+    verdict = judge_answer(beyond, 0.9, SHARE_ONLY)
     assert verdict.failed_checks == (Check.TOP1,) and verdict.agreement == pytest.approx(0.7)
     assert "0.70 of the tokens" in explain(verdict)[0]
 
@@ -426,3 +429,30 @@ def test_gaps_need_matching_figures() -> None:
         ValidationThresholds(near_tie_margin=-0.1)
     # Without the top token's figures the rule is the strict one: any non-top-1 token misses.
     assert AnswerLikelihood(top1=(True, False)).gaps() == (0.0, math.inf)
+
+
+def test_misses_fail_an_answer_when_improbable_for_an_honest_one() -> None:
+    # p0 = 1 % per token, alpha 0.001: of 96 tokens, 5 misses are still honest noise, 6 are not;
+    # a quarter of the answer's length in misses (the share rule alone lets 20 % through).
+    def answer(misses: int, tokens: int = 96) -> AnswerLikelihood:
+        return _scored([0.0] * 8 + [0.5] * misses + [0.0] * (tokens - 8 - misses))
+
+    five, six = judge_answer(answer(5), 0.9, DEFAULTS), judge_answer(answer(6), 0.9, DEFAULTS)
+    assert five.passed and five.misses == 5
+    assert five.misses_p is not None and five.misses_p >= DEFAULTS.misses_alpha
+    assert six.failed_checks == (Check.MISSES,) and six.agreement > DEFAULTS.top1_min
+    assert six.misses_p is not None and six.misses_p < DEFAULTS.misses_alpha
+    assert explain(six)[0].startswith("misses: 6 of 96 tokens are more than 0.20 nats below")
+    # Shorter answers carry less evidence: 3 misses fail 10 tokens, not 20.
+    assert not judge_answer(answer(3, 12), 0.9, DEFAULTS).passed
+    assert judge_answer(answer(3, 20), 0.9, DEFAULTS).passed
+    # Off: only the share rule is left; the checksum level skips it like the other checks.
+    assert judge_answer(answer(6), 0.9, SHARE_ONLY).passed
+    assert judge_answer(replace(answer(30), greedy_path=True), 0.9, DEFAULTS).passed
+
+
+def test_the_misses_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="honest_miss_rate"):
+        ValidationThresholds(honest_miss_rate=0.0)
+    with pytest.raises(ValueError, match="misses_alpha"):
+        ValidationThresholds(misses_alpha=1.0)
