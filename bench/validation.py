@@ -259,8 +259,22 @@ def check_counts(verdicts: list[Verdict]) -> str:
     return ", ".join(f"{check} {counts[check]}" for check in Check if counts[check]) or "-"
 
 
-def report(verdicts: dict[str, list[Verdict]]) -> bool:
-    """Per answer against issue 14's targets, then per node over a window of 10."""
+def greedy_twins(kinds: dict[str, list[str]]) -> dict[str, set[int]]:
+    """Per cheater kind, the prompts where its text is exactly this build's honest greedy
+    answer. That text is the honest answer (a sampler that drew the greedy path, a cheaper
+    quant that happened to agree): no check on the output can tell it from an honest one, and
+    no user got a worse answer, so those rows are counted apart, not as misses or catches."""
+    honest = kinds["honest"]
+    return {
+        kind: {i for i, text in enumerate(texts) if text == honest[i]}
+        for kind, texts in kinds.items()
+        if not kind.startswith("honest")
+    }
+
+
+def report(verdicts: dict[str, list[Verdict]], twins: dict[str, set[int]]) -> bool:
+    """Per answer against issue 14's targets, then per node over a window of 10. A cheater's
+    rows that are the honest greedy answer (`greedy_twins`) are left out of its rate."""
     policy = WindowPolicy()
     need = min_failures_to_flag(policy.size, policy)
     print(
@@ -270,8 +284,13 @@ def report(verdicts: dict[str, list[Verdict]]) -> bool:
     )
     width = max(len(LABELS.get(kind, kind)) for kind in verdicts)
     ok = True
-    for kind, judged in verdicts.items():
+    for kind, every in verdicts.items():
+        same = twins.get(kind, set())
+        judged = [v for i, v in enumerate(every) if i not in same]
         n, fails = len(judged), sum(1 for v in judged if not v.passed)
+        if not n:
+            print(f"{LABELS.get(kind, kind)}: every answer is the honest greedy answer")
+            continue
         low, high = wilson_interval(fails, n)
         honest = kind.startswith("honest")
         # Pessimistic per-node figure: honest at the high end of its false-flag interval,
@@ -290,6 +309,7 @@ def report(verdicts: dict[str, list[Verdict]]) -> bool:
             f"[{low:.1%}, {high:.1%}] {'ok' if answer_ok else 'MISS'}; per node over "
             f"{policy.size}: {per_node:.2%} {'ok' if node_ok else 'MISS'}; "
             f"failed checks: {check_counts(judged)}"
+            + (f"; {len(same)} more identical to the greedy answer, not counted" if same else "")
         )
     return ok
 
@@ -376,6 +396,30 @@ def gaps_report(judged: Judged) -> None:
         )
 
 
+def misses_report(judged: Judged) -> None:
+    """Tokens beyond the near-tie margin per kind: the per-token rate (what the misses check's
+    honest rate must cover) and the spread of misses per answer (what it decides on)."""
+    margin = ValidationThresholds().near_tie_margin
+    print(f"\nmisses (tokens more than {margin} nats below the validator's top token)")
+    for kind, answers in judged.items():
+        counts = [
+            sum(1 for g in a.likelihood.gaps() if g > margin)
+            for a in answers
+            if a.likelihood is not None
+        ]
+        tokens = sum(len(a.likelihood.top1) for a in answers if a.likelihood is not None)
+        if not counts:
+            continue
+        low, high = wilson_interval(sum(counts), tokens)
+        ordered = sorted(counts)
+        print(
+            f"  {LABELS.get(kind, kind)}: {sum(counts)} in {tokens} tokens = "
+            f"{sum(counts) / tokens:.2%} [{low:.2%}, {high:.2%}]; per answer min {ordered[0]}, "
+            f"median {statistics.median(ordered):g}, max {ordered[-1]}; answers with 0-5: "
+            f"{sum(1 for c in counts if c <= 5)}, 6+: {sum(1 for c in counts if c > 5)}"
+        )
+
+
 def semantic_only(verdicts: dict[str, list[Verdict]]) -> int:
     """Cheating answers that only the cosine to the full reference caught."""
     count = sum(
@@ -423,6 +467,7 @@ def dump(
             "end_gap": j.verdict.end_gap,
             "cosine": j.verdict.cosine,
             "failed_checks": list(j.verdict.failed_checks),
+            "misses": j.verdict.misses,
             "why": list(explain(j.verdict)),
             "gaps": [round(g, 4) for g in j.likelihood.gaps()] if j.likelihood else [],
         }
@@ -563,16 +608,18 @@ def main() -> int:
         dump(args.dump, questions, judged, answer_s, references)
     print_honest_flags(questions, kinds, verdicts)
     gaps_report(judged)
+    misses_report(judged)
     sweep(judged, references)
     semantic_only(verdicts)
-    ok = report(verdicts)
+    twins = greedy_twins(kinds)
+    ok = report(verdicts, twins)
     if "honest_cross" not in verdicts:
         print(f"{LABELS['honest_cross']} skipped: {CROSS_SKIPPED}")
     ratio, cost_ok = report_cost(costs)
     if args.jobs > 1:
         print(f"  (--jobs {args.jobs}: validators ran beside each other; the ratio is not clean)")
     print(f"run time {time.monotonic() - started:.0f} s")
-    print(headline(verdicts, len(questions), ok and cost_ok, ratio))
+    print(headline(verdicts, twins, len(questions), ok and cost_ok, ratio))
     return 0 if ok and cost_ok else 1
 
 
@@ -582,9 +629,16 @@ def cross_label(ours: str, theirs: str) -> str:
     return f"honest, cross build (+{' +'.join(extra)})" if extra else "honest, cross build"
 
 
-def headline(verdicts: dict[str, list[Verdict]], prompts: int, ok: bool, ratio: float) -> str:
+def headline(
+    verdicts: dict[str, list[Verdict]],
+    twins: dict[str, set[int]],
+    prompts: int,
+    ok: bool,
+    ratio: float,
+) -> str:
     def rate(kind: str) -> float:
-        return sum(1 for v in verdicts[kind] if not v.passed) / len(verdicts[kind])
+        judged = [v for i, v in enumerate(verdicts[kind]) if i not in twins.get(kind, set())]
+        return sum(1 for v in judged if not v.passed) / len(judged) if judged else 1.0
 
     honest = f"honest flagged {rate('honest'):.1%}"
     if "honest_cross" in verdicts:
