@@ -238,8 +238,9 @@ class ValidationResult(Event):
     `agreement` is the share of tokens within the near-tie margin of the validator's top token
     (what the top1 check compares with `top1_min`); `opening_gaps` the gaps (nats) of the
     opening's misses, `end_gap` the ending's; `greedy_path` whether the answer was the
-    validator's own greedy answer (checksum level); `reasons` one line per failed check with its
-    figure against its threshold.
+    validator's own greedy answer (checksum level); `misses` the tokens beyond the margin and
+    `misses_p` how probable that many are for an honest answer (the misses check); `reasons` one
+    line per failed check with its figure against its threshold.
     """
 
     type: ClassVar[str] = "validation"
@@ -265,6 +266,10 @@ class ValidationResult(Event):
     end_gap: float | None = None
     greedy_path: bool | None = None
     reasons: tuple[str, ...] = ()
+    misses: int | None = None
+    misses_p: float | None = None
+    honest_miss_rate: float | None = None
+    misses_alpha: float | None = None
 
     @classmethod
     def from_verdict(
@@ -295,6 +300,10 @@ class ValidationResult(Event):
             end_gap=None if verdict.end_gap is None else min(verdict.end_gap, MAX_GAP),
             greedy_path=verdict.greedy_path,
             reasons=explain(verdict),
+            misses=verdict.misses,
+            misses_p=verdict.misses_p,
+            honest_miss_rate=t.honest_miss_rate,
+            misses_alpha=t.misses_alpha,
         )
 
     def figures(self) -> str:
@@ -313,6 +322,9 @@ class ValidationResult(Event):
                 )
             elif check == "top1":
                 parts.append(f"top1 {self.agreement or 0.0:.2f}<{self.top1_min:.2f}")
+            elif check == "misses":
+                p = "-" if self.misses_p is None else f"{self.misses_p:.1e}"
+                parts.append(f"misses {self.misses} (p {p}<{self.misses_alpha})")
             elif check == "ending":
                 gap = "-" if self.end_gap is None else f"{self.end_gap:.2f}"
                 parts.append(f"ending gap {gap}>{margin:.2f}")

@@ -155,7 +155,7 @@ def test_validation_event_from_a_verdict_carries_scores_and_thresholds() -> None
     event = ValidationResult.from_verdict(
         verdict, miner="0xabc", task_kind=TaskKind.USER, session_id=3, task_id=4
     )
-    assert not event.passed and event.failed_checks == ("opening", "top1")
+    assert not event.passed and event.failed_checks == ("opening", "top1", "misses")
     assert event.top1_agreement == pytest.approx(1 / 3) and event.top1_min == 0.5
     # The margin's figures and one line per failed check come along for the screens.
     assert event.near_tie_margin == verdict.thresholds.near_tie_margin
@@ -163,7 +163,11 @@ def test_validation_event_from_a_verdict_carries_scores_and_thresholds() -> None
     assert event.reasons[0].startswith("opening: 2 of the first 8 tokens")
     assert event.reasons[1].startswith("top1: 0.33 of the tokens")
     margin = f"{verdict.thresholds.near_tie_margin:.2f}"
-    assert event.figures() == f"opening 2>0 (gaps inf,inf > {margin}); top1 0.33<0.50"
+    assert event.misses == 2 and event.misses_alpha == verdict.thresholds.misses_alpha
+    assert event.reasons[2].startswith("misses: 2 of 3 tokens")
+    assert event.figures() == (
+        f"opening 2>0 (gaps inf,inf > {margin}); top1 0.33<0.50; misses 2 (p 3.0e-04<0.001)"
+    )
     assert event_from_json(event.to_json()) == event
 
 

@@ -60,5 +60,7 @@ def test_a_failed_answer_shows_which_check_failed_and_its_figures() -> None:
     assert checked["failed_checks"] == ["opening"]
     assert checked["opening_gaps"] == pytest.approx([2.5, 1.9])
     assert checked["opening_misses_max"] == 0
+    # The misses check's figures too: 2 of 44 is honest noise at 1 % per token (p 0.07).
+    assert checked["misses"] == 2 and checked["misses_p"] > checked["misses_alpha"]
     assert "2 of the first 8 tokens" in checked["reasons"][0]
     assert "2.50, 1.90" in checked["reasons"][0]

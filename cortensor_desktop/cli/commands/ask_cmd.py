@@ -150,6 +150,10 @@ def attach_validation(document: dict[str, Any], events: list[Any]) -> None:
             "cosine": event.cosine,
             "cosine_min": event.cosine_min,
             "greedy_path": event.greedy_path,
+            "misses": event.misses,
+            "misses_p": event.misses_p,
+            "honest_miss_rate": event.honest_miss_rate,
+            "misses_alpha": event.misses_alpha,
         }
 
 
