@@ -478,6 +478,24 @@ def dump(
     path.write_text(json.dumps({"labels": labels, "rows": rows}, indent=1))
 
 
+def dump_answers(
+    path: Path, questions: list[str], kinds: dict[str, list[str]], answer_s: list[float]
+) -> None:
+    """Every kind's answers without verdicts, in the form --answers reads."""
+    rows = [
+        {
+            "kind": kind,
+            "prompt": questions[i],
+            "answer": text,
+            "answer_s": answer_s[i] if kind == "honest" else None,
+        }
+        for kind, texts in kinds.items()
+        for i, text in enumerate(texts)
+    ]
+    labels = {kind: LABELS.get(kind, kind) for kind in kinds}
+    path.write_text(json.dumps({"labels": labels, "rows": rows}, indent=1))
+
+
 def system_info() -> str:
     info = llama_cpp.llama_print_system_info()
     return info.decode() if isinstance(info, bytes) else str(info)
@@ -577,6 +595,12 @@ def main() -> int:
         "--answers", type=Path, help="judge the answers of an earlier --dump instead of generating"
     )
     parser.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="only generate every kind's answers and write them to --dump (no judging, no "
+        "timing: run it outside the bench lock, then judge them with --answers under it)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=1,
@@ -585,6 +609,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.prompts < 1 or args.jobs < 1:
         parser.error("--prompts and --jobs must be at least 1")
+    if args.generate_only and (args.dump is None or args.answers):
+        parser.error("--generate-only needs --dump FILE and no --answers")
     if args.cross_build and not Path(args.cross_build).is_file():
         parser.error(f"--cross-build: no such interpreter: {args.cross_build}")
     # A plain SIGTERM would skip the clean-up that stops the cross build's interpreter.
@@ -602,6 +628,10 @@ def main() -> int:
         print(f"judging the answers in {args.answers} again")
     else:
         kinds, answer_s = generate_all(args, registered, questions, started)
+        if args.generate_only:
+            dump_answers(args.dump, questions, kinds, answer_s)
+            print(f"answers written to {args.dump} ({time.monotonic() - started:.0f} s)")
+            return 0
     judged, references, costs = judge_all((registered, embedding), questions, kinds, args.jobs)
     verdicts = verdicts_of(judged)
     if args.dump:
