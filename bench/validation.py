@@ -334,8 +334,10 @@ def report_cost(costs: list[TaskCost]) -> tuple[float, bool]:
 
 
 def rejudge(answer: JudgedAnswer, thresholds: ValidationThresholds, greedy: bool | None) -> Verdict:
-    """The same figures judged under other thresholds (the margin sweep)."""
-    assert answer.likelihood is not None
+    """The same figures judged under other thresholds (the margin sweep); an answer refused
+    before any scoring (empty, too long) keeps its verdict."""
+    if answer.likelihood is None:
+        return answer.verdict
     likelihood = answer.likelihood
     if likelihood.top1:
         likelihood = replace(likelihood, greedy_path=greedy)

@@ -270,6 +270,7 @@ class ValidationResult(Event):
     misses_p: float | None = None
     honest_miss_rate: float | None = None
     misses_alpha: float | None = None
+    opening_margin: float | None = None
 
     @classmethod
     def from_verdict(
@@ -304,6 +305,7 @@ class ValidationResult(Event):
             misses_p=verdict.misses_p,
             honest_miss_rate=t.honest_miss_rate,
             misses_alpha=t.misses_alpha,
+            opening_margin=max(t.near_tie_margin, t.opening_margin),
         )
 
     def figures(self) -> str:
@@ -316,9 +318,10 @@ class ValidationResult(Event):
         for check in self.failed_checks:
             if check == "opening":
                 gaps = ",".join(f"{g:.2f}" if g < MAX_GAP else "inf" for g in self.opening_gaps)
+                opening = margin if self.opening_margin is None else self.opening_margin
                 parts.append(
                     f"opening {len(self.opening_gaps)}>{self.opening_misses_max} "
-                    f"(gaps {gaps} > {margin:.2f})"
+                    f"(gaps {gaps} > {opening:.2f})"
                 )
             elif check == "top1":
                 parts.append(f"top1 {self.agreement or 0.0:.2f}<{self.top1_min:.2f}")

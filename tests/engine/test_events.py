@@ -162,11 +162,11 @@ def test_validation_event_from_a_verdict_carries_scores_and_thresholds() -> None
     assert event.opening_gaps == (MAX_GAP, MAX_GAP) and event.opening_misses_max == 0
     assert event.reasons[0].startswith("opening: 2 of the first 8 tokens")
     assert event.reasons[1].startswith("top1: 0.33 of the tokens")
-    margin = f"{verdict.thresholds.near_tie_margin:.2f}"
+    assert event.opening_margin == 1.0
     assert event.misses == 2 and event.misses_alpha == verdict.thresholds.misses_alpha
     assert event.reasons[2].startswith("misses: 2 of 3 tokens")
     assert event.figures() == (
-        f"opening 2>0 (gaps inf,inf > {margin}); top1 0.33<0.50; misses 2 (p 3.0e-04<0.001)"
+        "opening 2>0 (gaps inf,inf > 1.00); top1 0.33<0.50; misses 2 (p 3.0e-04<0.001)"
     )
     assert event_from_json(event.to_json()) == event
 

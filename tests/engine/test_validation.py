@@ -385,7 +385,7 @@ def test_near_ties_in_the_opening_are_not_misses_but_real_gaps_are() -> None:
     # byte for byte the validator's own greedy answer (prefill against decode).
     readme_run = _scored([0.0, 0.0, 0.03, 0.0, 0.0, 0.12] + [0.0] * 60)
     assert judge_answer(readme_run, 0.95, DEFAULTS).passed
-    strict = ValidationThresholds(near_tie_margin=0.0)
+    strict = ValidationThresholds(near_tie_margin=0.0, opening_margin=0.0)
     assert judge_answer(readme_run, 0.95, strict).failed_checks == (Check.OPENING,)
     # Another model's opening: its tokens are far below the validator's choice.
     other = _scored([0.0, 2.5, 0.0, 1.9, 0.0] + [0.0] * 60)
@@ -456,3 +456,20 @@ def test_the_misses_settings_are_checked() -> None:
         ValidationThresholds(honest_miss_rate=0.0)
     with pytest.raises(ValueError, match="misses_alpha"):
         ValidationThresholds(misses_alpha=1.0)
+
+
+def test_the_opening_excuses_another_build_s_near_ties_but_not_another_model_s_choices() -> None:
+    # Measured (bench, 30 prompts): honest answers of the AVX-512 build opened with tokens 0.28
+    # and 0.57 nats below the validator's top; an echoed prompt's opening 2.7-12 nats.
+    for gap in (0.28, 0.57):
+        cross_build = _scored([0.0, 0.0, gap] + [0.0] * 93)
+        verdict = judge_answer(cross_build, 0.9, DEFAULTS)
+        assert verdict.passed and verdict.opening_misses == 0 and verdict.misses == 1
+    other = judge_answer(_scored([0.0, 1.37] + [0.0] * 20), 0.9, DEFAULTS)
+    assert other.failed_checks == (Check.OPENING,)
+    assert "more than 1.00 nats below" in explain(other)[0]
+    # The opening never excuses less than the near-tie margin does.
+    wide = replace(DEFAULTS, near_tie_margin=1.5)
+    assert judge_answer(_scored([0.0, 1.37] + [0.0] * 20), 0.9, wide).passed
+    with pytest.raises(ValueError, match="opening_margin"):
+        ValidationThresholds(opening_margin=-1.0)

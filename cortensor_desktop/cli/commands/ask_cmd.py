@@ -146,6 +146,7 @@ def attach_validation(document: dict[str, Any], events: list[Any]) -> None:
             "opening_gaps": list(event.opening_gaps),
             "opening_tokens": event.opening_tokens,
             "opening_misses_max": event.opening_misses_max,
+            "opening_margin": event.opening_margin,
             "end_gap": event.end_gap,
             "cosine": event.cosine,
             "cosine_min": event.cosine_min,
