@@ -46,6 +46,11 @@ def test_defaults_are_the_measured_ones() -> None:
     assert (DEFAULTS.top1_min, DEFAULTS.cosine_min) == (0.80, 0.30)
     assert (DEFAULTS.near_tie_margin, DEFAULTS.opening_misses_max) == (0.2, 0)
     assert DEFAULTS.require_proper_ending and not DEFAULTS.require_checksum
+    assert (DEFAULTS.honest_miss_rate, DEFAULTS.misses_alpha, DEFAULTS.opening_margin) == (
+        0.01,
+        0.001,
+        1.0,
+    )
 
 
 def test_honest_cross_build_answer_passes() -> None:
