@@ -5,10 +5,11 @@ worker) run their loops in threads against their own anvil. For each stage the t
 oracle open one network task, waits for the stage on chain, then replaces the blocks from that
 stage on with empty ones (`anvil_reorg`: same height, other hashes, the transactions gone), or,
 for the last one, reverts to a snapshot so the chain comes back *behind* what the nodes saw
-(anvil restored from an older save); then a user task loses its precommits. The nodes must
-notice, re-send what was dropped and finish the task: on the chain that stays, every miner has
-exactly one precommit and one reveal (never twice, never lost) and the session ends (the task
-is validated) once with both miners scored.
+(anvil restored from an older save); then user tasks lose their precommits, their reveals,
+their validation. The nodes must notice, re-send what was dropped and finish the task: on the
+chain that stays, every miner has exactly one precommit and one reveal (never twice, never
+lost, the journal's bound answer) and the session ends (the task is validated) once with both
+miners scored.
 """
 
 from __future__ import annotations
