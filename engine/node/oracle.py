@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict, deque
@@ -68,6 +69,7 @@ RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg coul
 # Free miners looked for per assignment step: a few tasks' worth (k each), probing at most this
 # many candidates per k, so a step's work is bounded by k, not by the pool.
 FREE_WANTED, FREE_PROBES = 4, 16
+ROLE_CANDIDATES = 32  # present miners a session's creator and preparer are picked among
 MAX_USER_RESULTS = 256
 # A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
 # retried: no single task may hold the network, or its escrow, for good.
@@ -322,7 +324,7 @@ class Oracle:
         )
         if not due or len(self._open) >= self.settings.max_open_sessions:
             return
-        miners = self._pool_now().present()
+        miners = self._role_candidates(f"{self.address}:{now}")
         if not miners:
             return
         self._last_request = now
@@ -336,6 +338,12 @@ class Oracle:
             result.tx_hash,
             f"creator {creator[:10]}, preparer {preparer[:10]}",
         )
+
+    def _role_candidates(self, seed: str) -> list[str]:
+        """A seeded sample of the present miners to pick a creator and a preparer from: ranking
+        every present miner (a hash each) would make each request cost O(pool)."""
+        present = self._pool_now().present()
+        return random.Random(seed).sample(present, min(len(present), ROLE_CANDIDATES))
 
     def _pick_roles(self, miners: list[str], seed: bytes, now: float) -> tuple[str, str]:
         picked = select_miners(
@@ -391,7 +399,7 @@ class Oracle:
             self._close_view(session_id)
 
     def _start(self, session_id: int) -> None:
-        present = len(self._pool_now().present())
+        present = self._pool_now().present_count()
         count = min(self.settings.miners_per_task, present)
         if count == 0:
             return  # every miner is away (paused): the session waits until one is back
@@ -399,10 +407,10 @@ class Oracle:
         self._stage(session_id, NetworkStage.START, result.tx_hash, f"{count} miners selected")
 
     def _reassign(self, session_id: int, state: int) -> None:
-        miners = self._pool_now().present()
+        now = self._clock()
+        miners = self._role_candidates(f"reassign:{session_id}:{now}")
         if not miners:
             return
-        now = self._clock()
         seed = hashlib.sha256(f"reassign:{session_id}:{now}".encode()).digest()
         nxt, _ = self._pick_roles(miners, seed, now)
         result = self.client.cognitive.reassign(session_id, nxt)
@@ -552,9 +560,10 @@ class Oracle:
             serving = self._pool_now().serving(
                 model, full_precision=precision is Precision.FULL, max_floor=per_token
             )
-            ranked = select_miners(
-                serving, len(serving), seed=f"pool:{self._head}", now=0, last_picked={}, cooldown=0
-            )
+            # A seeded sample in the order to probe, of no more than the probes below can
+            # use: ranking every serving miner (a hash each) would cost O(pool) per step.
+            probes = min(len(serving), FREE_PROBES * k)
+            ranked = random.Random(f"pool:{self._head}").sample(serving, probes)
             free: list[str] = []
             for probed, miner in enumerate(ranked, start=1):
                 if self.client.queue.assignment(miner)[1] == AssignmentStatus.NONE:
