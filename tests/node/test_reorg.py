@@ -311,12 +311,16 @@ def _assert_user_task_finished_once(net: Network, task_id: int) -> None:
     for miner in net.miners:
         record = miner.journal.get(TaskRef(TaskKind.USER, session_id, task_id))
         assert record is not None and record.state is CommitState.COMMITTED
-        revealed = [
-            str(e.args["answer"])
-            for e in _task_events(net, "TaskAnswer", task_id)
-            if str(e.args["miner"]) == miner.address
-        ]
-        assert revealed == [record.answer]
+        mine = {
+            name: [
+                e for e in _task_events(net, name, task_id) if str(e.args["miner"]) == miner.address
+            ]
+            for name in ("TaskPrecommitted", "TaskAnswer")
+        }
+        assert [str(e.args["answer"]) for e in mine["TaskAnswer"]] == [record.answer]
+        # The journal holds the transactions the chain kept (the re-sent ones after a reorg).
+        assert (record.precommit_tx or "").lower() == mine["TaskPrecommitted"][0].tx_hash.lower()
+        assert (record.commit_tx or "").lower() == mine["TaskAnswer"][0].tx_hash.lower()
 
 
 def _task_events(net: Network, name: str, task_id: int) -> list[ChainEvent]:
