@@ -65,6 +65,7 @@ from engine.node.network_tasks import (
     topic_request,
 )
 from engine.node.reorg import reconcile_after_reorg
+from engine.node.user_session import VALIDATION_LEVEL_NONE
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
 from engine.state.events import (
     Alert,
@@ -629,7 +630,13 @@ class Miner:
         # Plain text from `ask`, or the router's chat messages and token limit (task_prompt).
         prompt = task_prompt.decode(self._task_prompts[task_id])
         limit = prompt.answer_limit(self.settings.answer_max_tokens)
-        result = self._generate(session_id, prompt.model_input, limit, TaskKind.USER, task_id)
+        # Sampling only in an unvalidated session (level 0 on chain): a validated one is greedy.
+        session = self.client.queue.call("sessions", session_id) if prompt.sampling else None
+        validated = session is None or int(session[2]) != VALIDATION_LEVEL_NONE
+        params = prompt.sampling_params(self.settings.answer_max_tokens, validated)
+        result = self._generate(
+            session_id, prompt.model_input, limit, TaskKind.USER, task_id, params
+        )
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._user_precommit(task)
@@ -772,9 +779,10 @@ class Miner:
         max_tokens: int,
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
+        params: SamplingParams | None = None,
     ) -> GenerationResult:
         self._select_model(session_id if kind is TaskKind.USER else None)
-        params = SamplingParams(max_tokens=max_tokens)
+        params = params or SamplingParams(max_tokens=max_tokens)
         progress = TokenMeter(
             lambda tokens, rate: self._publish(
                 TokenProgress(

@@ -11,6 +11,7 @@ transaction.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -47,10 +48,13 @@ class PoolMember:
 
 
 class PoolIndex:
+    """Thread-safe: a router keeps one for all its requests, refreshed by each of them."""
+
     def __init__(self, client: ChainClient, from_block: int | None = None) -> None:
         self._client = client
         self._from = client.deployment.deploy_block if from_block is None else from_block
         self._members: dict[str, PoolMember] = {}  # registration order, as the registry's list
+        self._lock = threading.Lock()
         self._watcher = self._new_watcher()
 
     def _new_watcher(self) -> ChainWatcher:
@@ -61,29 +65,32 @@ class PoolIndex:
         """Apply the registry events up to `head` (default: the latest block)."""
         if head is None:
             head = int(self._client.web3.eth.block_number)
-        for event in self._watcher.poll(head):
-            self._apply(event)
+        with self._lock:
+            for event in self._watcher.poll(head):
+                self._apply(event)
 
     def rebuild(self) -> None:
         """After a reorg: forget everything and read again from the deploy block."""
-        self._members.clear()
-        self._watcher = self._new_watcher()
+        with self._lock:
+            self._members.clear()
+            self._watcher = self._new_watcher()
 
     # -- queries --------------------------------------------------------------------------
     def present(self) -> list[str]:
         """Registered miners that are not away: the ones selection may pick."""
-        return [m.address for m in self._members.values() if not m.away]
+        return [m.address for m in self.members() if not m.away]
 
     def serving(
         self, model: bytes, full_precision: bool = False, max_floor: int | None = None
     ) -> list[str]:
         """Miners in the user-task pool, not away, that serve `model` (at full precision),
         asking at most `max_floor` wei per answer token."""
-        members = self._members.values()
+        members = self.members()
         return [m.address for m in members if m.serves(model, full_precision, max_floor)]
 
     def members(self) -> Iterable[PoolMember]:
-        return self._members.values()
+        with self._lock:
+            return list(self._members.values())
 
     # -- events ---------------------------------------------------------------------------
     def _apply(self, event: ChainEvent) -> None:

@@ -25,6 +25,10 @@ from engine.node.pool_index import PoolIndex
 log = logging.getLogger(__name__)
 
 PRECISIONS = {p.name.lower(): int(p) for p in Precision}
+# A session's validation level (SessionQueue stores it; the oracle and miners read it):
+# POI: answers are greedy and judged (docs/VALIDATION.md); NONE: miners may sample, every
+# non-empty answer is accepted and paid, nothing is judged (docs/ROUTER.md).
+VALIDATION_LEVEL_NONE = 0
 VALIDATION_LEVEL_POI = 1
 DEFAULT_PRICE_WEI = 3 * 10**15
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -119,6 +123,7 @@ def wait_for_pool(
     deadline: float,
     poll_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
+    pool: PoolIndex | None = None,
 ) -> None:
     """Wait until k miners can take the task, so no price sits in escrow for nothing.
 
@@ -126,7 +131,8 @@ def wait_for_pool(
     after passing a network task, so this waits (saying what it waits for) rather than refusing.
     """
     last: tuple[int, int] | None = None
-    pool = PoolIndex(client)  # read once, then only the registry's new events each round
+    # Read once (or kept by the caller across tasks), then only the registry's new events.
+    pool = pool or PoolIndex(client)
     while True:
         registered = eligible_for_precision(client, precision, pool)
         pooled = pool_size(client, model_name, precision, pool)
@@ -162,14 +168,14 @@ def reusable_session(
     precision: str,
     redundancy: int,
     price_wei: int,
+    validation_level: int = VALIDATION_LEVEL_POI,
 ) -> bool:
     """Whether an earlier session of this user is still open with exactly these terms."""
     owner, prec, level, k, is_open, model, price = client.queue.call("sessions", session_id)
     return (
         bool(is_open)
         and str(owner).lower() == str(client.address).lower()
-        and (int(prec), int(level), int(k))
-        == (PRECISIONS[precision], VALIDATION_LEVEL_POI, redundancy)
+        and (int(prec), int(level), int(k)) == (PRECISIONS[precision], validation_level, redundancy)
         and bytes(model) == model_id(model_name)
         and int(price) == price_wei
     )
@@ -183,14 +189,17 @@ def submit_user_task(
     precision: str = "quantized",
     price_wei: int = DEFAULT_PRICE_WEI,
     session_id: int | None = None,
+    validation_level: int = VALIDATION_LEVEL_POI,
+    pool: PoolIndex | None = None,
 ) -> SubmittedTask:
     """Deposit what the price needs, open a session (unless `session_id` is reused), submit.
 
-    `session_id` must be a session `reusable_session` accepted.
+    `session_id` must be a session `reusable_session` accepted; `pool` is a pool index the
+    caller keeps across tasks (else one is read from the registry's events).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if eligible_for_precision(client, precision) < redundancy:
+    if eligible_for_precision(client, precision, pool) < redundancy:
         hint = " or choose --precision quantized" if precision == "full" else ""
         raise ChainError(
             f"fewer than {redundancy} miners on this network can serve {precision} precision; "
@@ -202,7 +211,7 @@ def submit_user_task(
         transactions.append(client.payment.deposit(missing))
     if session_id is None:
         session_id, opened = client.queue.open_session(
-            model_id(model_name), PRECISIONS[precision], VALIDATION_LEVEL_POI, redundancy, price_wei
+            model_id(model_name), PRECISIONS[precision], validation_level, redundancy, price_wei
         )
         transactions.append(opened)
     task_id, submitted = client.queue.submit_task(session_id, prompt)
