@@ -274,6 +274,12 @@ class Oracle:
         self._pool.rebuild()
         return min([reorg.fork_block + 1, *firsts])
 
+    @property
+    def pool(self) -> PoolIndex | None:
+        """The registry's pool as this oracle follows it (None before `start`); thread-safe,
+        so a router in the same process can share it."""
+        return getattr(self, "_pool", None)
+
     def _pool_now(self) -> PoolIndex:
         """The pool as of the block this step read: only the registry events since the last
         time it was asked (read when needed, not every step)."""

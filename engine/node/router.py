@@ -213,7 +213,10 @@ class Router:
         known_models: Sequence[str] = (),
         network: str = "",
         clock: Callable[[], float] = time.monotonic,
+        pool: PoolIndex | None = None,
     ) -> None:
+        """`pool`: a pool index to share (the embedded network's oracle keeps one); else the
+        router reads its own once, then only new registry events for each request."""
         if client.address is None:
             raise ValueError("the router needs a signing account")
         self.client = client
@@ -230,7 +233,10 @@ class Router:
         self._active = 0
         self._submit_lock = threading.Lock()
         self._sessions: dict[tuple[str, str, int, int], int] = {}
-        self._pool: PoolIndex | None = None  # kept across requests: only new registry events
+        # Kept across requests: each reads only the registry's new events. A fresh index reads
+        # every event since the deploy block, which on the in-process chain costs seconds and
+        # grows with the chain (its eth_getLogs walks every block of the range).
+        self._pool = pool
         self._listeners: list[Listener] = []
         self._stopping = threading.Event()
         self._resumers: list[threading.Thread] = []
@@ -329,7 +335,8 @@ class Router:
         outcome = self._wait(request, submitted)
         return self._settle(request, outcome, started)
 
-    def _pool_index(self) -> PoolIndex:
+    @property
+    def pool(self) -> PoolIndex:
         if self._pool is None:
             self._pool = PoolIndex(self.client)
         return self._pool
@@ -345,7 +352,7 @@ class Router:
                 deadline,
                 poll_s=self.settings.poll_s,
                 clock=self._clock,
-                pool=self._pool_index(),
+                pool=self.pool,
             )
         except ValidationTimeout as exc:
             message = str(exc).replace("--timeout", f"{self.settings.pool_wait_s:.0f} s")
@@ -384,7 +391,7 @@ class Router:
                     price_wei=self.settings.price_wei,
                     session_id=session,
                     validation_level=request.validation_level,
-                    pool=self._pool_index(),
+                    pool=self.pool,
                 )
             except ChainError as exc:
                 # Sent or not? The chain decides, as after a crash; never send it again.
@@ -406,7 +413,12 @@ class Router:
         while True:
             try:
                 return wait_for_outcome(
-                    self.client, submitted, deadline, poll_s=self.settings.poll_s, clock=self._clock
+                    self.client,
+                    submitted,
+                    deadline,
+                    poll_s=self.settings.poll_s,
+                    clock=self._clock,
+                    stages=False,
                 )
             except ValidationTimeout as exc:
                 # The row stays SUBMITTED: `resume()` of a later start still settles it.

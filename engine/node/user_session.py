@@ -11,6 +11,7 @@ process it happens to share.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.transactions import TxResult
 from chain.wrappers import PASS_SCORE, Precision, TaskState, Tier, model_id
+from engine.node.chain_watch import ChainWaiter
 from engine.node.pool_index import PoolIndex
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ TASK_EVENTS = (
     "TaskMinerFailed",
     "TaskValidated",
 )
+# What ends the wait: validated, or refunded (a TaskPhase). The rest only name the stage.
+END_EVENTS = ("TaskPhase", "TaskValidated")
 PHASES = {
     TaskState.ASSIGNED: "assigned: miners are answering",
     TaskState.COMMIT: "commit window",
@@ -225,14 +229,22 @@ def wait_for_outcome(
     deadline: float,
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
+    stages: bool = True,
 ) -> TaskOutcome:
-    """Follow the task's events until the oracle validated it (or the deadline passes)."""
+    """Follow the task's events until the oracle validated it (or the deadline passes).
+
+    It looks again as soon as a block is mined where the chain announces blocks (the
+    in-process chain), else every `poll_s`. `stages` False (the router) follows only the
+    events that end the wait and reads the others once at the end: on the in-process chain
+    every log read holds the chain's one lock, which the nodes answering the task wait on."""
     task_id = submitted.task_id
     # The task's own block, and never before the network's deploy block.
     start = max(submitted.transactions[-1].block_number, client.deployment.deploy_block)
-    cursors = [client.queue.cursor(name, start, taskId=task_id) for name in TASK_EVENTS]
+    followed = TASK_EVENTS if stages else END_EVENTS
+    cursors = [client.queue.cursor(name, start, taskId=task_id) for name in followed]
     seen: list[ChainEvent] = []
     stage = "queued: waiting for the oracle to assign miners"
+    waiter, never = ChainWaiter(client.web3, poll_s), threading.Event()
     while True:
         try:
             head = int(client.web3.eth.block_number)
@@ -241,17 +253,29 @@ def wait_for_outcome(
         except RpcUnavailable as exc:
             log.warning("the RPC does not answer (%s); still waiting", exc)
         if any(e.name == "TaskValidated" for e in seen):
+            if not stages:
+                seen += _rest_of_task(client, task_id, start, head)
             return _outcome(client, submitted, sorted(seen, key=_order))
         if any(_refunded(e) for e in seen):
             raise ChainError(f"task {task_id} was refunded: its price is back in the deposit")
-        stage = _stage(seen, stage)
+        if stages:
+            stage = _stage(seen, stage)
         if clock() > deadline:
             raise ValidationTimeout(
                 f"task {task_id} was not validated before --timeout (last seen: {stage}); "
                 "is the oracle running? Its price stays in escrow until the oracle validates it, "
                 "or until the task timeout lets its owner refund it"
             )
-        time.sleep(poll_s)
+        waiter.wait(never)
+
+
+def _rest_of_task(client: ChainClient, task_id: int, start: int, head: int) -> list[ChainEvent]:
+    """The task's events the wait did not follow, once, up to the block it ended in."""
+    found: list[ChainEvent] = []
+    for name in TASK_EVENTS:
+        if name not in END_EVENTS:
+            found += client.queue.cursor(name, start, taskId=task_id).poll(head)
+    return found
 
 
 def _refunded(event: ChainEvent) -> bool:
