@@ -500,8 +500,11 @@ class Oracle:
         elif event.name in ("TaskValidated", "TaskRefunded"):
             # Finished (validated by the leader, or refunded to its owner after the timeout):
             # nothing left to do, and a standby that kept it would hold its read position
-            # there for good.
+            # there for good. Its miners are free again: a task waiting for miners is tried
+            # at once, not after its retry delay (a router keeps tasks queued behind busy
+            # miners).
             self._close_user_view(task_id)
+            self._assign_retry_at.clear()
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
