@@ -236,7 +236,7 @@ class Router:
         # Kept across requests: each reads only the registry's new events. A fresh index reads
         # every event since the deploy block, which on the in-process chain costs seconds and
         # grows with the chain (its eth_getLogs walks every block of the range).
-        self._pool = pool
+        self.pool = pool or PoolIndex(client)  # reads nothing until its first refresh
         self._listeners: list[Listener] = []
         self._stopping = threading.Event()
         self._resumers: list[threading.Thread] = []
@@ -334,12 +334,6 @@ class Router:
         submitted = self._submit(request)
         outcome = self._wait(request, submitted)
         return self._settle(request, outcome, started)
-
-    @property
-    def pool(self) -> PoolIndex:
-        if self._pool is None:
-            self._pool = PoolIndex(self.client)
-        return self._pool
 
     def _wait_for_miners(self, request: TaskRequest) -> None:
         deadline = self._clock() + self.settings.pool_wait_s
