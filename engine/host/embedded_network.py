@@ -22,7 +22,8 @@ from engine.host.loop_threads import LoopDeath, LoopThreads
 from engine.host.plan import NodePlan
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
-from engine.node.miner import ChatModel, Miner, MinerSettings
+from engine.node.generation import ChatModel
+from engine.node.miner import Miner, MinerSettings
 from engine.node.oracle import Oracle, OracleSettings
 from engine.poi.validator import Validator
 from engine.state.database import Database

@@ -23,7 +23,8 @@ from engine.host.model_pool import ModelPool, PooledModel
 from engine.host.plan import MIB, NodePlan, install_plan
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
-from engine.node.miner import ChatModel, Miner, MinerSettings
+from engine.node.generation import ChatModel
+from engine.node.miner import Miner, MinerSettings
 from engine.node.oracle import Oracle, OracleSettings
 from engine.poi.validator import Validator
 from engine.protocol import NodeRole

@@ -523,3 +523,11 @@ class InferenceWorker:
 def _killed_result(model: str, text: list[str], ids: list[int]) -> GenerationResult:
     figures = GenerationFigures(0, len(ids), 0.0, 0.0, 0.0, 0.0)
     return GenerationResult("".join(text), tuple(ids), "killed", figures, model)
+
+
+def llama_cpp_version() -> str:
+    """The llama-cpp-python build serving the models (a benchmark record names it). Imported
+    here, not at the top: the parent process never loads a model itself."""
+    import llama_cpp
+
+    return str(llama_cpp.__version__)

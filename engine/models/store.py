@@ -241,6 +241,15 @@ class _SourceFailed(Exception):
     """One source failed; the store moves to the next one."""
 
 
+def _package_path(source: Source, relative: str) -> tuple[str, Path]:
+    """The source's installed package and `relative` inside it; fails over when it is missing."""
+    package = str(source.get("package"))
+    folder = package_folder(package)
+    if folder is None:
+        raise _SourceFailed(f"Python package {package} is not installed")
+    return package, folder / relative
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -432,11 +441,7 @@ class ModelStore:
         target: Path,
         progress: ProgressCallback | None,
     ) -> None:
-        package = str(source.get("package"))
-        folder = package_folder(package)
-        if folder is None:
-            raise _SourceFailed(f"Python package {package} is not installed")
-        path = folder / str(source.get("path"))
+        package, path = _package_path(source, str(source.get("path")))
         if not path.is_file():
             raise _SourceFailed(f"{path} is missing from the package {package}")
         self._verify_file(entry, variant, path, progress, f"package {package}")
@@ -462,11 +467,7 @@ class ModelStore:
     ) -> None:
         from engine.models.bert_convert import convert_bert
 
-        package = str(source.get("package"))
-        base = package_folder(package)
-        if base is None:
-            raise _SourceFailed(f"Python package {package} is not installed")
-        folder = base / str(source.get("path", "."))
+        package, folder = _package_path(source, str(source.get("path", ".")))
         if progress is not None:
             progress(PullProgress(entry.id, "convert", f"package {package}", 0, None))
         self._check_disk(target, variant.size_bytes or 0)

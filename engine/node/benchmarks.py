@@ -9,13 +9,20 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ModelError, WorkerCrashedError
+from engine.inference.runtime import llama_cpp_version
 from engine.inference.types import BenchResult
+from engine.node.generation import BenchableModel
 from engine.state.database import Database
-from engine.state.events import BenchmarkResult
+from engine.state.events import Alert, AlertKind, BenchmarkResult, Event, Severity
+
+LIVE_BENCH_RUNS = 2
+LIVE_BENCH_TOKENS = 32
 
 # GGUF file names end in the quant: SmolLM2-135M-Instruct.Q4_1.gguf, model-q4_k_m.gguf, ...F16.gguf
 _QUANT_IN_NAME = re.compile(r"(?i)[.\-_]((?:I?Q\d[A-Z0-9_]*)|BF16|F16|F32)$")
@@ -71,3 +78,35 @@ def benchmark_event(
         checksum=str(document["output_sha256"]),
         tier=tier,
     )
+
+
+def live_benchmark(
+    chat: BenchableModel,
+    model_name: str,
+    tier: str | None,
+    db: Database,
+    publish: Callable[[Event], None],
+) -> None:
+    """Benchmark a live node's served model (between two tasks), store and publish the result;
+    a failure is an alert, not an error: the node goes on serving."""
+    started = time.monotonic()
+    try:
+        result = chat.bench(runs=LIVE_BENCH_RUNS, gen_tokens=LIVE_BENCH_TOKENS)
+    except (ModelError, WorkerCrashedError) as exc:
+        publish(
+            Alert(
+                kind=AlertKind.WORKER_CRASH,
+                severity=Severity.WARNING,
+                message=f"benchmark failed: {exc}",
+            )
+        )
+        return
+    document = bench_document(
+        result,
+        model_name,
+        quant_of_file(result.model),
+        time.monotonic() - started,
+        llama_cpp_version(),
+    )
+    store_benchmark(db, document)
+    publish(benchmark_event(result, document, tier))

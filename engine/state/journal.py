@@ -11,6 +11,7 @@ Commit records (one per task the node answers; network tasks use task_id 0)::
       mark_confirmed(PRECOMMIT)  PRECOMMITTED    the hash binding is on chain
       mark_sent(COMMIT, tx)      COMMIT_SENT
       mark_confirmed(COMMIT)     COMMITTED       done
+      mark_landed(stage, tx)     both steps of a stage at once (a send that waited for its receipt)
     abandon()          ABANDONED       the window closed or the session ended; nothing to send
     rewind(to)         PREPARED or PRECOMMITTED   a reorg dropped the precommit or the reveal
 
@@ -83,6 +84,11 @@ _REQUIRES = {
     CommitState.PRECOMMITTED: CommitState.PRECOMMIT_SENT,
     CommitState.COMMIT_SENT: CommitState.PRECOMMIT_SENT,
     CommitState.COMMITTED: CommitState.COMMIT_SENT,
+}
+# What `mark_landed` records per stage: the sent state, then the confirmed one.
+_LANDED = {
+    CommitStage.PRECOMMIT: (CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED),
+    CommitStage.COMMIT: (CommitState.COMMIT_SENT, CommitState.COMMITTED),
 }
 _FINAL = {CommitState.COMMITTED, CommitState.ABANDONED}
 _REVEAL_PENDING = (CommitState.PRECOMMIT_SENT, CommitState.PRECOMMITTED, CommitState.COMMIT_SENT)
@@ -310,6 +316,25 @@ class Journal:
             CommitState.PRECOMMITTED if stage is CommitStage.PRECOMMIT else CommitState.COMMITTED
         )
         return self._advance(task, target)
+
+    def mark_landed(self, task: TaskRef, stage: CommitStage, tx_hash: str) -> CommitRecord:
+        """The precommit or commit is on chain with this hash (sends wait for the receipt, so
+        "sent" and "confirmed" come together): `mark_sent` then `mark_confirmed`, in one
+        transaction, so no crash leaves the first without the second."""
+        sent, confirmed = _LANDED[stage]
+        column = "precommit_tx" if stage is CommitStage.PRECOMMIT else "commit_tx"
+        with self.db.transaction() as conn:
+            record = self._require(conn, task)
+            if record.state is CommitState.ABANDONED:
+                raise JournalError(f"task {task.key} was abandoned: {record.note}")
+            if _ORDER.index(record.state) < _ORDER.index(_REQUIRES[sent]):
+                raise JournalError(
+                    f"task {task.key} is {record.state.value}; cannot skip to {sent.value}"
+                )
+            # The confirmed state needs no more than the sent one, reached here.
+            state = max(record.state, confirmed, key=_ORDER.index)
+            self._update(conn, task, state, column=column, value=tx_hash)
+            return self._require(conn, task)
 
     def abandon(self, task: TaskRef, note: str) -> CommitRecord:
         """Nothing more will be sent for this task (window closed, session ended, paused)."""

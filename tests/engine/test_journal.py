@@ -75,6 +75,24 @@ def test_the_happy_path_through_every_state(tmp_path: Path) -> None:
     assert journal.open_commits() == []
 
 
+def test_mark_landed_is_sent_and_confirmed_in_one_step(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "db")
+    with pytest.raises(JournalError, match="no prepared answer"):
+        journal.mark_landed(USER, CommitStage.PRECOMMIT, "0xp")
+    journal.prepare_commit(USER, TaskRole.ANSWERER, "a")
+    with pytest.raises(JournalError, match="cannot skip"):
+        journal.mark_landed(USER, CommitStage.COMMIT, "0xc")
+    assert journal.mark_landed(USER, CommitStage.PRECOMMIT, "0xp").state is CommitState.PRECOMMITTED
+    done = journal.mark_landed(USER, CommitStage.COMMIT, "0xc")
+    assert (done.state, done.precommit_tx, done.commit_tx) == (CommitState.COMMITTED, "0xp", "0xc")
+    # A late precommit landing (a resend after a lost receipt) keeps the further state.
+    assert journal.mark_landed(USER, CommitStage.PRECOMMIT, "").state is CommitState.COMMITTED
+    journal.prepare_commit(NET, TaskRole.ANSWERER, "b")
+    journal.abandon(NET, "window closed")
+    with pytest.raises(JournalError, match="abandoned"):
+        journal.mark_landed(NET, CommitStage.PRECOMMIT, "0xp")
+
+
 def test_prepare_is_idempotent_and_refuses_a_second_answer(tmp_path: Path) -> None:
     journal = _journal(tmp_path / "db")
     salt = journal.prepare_commit(USER, TaskRole.ANSWERER, "first")

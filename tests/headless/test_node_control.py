@@ -237,7 +237,7 @@ def test_a_headless_node_sets_the_payout_on_chain_through_the_same_code_as_the_d
 
 def test_token_meter_sends_a_few_rates_a_second_counted_from_the_first_token() -> None:
     from engine.inference.types import TokenEvent
-    from engine.node.miner import TokenMeter
+    from engine.node.generation import TokenMeter
 
     now = [100.0]
     sent: list[tuple[int, float]] = []

@@ -13,7 +13,7 @@ from engine.host.embedded_network import EmbeddedNetwork, EmbeddedNetworkSetting
 from engine.inference.runtime import InferenceWorker
 from engine.inference.types import GenerationResult, SamplingParams
 from engine.models.store import ModelStore
-from engine.node.miner import ChatModel
+from engine.node.generation import ChatModel
 from engine.state.database import Database
 from engine.state.events import EventBus
 from profiler.catalogue import load_catalogue

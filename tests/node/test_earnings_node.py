@@ -67,6 +67,9 @@ def test_a_validated_user_task_is_withdrawable_and_withdraw_pays_the_payout(
     earned = next(e for e in events if isinstance(e, EarningsUpdated) and e.withdrawable_wei > 0)
     assert earned.earned_wei == earned.withdrawable_wei  # nothing withdrawn yet
     assert earned.gas_balance_wei > 0
+    # The balance is read on a timer, the TaskSettled event on the loop's next poll: the figures
+    # may show the payment a step before the wallet history has it.
+    _wait(lambda: bool(miner.journal.earnings()), 60, "the payment in the wallet history")
     assert [r.kind for r in miner.journal.earnings()] == ["payment"]
 
     payout = chain.accounts[-2].address
