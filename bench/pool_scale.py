@@ -8,20 +8,40 @@ for an answer that never comes: they are in the registry's list that the contrac
 would have to walk. The nodes are stepped round-robin in this one thread (oracle, then each
 miner), so the number of steps a task takes does not depend on how fast the model is.
 
-Per network task (the second one; the first puts miners in the user-task pool) and per user task
-(the second of one session, k = 3): the gas of every transaction, the oracle's RPC calls and CPU
-seconds (its thread's CPU time inside `step()`), and the time from request to end. The target:
-gas per task and the oracle's work per task grow by at most 10 % from the smallest pool to the
-largest. CPU seconds are noisy on a shared machine: a growth under 10 % or under 0.05 s passes.
-The last line is the headline; exit 1 past the target.
+Warm-up per size: one network task and one user task that select every answering node (each
+passing node joins the user-task pool, every node's per-miner storage is written once), then the
+first user task of a session (deposit, session). Measured, per network task (k = 3) and per user
+task (the session's next one, k = 3): the gas of every transaction, the oracle's RPC calls and
+CPU seconds (its thread's CPU time inside `step()`), and the time from request to end. A first
+round counts the oracle's Python function calls (cProfile): work that a busy machine cannot
+blur. Then the sizes are measured side by side: all their anvils stay up and each of
+`--repeats` rounds runs one network and one user task on every size in turn, so a busy spell
+on the shared machine lands on all of them alike. CPU seconds count as the least of the
+repeats (identical work, which a shared machine only ever slows down), calls and time as the
+median. The target: gas per task and the oracle's work per task (RPC calls, Python calls, CPU
+seconds) grow by at most 10 % from the smallest pool to the largest. The one allowance, for
+CPU seconds only: a growth past 10 % that stays inside the spread between the repeats of one
+size (the same work, measured side by side) is not told apart from the machine's noise, and
+the bench says so next to the figure; the call counts are held to 10 % as they are. What
+does differ between sizes is anvil: its time per block grows with the accounts in its state
+(measured: a transfer's receipt after about 4 ms on a fresh anvil, 14 ms with 500 more funded
+accounts, 20 ms after 512 registrations; 1,100 empty blocks change nothing), so the oracle's
+sender polls for a receipt once more per transaction (printed: the RPC methods whose counts
+differ), with anvil busy on the same cores meanwhile. The last line is the headline; exit 1
+past the target.
 
     PYTHONPATH=. .venv/bin/python bench/pool_scale.py [--sizes 8,64,512] [--answering 8]
+        [--repeats 5] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import dataclasses
 import os
+import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -46,7 +66,8 @@ from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
 from engine.node.miner import Miner, MinerSettings
 from engine.node.oracle import Oracle, OracleSettings
-from engine.node.user_session import submit_user_task
+from engine.node.pool_index import PoolIndex
+from engine.node.user_session import DEFAULT_PRICE_WEI, submit_user_task
 from engine.poi.validator import Validator
 from engine.state.database import Database
 from engine.state.events import EventBus
@@ -54,7 +75,6 @@ from engine.state.journal import ChainKey, Journal
 from profiler.load_settings import LoadSettings
 
 TARGET_GROWTH = 0.10
-CPU_NOISE_S = 0.05
 TOKENS = 24
 K = 3
 PROMPT = "Name one planet of the solar system."
@@ -100,8 +120,11 @@ class CallCounter:
 class TaskFigures:
     gas: dict[str, list[int]] = field(default_factory=dict)  # label -> gas of each tx
     oracle_calls: int = 0
+    oracle_py_calls: int = 0  # Python function calls in the oracle's steps (a counted round)
     oracle_cpu_s: float = 0.0
     seconds: float = 0.0
+    methods: Counter[str] = field(default_factory=Counter)  # the oracle's RPC calls by method
+    cpu_spread: float = 0.0  # combined: how far the slowest repeat is above the fastest
 
     @property
     def total_gas(self) -> int:
@@ -120,17 +143,26 @@ class Network:
     allowed_sessions: int = 0
     oracle_cpu_s: float = 0.0
     oracle_errors: list[str] = field(default_factory=list)
+    profiler: cProfile.Profile | None = None  # the counted round: the oracle's steps
+    user: ChainClient | None = None  # the measured user tasks' owner and session
+    session: int | None = None
+    py_calls: tuple[int, int] = (0, 0)  # the counted round's (network, user) Python calls
 
     def round(self) -> None:
         """One oracle step, then the miners until none of them sends anything more: each
         oracle step sees everything the miners did in answer to the last one, so the steps a
         task takes (and the oracle's calls) depend on the protocol, not on timing."""
         started = time.thread_time()
+        if self.profiler is not None:
+            self.profiler.enable()
         try:
             self.oracle.step()
         except ChainError as exc:  # as Oracle.run does: log it, the next step tries again
             self.oracle_errors.append(str(exc))
             print(f"pool {self.size}: oracle: {exc}", flush=True)
+        finally:
+            if self.profiler is not None:
+                self.profiler.disable()
         self.oracle_cpu_s += time.thread_time() - started
         web3 = self.reader.web3
         while True:
@@ -236,9 +268,11 @@ def network_task(net: Network) -> TaskFigures:
     session = net.allowed_sessions
     cognitive = net.reader.cognitive
     calls, cpu, started = net.counter.total, net.oracle_cpu_s, time.monotonic()
+    methods = Counter(net.counter.calls)
     net.run_until(lambda: cognitive.state(session) == 7)  # Ended
     figures = TaskFigures(
         oracle_calls=net.counter.total - calls,
+        methods=net.counter.calls - methods,
         oracle_cpu_s=net.oracle_cpu_s - cpu,
         seconds=time.monotonic() - started,
     )
@@ -246,14 +280,19 @@ def network_task(net: Network) -> TaskFigures:
     return figures
 
 
-def user_task(net: Network, user: ChainClient, session: int | None) -> tuple[TaskFigures, int]:
+def user_task(
+    net: Network, user: ChainClient, session: int | None, k: int = K
+) -> tuple[TaskFigures, int]:
     model = net.miners[0].settings.model_name
     calls, cpu, started = net.counter.total, net.oracle_cpu_s, time.monotonic()
-    submitted = submit_user_task(user, model, PROMPT, K, session_id=session)
+    methods = Counter(net.counter.calls)
+    price = DEFAULT_PRICE_WEI * k // K  # the same per answer at any redundancy
+    submitted = submit_user_task(user, model, PROMPT, k, price_wei=price, session_id=session)
     queue = net.reader.queue
     net.run_until(lambda: queue.state(submitted.task_id) == 5)  # Validated
     figures = TaskFigures(
         oracle_calls=net.counter.total - calls,
+        methods=net.counter.calls - methods,
         oracle_cpu_s=net.oracle_cpu_s - cpu,
         seconds=time.monotonic() - started,
     )
@@ -261,42 +300,157 @@ def user_task(net: Network, user: ChainClient, session: int | None) -> tuple[Tas
     return figures, submitted.session_id
 
 
-def measure(
-    size: int, answering: int, chat: Any, embedder: Any, folder: Path
-) -> tuple[TaskFigures, TaskFigures]:
+def warm_up(net: Network, answering: int) -> None:
+    """One network task and one user task that select every answering node: each passing
+    node joins the user-task pool, and every node's per-miner storage (last selection, stats,
+    assignment) is written once, so the measured tasks meet warm storage whichever nodes they
+    pick and the pool sizes compare like for like."""
+    oracle = net.oracle
+    measured = oracle.settings
+    oracle.settings = dataclasses.replace(measured, miners_per_task=answering)
+    try:
+        network_task(net)
+    finally:
+        oracle.settings = measured
+    pool = PoolIndex(net.reader)  # the registry as of now (the oracle's reads to its last step)
+    pool.refresh()
+    pooled = sum(1 for m in pool.members() if m.pooled)
+    if pooled < K:
+        raise SystemExit(f"pool {net.size}: only {pooled} of {answering} nodes passed the warm-up")
+    if pooled < answering:  # a failed answer stays out of the user-task pool: less to warm up
+        print(f"pool {net.size}: {pooled} of {answering} nodes passed the warm-up", flush=True)
+    user = _client(net.devnet, new_funded_account(net.reader.web3))
+    user_task(net, user, None, k=pooled)
+
+
+def _counted(net: Network, profile_dir: Path | None, name: str, task: Any) -> Any:
+    """Run `task` (returning TaskFigures first) under cProfile, which counts every Python
+    function call in the oracle's steps: the same count every time for the same work, however
+    busy the machine. With --profile the stats go to DIR/pool-N-NAME.pstats."""
+    net.profiler = cProfile.Profile()
+    try:
+        result = task()
+    finally:
+        profiler, net.profiler = net.profiler, None
+    stats = pstats.Stats(profiler)
+    figures = result[0] if isinstance(result, tuple) else result
+    figures.oracle_py_calls = int(stats.total_calls)  # type: ignore[attr-defined]
+    if profile_dir is not None:
+        stats.dump_stats(profile_dir / f"pool-{net.size}-{name}.pstats")
+    return result
+
+
+def prepare(size: int, answering: int, chat: Any, embedder: Any, folder: Path) -> Network:
     started = time.monotonic()
     net = build(size, answering, chat, embedder, folder)
     try:
+        warm_up(net, answering)
+        net.user = _client(net.devnet, new_funded_account(net.reader.web3))
+        _, net.session = user_task(net, net.user, None)  # warm-up: deposit and session
+    except BaseException:
+        net.anvil.stop()
+        raise
+    print(
+        f"pool {size}: {size} registered, {answering} answering, set up and warmed up in "
+        f"{time.monotonic() - started:.0f} s",
+        flush=True,
+    )
+    return net
+
+
+def measure(
+    nets: dict[int, Network], repeats: int, profile_dir: Path | None
+) -> dict[int, list[tuple[TaskFigures, TaskFigures]]]:
+    """First a counted round (one network and one user task per size under cProfile: the
+    oracle's Python calls), then `repeats` timed rounds, the sizes side by side in each: a
+    busy spell on the shared machine lands on every size alike."""
+    runs: dict[int, list[tuple[TaskFigures, TaskFigures]]] = {size: [] for size in nets}
+    for size, net in nets.items():
+        network, user = count_once(net, profile_dir)
+        net.py_calls = (network.oracle_py_calls, user.oracle_py_calls)
         print(
-            f"pool {size}: {size} registered, {answering} answering, set up in "
-            f"{time.monotonic() - started:.0f} s",
+            f"pool {size} counted: oracle Python calls {network.oracle_py_calls:,} / "
+            f"{user.oracle_py_calls:,}, RPC calls {network.oracle_calls} / {user.oracle_calls}",
             flush=True,
         )
-        network_task(net)  # warm-up: its passing miners join the user-task pool
-        network = network_task(net)
-        user = _client(net.devnet, new_funded_account(net.reader.web3))
-        _, session = user_task(net, user, None)  # warm-up: deposit and session
-        user_figures, _ = user_task(net, user, session)
-        return network, user_figures
-    finally:
-        net.anvil.stop()
+    for repeat in range(repeats):
+        for size, net in nets.items():
+            network, user = measure_once(net)
+            network.oracle_py_calls, user.oracle_py_calls = net.py_calls
+            runs[size].append((network, user))
+            print(
+                f"pool {size} repeat {repeat + 1}: oracle CPU s {network.oracle_cpu_s:.3f} / "
+                f"{user.oracle_cpu_s:.3f}, RPC calls {network.oracle_calls} / "
+                f"{user.oracle_calls}",
+                flush=True,
+            )
+    return runs
+
+
+def count_once(net: Network, profile_dir: Path | None) -> tuple[TaskFigures, TaskFigures]:
+    """One network task and one user task, their oracle steps under cProfile."""
+    owner, session = net.user, net.session
+    assert owner is not None and session is not None, "prepare() first"
+    network = _counted(net, profile_dir, "network", lambda: network_task(net))
+    user, _ = _counted(net, profile_dir, "user", lambda: user_task(net, owner, session))
+    return network, user
+
+
+def measure_once(net: Network) -> tuple[TaskFigures, TaskFigures]:
+    """One network task, then one user task of the warmed-up session."""
+    owner, session = net.user, net.session
+    assert owner is not None and session is not None, "prepare() first"
+    network = network_task(net)
+    user, _ = user_task(net, owner, session)
+    return network, user
+
+
+def combine(runs: list[TaskFigures]) -> TaskFigures:
+    """One task's figures from its repeats. CPU seconds: the least. The work is the same each
+    time (the same calls, see below) and a shared machine only ever adds to it (another
+    process on the core or its cache), so the least is the closest to the work itself.
+    Calls and wall time: the median. Gas: the repeat of median gas (the model's topic, prompts
+    and answers differ in length between tasks, and the gas with them)."""
+    by_gas = sorted(runs, key=lambda f: f.total_gas)
+    cpu = [f.oracle_cpu_s for f in runs]
+    return TaskFigures(
+        methods=runs[0].methods,
+        cpu_spread=growth(min(cpu), max(cpu)),
+        gas=by_gas[len(by_gas) // 2].gas,
+        oracle_calls=int(statistics.median(f.oracle_calls for f in runs)),
+        oracle_py_calls=runs[0].oracle_py_calls,
+        oracle_cpu_s=min(f.oracle_cpu_s for f in runs),
+        seconds=statistics.median(f.seconds for f in runs),
+    )
 
 
 def growth(first: float, last: float) -> float:
     return (last - first) / first if first else 0.0
 
 
-def report(results: dict[int, tuple[TaskFigures, TaskFigures]]) -> int:
+def report(runs: dict[int, list[tuple[TaskFigures, TaskFigures]]]) -> int:
+    results = {
+        size: (combine([n for n, _ in pairs]), combine([u for _, u in pairs]))
+        for size, pairs in runs.items()
+    }
+    repeats = len(next(iter(runs.values())))
     print()
     print(
-        "| miners | network task gas | user task gas | oracle RPC calls (network / user) "
-        "| oracle CPU s (network / user) | request to end s (network / user) |"
+        f"oracle Python calls: one counted round per size (cProfile); then {repeats} timed "
+        "rounds, the sizes side by side: CPU the least of them, RPC calls and time the median, "
+        "gas the round of median gas"
     )
-    print("|---|---|---|---|---|---|")
+    print(
+        "| miners | network task gas | user task gas | oracle RPC calls (network / user) "
+        "| oracle Python calls (network / user) | oracle CPU s (network / user) "
+        "| request to end s (network / user) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for size, (net, user) in results.items():
         print(
             f"| {size} | {net.total_gas:,} | {user.total_gas:,} | {net.oracle_calls} / "
-            f"{user.oracle_calls} | {net.oracle_cpu_s:.2f} / {user.oracle_cpu_s:.2f} | "
+            f"{user.oracle_calls} | {net.oracle_py_calls:,} / {user.oracle_py_calls:,} | "
+            f"{net.oracle_cpu_s:.3f} / {user.oracle_cpu_s:.3f} | "
             f"{net.seconds:.1f} / {user.seconds:.1f} |"
         )
     print()
@@ -313,21 +467,38 @@ def report(results: dict[int, tuple[TaskFigures, TaskFigures]]) -> int:
         "gas/user task": growth(small[1].total_gas, large[1].total_gas),
         "oracle calls/network task": growth(small[0].oracle_calls, large[0].oracle_calls),
         "oracle calls/user task": growth(small[1].oracle_calls, large[1].oracle_calls),
-    }
-    cpu = {
-        "oracle CPU/network task": (small[0].oracle_cpu_s, large[0].oracle_cpu_s),
-        "oracle CPU/user task": (small[1].oracle_cpu_s, large[1].oracle_cpu_s),
+        "oracle Python calls/network task": growth(
+            small[0].oracle_py_calls, large[0].oracle_py_calls
+        ),
+        "oracle Python calls/user task": growth(small[1].oracle_py_calls, large[1].oracle_py_calls),
     }
     failed = [name for name, g in checks.items() if g > TARGET_GROWTH]
-    for name, (a, b) in cpu.items():
-        checks[name] = growth(a, b)
-        if checks[name] > TARGET_GROWTH and b - a > CPU_NOISE_S:
-            failed.append(name)
     print()
+    for index, kind in enumerate(("network", "user")):
+        before, after = small[index].methods, large[index].methods
+        moved = [
+            f"{m} {before[m]} -> {after[m]}"
+            for m in sorted(before | after)
+            if before[m] != after[m]
+        ]
+        print(f"oracle RPC calls per {kind} task that differ: {', '.join(moved) or 'none'}")
+    notes: dict[str, str] = {}
+    excused: dict[str, str] = {}
+    for index, kind in enumerate(("network", "user")):
+        name = f"oracle CPU/{kind} task"
+        checks[name] = growth(small[index].oracle_cpu_s, large[index].oracle_cpu_s)
+        # The same work on the same size spreads this much between repeats: a difference
+        # between sizes inside it is the machine, not the pool (and the counts say so).
+        noise = max(pair[index].cpu_spread for pair in results.values())
+        notes[name] = f" (repeats of one size spread up to {noise:.1%})"
+        if checks[name] > max(TARGET_GROWTH, noise):
+            failed.append(name)
+        elif checks[name] > TARGET_GROWTH:
+            excused[name] = f" (inside the {noise:.0%} spread of one size's repeats)"
     for name, g in checks.items():
-        print(f"{name}: {g:+.1%} from {sizes[0]} to {sizes[-1]} miners")
+        print(f"{name}: {g:+.1%} from {sizes[0]} to {sizes[-1]} miners{notes.get(name, '')}")
     verdict = "within" if not failed else f"PAST ({', '.join(failed)})"
-    headline = ", ".join(f"{name} {g:+.1%}" for name, g in checks.items())
+    headline = ", ".join(f"{name} {g:+.1%}{excused.get(name, '')}" for name, g in checks.items())
     print(
         f"pool_scale {sizes[0]}->{sizes[-1]} miners: {headline}; {verdict} the "
         f"{TARGET_GROWTH:.0%} target"
@@ -341,12 +512,28 @@ def main() -> int:
     parser.add_argument(
         "--answering",
         type=int,
-        default=K,
-        help="real answering nodes (default 3: each network task selects all of them, so every "
-        "measured transaction meets warm storage and the sizes compare like for like)",
+        default=8,
+        help="real answering nodes (default 8, as the issue asks; a warm-up task selects all "
+        "of them, so the measured ones meet warm storage whichever they pick)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed rounds per size, interleaved (default 5; the least CPU counts)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="also write the counted round's cProfile stats of the oracle's steps to DIR",
     )
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if min(sizes) < args.answering or args.answering < K:
         parser.error(f"every size must be at least --answering, which must be at least {K}")
     store = ModelStore(Path(os.environ.get("CORTENSOR_MODELS", tempfile.mkdtemp(prefix="models-"))))
@@ -356,13 +543,18 @@ def main() -> int:
     embedder = InferenceWorker(embed_path, LoadSettings(n_ctx=512, n_threads=1), kind="embedding")
     chat.start()
     embedder.start()
+    nets: dict[int, Network] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="pool-scale-") as folder:
-            results = {s: measure(s, args.answering, chat, embedder, Path(folder)) for s in sizes}
+            for size in sizes:
+                nets[size] = prepare(size, args.answering, chat, embedder, Path(folder))
+            runs = measure(nets, args.repeats, args.profile)
     finally:
+        for net in nets.values():
+            net.anvil.stop()
         chat.close()
         embedder.close()
-    return report(results)
+    return report(runs)
 
 
 if __name__ == "__main__":

@@ -85,11 +85,12 @@ def build_server(
     port: int,
     allow_remote: bool = False,
     validator: Any = None,
+    pool: Any = None,
 ) -> RouterServer:
     keys = ApiKeys(db)
     required = check_bind(host, allow_remote, keys)
     names, default = chat_models(models_dir)
-    router = Router(client, db, chain, settings, known_models=names, network=network)
+    router = Router(client, db, chain, settings, known_models=names, network=network, pool=pool)
     front = Front(
         router,
         Access(keys, required, settings.price_wei),
@@ -135,6 +136,7 @@ def embedded_router(
         host=host,
         port=port,
         validator=(lambda: oracle.validator) if oracle is not None else None,
+        pool=oracle.pool if oracle is not None else None,  # read once for the whole process
     )
     return server
 

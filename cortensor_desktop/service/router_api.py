@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -52,6 +53,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 8787
 MAX_BODY = 1024 * 1024
 MAX_REDUNDANCY = 16
+# A model id with this suffix asks for an unvalidated session (a client that can send only a
+# model name, as Open WebUI's model picker, can still sample); so does "cortensor":
+# {"validated": false}.
+UNVALIDATED_SUFFIX = ":unvalidated"
 LATENCY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 600.0)
 
 
@@ -252,10 +257,11 @@ class Front:
 
     def parse(self, body: dict[str, Any], key: ApiKey | None, chat: bool) -> Parsed:
         settings = self.router.settings
-        model = body.get("model") or self.default_model
-        if not isinstance(model, str) or not self.router.known_model(model):
+        named = body.get("model") or self.default_model
+        model = named.removesuffix(UNVALIDATED_SUFFIX) if isinstance(named, str) else None
+        if model is None or not self.router.known_model(model):
             raise UnknownModel(
-                f"unknown model {model!r}; GET /v1/models lists what the network serves"
+                f"unknown model {named!r}; GET /v1/models lists what the network serves"
             )
         limit = settings.max_tokens_limit
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -268,17 +274,20 @@ class Front:
                 f"max_tokens {max_tokens} is over this network's limit of {limit} tokens per "
                 "answer (the miners' and oracle's answer_max_tokens)"
             )
-        _check_sampling(body)
+        _check_choices(body)
         extension = body.get("cortensor") or {}
         if not isinstance(extension, dict):
             raise BadRequest('cortensor must be an object: {"redundancy": K, "precision": P}')
-        redundancy = extension.get("redundancy", settings.redundancy)
+        validated = _validated(extension, named != model)
+        sampling = _sampling(body, validated)
+        default_k = settings.redundancy if validated else settings.unvalidated_redundancy
+        redundancy = extension.get("redundancy", default_k)
         if not isinstance(redundancy, int) or not 1 <= redundancy <= MAX_REDUNDANCY:
             raise BadRequest(f"cortensor.redundancy must be an integer from 1 to {MAX_REDUNDANCY}")
         precision = extension.get("precision", settings.precision)
         if precision not in ("quantized", "full"):
             raise BadRequest("cortensor.precision must be 'quantized' or 'full'")
-        model_input, encoded = _prompt(body, chat, max_tokens)
+        model_input, encoded = _prompt(body, chat, max_tokens, sampling)
         prompt_tokens = int(self.tokens.of(model).prompt_tokens(model_input))
         if prompt_tokens + max_tokens > settings.context_tokens:
             raise ContextTooLong(
@@ -296,17 +305,54 @@ class Front:
             redundancy=redundancy,
             precision=precision,
             key_id=key.id if key else None,
+            validated=validated,
+            sampling=sampling,
         )
         return Parsed(request, max_tokens, prompt_tokens, stream, include_usage)
 
 
-def _check_sampling(body: dict[str, Any]) -> None:
-    temperature = body.get("temperature")
-    if temperature is not None and temperature != 0:
+def _validated(extension: dict[str, Any], suffixed: bool) -> bool:
+    """Whether the request wants a validated session (the default) or an unvalidated one."""
+    flag = extension.get("validated")
+    if flag is not None and not isinstance(flag, bool):
+        raise BadRequest("cortensor.validated must be true or false")
+    if suffixed and flag is True:
         raise BadRequest(
-            f"temperature {temperature} is refused: validated tasks are greedy (the oracle "
-            "checks every answer against its own greedy answer); send temperature 0 or none"
+            f"a model ending in {UNVALIDATED_SUFFIX} asks for an unvalidated session; "
+            "cortensor.validated true contradicts it"
         )
+    return not (suffixed or flag is False)
+
+
+def _sampling(body: dict[str, Any], validated: bool) -> task_prompt.Sampling | None:
+    """How the miners sample: greedy (None) on a validated session, which refuses any other
+    temperature; on an unvalidated one OpenAI's defaults (temperature 1, top_p 1) and a drawn
+    seed unless the request gives one (the answer says which, so it can be repeated)."""
+    temperature = body.get("temperature")
+    if validated:
+        if temperature is not None and temperature != 0:
+            raise BadRequest(
+                f"temperature {temperature} is refused on a validated session: validated "
+                "tasks are greedy (the oracle checks every answer against its own greedy "
+                "answer); send temperature 0 or none, or ask for an unvalidated session "
+                f'(model "NAME{UNVALIDATED_SUFFIX}" or "cortensor": {{"validated": false}}) '
+                "to sample"
+            )
+        return None
+    temperature = 1.0 if temperature is None else temperature
+    top_p = 1.0 if body.get("top_p") is None else body["top_p"]
+    seed = body.get("seed")
+    seed = secrets.randbelow(task_prompt.MAX_SEED + 1) if seed is None else seed
+    try:
+        task_prompt.check_sampling(temperature, top_p, seed)
+    except task_prompt.PromptFormatError as exc:
+        raise BadRequest(str(exc)) from None
+    if temperature == 0:
+        return None  # greedy, unvalidated
+    return task_prompt.Sampling(float(temperature), float(top_p), int(seed))
+
+
+def _check_choices(body: dict[str, Any]) -> None:
     n = body.get("n")
     if n is not None and n != 1:
         raise BadRequest("n must be 1: the network returns one consensus answer")
@@ -314,7 +360,9 @@ def _check_sampling(body: dict[str, Any]) -> None:
         raise BadRequest("tools and function calling are not served by this network")
 
 
-def _prompt(body: dict[str, Any], chat: bool, max_tokens: int) -> tuple[Any, str]:
+def _prompt(
+    body: dict[str, Any], chat: bool, max_tokens: int, sampling: task_prompt.Sampling | None = None
+) -> tuple[Any, str]:
     """What the model reads (for counting) and the task's prompt string on chain."""
     try:
         if chat:
@@ -322,13 +370,13 @@ def _prompt(body: dict[str, Any], chat: bool, max_tokens: int) -> tuple[Any, str
             if not isinstance(messages, list):
                 raise BadRequest("messages must be a list of {role, content} objects")
             checked = task_prompt.check_messages(messages)
-            return list(checked), task_prompt.encode_chat(checked, max_tokens)
+            return list(checked), task_prompt.encode_chat(checked, max_tokens, sampling)
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if not isinstance(prompt, str) or not prompt:
             raise BadRequest("prompt must be one non-empty string")
-        return prompt, task_prompt.encode_text(prompt, max_tokens)
+        return prompt, task_prompt.encode_text(prompt, max_tokens, sampling)
     except task_prompt.PromptFormatError as exc:
         raise BadRequest(str(exc)) from None
 
@@ -496,16 +544,19 @@ class _Handler(JsonRequestHandler):
             self._error(ApiError(500, "internal_error", "server_error", str(exc)), path)
 
     def _models(self) -> dict[str, Any]:
+        """Each pooled model twice: validated (its id) and unvalidated (the id with the
+        suffix), so a client that only picks a model can choose either."""
         router = self.server.front.router
         return {
             "object": "list",
             "data": [
                 {
-                    "id": m.id,
+                    "id": m.id + ("" if validated else UNVALIDATED_SUFFIX),
                     "object": "model",
                     "created": 0,
                     "owned_by": "cortensor",
                     "cortensor": {
+                        "validated": validated,
                         "precisions": list(m.precisions),
                         "miners": m.miners,
                         "full_precision_miners": m.full_precision_miners,
@@ -514,6 +565,7 @@ class _Handler(JsonRequestHandler):
                     },
                 }
                 for m in router.pooled_models()
+                for validated in (True, False)
             ],
         }
 

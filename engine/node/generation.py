@@ -1,4 +1,5 @@
-"""The miner's answers: one greedy generation per task, streamed, retried once after a crash.
+"""The miner's answers: one generation per task, streamed, retried once after a crash; greedy,
+unless the task of an unvalidated user session asks to sample.
 
 What the miner asks of its runtime (`ChatModel`), the live tokens/s the views plot
 (`TokenMeter`), and the events around each answer (`InferenceFinished`, a WORKER_CRASH alert).
@@ -75,9 +76,11 @@ class Generator:
         max_tokens: int,
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
+        params: SamplingParams | None = None,
     ) -> GenerationResult:
+        """`params` default to greedy; an unvalidated user session's task may sample."""
         self._select_model(session_id if kind is TaskKind.USER else None)
-        params = SamplingParams(max_tokens=max_tokens)
+        params = params or SamplingParams(max_tokens=max_tokens)
         progress = TokenMeter(
             lambda tokens, rate: self._publish(
                 TokenProgress(

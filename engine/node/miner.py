@@ -45,7 +45,7 @@ from chain.wrappers import (
 )
 from engine.errors import EngineError
 from engine.inference.runtime import Prompt
-from engine.inference.types import GenerationResult
+from engine.inference.types import GenerationResult, SamplingParams
 from engine.node import task_prompt
 from engine.node.benchmarks import live_benchmark
 from engine.node.chain_health import ChainHealth
@@ -70,6 +70,7 @@ from engine.node.network_tasks import (
 )
 from engine.node.reorg import reconcile_after_reorg
 from engine.node.task_contracts import NetworkTasks, UserTasks
+from engine.node.user_session import VALIDATION_LEVEL_NONE
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole
 from engine.state.events import (
     Event,
@@ -502,7 +503,13 @@ class Miner:
         # Plain text from `ask`, or the router's chat messages and token limit (task_prompt).
         prompt = task_prompt.decode(self._task_prompts[task_id])
         limit = prompt.answer_limit(self.settings.answer_max_tokens)
-        result = self._generate(session_id, prompt.model_input, limit, TaskKind.USER, task_id)
+        # Sampling only in an unvalidated session (level 0 on chain): a validated one is greedy.
+        session = self.client.queue.call("sessions", session_id) if prompt.sampling else None
+        validated = session is None or int(session[2]) != VALIDATION_LEVEL_NONE
+        params = prompt.sampling_params(self.settings.answer_max_tokens, validated)
+        result = self._generate(
+            session_id, prompt.model_input, limit, TaskKind.USER, task_id, params
+        )
         self.journal.prepare_commit(task, TaskRole.ANSWERER, result.text)
         self._task_prompts.pop(task_id, None)  # the journal holds what is needed from here
         self._commit_reveal.precommit(task)
@@ -544,8 +551,9 @@ class Miner:
         max_tokens: int,
         kind: TaskKind = TaskKind.NETWORK,
         task_id: int = 0,
+        params: SamplingParams | None = None,
     ) -> GenerationResult:
-        return self._generator.generate(session_id, prompt, max_tokens, kind, task_id)
+        return self._generator.generate(session_id, prompt, max_tokens, kind, task_id, params)
 
     def _is_me(self, address: str) -> bool:
         return address.lower() == self.address.lower()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict, deque
@@ -39,6 +40,7 @@ from engine.node.chain_health import ChainHealth
 from engine.node.chain_watch import DEFAULT_LOOKBACK_BLOCKS, ChainWaiter, ChainWatcher, Reorg
 from engine.node.network_tasks import decode_prompts, prompt_for_miner
 from engine.node.pool_index import PoolIndex
+from engine.node.user_session import VALIDATION_LEVEL_NONE
 from engine.poi.validation import Verdict, WindowPolicy, select_miners, should_remove
 from engine.poi.validator import Judgement, Validator
 from engine.protocol import NetworkStage, NodeRole, TaskKind, TaskRole, UserStage
@@ -68,6 +70,7 @@ RECENTLY_CLOSED = 8  # ended sessions and validated tasks whose end a reorg coul
 # Free miners looked for per assignment step: a few tasks' worth (k each), probing at most this
 # many candidates per k, so a step's work is bounded by k, not by the pool.
 FREE_WANTED, FREE_PROBES = 4, 16
+ROLE_CANDIDATES = 32  # present miners a session's creator and preparer are picked among
 MAX_USER_RESULTS = 256
 # A task that fails this often (a worker crash, a bug) is ended with zero scores rather than
 # retried: no single task may hold the network, or its escrow, for good.
@@ -144,6 +147,7 @@ class Oracle:
             tuple[bytes, Precision, int], list[str]
         ] = {}  # this step's pool reads
         self._answer_tokens: int | None = None
+        self._levels: OrderedDict[int, int] = OrderedDict()  # user session -> validation level
 
     def start(self) -> None:
         """Read the chain from where the oldest open task began (journaled), so a restart
@@ -272,6 +276,12 @@ class Oracle:
         self._pool.rebuild()
         return min([reorg.fork_block + 1, *firsts])
 
+    @property
+    def pool(self) -> PoolIndex | None:
+        """The registry's pool as this oracle follows it (None before `start`); thread-safe,
+        so a router in the same process can share it."""
+        return getattr(self, "_pool", None)
+
     def _pool_now(self) -> PoolIndex:
         """The pool as of the block this step read: only the registry events since the last
         time it was asked (read when needed, not every step)."""
@@ -322,7 +332,7 @@ class Oracle:
         )
         if not due or len(self._open) >= self.settings.max_open_sessions:
             return
-        miners = self._pool_now().present()
+        miners = self._role_candidates(f"{self.address}:{now}")
         if not miners:
             return
         self._last_request = now
@@ -336,6 +346,12 @@ class Oracle:
             result.tx_hash,
             f"creator {creator[:10]}, preparer {preparer[:10]}",
         )
+
+    def _role_candidates(self, seed: str) -> list[str]:
+        """A seeded sample of the present miners to pick a creator and a preparer from: ranking
+        every present miner (a hash each) would make each request cost O(pool)."""
+        present = self._pool_now().present()
+        return random.Random(seed).sample(present, min(len(present), ROLE_CANDIDATES))
 
     def _pick_roles(self, miners: list[str], seed: bytes, now: float) -> tuple[str, str]:
         picked = select_miners(
@@ -391,7 +407,7 @@ class Oracle:
             self._close_view(session_id)
 
     def _start(self, session_id: int) -> None:
-        present = len(self._pool_now().present())
+        present = self._pool_now().present_count()
         count = min(self.settings.miners_per_task, present)
         if count == 0:
             return  # every miner is away (paused): the session waits until one is back
@@ -399,10 +415,10 @@ class Oracle:
         self._stage(session_id, NetworkStage.START, result.tx_hash, f"{count} miners selected")
 
     def _reassign(self, session_id: int, state: int) -> None:
-        miners = self._pool_now().present()
+        now = self._clock()
+        miners = self._role_candidates(f"reassign:{session_id}:{now}")
         if not miners:
             return
-        now = self._clock()
         seed = hashlib.sha256(f"reassign:{session_id}:{now}".encode()).digest()
         nxt, _ = self._pick_roles(miners, seed, now)
         result = self.client.cognitive.reassign(session_id, nxt)
@@ -492,8 +508,11 @@ class Oracle:
         elif event.name in ("TaskValidated", "TaskRefunded"):
             # Finished (validated by the leader, or refunded to its owner after the timeout):
             # nothing left to do, and a standby that kept it would hold its read position
-            # there for good.
+            # there for good. Its miners are free again: a task waiting for miners is tried
+            # at once, not after its retry delay (a router keeps tasks queued behind busy
+            # miners).
             self._close_user_view(task_id)
+            self._assign_retry_at.clear()
         elif event.name == "TaskAnswer" and task_id in self._user_open:
             self._user_open[task_id].answers[str(event.args["miner"])] = str(event.args["answer"])
 
@@ -552,9 +571,10 @@ class Oracle:
             serving = self._pool_now().serving(
                 model, full_precision=precision is Precision.FULL, max_floor=per_token
             )
-            ranked = select_miners(
-                serving, len(serving), seed=f"pool:{self._head}", now=0, last_picked={}, cooldown=0
-            )
+            # A seeded sample in the order to probe, of no more than the probes below can
+            # use: ranking every serving miner (a hash each) would cost O(pool) per step.
+            probes = min(len(serving), FREE_PROBES * k)
+            ranked = random.Random(f"pool:{self._head}").sample(serving, probes)
             free: list[str] = []
             for probed, miner in enumerate(ranked, start=1):
                 if self.client.queue.assignment(miner)[1] == AssignmentStatus.NONE:
@@ -563,6 +583,16 @@ class Oracle:
                     break
             self._eligible_now[key] = free
         return self._eligible_now[key]
+
+    def _validated(self, session_id: int) -> bool:
+        """Whether a user session's tasks are judged (PoI) or accepted as answered (level 0).
+        A session's level never changes: read once per session."""
+        if session_id not in self._levels:
+            level = int(self.client.queue.call("sessions", session_id)[2])
+            self._levels[session_id] = level
+            while len(self._levels) > MAX_USER_RESULTS:
+                self._levels.popitem(last=False)
+        return self._levels[session_id] != VALIDATION_LEVEL_NONE
 
     def _tokens_per_answer(self) -> int:
         if self._answer_tokens is None:
@@ -582,7 +612,9 @@ class Oracle:
         answers = [(m, task.answers[m]) for m in task.miners if m in task.answers]
         scores = dict.fromkeys(task.miners, 0)
         consensus = NO_CONSENSUS
-        if answers and not self._unjudgeable(TaskKind.USER, task_id):
+        if not self._validated(task.session_id):
+            scores, consensus = _accept_unvalidated(task)
+        elif answers and not self._unjudgeable(TaskKind.USER, task_id):
             # The miners answered the decoded prompt under the same limit (task_prompt).
             prompt = task_prompt.decode(task.prompt)
             limit = prompt.answer_limit(self.settings.answer_max_tokens)
@@ -608,7 +640,8 @@ class Oracle:
             task_id,
             UserStage.VALIDATED,
             result.tx_hash,
-            f"{passed} of {len(task.miners)} miners passed",
+            f"{passed} of {len(task.miners)} miners passed"
+            + ("" if self._validated(task.session_id) else " (unvalidated: answered, not judged)"),
         )
         self._close_user_view(task_id)
 
@@ -646,3 +679,18 @@ class Oracle:
 
     def _publish(self, event: Event) -> None:
         self.bus.publish(dataclasses.replace(event, node=self.address, role=NodeRole.ORACLE))
+
+
+def _accept_unvalidated(task: _UserTask) -> tuple[dict[str, int], int]:
+    """An unvalidated task's scores and consensus, with no model run: a sampled answer has no
+    reference to be judged against. Every miner that revealed a non-empty answer passes (and
+    is paid its share by the contract, once); the consensus is the first such answer revealed
+    (answers are kept in the order the chain holds them). No verdict is recorded, so these
+    tasks never count towards a miner's removal from the pool."""
+    scores = dict.fromkeys(task.miners, 0)
+    first: str | None = None
+    for miner, answer in task.answers.items():  # reveal order
+        if miner in scores and answer.strip():
+            scores[miner] = 100
+            first = first or miner
+    return scores, task.miners.index(first) if first is not None else NO_CONSENSUS

@@ -11,6 +11,7 @@ transaction.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -47,10 +48,17 @@ class PoolMember:
 
 
 class PoolIndex:
+    """Thread-safe: a router keeps one for all its requests, refreshed by each of them."""
+
     def __init__(self, client: ChainClient, from_block: int | None = None) -> None:
         self._client = client
         self._from = client.deployment.deploy_block if from_block is None else from_block
         self._members: dict[str, PoolMember] = {}  # registration order, as the registry's list
+        # Kept up to date by the events, so a query walks only the miners it could return,
+        # never the away or never-pooled rest of the registry (most of it, in a large one).
+        self._present: dict[str, PoolMember] = {}  # not away
+        self._candidates: dict[str, PoolMember] = {}  # not away and in the user-task pool
+        self._lock = threading.Lock()
         self._watcher = self._new_watcher()
 
     def _new_watcher(self) -> ChainWatcher:
@@ -61,29 +69,40 @@ class PoolIndex:
         """Apply the registry events up to `head` (default: the latest block)."""
         if head is None:
             head = int(self._client.web3.eth.block_number)
-        for event in self._watcher.poll(head):
-            self._apply(event)
+        with self._lock:
+            for event in self._watcher.poll(head):
+                self._apply(event)
 
     def rebuild(self) -> None:
         """After a reorg: forget everything and read again from the deploy block."""
-        self._members.clear()
-        self._watcher = self._new_watcher()
+        with self._lock:
+            self._members.clear()
+            self._present.clear()
+            self._candidates.clear()
+            self._watcher = self._new_watcher()
 
     # -- queries --------------------------------------------------------------------------
     def present(self) -> list[str]:
         """Registered miners that are not away: the ones selection may pick."""
-        return [m.address for m in self._members.values() if not m.away]
+        with self._lock:
+            return list(self._present)
+
+    def present_count(self) -> int:
+        with self._lock:
+            return len(self._present)
 
     def serving(
         self, model: bytes, full_precision: bool = False, max_floor: int | None = None
     ) -> list[str]:
         """Miners in the user-task pool, not away, that serve `model` (at full precision),
         asking at most `max_floor` wei per answer token."""
-        members = self._members.values()
+        with self._lock:
+            members = list(self._candidates.values())
         return [m.address for m in members if m.serves(model, full_precision, max_floor)]
 
     def members(self) -> Iterable[PoolMember]:
-        return self._members.values()
+        with self._lock:
+            return list(self._members.values())
 
     # -- events ---------------------------------------------------------------------------
     def _apply(self, event: ChainEvent) -> None:
@@ -92,10 +111,28 @@ class PoolIndex:
         if event.name == "NodeRegistered":
             models = frozenset(bytes(m) for m in args["models"])
             self._members[node] = PoolMember(node, int(args["tier"]), models)
+            self._place(self._members[node])
             return
         member = self._members.get(node)
         if member is None:
             return  # registered before the deploy block the profile names: not this network's
+        self._update(member, event)
+        self._place(member)
+
+    def _place(self, member: PoolMember) -> None:
+        """Keep the present and candidate sets in step with the member's flags."""
+        for subset, belongs in (
+            (self._present, not member.away),
+            (self._candidates, member.pooled and not member.away),
+        ):
+            if belongs:
+                subset[member.address] = member
+            else:
+                subset.pop(member.address, None)
+
+    @staticmethod
+    def _update(member: PoolMember, event: ChainEvent) -> None:
+        args = event.args
         if event.name == "NodeSpecUpdated":
             member.tier = int(args["tier"])
             member.models = frozenset(bytes(m) for m in args["models"])

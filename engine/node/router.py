@@ -34,9 +34,13 @@ from chain.client import ChainClient
 from chain.errors import ChainError, RpcUnavailable
 from chain.wrappers import NodeStatus, Tier, model_id
 from engine import failpoints
+from engine.node.pool_index import PoolIndex
+from engine.node.task_prompt import Sampling
 from engine.node.user_session import (
     DEFAULT_PRICE_WEI,
     PRECISIONS,
+    VALIDATION_LEVEL_NONE,
+    VALIDATION_LEVEL_POI,
     SubmittedTask,
     TaskOutcome,
     ValidationTimeout,
@@ -106,6 +110,8 @@ class NotValidated(RouterError):
 @dataclass(frozen=True)
 class RouterSettings:
     redundancy: int = 3
+    # Unvalidated requests: nothing compares the k answers, so more miners only cost more.
+    unvalidated_redundancy: int = 1
     precision: str = "quantized"
     price_wei: int = DEFAULT_PRICE_WEI
     top_up_tasks: int = 10  # a top-up covers this many tasks' price, within the budget
@@ -131,6 +137,18 @@ class TaskRequest:
     precision: str
     key_id: str | None = None
     request_id: str = field(default_factory=lambda: "req-" + secrets.token_hex(12))
+    # False: an unvalidated session (miners may sample; nothing is judged, docs/ROUTER.md).
+    validated: bool = True
+    sampling: Sampling | None = None  # what the prompt's envelope carries, for the answer
+
+    @property
+    def validation_level(self) -> int:
+        return VALIDATION_LEVEL_POI if self.validated else VALIDATION_LEVEL_NONE
+
+    @property
+    def session_terms(self) -> tuple[str, str, int, int]:
+        """What an open session must match to take this request."""
+        return (self.model, self.precision, self.redundancy, self.validation_level)
 
 
 @dataclass(frozen=True)
@@ -144,6 +162,8 @@ class RouterAnswer:
     network: str
     router: str
     latency_s: float
+    validated: bool = True
+    sampling: Sampling | None = None
 
     def extension(self) -> dict[str, Any]:
         """The `cortensor` object every answer carries."""
@@ -152,6 +172,10 @@ class RouterAnswer:
             "request_id": self.request_id,
             "network": self.network,
             "router": self.router,
+            # False: an unvalidated session's answer: sampled (or greedy) and accepted as
+            # answered, judged by no one; each miner's score is 100 for a non-empty answer.
+            "validated": self.validated,
+            "sampling": self.sampling.to_json() if self.sampling is not None else None,
             "session_id": o.session_id,
             "task_id": o.task_id,
             "miners": [
@@ -189,7 +213,10 @@ class Router:
         known_models: Sequence[str] = (),
         network: str = "",
         clock: Callable[[], float] = time.monotonic,
+        pool: PoolIndex | None = None,
     ) -> None:
+        """`pool`: a pool index to share (the embedded network's oracle keeps one); else the
+        router reads its own once, then only new registry events for each request."""
         if client.address is None:
             raise ValueError("the router needs a signing account")
         self.client = client
@@ -205,7 +232,11 @@ class Router:
         self._admit_lock = threading.Lock()
         self._active = 0
         self._submit_lock = threading.Lock()
-        self._sessions: dict[tuple[str, str, int], int] = {}
+        self._sessions: dict[tuple[str, str, int, int], int] = {}
+        # Kept across requests: each reads only the registry's new events. A fresh index reads
+        # every event since the deploy block, which on the in-process chain costs seconds and
+        # grows with the chain (its eth_getLogs walks every block of the range).
+        self.pool = pool or PoolIndex(client)  # reads nothing until its first refresh
         self._listeners: list[Listener] = []
         self._stopping = threading.Event()
         self._resumers: list[threading.Thread] = []
@@ -315,6 +346,7 @@ class Router:
                 deadline,
                 poll_s=self.settings.poll_s,
                 clock=self._clock,
+                pool=self.pool,
             )
         except ValidationTimeout as exc:
             message = str(exc).replace("--timeout", f"{self.settings.pool_wait_s:.0f} s")
@@ -327,7 +359,7 @@ class Router:
             try:
                 head = int(self.client.web3.eth.block_number)
                 self._top_up(request)
-                key = (request.model, request.precision, request.redundancy)
+                key = request.session_terms
                 session = self._session(key)
             except RpcUnavailable as exc:
                 raise _rpc_down(exc) from None
@@ -352,6 +384,8 @@ class Router:
                     request.precision,
                     price_wei=self.settings.price_wei,
                     session_id=session,
+                    validation_level=request.validation_level,
+                    pool=self.pool,
                 )
             except ChainError as exc:
                 # Sent or not? The chain decides, as after a crash; never send it again.
@@ -373,7 +407,12 @@ class Router:
         while True:
             try:
                 return wait_for_outcome(
-                    self.client, submitted, deadline, poll_s=self.settings.poll_s, clock=self._clock
+                    self.client,
+                    submitted,
+                    deadline,
+                    poll_s=self.settings.poll_s,
+                    clock=self._clock,
+                    stages=False,
                 )
             except ValidationTimeout as exc:
                 # The row stays SUBMITTED: `resume()` of a later start still settles it.
@@ -398,6 +437,8 @@ class Router:
             network=self.network,
             router=self.address,
             latency_s=self._clock() - started,
+            validated=request.validated,
+            sampling=request.sampling,
         )
         self._account(request.request_id, request.key_id, answer)
         if outcome.answer is None:
@@ -469,26 +510,28 @@ class Router:
         stored = self.db.cache_get(self._budget_key)
         return int(stored) if isinstance(stored, int) else 0
 
-    def _session_key(self, key: tuple[str, str, int]) -> str:
-        model, precision, k = key
+    def _session_key(self, key: tuple[str, str, int, int]) -> str:
+        model, precision, k, level = key
+        unvalidated = ":unvalidated" if level == VALIDATION_LEVEL_NONE else ""
         return (
             f"router-session:{self.chain.chain_id}:{self.chain.genesis_hash}:"
             f"{self.address.lower()}:{model}:{precision}:{k}:{self.settings.price_wei}"
+            + unvalidated
         )
 
-    def _session(self, key: tuple[str, str, int]) -> int | None:
+    def _session(self, key: tuple[str, str, int, int]) -> int | None:
         """The open session with these terms, checked on chain once per process; None: open one."""
         if key in self._sessions:
             return self._sessions[key]
         stored = self.db.cache_get(self._session_key(key))
         if isinstance(stored, int) and reusable_session(
-            self.client, stored, key[0], key[1], key[2], self.settings.price_wei
+            self.client, stored, key[0], key[1], key[2], self.settings.price_wei, key[3]
         ):
             self._sessions[key] = stored
             return stored
         return None
 
-    def _remember_session(self, key: tuple[str, str, int], session_id: int) -> None:
+    def _remember_session(self, key: tuple[str, str, int, int], session_id: int) -> None:
         if self._sessions.get(key) != session_id:
             self._sessions[key] = session_id
             self.db.cache_put(self._session_key(key), session_id)
@@ -565,6 +608,10 @@ class Router:
         return SubmittedTask(session_id, task_id, (result,))
 
     def _finish(self, row: RequestRecord, submitted: SubmittedTask) -> None:
+        try:
+            level = int(self.client.queue.call("sessions", submitted.session_id)[2])
+        except ChainError:  # only the answer's `validated` flag depends on it
+            level = VALIDATION_LEVEL_POI
         request = TaskRequest(
             model=row.model,
             prompt="",
@@ -572,6 +619,7 @@ class Router:
             precision=row.precision,
             key_id=row.key_id,
             request_id=row.id,
+            validated=level != VALIDATION_LEVEL_NONE,
         )
         try:
             outcome = self._wait(request, submitted)

@@ -11,6 +11,7 @@ process it happens to share.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +21,16 @@ from chain.errors import ChainError, RpcUnavailable
 from chain.events import ChainEvent
 from chain.transactions import TxResult
 from chain.wrappers import PASS_SCORE, Precision, TaskState, Tier, model_id
+from engine.node.chain_watch import ChainWaiter
 from engine.node.pool_index import PoolIndex
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {p.name.lower(): int(p) for p in Precision}
+# A session's validation level (SessionQueue stores it; the oracle and miners read it):
+# POI: answers are greedy and judged (docs/VALIDATION.md); NONE: miners may sample, every
+# non-empty answer is accepted and paid, nothing is judged (docs/ROUTER.md).
+VALIDATION_LEVEL_NONE = 0
 VALIDATION_LEVEL_POI = 1
 DEFAULT_PRICE_WEI = 3 * 10**15
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -36,6 +42,8 @@ TASK_EVENTS = (
     "TaskMinerFailed",
     "TaskValidated",
 )
+# What ends the wait: validated, or refunded (a TaskPhase). The rest only name the stage.
+END_EVENTS = ("TaskPhase", "TaskValidated")
 PHASES = {
     TaskState.ASSIGNED: "assigned: miners are answering",
     TaskState.COMMIT: "commit window",
@@ -119,6 +127,7 @@ def wait_for_pool(
     deadline: float,
     poll_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
+    pool: PoolIndex | None = None,
 ) -> None:
     """Wait until k miners can take the task, so no price sits in escrow for nothing.
 
@@ -126,7 +135,8 @@ def wait_for_pool(
     after passing a network task, so this waits (saying what it waits for) rather than refusing.
     """
     last: tuple[int, int] | None = None
-    pool = PoolIndex(client)  # read once, then only the registry's new events each round
+    # Read once (or kept by the caller across tasks), then only the registry's new events.
+    pool = pool or PoolIndex(client)
     while True:
         registered = eligible_for_precision(client, precision, pool)
         pooled = pool_size(client, model_name, precision, pool)
@@ -162,14 +172,14 @@ def reusable_session(
     precision: str,
     redundancy: int,
     price_wei: int,
+    validation_level: int = VALIDATION_LEVEL_POI,
 ) -> bool:
     """Whether an earlier session of this user is still open with exactly these terms."""
     owner, prec, level, k, is_open, model, price = client.queue.call("sessions", session_id)
     return (
         bool(is_open)
         and str(owner).lower() == str(client.address).lower()
-        and (int(prec), int(level), int(k))
-        == (PRECISIONS[precision], VALIDATION_LEVEL_POI, redundancy)
+        and (int(prec), int(level), int(k)) == (PRECISIONS[precision], validation_level, redundancy)
         and bytes(model) == model_id(model_name)
         and int(price) == price_wei
     )
@@ -183,14 +193,17 @@ def submit_user_task(
     precision: str = "quantized",
     price_wei: int = DEFAULT_PRICE_WEI,
     session_id: int | None = None,
+    validation_level: int = VALIDATION_LEVEL_POI,
+    pool: PoolIndex | None = None,
 ) -> SubmittedTask:
     """Deposit what the price needs, open a session (unless `session_id` is reused), submit.
 
-    `session_id` must be a session `reusable_session` accepted.
+    `session_id` must be a session `reusable_session` accepted; `pool` is a pool index the
+    caller keeps across tasks (else one is read from the registry's events).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if eligible_for_precision(client, precision) < redundancy:
+    if eligible_for_precision(client, precision, pool) < redundancy:
         hint = " or choose --precision quantized" if precision == "full" else ""
         raise ChainError(
             f"fewer than {redundancy} miners on this network can serve {precision} precision; "
@@ -202,7 +215,7 @@ def submit_user_task(
         transactions.append(client.payment.deposit(missing))
     if session_id is None:
         session_id, opened = client.queue.open_session(
-            model_id(model_name), PRECISIONS[precision], VALIDATION_LEVEL_POI, redundancy, price_wei
+            model_id(model_name), PRECISIONS[precision], validation_level, redundancy, price_wei
         )
         transactions.append(opened)
     task_id, submitted = client.queue.submit_task(session_id, prompt)
@@ -216,14 +229,22 @@ def wait_for_outcome(
     deadline: float,
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
+    stages: bool = True,
 ) -> TaskOutcome:
-    """Follow the task's events until the oracle validated it (or the deadline passes)."""
+    """Follow the task's events until the oracle validated it (or the deadline passes).
+
+    It looks again as soon as a block is mined where the chain announces blocks (the
+    in-process chain), else every `poll_s`. `stages` False (the router) follows only the
+    events that end the wait and reads the others once at the end: on the in-process chain
+    every log read holds the chain's one lock, which the nodes answering the task wait on."""
     task_id = submitted.task_id
     # The task's own block, and never before the network's deploy block.
     start = max(submitted.transactions[-1].block_number, client.deployment.deploy_block)
-    cursors = [client.queue.cursor(name, start, taskId=task_id) for name in TASK_EVENTS]
+    followed = TASK_EVENTS if stages else END_EVENTS
+    cursors = [client.queue.cursor(name, start, taskId=task_id) for name in followed]
     seen: list[ChainEvent] = []
     stage = "queued: waiting for the oracle to assign miners"
+    waiter, never = ChainWaiter(client.web3, poll_s), threading.Event()
     while True:
         try:
             head = int(client.web3.eth.block_number)
@@ -232,17 +253,29 @@ def wait_for_outcome(
         except RpcUnavailable as exc:
             log.warning("the RPC does not answer (%s); still waiting", exc)
         if any(e.name == "TaskValidated" for e in seen):
+            if not stages:
+                seen += _rest_of_task(client, task_id, start, head)
             return _outcome(client, submitted, sorted(seen, key=_order))
         if any(_refunded(e) for e in seen):
             raise ChainError(f"task {task_id} was refunded: its price is back in the deposit")
-        stage = _stage(seen, stage)
+        if stages:
+            stage = _stage(seen, stage)
         if clock() > deadline:
             raise ValidationTimeout(
                 f"task {task_id} was not validated before --timeout (last seen: {stage}); "
                 "is the oracle running? Its price stays in escrow until the oracle validates it, "
                 "or until the task timeout lets its owner refund it"
             )
-        time.sleep(poll_s)
+        waiter.wait(never)
+
+
+def _rest_of_task(client: ChainClient, task_id: int, start: int, head: int) -> list[ChainEvent]:
+    """The task's events the wait did not follow, once, up to the block it ended in."""
+    found: list[ChainEvent] = []
+    for name in TASK_EVENTS:
+        if name not in END_EVENTS:
+            found += client.queue.cursor(name, start, taskId=task_id).poll(head)
+    return found
 
 
 def _refunded(event: ChainEvent) -> bool:

@@ -8,6 +8,7 @@ from chain.devnet import EmbeddedChain
 from chain.wrappers import model_id
 from engine.node.user_session import (
     DEFAULT_PRICE_WEI,
+    VALIDATION_LEVEL_NONE,
     ValidationTimeout,
     reusable_session,
     submit_user_task,
@@ -39,6 +40,17 @@ def test_a_reused_session_costs_no_deposit_or_open(embedded: EmbeddedChain) -> N
     assert not reusable_session(user, first.session_id, "other", "quantized", 1, DEFAULT_PRICE_WEI)
     other = embedded.client(embedded.accounts[2])
     assert not reusable_session(other, first.session_id, MODEL, "quantized", 1, DEFAULT_PRICE_WEI)
+    # a validated session never takes an unvalidated request, nor the reverse
+    assert not reusable_session(
+        user, first.session_id, MODEL, "quantized", 1, DEFAULT_PRICE_WEI, VALIDATION_LEVEL_NONE
+    )
+    loose = submit_user_task(user, MODEL, "three", 1, validation_level=VALIDATION_LEVEL_NONE)
+    assert loose.session_id != first.session_id
+    assert int(user.queue.call("sessions", loose.session_id)[2]) == VALIDATION_LEVEL_NONE
+    assert reusable_session(
+        user, loose.session_id, MODEL, "quantized", 1, DEFAULT_PRICE_WEI, VALIDATION_LEVEL_NONE
+    )
+    assert not reusable_session(user, loose.session_id, MODEL, "quantized", 1, DEFAULT_PRICE_WEI)
     user.queue.close_session(first.session_id)
     assert not reusable_session(user, first.session_id, MODEL, "quantized", 1, DEFAULT_PRICE_WEI)
 

@@ -5,10 +5,11 @@ worker) run their loops in threads against their own anvil. For each stage the t
 oracle open one network task, waits for the stage on chain, then replaces the blocks from that
 stage on with empty ones (`anvil_reorg`: same height, other hashes, the transactions gone), or,
 for the last one, reverts to a snapshot so the chain comes back *behind* what the nodes saw
-(anvil restored from an older save); then a user task loses its precommits. The nodes must
-notice, re-send what was dropped and finish the task: on the chain that stays, every miner has
-exactly one precommit and one reveal (never twice, never lost) and the session ends (the task
-is validated) once with both miners scored.
+(anvil restored from an older save); then user tasks lose their precommits, their reveals,
+their validation. The nodes must notice, re-send what was dropped and finish the task: on the
+chain that stays, every miner has exactly one precommit and one reveal (never twice, never
+lost, the journal's bound answer) and the session ends (the task is validated) once with both
+miners scored.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from chain.devnet import AnvilProcess, LocalDevnet, deploy_on_anvil, new_funded_
 from chain.events import ChainEvent, EventCursor
 from chain.rpc import HttpBackend, RetryPolicy
 from chain.transactions import GasPolicy
-from chain.wrappers import SessionState, SlotStatus
+from chain.wrappers import SessionState, SlotStatus, TaskState
 from engine.host.embedded_network import DEVNET_PARAMS
 from engine.inference.runtime import InferenceWorker
 from engine.models.store import ModelStore
@@ -194,7 +195,7 @@ def _assert_finished_once(net: Network, session: int) -> None:
         assert revealed == [record.answer]  # the journal's binding, the same answer
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_reorgs_at_every_stage_drop_nothing_and_double_nothing(network: Network) -> None:
     net = network
     cognitive = net.reader.cognitive
@@ -237,7 +238,10 @@ def test_reorgs_at_every_stage_drop_nothing_and_double_nothing(network: Network)
     assert all(cognitive.slot_status(session, m.address) == SlotStatus.SELECTED for m in net.miners)
     _assert_finished_once(net, session)
 
-    _user_task_after_its_precommits(net)  # the miners are in the pool now
+    user = _user(net)  # the miners are in the user-task pool now
+    _user_task_after_its_precommits(net, user)
+    _user_task_after_its_reveals(net, user)
+    _user_task_after_its_validation(net, user)
 
     # Each node saw a reorg, and one saw the chain come back behind. Not necessarily every time
     # each node: one that never read a dropped block has nothing to notice, and a sender still
@@ -247,23 +251,76 @@ def test_reorgs_at_every_stage_drop_nothing_and_double_nothing(network: Network)
     assert any(r.behind for seen in reorgs.values() for r in seen)
 
 
-def _user_task_after_its_precommits(net: Network) -> None:
-    """5. A user task loses its precommits: re-sent, revealed once, validated once."""
-    user = ChainClient(
+def _user(net: Network) -> ChainClient:
+    return ChainClient(
         HttpBackend([net.devnet.rpc_url], FAST_RPC),
         Deployment(net.devnet.chain_id, net.devnet.contracts),
         new_funded_account(net.web3),
     )
-    submitted = submit_user_task(user, net.miners[0].settings.model_name, "Name a colour.", 2)
-    task_id = submitted.task_id
+
+
+def _submit(net: Network, user: ChainClient, prompt: str) -> int:
+    return submit_user_task(user, net.miners[0].settings.model_name, prompt, 2).task_id
+
+
+def _user_task_after_its_precommits(net: Network, user: ChainClient) -> None:
+    """5. A user task loses its precommits: re-sent, revealed once, validated once."""
+    task_id = _submit(net, user, "Name a colour.")
     _wait(lambda: len(_task_events(net, "TaskPrecommitted", task_id)) == 2, 120, "precommits")
     _reorg_from(net, min(e.block_number for e in _task_events(net, "TaskPrecommitted", task_id)))
     assert _task_events(net, "TaskPrecommitted", task_id) == []
-    _wait(lambda: _task_events(net, "TaskValidated", task_id), 180, "the user task validated")
+    _assert_user_task_finished_once(net, task_id)
+
+
+def _user_task_after_its_reveals(net: Network, user: ChainClient) -> None:
+    """6. A user task loses its reveals (and the validation, if it came first): the miners
+    reveal again from the journal, once, with the bound answer; the oracle validates once."""
+    queue = net.reader.queue
+    task_id = _submit(net, user, "Name a fruit.")
+    _wait(lambda: len(_task_events(net, "TaskAnswer", task_id)) == 2, 120, "both reveals")
+    _reorg_from(net, min(e.block_number for e in _task_events(net, "TaskAnswer", task_id)))
+    assert queue.state(task_id) == TaskState.COMMIT
+    assert _task_events(net, "TaskAnswer", task_id) == []
+    assert len(_task_events(net, "TaskPrecommitted", task_id)) == 2
+    _assert_user_task_finished_once(net, task_id)
+
+
+def _user_task_after_its_validation(net: Network, user: ChainClient) -> None:
+    """7. A user task loses its validation: the oracle (whose view had closed the task)
+    validates it again; nothing of the miners' is sent again."""
+    queue = net.reader.queue
+    task_id = _submit(net, user, "Name an animal.")
+    _wait(lambda: _task_events(net, "TaskValidated", task_id), 180, "the validation")
+    _reorg_from(net, _task_events(net, "TaskValidated", task_id)[0].block_number)
+    assert queue.state(task_id) == TaskState.COMMITTED
+    assert len(_task_events(net, "TaskAnswer", task_id)) == 2
+    _assert_user_task_finished_once(net, task_id)
+
+
+def _assert_user_task_finished_once(net: Network, task_id: int) -> None:
+    """On the chain that stays: one precommit and one reveal per miner, the reveal the
+    journal's bound answer, one validation scoring both."""
+    _wait(lambda: _task_events(net, "TaskValidated", task_id), 180, f"task {task_id} validated")
     addresses = sorted(m.address for m in net.miners)
     for name in ("TaskPrecommitted", "TaskAnswer"):
-        assert sorted(str(e.args["miner"]) for e in _task_events(net, name, task_id)) == addresses
-    assert len(_task_events(net, "TaskValidated", task_id)) == 1
+        per_miner = sorted(str(e.args["miner"]) for e in _task_events(net, name, task_id))
+        assert per_miner == addresses, f"{name} of task {task_id}: {per_miner}"
+    validated = _task_events(net, "TaskValidated", task_id)
+    assert len(validated) == 1
+    session_id = int(net.reader.queue.call("tasks", task_id)[0])
+    for miner in net.miners:
+        record = miner.journal.get(TaskRef(TaskKind.USER, session_id, task_id))
+        assert record is not None and record.state is CommitState.COMMITTED
+        mine = {
+            name: [
+                e for e in _task_events(net, name, task_id) if str(e.args["miner"]) == miner.address
+            ]
+            for name in ("TaskPrecommitted", "TaskAnswer")
+        }
+        assert [str(e.args["answer"]) for e in mine["TaskAnswer"]] == [record.answer]
+        # The journal holds the transactions the chain kept (the re-sent ones after a reorg).
+        assert (record.precommit_tx or "").lower() == mine["TaskPrecommitted"][0].tx_hash.lower()
+        assert (record.commit_tx or "").lower() == mine["TaskAnswer"][0].tx_hash.lower()
 
 
 def _task_events(net: Network, name: str, task_id: int) -> list[ChainEvent]:

@@ -76,6 +76,7 @@ def _router(routed: RoutedNetwork, offset: int, **settings: Any) -> Router:
         chain_key(client),
         replace(SETTINGS, **settings),
         known_models=[MODEL],
+        pool=routed.router.pool,  # one pool index per chain, as `run` shares the oracle's
     )
 
 

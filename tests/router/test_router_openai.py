@@ -149,7 +149,8 @@ def test_completions_and_models(routed: RoutedNetwork) -> None:
     assert reply.model_extra["cortensor"]["task_id"] > 0
     assert reply.usage.completion_tokens <= 12
     models = client.models.list().data
-    assert [m.id for m in models] == [MODEL]
+    assert [m.id for m in models] == [MODEL, MODEL + ":unvalidated"]
+    assert [m.model_extra["cortensor"]["validated"] for m in models] == [True, False]
     assert models[0].model_extra["cortensor"]["miners"] == 3
     assert models[0].model_extra["cortensor"]["precisions"] == ["quantized"]
 

@@ -42,3 +42,29 @@ def test_content_parts_and_bad_messages() -> None:
     ):
         with pytest.raises(PromptFormatError):
             task_prompt.check_messages(bad)
+
+
+def test_sampling_travels_in_the_envelope_and_applies_only_unvalidated() -> None:
+    sampling = task_prompt.Sampling(temperature=0.9, top_p=0.8, seed=7)
+    raw = task_prompt.encode_text("Tell me a story.", 16, sampling)
+    decoded = task_prompt.decode(raw)
+    assert decoded.sampling == sampling and decoded.answer_limit(128) == 16
+    sampled = decoded.sampling_params(128, validated=False)
+    assert (sampled.temperature, sampled.top_p, sampled.seed) == (0.9, 0.8, 7)
+    assert sampled.max_tokens == 16
+    # a validated session stays greedy whatever the envelope says
+    assert decoded.sampling_params(128, validated=True).greedy
+    assert task_prompt.decode(task_prompt.encode_text("x", 4)).sampling_params(128, False).greedy
+
+
+def test_bad_sampling_is_refused_and_a_bad_envelope_is_plain_text() -> None:
+    for temperature, top_p, seed in ((-1, 1.0, 1), (2.5, 1.0, 1), (1.0, 0, 1), (1.0, 1.0, -1)):
+        with pytest.raises(PromptFormatError):
+            task_prompt.Sampling(temperature, top_p, seed)
+    with pytest.raises(PromptFormatError):
+        task_prompt.check_sampling(True, 1.0, 1)  # a boolean is not a temperature
+    raw = task_prompt.MARKER + (
+        '{"messages":[{"role":"user","content":"x"}],"sampling":{"temperature":"hot"}}'
+    )
+    decoded = task_prompt.decode(raw)
+    assert decoded.model_input == raw and decoded.sampling is None

@@ -189,11 +189,19 @@ def _ask_network(ctx: AppContext, args: argparse.Namespace, deadline: float) -> 
 def _run_task(
     client: Any, model: str, args: argparse.Namespace, deadline: float, session_id: int | None
 ) -> dict[str, Any]:
+    from engine.node.pool_index import PoolIndex
     from engine.node.user_session import submit_user_task, wait_for_outcome, wait_for_pool
 
-    wait_for_pool(client, model, args.precision, args.redundancy, deadline)
+    pool = PoolIndex(client)  # the registry's events read once for both checks
+    wait_for_pool(client, model, args.precision, args.redundancy, deadline, pool=pool)
     submitted = submit_user_task(
-        client, model, args.prompt, args.redundancy, args.precision, session_id=session_id
+        client,
+        model,
+        args.prompt,
+        args.redundancy,
+        args.precision,
+        session_id=session_id,
+        pool=pool,
     )
     log.info(
         "task %d submitted in session %d (%s); waiting for validation",

@@ -216,10 +216,8 @@ def _embed(ctx: AppContext, args: argparse.Namespace) -> int:
 
 
 def _bench(ctx: AppContext, args: argparse.Namespace) -> int:
-    import llama_cpp
-
     from cortensor_desktop.cli.commands.models_cmd import open_store
-    from engine.inference.runtime import InferenceWorker
+    from engine.inference.runtime import InferenceWorker, llama_cpp_version
     from engine.node.benchmarks import bench_document, store_benchmark
 
     store = open_store(ctx)
@@ -239,7 +237,7 @@ def _bench(ctx: AppContext, args: argparse.Namespace) -> int:
     quant = _quant_of(entry, path)
     model_id = entry.id if entry else path.name
     elapsed = time.monotonic() - started
-    document = bench_document(result, model_id, quant, elapsed, llama_cpp.__version__)
+    document = bench_document(result, model_id, quant, elapsed, llama_cpp_version())
     store_benchmark(ctx.database, document)
     if ctx.json_output:
         ctx.emit_json(document)
