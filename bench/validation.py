@@ -26,7 +26,10 @@ cost. Exits 1 unless issue 14's targets hold: honest <= 0.5 % per answer on this
 
 `--jobs N` runs N models (and N validators) side by side, one thread each: the machine's cores
 rather than one (the cost ratio is only clean with 1). `--answers` judges the answers of an
-earlier `--dump` again, e.g. after a change to the checks.
+earlier `--dump` again, e.g. after a change to the checks; `--generate-only --dump FILE` only
+makes the answers (they time nothing, so outside the bench lock), to be judged with `--answers`
+under it. A cheater's answer that is exactly the honest greedy answer is the honest answer and
+is counted apart from its row's rate (`greedy_twins`).
 
 docs/VALIDATION.md has the measured table and how the native venv is built.
 """
