@@ -5,7 +5,7 @@
 summary the status API serves, and runs the control loop: commands from the queue, SIGHUP
 reloads, and the node host's ticks (`engine.host.node_host`: the polite-mining policies,
 worker-crash and oracle low-gas alerts, hardware readings). A signal stops it cleanly. The CLI
-(`cli/commands/run_cmd.py`) only parses arguments and chooses what to build.
+(`cli/commands/run_cmd.py`) only parses arguments and chooses what to build (`headless_runs.py`).
 Never imports textual or rich: servers run this path.
 """
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import cortensor_desktop
-from cortensor_desktop.cli.commands.run_cmd import miner_settings
 from cortensor_desktop.cli.context import AppContext
+from cortensor_desktop.hosting.assembly import miner_settings
 from cortensor_desktop.paths import resolve_paths
 
 

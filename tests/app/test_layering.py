@@ -90,6 +90,8 @@ def test_cli_entry_and_config_path_never_load_textual_or_rich() -> None:
             "cortensor_desktop.event_text",
             "cortensor_desktop.service.status_api",
             "cortensor_desktop.hosting.reload",
+            "cortensor_desktop.hosting.assembly",
+            "cortensor_desktop.hosting.headless_runs",
             "cortensor_desktop.cli.commands.run_cmd",
             "cortensor_desktop.cli.commands.status_cmd",
             "engine.state.summary",

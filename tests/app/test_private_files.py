@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cortensor_desktop.cli.commands.run_cmd import rpc_info
+from cortensor_desktop.hosting.assembly import rpc_info
 from cortensor_desktop.logs import LOG_FILE_NAME, setup_logging
 from cortensor_desktop.paths import resolve_paths
 from engine.state.database import Database

@@ -44,7 +44,7 @@ def test_run_opens_the_dashboard_only_on_a_terminal_without_headless(
     monkeypatch: pytest.MonkeyPatch, headless: bool, terminal: bool, expected: str
 ) -> None:
     monkeypatch.setattr(run_cmd, "wants_dashboard", lambda: terminal)
-    monkeypatch.setattr(run_cmd, "_check_cpu_runs_this_build", lambda ctx: None)
+    monkeypatch.setattr(run_cmd, "check_cpu_runs_this_build", lambda ctx: None)
     monkeypatch.setattr(run_cmd, "_run_dashboard", lambda ctx, args: "dashboard")
     monkeypatch.setattr(run_cmd, "_run_embedded", lambda ctx, args: "headless")
     args = argparse.Namespace(miners=2, headless=headless)
