@@ -213,6 +213,67 @@ def test_router_killed_mid_request_finds_its_task_on_restart_and_never_pays_twic
     assert chain.queue.state(row["task_id"]) == 5  # validated
 
 
+@pytest.mark.timeout(900)
+def test_router_on_a_devnet_streams_completes_lists_models_and_refuses_bad_input(
+    devnet: Path,
+) -> None:
+    """The openai package against a router process on the devnet (real anvil, miner and
+    oracle processes): a streamed chat ending in the chain's consensus answer, a completion,
+    the models the pool serves, and the errors a client can cause, none of them submitted."""
+    import openai
+
+    port = _free_port()
+    router = _router(devnet, port, {})
+    try:
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=800
+        )
+        _stream_is_the_consensus_answer(devnet, client)
+        reply = client.completions.create(
+            model="smollm2-135m-instruct", prompt="The sky is", max_tokens=8
+        )
+        assert reply.object == "text_completion" and reply.choices[0].text
+        assert reply.model_extra is not None and reply.model_extra["cortensor"]["task_id"] > 0
+        models = {m.id: m.model_extra for m in client.models.list().data}
+        assert models["smollm2-135m-instruct"]["cortensor"]["miners"] == 3  # type: ignore[index]
+        before = len(_router_rows(devnet))
+        chat = [{"role": "user", "content": "Hi"}]
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="no-such-model", messages=chat)  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError, match="greedy"):
+            client.chat.completions.create(
+                model="smollm2-135m-instruct",
+                messages=chat,  # type: ignore[arg-type]
+                temperature=1,
+            )
+        assert len(_router_rows(devnet)) == before  # refused before anything was submitted
+    finally:
+        router.send_signal(signal.SIGTERM)
+        router.wait(timeout=60)
+
+
+def _stream_is_the_consensus_answer(home: Path, client: Any) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=8,
+            stream=True,
+        )
+    )
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    ext = chunks[-1].model_extra["cortensor"]
+    queue = _client(home).queue
+    answers = queue.cursor("TaskAnswer", 0, taskId=ext["task_id"]).poll(
+        int(queue.contract.w3.eth.block_number)
+    )
+    winner = ext["miners"][ext["consensus_index"]]["address"].lower()
+    assert text == next(
+        str(e.args["answer"]) for e in answers if str(e.args["miner"]).lower() == winner
+    )
+
+
 def _free_port() -> int:
     import socket
 
