@@ -324,13 +324,7 @@ class Journal:
         sent, confirmed = _LANDED[stage]
         column = "precommit_tx" if stage is CommitStage.PRECOMMIT else "commit_tx"
         with self.db.transaction() as conn:
-            record = self._require(conn, task)
-            if record.state is CommitState.ABANDONED:
-                raise JournalError(f"task {task.key} was abandoned: {record.note}")
-            if _ORDER.index(record.state) < _ORDER.index(_REQUIRES[sent]):
-                raise JournalError(
-                    f"task {task.key} is {record.state.value}; cannot skip to {sent.value}"
-                )
+            record = _reachable(self._require(conn, task), task, sent)
             # The confirmed state needs no more than the sent one, reached here.
             state = max(record.state, confirmed, key=_ORDER.index)
             self._update(conn, task, state, column=column, value=tx_hash)
@@ -387,13 +381,7 @@ class Journal:
         self, task: TaskRef, target: CommitState, column: str | None = None, value: str = ""
     ) -> CommitRecord:
         with self.db.transaction() as conn:
-            record = self._require(conn, task)
-            if record.state is CommitState.ABANDONED:
-                raise JournalError(f"task {task.key} was abandoned: {record.note}")
-            if _ORDER.index(record.state) < _ORDER.index(_REQUIRES[target]):
-                raise JournalError(
-                    f"task {task.key} is {record.state.value}; cannot skip to {target.value}"
-                )
+            record = _reachable(self._require(conn, task), task, target)
             # Going back (a late confirmation after a resend) keeps the further state.
             self._update(
                 conn,
@@ -722,3 +710,14 @@ def _verdict_record(row: sqlite3.Row) -> VerdictRecord:
         top1_agreement=row["top1_agreement"],
         cosine=row["cosine"],
     )
+
+
+def _reachable(record: CommitRecord, task: TaskRef, target: CommitState) -> CommitRecord:
+    """`record`, if it may move to `target`: not abandoned, and past what `target` requires."""
+    if record.state is CommitState.ABANDONED:
+        raise JournalError(f"task {task.key} was abandoned: {record.note}")
+    if _ORDER.index(record.state) < _ORDER.index(_REQUIRES[target]):
+        raise JournalError(
+            f"task {task.key} is {record.state.value}; cannot skip to {target.value}"
+        )
+    return record
