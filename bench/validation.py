@@ -22,13 +22,15 @@ cost. Exits 1 unless issue 14's targets hold: honest <= 0.5 % per answer on this
 (pessimistic interval ends), checking <= 0.5 of answering. The last line is the headline.
 
     PYTHONPATH=. .venv/bin/python bench/validation.py [--prompts 200] \
-        [--cross-build /work/native-venv/bin/python] [--jobs 1] [--dump FILE] [--answers FILE]
+        [--cross-build /work/native-venv/bin/python] [--jobs 1] [--dump FILE] [--answers FILE] \
+        [--skip N]
 
 `--jobs N` runs N models (and N validators) side by side, one thread each: the machine's cores
 rather than one (the cost ratio is only clean with 1). `--answers` judges the answers of an
 earlier `--dump` again, e.g. after a change to the checks; `--generate-only --dump FILE` only
 makes the answers (they time nothing, so outside the bench lock), to be judged with `--answers`
-under it. A cheater's answer that is exactly the honest greedy answer is the honest answer and
+under it. `--skip N --prompts M` runs prompts N+1 to N+M of the order, so a long run can be
+made in parts. A cheater's answer that is exactly the honest greedy answer is the honest answer and
 is counted apart from its row's rate (`greedy_twins`).
 
 docs/VALIDATION.md has the measured table and how the native venv is built.
@@ -50,11 +52,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import llama_cpp
+import psutil
 from cross_build import CrossBuild, cpu_flags
 from platformdirs import user_cache_dir
 
@@ -73,6 +77,7 @@ from engine.poi.validation import (
     wilson_interval,
 )
 from engine.poi.validator import JudgedAnswer, Validator
+from profiler.fit import cpu_threads
 from profiler.load_settings import LoadSettings
 
 MAX_TOKENS = 96
@@ -197,6 +202,7 @@ def judge_all(
     questions: list[str],
     kinds: dict[str, list[str]],
     jobs: int,
+    load: LoadSettings,
 ) -> tuple[Judged, list[str], list[TaskCost]]:
     """Every answer judged, in prompt order; `jobs` validators each judge a share of prompts.
 
@@ -217,8 +223,8 @@ def judge_all(
         embed_load = LoadSettings(n_ctx=512, n_threads=1)
         params = SamplingParams(max_tokens=MAX_TOKENS)
         with (
-            InferenceWorker(chat_model, LOAD) as chat,
-            InferenceWorker(chat_model, LOAD) as miner,
+            InferenceWorker(chat_model, load) as chat,
+            InferenceWorker(chat_model, load) as miner,
             InferenceWorker(embedding_model, embed_load, kind="embedding") as embed,
         ):
             validator = Validator(chat, embed)
@@ -507,7 +513,7 @@ def system_info() -> str:
 
 
 def generate_kinds(
-    registered: Path, tmp: Path, questions: list[str], started: float, jobs: int
+    registered: Path, tmp: Path, questions: list[str], started: float, jobs: int, load: LoadSettings
 ) -> tuple[dict[str, list[str]], list[float]]:
     """Every kind's answers, and the seconds each honest answer took."""
     cheap = requantize(registered, tmp / "cheap.gguf")
@@ -526,7 +532,7 @@ def generate_kinds(
     def generate(spec: tuple[str, Path, float]) -> tuple[list[str], list[float]]:
         name, path, temperature = spec
         # Each worker is its own process, so threads here run the models side by side.
-        with InferenceWorker(path, LOAD) as worker:
+        with InferenceWorker(path, load) as worker:
             made = answers(worker, questions, temperature)
         print(f"generated {name} ({time.monotonic() - started:.0f} s)", flush=True)
         return made
@@ -553,7 +559,8 @@ def generate_all(
             # Runs alongside this build's generation: one thread each, the two cores both busy.
             cross = CrossBuild(args.cross_build, registered, questions, MAX_TOKENS, LOAD.n_ctx, tmp)
         try:
-            kinds, answer_s = generate_kinds(registered, tmp, questions, started, args.jobs)
+            load = replace(LOAD, n_threads=args.threads)
+            kinds, answer_s = generate_kinds(registered, tmp, questions, started, args.jobs, load)
             if cross is None:
                 return kinds, answer_s
             other = cross.result()
@@ -568,27 +575,44 @@ def generate_all(
     return {"honest": kinds["honest"], "honest_cross": other.answers, **kinds}, answer_s
 
 
-def load_answers(path: Path, questions: list[str]) -> tuple[dict[str, list[str]], list[float]]:
-    """The answers of an earlier --dump (and the honest answers' seconds), to judge them again."""
+def load_answers(
+    paths: list[Path], questions: list[str]
+) -> tuple[dict[str, list[str]], list[float]]:
+    """The answers of earlier --dump files, one after the other (and the honest answers'
+    seconds), to judge them again."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+            LABELS.update(data["labels"])
+            rows.extend(data["rows"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"error: cannot read answers from {path}: {exc}") from None
+    kinds: dict[str, list[str]] = {}
     try:
-        data = json.loads(path.read_text())
-        LABELS.update(data["labels"])
-        kinds: dict[str, list[str]] = {}
-        for row in data["rows"]:
-            kinds.setdefault(row["kind"], []).append(row["answer"])
-        honest_rows = [row for row in data["rows"] if row["kind"] == "honest"]
+        for row in rows:
+            kinds.setdefault(str(row["kind"]), []).append(str(row["answer"]))
+        honest_rows = [row for row in rows if row["kind"] == "honest"]
         asked = [row["prompt"] for row in honest_rows]
         answer_s = [float(row.get("answer_s") or 0.0) for row in honest_rows]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"error: cannot read answers from {path}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read answers from {paths[0]}: {exc}") from None
     if asked != questions or any(len(texts) != len(questions) for texts in kinds.values()):
-        raise SystemExit(f"error: {path} holds answers to other prompts than --prompts asks")
+        names = ", ".join(str(p) for p in paths)
+        raise SystemExit(f"error: {names} hold answers to other prompts than --prompts asks")
     return kinds, answer_s
 
 
-def main() -> int:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="start after the first N prompts of the order: a long run made in parts, each "
+        "part generated and judged by itself",
+    )
     parser.add_argument(
         "--cross-build",
         metavar="PYTHON",
@@ -597,7 +621,11 @@ def main() -> int:
     )
     parser.add_argument("--dump", type=Path, help="write every answer and its verdict as JSON")
     parser.add_argument(
-        "--answers", type=Path, help="judge the answers of an earlier --dump instead of generating"
+        "--answers",
+        type=Path,
+        nargs="+",
+        help="judge the answers of earlier --dump files instead of generating; several are "
+        "read in order as one run (the parts of a run made with --skip)",
     )
     parser.add_argument(
         "--generate-only",
@@ -609,35 +637,58 @@ def main() -> int:
         "--jobs",
         type=int,
         default=1,
-        help="models generating (and validators judging) side by side, one thread each",
+        help="models generating (and validators judging) side by side",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="llama.cpp threads of each chat worker (default: a node's own setting on this "
+        "machine, physical cores - 1, shared by --jobs)",
     )
     args = parser.parse_args()
-    if args.prompts < 1 or args.jobs < 1:
-        parser.error("--prompts and --jobs must be at least 1")
+    if (
+        args.prompts < 1
+        or args.jobs < 1
+        or args.skip < 0
+        or (args.threads is not None and args.threads < 1)
+    ):
+        parser.error("--prompts, --jobs and --threads must be at least 1, --skip at least 0")
+    if args.threads is None:
+        physical = psutil.cpu_count(logical=False) or 1
+        args.threads = max(1, cpu_threads(physical) // args.jobs)
     if args.generate_only and (args.dump is None or args.answers):
         parser.error("--generate-only needs --dump FILE and no --answers")
     if args.cross_build and not Path(args.cross_build).is_file():
         parser.error(f"--cross-build: no such interpreter: {args.cross_build}")
+    return args
+
+
+def main() -> int:
+    args = parse_arguments()
     # A plain SIGTERM would skip the clean-up that stops the cross build's interpreter.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    questions = prompts(args.prompts)
+    questions = prompts(args.skip + args.prompts)[args.skip :]
     store = ModelStore(Path(user_cache_dir("cortensor-desktop", appauthor=False)) / "models")
     registered = store.pull("smollm2-135m-instruct")
     embedding = store.pull(store.catalogue.of_kind("embedding")[0].id)
     flags = " ".join(cpu_flags(system_info()))
     print(f"this build: llama-cpp-python {llama_cpp.__version__}: {flags}")
+    print(f"llama.cpp threads per chat worker: {args.threads} (embedding worker: 1)")
 
     started = time.monotonic()
     if args.answers:
         kinds, answer_s = load_answers(args.answers, questions)
-        print(f"judging the answers in {args.answers} again")
+        print(f"judging the answers in {', '.join(map(str, args.answers))} again")
     else:
         kinds, answer_s = generate_all(args, registered, questions, started)
         if args.generate_only:
             dump_answers(args.dump, questions, kinds, answer_s)
             print(f"answers written to {args.dump} ({time.monotonic() - started:.0f} s)")
             return 0
-    judged, references, costs = judge_all((registered, embedding), questions, kinds, args.jobs)
+    load = replace(LOAD, n_threads=args.threads)
+    judged, references, costs = judge_all(
+        (registered, embedding), questions, kinds, args.jobs, load
+    )
     verdicts = verdicts_of(judged)
     if args.dump:
         dump(args.dump, questions, judged, answer_s, references)

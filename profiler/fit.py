@@ -566,11 +566,17 @@ def _ctx_reason(ctx: int, contexts: list[int], tried: list[str]) -> str:
     return f"context {ctx}: {_last(longer)}"
 
 
+def cpu_threads(physical_cores: int) -> int:
+    """A node's llama.cpp threads on the CPU: every physical core but one, left for the
+    desktop (bench/validation.py times checking against answering at this setting)."""
+    return max(1, physical_cores - 1)
+
+
 def _threads(hw: Hardware, s: FitSettings, est: MemoryEstimate, n_layer: int) -> tuple[int, str]:
     if s.n_threads:
         return s.n_threads, f"threads {s.n_threads}: set by [fit] threads"
     physical = hw.cpu.physical_cores
-    n = max(1, physical - 1)
+    n = cpu_threads(physical)
     why = f"{physical} physical cores, one left for the desktop"
     if physical <= 1:
         why = "1 physical core"

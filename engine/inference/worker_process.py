@@ -517,7 +517,14 @@ class _Worker:
             raise _RequestFailed("request", "cancelled")
         cache = _ScoredPrefix(prompt_tokens)
         results: list[LikelihoodResult | None] = []
+        # Scoring is a function of the prompt and the text: a second miner of one build gets
+        # the first one's result. Scoring it again was not free: a re-split try leaves the
+        # cache holding its split, so the same text paid its tail's prefill and the try again.
+        done: dict[str, LikelihoodResult | None] = {}
         for answer in answers:
+            if answer in done:
+                results.append(done[answer])
+                continue
             tokens = list(llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False))
             if not tokens or len(prompt_tokens) + len(tokens) >= n_ctx:
                 if strict:
@@ -527,11 +534,13 @@ class _Worker:
                         if not tokens
                         else "prompt and answer do not fit in the context",
                     )
-                results.append(None)
+                results.append(done.setdefault(answer, None))
                 continue
             room = n_ctx - len(prompt_tokens)
             tokens, rows = self._aligned_rows(llm, cache, tokens, room)
-            results.append(self._likelihood(llm, len(prompt_tokens), tokens, rows))
+            results.append(
+                done.setdefault(answer, self._likelihood(llm, len(prompt_tokens), tokens, rows))
+            )
             if self._cancelled(rid):
                 raise _RequestFailed("request", "cancelled")
         return results
