@@ -69,6 +69,9 @@ class GenerationFigures:
     prompt_tokens_per_s: float
     tokens_per_s: float  # generation only: tokens after the first / time after the first
     total_s: float
+    # Prompt tokens whose keys and values the cache held from the request before (the chat
+    # template's opening): not decoded again, and not in prompt_tokens_per_s.
+    prompt_cached_tokens: int = 0
 
 
 @dataclass(frozen=True)

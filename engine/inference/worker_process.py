@@ -120,6 +120,9 @@ class _Worker:
         self.report: LoadReport | None = None
         self._log_callback: Any = None
         self._piece_buf = ctypes.create_string_buffer(256)
+        # The tokens whose keys and values the chat context's cache holds, position by position.
+        self.cached: list[int] = []
+        self.prefilled = 0  # prompt tokens the last prefill decoded (the rest were cached)
 
     # -- plumbing -------------------------------------------------------------------------
     def send(self, message: tuple[Any, ...]) -> None:
@@ -185,6 +188,7 @@ class _Worker:
 
     # -- loading --------------------------------------------------------------------------
     def unload(self) -> None:
+        self.cached.clear()
         if self.llm is not None:
             self.llm.close()
             self.llm = None
@@ -338,8 +342,17 @@ class _Worker:
     def _cancelled(self, rid: int) -> bool:
         return bool(self.cancel_slot.value == rid)
 
-    def _prefill(self, llm: Any, tokens: list[int], rid: int, deadline: float | None) -> bool:
-        """Decode the prompt in n_batch chunks; False when cancelled or past the deadline."""
+    def _prefill(
+        self, llm: Any, tokens: list[int], rid: int, deadline: float | None, reuse: bool = True
+    ) -> bool:
+        """Decode the prompt in n_batch chunks; False when cancelled or past the deadline.
+
+        The key-value cache keeps what it holds in common with the prompt (`reuse`): every chat
+        prompt opens with the same template and system text (24 of a 35-token prompt for
+        SmolLM2), which a miner and a validator otherwise decode again for each task. A
+        position's keys and values depend only on the tokens up to it, so what is kept equals
+        what a fresh decode computes. The last token is always decoded: its logits are needed.
+        """
         import llama_cpp
 
         ctx = llm._ctx.ctx
@@ -348,17 +361,39 @@ class _Worker:
             raise _RequestFailed(
                 "request", f"the prompt has {len(tokens)} tokens; the context holds {n_ctx}"
             )
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        kept = self._keep_cached(ctx, tokens, max(0, len(tokens) - 1) if reuse else 0)
+        self.prefilled = len(tokens) - kept
         step = self.report.used.n_batch if self.report else 512
-        for start in range(0, len(tokens), step):
+        for start in range(kept, len(tokens), step):
             chunk = tokens[start : start + step]
-            array = (llama_cpp.llama_token * len(chunk))(*chunk)
-            rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(chunk)))
-            if rc != 0:
-                raise _RequestFailed("request", f"llama_decode failed with code {rc}")
+            self._decode(ctx, chunk)
             if self._cancelled(rid) or (deadline is not None and time.monotonic() > deadline):
                 return False
         return True
+
+    def _keep_cached(self, ctx: Any, tokens: list[int], most: int) -> int:
+        """Drop the cache's positions past its common prefix with `tokens` (at most `most`
+        kept); how many were kept."""
+        import llama_cpp
+
+        memory = llama_cpp.llama_get_memory(ctx)
+        common = min(_common_prefix(self.cached, tokens), most)
+        if common == 0 or not llama_cpp.llama_memory_seq_rm(memory, 0, common, -1):
+            llama_cpp.llama_memory_clear(memory, True)
+            common = 0
+        del self.cached[common:]
+        return common
+
+    def _decode(self, ctx: Any, tokens: list[int]) -> None:
+        """Decode tokens at the cache's end (logits of the last only); `cached` follows."""
+        import llama_cpp
+
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(array, len(tokens)))
+        if rc != 0:
+            self.cached.clear()  # what the cache holds after a failed decode is not known
+            raise _RequestFailed("request", f"llama_decode failed with code {rc}")
+        self.cached.extend(tokens)
 
     def _sampler(self, llm: Any, params: SamplingParams) -> Any:
         import llama_cpp
@@ -392,6 +427,7 @@ class _Worker:
         params: SamplingParams,
         raw: bool,
         stream: bool = True,
+        reuse: bool = True,
     ) -> GenerationResult:
         import llama_cpp
 
@@ -409,12 +445,11 @@ class _Worker:
         text_parts: list[str] = []
         first_at = started
         prefill_s = 0.0
-        if not self._prefill(llm, tokens, rid, deadline):
+        if not self._prefill(llm, tokens, rid, deadline, reuse):
             finish = "cancelled" if self._cancelled(rid) else "deadline"
             max_new = 0
         prefill_s = time.monotonic() - started
         sampler = self._sampler(llm, params)
-        one = (llama_cpp.llama_token * 1)()
         stop_strings = params.stop
         tail_keep = max((len(s) for s in stop_strings), default=0) + 8
         tail = ""
@@ -452,10 +487,7 @@ class _Worker:
                     break
                 if index == max_new - 1:
                     break
-                one[0] = token
-                rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1))
-                if rc != 0:
-                    raise _RequestFailed("request", f"llama_decode failed with code {rc}")
+                self._decode(ctx, [token])
         finally:
             llama_cpp.llama_sampler_free(sampler)
         ended = time.monotonic()
@@ -472,9 +504,11 @@ class _Worker:
             prompt_tokens=len(tokens),
             generated_tokens=n,
             ttft_s=(first_at - started) if n else 0.0,
-            prompt_tokens_per_s=len(tokens) / prefill_s if prefill_s > 0 else 0.0,
+            # Of the tokens decoded: a prompt the cache mostly held is not a fast prefill.
+            prompt_tokens_per_s=self.prefilled / prefill_s if prefill_s > 0 else 0.0,
             tokens_per_s=(n - 1) / gen_span if n > 1 and gen_span > 0 else 0.0,
             total_s=ended - started,
+            prompt_cached_tokens=len(tokens) - self.prefilled,
         )
         assert self.report is not None
         return GenerationResult(
@@ -603,6 +637,7 @@ class _Worker:
         if common < len(inputs):
             start_pos = len(cache.prompt_tokens) - 1 + common
             llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), 0, start_pos, -1)
+            del self.cached[start_pos:]  # the prompt and the answer's shared head stay
             step = llm._batch.n_tokens_max if hasattr(llm._batch, "n_tokens_max") else 512
             step = min(step, self.report.used.n_batch if self.report else 512)
             fresh: list[Any] = []
@@ -612,7 +647,9 @@ class _Worker:
                 llm._batch.set_batch(batch=chunk, n_past=start_pos + offset, logits_all=True)
                 rc = llama_cpp.llama_decode(ctx, llm._batch.batch)
                 if rc != 0:
+                    self.cached.clear()
                     raise _RequestFailed("request", f"llama_decode failed with code {rc}")
+                self.cached.extend(chunk)
                 # Every token of the chunk is an output, so its rows lie in batch order.
                 pointer = llama_cpp.llama_get_logits(ctx)
                 fresh.append(np.ctypeslib.as_array(pointer, shape=(len(chunk), n_vocab)).copy())
@@ -687,11 +724,12 @@ class _Worker:
             rid, prompt, SamplingParams(max_tokens=CHECKSUM_TOKENS), False, stream=False
         )
         timed = SamplingParams(max_tokens=gen_tokens, ignore_eos=True)
+        # Each timed run decodes the whole prompt: the cache holds it from the run before.
         last: GenerationResult | None = None
         for _ in range(runs):
             if self._cancelled(rid):
                 raise _RequestFailed("request", "cancelled")
-            last = self.op_generate(rid, prompt, timed, False, stream=False)
+            last = self.op_generate(rid, prompt, timed, False, stream=False, reuse=False)
             prompt_tps.append(last.figures.prompt_tokens_per_s)
             gen_tps.append(last.figures.tokens_per_s)
             ttfts.append(last.figures.ttft_s)
@@ -738,15 +776,19 @@ class _ScoredPrefix:
         self.rows: Any = None
 
     def common_prefix(self, inputs: list[int]) -> int:
-        n = 0
-        for a, b in zip(inputs, self.inputs, strict=False):
-            if a != b:
-                break
-            n += 1
-        return n
+        return _common_prefix(inputs, self.inputs)
 
     def keep(self, inputs: list[int], rows: Any) -> None:
         self.inputs, self.rows = list(inputs), rows
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _log_softmax(logits: Any) -> Any:

@@ -295,3 +295,24 @@ def test_scoring_follows_the_split_the_decode_produced(chat_worker: InferenceWor
     assert "".join(t.text for t in scored.tokens) == answer.text
     assert all(t.gap <= 0.2 for t in scored.tokens)
     assert scored.ends_properly
+
+
+def test_a_prompt_reuses_the_cached_template_head_and_answers_as_a_fresh_worker_does(
+    chat_worker: InferenceWorker, smollm_path: Path
+) -> None:
+    first, second = "Name a planet.", "Give one tip about sleep."
+    chat_worker.generate(first)
+    reused = chat_worker.generate(second, SamplingParams(max_tokens=24))
+    # The chat template's system text opens both prompts: only the question is decoded again.
+    assert reused.figures.prompt_cached_tokens >= 20
+    assert reused.figures.prompt_cached_tokens < reused.figures.prompt_tokens
+    answer = reused.text
+    reused_score = chat_worker.score_likelihood(second, answer)
+    with InferenceWorker(smollm_path, LoadSettings(n_ctx=1024, n_threads=1)) as fresh:
+        fresh_answer = fresh.generate(second, SamplingParams(max_tokens=24))
+        fresh_score = fresh.score_likelihood(second, answer)
+    assert fresh_answer.figures.prompt_cached_tokens == 0
+    # Kept keys and values are what a fresh decode computes: the same tokens, the same scores.
+    assert reused.token_ids == fresh_answer.token_ids
+    assert [t.logprob for t in reused_score.tokens] == [t.logprob for t in fresh_score.tokens]
+    assert reused_score.end_logprob == fresh_score.end_logprob
