@@ -39,6 +39,7 @@ docs/VALIDATION.md has the measured table and how the native venv is built.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import itertools
 import json
@@ -63,6 +64,7 @@ from cross_build import CrossBuild, cpu_flags
 from platformdirs import user_cache_dir
 
 from engine.inference.runtime import InferenceWorker
+from engine.inference.scoring_copy import scoring_model
 from engine.inference.types import SamplingParams
 from engine.models.store import ModelStore
 from engine.poi.validation import (
@@ -203,6 +205,7 @@ def judge_all(
     kinds: dict[str, list[str]],
     jobs: int,
     load: LoadSettings,
+    scoring: Path | None = None,
 ) -> tuple[Judged, list[str], list[TaskCost]]:
     """Every answer judged, in prompt order; `jobs` validators each judge a share of prompts.
 
@@ -212,6 +215,8 @@ def judge_all(
     layer, so the validator's reference is generated there (as it would be for them alone), and
     it is returned for the margin sweep's checksum level. For the cost row a miner answers each
     prompt again right before its honest task is checked, so both times share one moment's load.
+    `scoring` is the float16 copy the validator scores with, as a node's does on a CPU (None:
+    the registered file).
     """
     chunks = [range(i, len(questions), jobs) for i in range(jobs)]
     started = time.monotonic()
@@ -226,8 +231,10 @@ def judge_all(
             InferenceWorker(chat_model, load) as chat,
             InferenceWorker(chat_model, load) as miner,
             InferenceWorker(embedding_model, embed_load, kind="embedding") as embed,
+            contextlib.ExitStack() as more,
         ):
-            validator = Validator(chat, embed)
+            scorer = more.enter_context(InferenceWorker(scoring, load)) if scoring else None
+            validator = Validator(chat, embed, scorer=scorer)
             for i in indices:
                 honest = kinds["honest"][i]
                 # One miner answers right before the validator checks: the two times are taken
@@ -640,6 +647,13 @@ def parse_arguments() -> argparse.Namespace:
         help="models generating (and validators judging) side by side",
     )
     parser.add_argument(
+        "--scoring",
+        choices=("copy", "registered"),
+        default="copy",
+        help="what the validator scores with: the float16 copy a node makes on a CPU where it "
+        "fits (default), or the registered file itself, for comparison",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="llama.cpp threads of each chat worker (default: a node's own setting on this "
@@ -686,8 +700,10 @@ def main() -> int:
             print(f"answers written to {args.dump} ({time.monotonic() - started:.0f} s)")
             return 0
     load = replace(LOAD, n_threads=args.threads)
+    scoring = scoring_model(registered, load) if args.scoring == "copy" else None
+    print(f"the validator scores with {(scoring or registered).name}")
     judged, references, costs = judge_all(
-        (registered, embedding), questions, kinds, args.jobs, load
+        (registered, embedding), questions, kinds, args.jobs, load, scoring
     )
     verdicts = verdicts_of(judged)
     if args.dump:

@@ -54,21 +54,24 @@ def own_validator(models_dir: Path, model: str) -> Any:
 
     def build() -> Any:
         from engine.inference.runtime import InferenceWorker
+        from engine.inference.scoring_copy import scoring_model
         from engine.models.store import ModelStore
         from engine.poi.validator import Validator
         from profiler.load_settings import LoadSettings
 
         store = ModelStore(models_dir)
         embedding = store.catalogue.of_kind("embedding")[0].id
-        chat = InferenceWorker(
-            store.pull(model), LoadSettings(n_ctx=2048, n_threads=1), kind="chat"
-        )
+        chat_path, load = store.pull(model), LoadSettings(n_ctx=2048, n_threads=1)
+        chat = InferenceWorker(chat_path, load, kind="chat")
         embed = InferenceWorker(
             store.pull(embedding), LoadSettings(n_ctx=512, n_threads=1), kind="embedding"
         )
-        chat.start()
-        embed.start()
-        return Validator(chat, embed)
+        copy = scoring_model(chat_path, load)
+        scorer = InferenceWorker(copy, load, kind="chat") if copy else None
+        for worker in (chat, embed, scorer):
+            if worker is not None:
+                worker.start()
+        return Validator(chat, embed, scorer=scorer)
 
     return build
 

@@ -21,6 +21,7 @@ from chain.devnet import EmbeddedChain, start_embedded
 from engine.host.loop_threads import LoopDeath, LoopThreads
 from engine.host.plan import NodePlan
 from engine.inference.runtime import InferenceWorker
+from engine.inference.scoring_copy import scoring_model
 from engine.models.store import ModelStore
 from engine.node.generation import ChatModel
 from engine.node.miner import Miner, MinerSettings
@@ -110,8 +111,15 @@ class EmbeddedNetwork:
             self.miners.append(
                 Miner(client, chat, journal, self.bus, miner_settings, self.settings.payout)
             )
+        oracles = self.chain.oracles
+        scoring_path = scoring_model(chat_path, load, self._progress) if oracles else None
         for account in self.chain.oracles:
             name = f"oracle {account.address[:10]}"
+            roles = ["validator", "embeddings"]
+            scorer = None
+            if scoring_path is not None:
+                scorer = self._worker(scoring_path, load, "chat", f"{name} (scoring)")
+                roles.append("scoring")
             validator = Validator(
                 self._worker(chat_path, load, "chat", f"{name} (validator)"),
                 self._worker(
@@ -120,8 +128,9 @@ class EmbeddedNetwork:
                     "embedding",
                     f"{name} (embeddings)",
                 ),
+                scorer=scorer,
             )
-            for role in ("validator", "embeddings"):
+            for role in roles:
                 self._worker_owners[f"{name} ({role})"] = account.address
             self.oracles.append(
                 Oracle(

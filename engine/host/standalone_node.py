@@ -22,6 +22,7 @@ from engine.host.loop_threads import LoopDeath, LoopThreads
 from engine.host.model_pool import ModelPool, PooledModel
 from engine.host.plan import MIB, NodePlan, install_plan
 from engine.inference.runtime import InferenceWorker
+from engine.inference.scoring_copy import scoring_model
 from engine.models.store import ModelStore
 from engine.node.generation import ChatModel
 from engine.node.miner import Miner, MinerSettings
@@ -116,9 +117,8 @@ class StandaloneNode:
                 "embedding",
                 "embeddings",
             )
-            self.oracle = Oracle(
-                self.client, Validator(chat, embedder), journal, self.bus, self.settings.oracle
-            )
+            validator = Validator(chat, embedder, scorer=self._scorer(chat))
+            self.oracle = Oracle(self.client, validator, journal, self.bus, self.settings.oracle)
             self.oracle.start()
             target = self.oracle.run
         self._loops.start(f"{self.settings.role}-loop", self.settings.role, target)
@@ -209,6 +209,11 @@ class StandaloneNode:
 
         miner.swap_model(runtime, self.settings.miner_settings(), swapped, requested)
         return self.settings.plan or installed
+
+    def _scorer(self, chat: InferenceWorker) -> InferenceWorker | None:
+        """The validator's scoring worker over a float16 copy, where one pays on this node."""
+        copy = scoring_model(Path(chat.model_path), chat.settings, self._progress)
+        return self._worker(copy, chat.settings, "chat", "scoring") if copy else None
 
     def _worker(self, path: Path, load: LoadSettings, kind: str, job: str) -> InferenceWorker:
         self._progress(f"loading {path.name} ({_describe_load(load)})")

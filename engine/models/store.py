@@ -820,7 +820,8 @@ class ModelStore:
         return path
 
     def remove(self, model_id: str, quant: str | None = None) -> list[Path]:
-        """Delete an installed model (a package link only loses the link). The sha256 recorded
+        """Delete an installed model (a package link only loses the link) and a validator's
+        float16 scoring copy of it. The sha256 recorded
         at the first download stays, so a later download is checked against it; delete
         `<name>.sha256` to accept a different file."""
         entry = self._entry(model_id)
@@ -830,7 +831,7 @@ class ModelStore:
             path = self.models_dir / variant.file_name
             part = path.with_name(path.name + ".part")
             with _file_lock(path.with_name(path.name + ".lock")):
-                for candidate in (path, part):
+                for candidate in (path, part, scoring_copy_path(path)):
                     if candidate.exists() or candidate.is_symlink():
                         candidate.unlink()
                         removed.append(candidate)
@@ -908,3 +909,11 @@ def _short_error(exc: BaseException) -> str:
     if isinstance(exc, socket.timeout | TimeoutError):
         return "timed out"
     return f"{type(exc).__name__}: {exc}"
+
+
+SCORING_COPY_SUFFIX = ".scoring-f16.gguf"
+
+
+def scoring_copy_path(model: Path) -> Path:
+    """Where a validator keeps its float16 copy of `model` (engine.inference.scoring_copy)."""
+    return model.with_name(model.name.removesuffix(".gguf") + SCORING_COPY_SUFFIX)

@@ -9,10 +9,12 @@ answers' embeddings and the validator's own answer (the semantic check).
 passing answers is the consensus.
 
 Checking costs less than answering: a prefill scores a whole answer in one batched pass, where
-answering decodes it token by token. The validator generates its own greedy answer only when it
-needs it (`ReferencePolicy.ON_FAILURE`, the default): when an answer fails the likelihood layer,
-to apply the checksum level (an answer that is exactly the validator's greedy answer passes
-outright) and to give the semantic check its reference. When every answer passes the likelihood
+answering decodes it token by token (on a CPU it scores over a float16 copy of the registered
+weights, whose batched kernels are faster: `scorer`, engine/inference/scoring_copy.py). The
+validator generates its own greedy answer (with the registered file) only when it needs it
+(`ReferencePolicy.ON_FAILURE`, the default): when an answer fails the likelihood layer, to apply
+the checksum level (an answer that is exactly the validator's greedy answer passes outright) and
+to give the semantic check its reference. When every answer passes the likelihood
 layer, every answer is the validator's own greedy path within the near-tie margin, so their
 consensus stands for the validator's answer in the semantic check (docs/VALIDATION.md measures
 what the full reference would add).
@@ -139,8 +141,12 @@ class Validator:
         embedder: EmbeddingModel,
         thresholds: ValidationThresholds | None = None,
         reference: ReferencePolicy = ReferencePolicy.ON_FAILURE,
+        scorer: ChatModel | None = None,
     ) -> None:
         self.chat = chat
+        # What scores the answers: the float16 copy of the registered model on a CPU
+        # (engine.inference.scoring_copy), else the chat model, which generates the reference.
+        self.scorer = scorer or chat
         self.embedder = embedder
         self.thresholds = thresholds or ValidationThresholds()
         self.reference = reference
@@ -198,7 +204,7 @@ class Validator:
         """Each answer's figures, or the check that refused it before any scoring."""
         scorable = [t for t in texts if _scorable_length(t, max_tokens)]
         try:
-            results = iter(self.chat.score_many(prompt, scorable))
+            results = iter(self.scorer.score_many(prompt, scorable))
         except InferenceRequestError as exc:
             if str(exc) == "cancelled":
                 raise  # the node is stopping: no verdict at all
@@ -222,7 +228,7 @@ class Validator:
         results: list[LikelihoodResult | None] = []
         for text in texts:
             try:
-                results.append(self.chat.score_likelihood(prompt, text))
+                results.append(self.scorer.score_likelihood(prompt, text))
             except InferenceRequestError as exc:
                 if str(exc) == "cancelled":
                     raise

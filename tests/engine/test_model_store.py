@@ -21,7 +21,7 @@ import pytest
 
 from engine.errors import DownloadError, HashMismatchError, InsufficientDiskError
 from engine.models.gguf_check import check_gguf
-from engine.models.store import ModelStore, PullProgress
+from engine.models.store import ModelStore, PullProgress, scoring_copy_path
 from profiler.catalogue import Catalogue, parse_catalogue
 
 
@@ -337,8 +337,11 @@ def test_package_models_are_linked_and_converted(tmp_path: Path) -> None:
     assert all(r.ok for r in store.verify())
     assert store.default_chat_model().id == "smollm2-135m-instruct"
     target = chat.resolve()
+    scoring = scoring_copy_path(chat)
+    scoring.write_bytes(b"a validator's float16 copy")  # engine.inference.scoring_copy's file
     store.remove("smollm2-135m-instruct")
     assert not chat.exists() and not chat.is_symlink()
+    assert not scoring.exists()  # it would be 2 bytes per parameter left behind
     assert target.is_file()  # removing the model removed only the link, not the package's file
 
 

@@ -7,11 +7,13 @@ nearly tied the prefill's top-1 can differ from the token the decode picked. Her
 of the validator's build answer many tasks (greedy on one build: the same text, so one
 generation per task stands for all three), each task is judged by the oracle's validator as the
 oracle judges it, and no honest miner may go unpaid; the prompts include the bench's least
-decided openings ("Give one tip about ...", docs/VALIDATION.md).
+decided openings ("Give one tip about ...", docs/VALIDATION.md). Each test runs twice: scored
+over the registered file, and over the float16 copy an oracle on a CPU scores with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 
 from chain.wrappers import PASS_SCORE
 from engine.inference.runtime import InferenceWorker
+from engine.inference.scoring_copy import scoring_model
 from engine.inference.types import SamplingParams
 from engine.node import task_prompt
 from engine.poi.validator import Validator
@@ -28,11 +31,24 @@ TOPICS = ["paper", "the heart", "bees", "tea", "owls", "bridges"]
 TEMPLATES = ["Give one tip about {}.", "Why does {} matter?", "What is interesting about {}?"]
 MAX_TOKENS = 96
 MINERS = 3
+# The validator scores over the registered file, or over the float16 copy a CPU node makes.
+SCORING = ["registered", "copy"]
+
+
+def scorer_for(
+    scoring: str, chat_model: Path, load: LoadSettings, more: contextlib.ExitStack
+) -> InferenceWorker | None:
+    if scoring == "registered":
+        return None
+    copy = scoring_model(chat_model, load)
+    assert copy is not None, "this machine should make the copy (CPU, memory free)"
+    return more.enter_context(InferenceWorker(copy, load))
 
 
 @pytest.mark.timeout(900)  # about 50 s on a quiet machine; minutes when the cores are shared
+@pytest.mark.parametrize("scoring", SCORING)
 def test_three_honest_miners_of_the_validator_s_build_are_paid_for_every_task(
-    models_dir: Path,
+    models_dir: Path, scoring: str
 ) -> None:
     prompts = [t.format(topic) for topic in TOPICS for t in TEMPLATES]
     load = LoadSettings(n_ctx=1024, n_threads=1)
@@ -42,8 +58,9 @@ def test_three_honest_miners_of_the_validator_s_build_are_paid_for_every_task(
         InferenceWorker(chat_model, load) as miner,
         InferenceWorker(chat_model, load) as chat,
         InferenceWorker(embedding, LoadSettings(n_ctx=512, n_threads=1), kind="embedding") as embed,
+        contextlib.ExitStack() as more,
     ):
-        validator = Validator(chat, embed)
+        validator = Validator(chat, embed, scorer=scorer_for(scoring, chat_model, load, more))
         unpaid: list[str] = []
         near_ties = 0
         for prompt in prompts:
@@ -64,8 +81,9 @@ def test_three_honest_miners_of_the_validator_s_build_are_paid_for_every_task(
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("scoring", SCORING)
 def test_an_honest_user_task_answer_passes_on_the_likelihood_layer_alone(
-    models_dir: Path,
+    models_dir: Path, scoring: str
 ) -> None:
     """`ask "What is the capital of Italy?"` once passed only through the checksum level: the
     miner's decode split its answer " Cor" "io" "b" "ella", the validator's tokenizer split the
@@ -79,13 +97,15 @@ def test_an_honest_user_task_answer_passes_on_the_likelihood_layer_alone(
         InferenceWorker(chat_model, load) as miner,
         InferenceWorker(chat_model, load) as chat,
         InferenceWorker(embedding, LoadSettings(n_ctx=512, n_threads=1), kind="embedding") as embed,
+        contextlib.ExitStack() as more,
     ):
+        scorer = scorer_for(scoring, chat_model, load, more)
         # The user task's path: the prompt on chain, decoded by miner and oracle alike.
         prompt = task_prompt.decode(task_prompt.encode_text("What is the capital of Italy?", None))
         limit = prompt.answer_limit(128)
         answer = miner.generate(prompt.model_input, SamplingParams(max_tokens=limit))
         task = [("miner", answer.text)]
-        judgement = Validator(chat, embed).judge(prompt.model_input, task, limit)
+        judgement = Validator(chat, embed, scorer=scorer).judge(prompt.model_input, task, limit)
     judged = judgement.answers[0]
     assert judged.verdict.passed, judged.verdict.failed_checks
     assert not judgement.reference_generated  # the exact-match level was never consulted
