@@ -22,16 +22,19 @@ cost. Exits 1 unless issue 14's targets hold: honest <= 0.5 % per answer on this
 (pessimistic interval ends), checking <= 0.5 of answering. The last line is the headline.
 
     PYTHONPATH=. .venv/bin/python bench/validation.py [--prompts 200] \
-        [--cross-build /work/native-venv/bin/python] [--jobs 1] [--dump FILE] [--answers FILE] \
-        [--skip N]
+        [--cross-build /work/native-venv/bin/python] [--jobs 1] [--dump FILE] \
+        [--answers FILE...] [--skip N] [--threads N] [--scoring copy|registered]
 
-`--jobs N` runs N models (and N validators) side by side, one thread each: the machine's cores
-rather than one (the cost ratio is only clean with 1). `--answers` judges the answers of an
-earlier `--dump` again, e.g. after a change to the checks; `--generate-only --dump FILE` only
-makes the answers (they time nothing, so outside the bench lock), to be judged with `--answers`
-under it. `--skip N --prompts M` runs prompts N+1 to N+M of the order, so a long run can be
-made in parts. A cheater's answer that is exactly the honest greedy answer is the honest answer and
-is counted apart from its row's rate (`greedy_twins`).
+`--jobs N` runs N models (and N validators) side by side: the machine's cores rather than one
+(the cost ratio is only clean with 1). Each chat worker runs `--threads` llama.cpp threads,
+by default what a node runs on this machine (physical cores - 1, shared by the jobs). The
+validator scores over the float16 copy a node makes on a CPU (`--scoring registered`: over the
+model file itself, for comparison). `--answers` judges the answers of earlier `--dump` files
+again (several: read in order as one run), e.g. after a change to the checks;
+`--generate-only --dump FILE` only makes the answers (they time nothing, so outside the bench
+lock), to be judged with `--answers` under it. `--skip N --prompts M` runs prompts N+1 to N+M
+of the order, so a long run can be made in parts. A cheater's answer that is exactly the honest
+greedy answer is the honest answer and is counted apart from its row's rate (`greedy_twins`).
 
 docs/VALIDATION.md has the measured table and how the native venv is built.
 """
