@@ -93,7 +93,7 @@ def test_bad_answers_a_validator_crash_spoofed_events_and_a_restart_stop_nothing
 ) -> None:
     once = tmp_path / "failpoints-once"
     once.mkdir()
-    monkeypatch.setenv(ENV, "worker-score")  # inherited by every worker; only the validator scores
+    monkeypatch.setenv(ENV, "worker-score")  # inherited by every worker; only the scorer scores
     monkeypatch.setenv(ONCE_ENV, str(once))
     chats: list[object] = []
 
@@ -147,7 +147,13 @@ def _assert_bad_answers_scored_zero(network: EmbeddedNetwork) -> None:
     verdicts = {m.address: oracle.journal.recent_verdicts(m.address, 1)[0] for m in miners}
     assert verdicts[empty.address].failed_checks == ("empty",)
     assert verdicts[huge.address].failed_checks == ("length",)
-    validator = next(w for name, w in network.workers if name.endswith("(validator)"))
+    # The worker that scores: the float16 copy's on a CPU (engine.inference.scoring_copy).
+    scoring = [w for name, w in network.workers if name.endswith("(scoring)")]
+    validator = (
+        scoring[0]
+        if scoring
+        else next(w for name, w in network.workers if name.endswith("(validator)"))
+    )
     assert [d.signal_name for d in validator.deaths] == ["SIGKILL"]  # crashed once, judged again
 
 
