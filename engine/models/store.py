@@ -51,7 +51,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -782,8 +782,31 @@ class ModelStore:
                 path = self.models_dir / variant.file_name
                 if not path.exists() and not path.is_symlink():
                     continue
-                results.append(self._verify_one(entry, variant, path, progress))
+                relinked = not path.is_file() and self._relink(entry, variant, path)
+                result = self._verify_one(entry, variant, path, progress)
+                if relinked:
+                    result = replace(result, message=f"relinked to its package; {result.message}")
+                results.append(result)
         return results
+
+    def _relink(self, entry: ModelEntry, variant: QuantVariant, target: Path) -> bool:
+        """Point a dangling package link at the package installed here. The link dangles when
+        the environment it pointed into is gone (a reinstall, another clone sharing this
+        models folder); it holds no data, and the package file is verified before linking."""
+        for source in variant.sources:
+            if source.type != "python_package":
+                continue
+            with _file_lock(target.with_name(target.name + ".lock")):
+                if target.is_file():  # another process relinked it while we waited
+                    return True
+                try:
+                    self._from_package(entry, variant, source, target, None)
+                except (_SourceFailed, ModelError) as exc:
+                    log.warning("%s: cannot relink %s: %s", entry.id, target, exc)
+                    continue
+            log.info("%s: relinked %s to the package installed here", entry.id, target)
+            return True
+        return False
 
     def _verify_one(
         self,

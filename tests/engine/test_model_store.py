@@ -345,6 +345,35 @@ def test_package_models_are_linked_and_converted(tmp_path: Path) -> None:
     assert target.is_file()  # removing the model removed only the link, not the package's file
 
 
+def test_a_package_link_left_dangling_by_a_removed_environment_is_relinked(
+    tmp_path: Path,
+) -> None:
+    """The models folder is shared by every environment of a user: a link into a venv that was
+    deleted (a reinstall, another clone) dangles, and the package installed here heals it."""
+    store = ModelStore(tmp_path / "models")
+    chat = store.pull("smollm2-135m-instruct")
+    package_file = chat.resolve()
+    chat.unlink()
+    chat.symlink_to(tmp_path / "gone" / ".venv" / package_file.name)
+    assert not store.is_installed("smollm2-135m-instruct")
+    (result,) = store.verify("smollm2-135m-instruct")
+    assert result.ok and result.message.startswith("relinked to its package"), result
+    assert chat.is_symlink() and chat.resolve() == package_file
+
+
+def test_a_dangling_link_whose_package_is_not_installed_is_reported(
+    model_bytes: bytes, tmp_path: Path
+) -> None:
+    source = {"type": "python_package", "package": "no_such_model_package", "path": "t.gguf"}
+    store = ModelStore(tmp_path / "models", catalogue([source], model_bytes))
+    link = tmp_path / "models" / "tiny.F32.gguf"
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "gone.gguf")
+    (result,) = store.verify()
+    assert not result.ok and "dangling link" in result.message
+    assert link.is_symlink()  # nothing is deleted behind the user's back
+
+
 def other_version(model_bytes: bytes) -> bytes:
     """The same GGUF with different weights: what a moving branch may serve tomorrow."""
     tail = bytes((b + 1) % 256 for b in model_bytes[-4096:])
