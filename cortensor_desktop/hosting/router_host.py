@@ -49,19 +49,26 @@ def tokenizer_resolver(models_dir: Path) -> Any:
     return resolve
 
 
-def own_validator(models_dir: Path, model: str) -> Any:
-    """A factory for a validator of the router's own (chat + embedding workers, like an oracle)."""
+class OwnValidator:
+    """The router's own validator (chat, embedding and scoring workers, like an oracle's): built
+    on the first `/api/v1/validate`, its workers closed with the router. A router in front of an
+    embedded network borrows the oracle's instead, which the oracle closes."""
 
-    def build() -> Any:
+    def __init__(self, models_dir: Path, model: str) -> None:
+        self.models_dir = models_dir
+        self.model = model
+        self.workers: list[Any] = []
+
+    def __call__(self) -> Any:
         from engine.inference.runtime import InferenceWorker
         from engine.inference.scoring_copy import scoring_model
         from engine.models.store import ModelStore
         from engine.poi.validator import Validator
         from profiler.load_settings import LoadSettings
 
-        store = ModelStore(models_dir)
+        store = ModelStore(self.models_dir)
         embedding = store.catalogue.of_kind("embedding")[0].id
-        chat_path, load = store.pull(model), LoadSettings(n_ctx=2048, n_threads=1)
+        chat_path, load = store.pull(self.model), LoadSettings(n_ctx=2048, n_threads=1)
         chat = InferenceWorker(chat_path, load, kind="chat")
         embed = InferenceWorker(
             store.pull(embedding), LoadSettings(n_ctx=512, n_threads=1), kind="embedding"
@@ -70,10 +77,14 @@ def own_validator(models_dir: Path, model: str) -> Any:
         scorer = InferenceWorker(copy, load, kind="chat") if copy else None
         for worker in (chat, embed, scorer):
             if worker is not None:
+                self.workers.append(worker)
                 worker.start()
         return Validator(chat, embed, scorer=scorer)
 
-    return build
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        self.workers.clear()
 
 
 def build_server(
@@ -99,7 +110,7 @@ def build_server(
         Access(keys, required, settings.price_wei),
         Tokens(tokenizer_resolver(models_dir)),
         default,
-        validator=validator or own_validator(models_dir, default),
+        validator=validator or OwnValidator(models_dir, default),
         metrics=RouterMetrics(),
     )
     return RouterServer(front, host, port)

@@ -255,6 +255,15 @@ class Front:
                 self._validator = self.validator()
             return self._validator
 
+    def close(self) -> None:
+        """Close a validator this router built for itself; one it borrows (an embedded
+        network's oracle's) has no `close` here and stays with its owner."""
+        with self._validator_lock:
+            close = getattr(self.validator, "close", None)
+            if callable(close):
+                close()
+            self._validator = None
+
     def parse(self, body: dict[str, Any], key: ApiKey | None, chat: bool) -> Parsed:
         settings = self.router.settings
         named = body.get("model") or self.default_model
@@ -751,6 +760,7 @@ class RouterServer:
             self._server = None
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.front.close()
 
 
 def check_bind(host: str, allow_remote: bool, keys: ApiKeys) -> bool:

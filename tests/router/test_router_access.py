@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import psutil
 import pytest
 
-from cortensor_desktop.hosting.router_host import tokenizer_resolver
+from cortensor_desktop.hosting.router_host import OwnValidator, tokenizer_resolver
 from cortensor_desktop.service.router_api import Access, Front, RouterServer, Tokens, check_bind
 from engine.state.database import Database
 from engine.state.router_store import ApiKeys
@@ -129,3 +130,43 @@ def test_keys_guard_every_request_with_clear_statuses(routed: RoutedNetwork) -> 
         server.stop()
         for key in keys.list():
             keys.revoke(key.id)
+
+
+@pytest.mark.llama
+@pytest.mark.timeout(300)
+def test_a_router_closes_the_validator_workers_it_built_for_itself(
+    routed: RoutedNetwork,
+) -> None:
+    """`router serve` builds its own validator on the first /api/v1/validate; stopping the
+    router closes those workers, where a borrowed one (the oracle's) stays with its owner."""
+    router = routed.router
+    own = OwnValidator(routed.models_dir, MODEL)
+    front = Front(
+        router,
+        Access(ApiKeys(routed.db), False, router.settings.price_wei),
+        Tokens(tokenizer_resolver(routed.models_dir)),
+        MODEL,
+        validator=own,
+    )
+    server = RouterServer(front, "127.0.0.1", 0)
+    server.start()
+    try:
+        request = urllib.request.Request(
+            server.url.removesuffix("/v1") + "/api/v1/validate",
+            data=json.dumps({"prompt": "Hi", "answer": "Hello!", "max_tokens": 8}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            assert response.status == 200 and "passed" in json.loads(response.read())
+        pids = [worker.pid for worker in own.workers]
+        assert len(pids) >= 2 and all(pid is not None and psutil.pid_exists(pid) for pid in pids)
+    finally:
+        server.stop()
+    assert own.workers == [] and not any(psutil.pid_exists(pid) for pid in pids if pid)
+    oracle = routed.network.oracle
+    assert oracle is not None
+    borrowed = Front(router, front.access, front.tokens, MODEL, validator=lambda: oracle.validator)
+    assert borrowed.judge() is oracle.validator
+    borrowed.close()
+    chat_pid = oracle.validator.chat.pid
+    assert chat_pid is not None and psutil.pid_exists(chat_pid)  # still the oracle's
