@@ -63,19 +63,22 @@ def cancel_latency(worker: InferenceWorker, after_tokens: int = 10) -> float:
     return ended - cancelled_at
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=128)
-    args = parser.parse_args()
+def chat_tokens(llm: Any) -> list[int]:
+    """The tokens the worker feeds: the chat-templated prompt."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+    template = Jinja2ChatFormatter(
+        llm.metadata["tokenizer.chat_template"], "<|im_end|>", "<|im_start|>"
+    )
+    text = template(messages=[{"role": "user", "content": PROMPT}]).prompt
+    tokens: list[int] = llm.tokenize(text.encode(), add_bos=False, special=True)
+    return tokens
+
+
+def direct_model(path: Path, settings: LoadSettings) -> Any:
     import llama_cpp
 
-    path = model_path()
-    settings = LoadSettings(n_ctx=2048, n_threads=1)
-    worker = InferenceWorker(path, settings)
-    worker.start()
-    llm = llama_cpp.Llama(
+    return llama_cpp.Llama(
         str(path),
         n_ctx=settings.n_ctx,
         n_batch=settings.n_batch,
@@ -84,29 +87,52 @@ def main() -> int:
         n_threads_batch=1,
         verbose=False,
     )
-    # the same tokens the worker feeds: the chat-templated prompt
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    template = Jinja2ChatFormatter(
-        llm.metadata["tokenizer.chat_template"], "<|im_end|>", "<|im_start|>"
-    )
-    text = template(messages=[{"role": "user", "content": PROMPT}]).prompt
-    tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
 
+def measure_round(
+    path: Path, settings: LoadSettings, runs: int, n: int
+) -> tuple[list[float], list[float], InferenceWorker]:
+    """Tokens/s of a fresh worker and a fresh direct model, `runs` each in ABBA order; the
+    worker is returned running (the caller measures cancels on it, then closes it)."""
+    worker = InferenceWorker(path, settings)
+    worker.start()
+    llm = direct_model(path, settings)
+    tokens = chat_tokens(llm)
     worker_run(worker, 16)  # warm both
     direct_run(llm, tokens, 16)
     ours: list[float] = []
     theirs: list[float] = []
-    for run in range(args.runs):
+    for run in range(runs):
         # ABBA order: drift in background load (other processes on 2 cores) hits both alike
         if run % 2 == 0:
-            ours.append(worker_run(worker, args.tokens))
-            theirs.append(direct_run(llm, tokens, args.tokens))
+            ours.append(worker_run(worker, n))
+            theirs.append(direct_run(llm, tokens, n))
         else:
-            theirs.append(direct_run(llm, tokens, args.tokens))
-            ours.append(worker_run(worker, args.tokens))
-    latencies = [cancel_latency(worker) for _ in range(5)]
-    worker.close()
+            theirs.append(direct_run(llm, tokens, n))
+            ours.append(worker_run(worker, n))
+    llm.close()
+    return ours, theirs, worker
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4, help="fresh instance pairs (default 4)")
+    parser.add_argument("--runs", type=int, default=2, help="paired runs per round (default 2)")
+    parser.add_argument("--tokens", type=int, default=128)
+    args = parser.parse_args()
+
+    path = model_path()
+    settings = LoadSettings(n_ctx=2048, n_threads=1)
+    ours: list[float] = []
+    theirs: list[float] = []
+    latencies: list[float] = []
+    for _ in range(args.rounds):
+        worker_speeds, direct_speeds, worker = measure_round(path, settings, args.runs, args.tokens)
+        ours += worker_speeds
+        theirs += direct_speeds
+        if not latencies:
+            latencies = [cancel_latency(worker) for _ in range(5)]
+        worker.close()
 
     w, d = statistics.median(ours), statistics.median(theirs)
     # the median of paired ratios: one noisy pair cannot decide the verdict
