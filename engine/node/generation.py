@@ -34,6 +34,10 @@ TOKEN_EVENT_INTERVAL_S = 0.25
 INTERRUPTED = frozenset({"cancelled", "killed"})  # finish reasons of a request cut off by a stop
 
 
+class AnswerInterrupted(ChainError):
+    """The node stopped while answering: no answer goes out, and it is a stop, not a fault."""
+
+
 class ChatModel(Protocol):
     """What the miner needs of the runtime (InferenceWorker satisfies it)."""
 
@@ -106,7 +110,7 @@ class Generator:
         if result.finish_reason in INTERRUPTED:
             # The node is stopping: a cut-off answer must never reach the journal (it would be
             # revealed after a restart and fail validation as a truncated one).
-            raise ChainError(
+            raise AnswerInterrupted(
                 f"no answer for session {session_id}: generation {result.finish_reason}"
             )
         self._publish(_finished(result, kind, session_id, task_id))

@@ -57,7 +57,7 @@ from engine.node.earnings import (
     EarningsTracker,
     eth,
 )
-from engine.node.generation import BenchableModel, ChatModel, Generator
+from engine.node.generation import AnswerInterrupted, BenchableModel, ChatModel, Generator
 from engine.node.miner_chain import MinerChain
 from engine.node.network_tasks import (
     decode_prompts,
@@ -293,6 +293,10 @@ class Miner:
             except RpcUnavailable as exc:
                 self.health.step_failed(exc)
                 resume_due = True  # a send may have failed or lost its receipt meanwhile
+            except AnswerInterrupted as exc:
+                # A stop cut the answer off: the operator asked for it, nothing to warn about.
+                log.info("miner %s: stopped before answering: %s", self.address[:10], exc)
+                self.health.step_ok()
             except ChainError as exc:
                 log.warning("miner %s: chain error: %s", self.address[:10], exc)
                 self.health.step_ok()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -142,3 +144,32 @@ def test_an_answer_cut_off_by_a_stop_is_never_used(reason: str) -> None:
     miner = Miner(client, chat=_StoppedMidAnswer(), journal=None, bus=EventBus())  # type: ignore[arg-type]
     with pytest.raises(ChainError, match=f"generation {reason}"):
         miner._generate(3, "What is the capital of France?", 64)
+
+
+def test_an_answer_cut_off_by_a_stop_is_logged_as_a_stop_not_a_chain_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from engine.node.generation import AnswerInterrupted
+
+    client: Any = SimpleNamespace(
+        address="0x" + "11" * 20, backend=FakeBackend(), web3=SimpleNamespace(provider=None)
+    )
+    miner = Miner(client, chat=None, journal=None, bus=EventBus())  # type: ignore[arg-type]
+    miner._watcher = SimpleNamespace()  # type: ignore[assignment]
+    miner.resume = lambda: None  # type: ignore[method-assign]
+    stop = threading.Event()
+
+    def step_cut_off_by_the_stop() -> None:
+        stop.set()
+        raise AnswerInterrupted("no answer for session 15: generation cancelled")
+
+    miner.step = step_cut_off_by_the_stop  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="engine.node.miner"):
+        miner.run(stop)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (
+        logging.INFO,
+        f"miner {client.address[:10]}: stopped before answering: "
+        "no answer for session 15: generation cancelled",
+    ) in lines
+    assert not [m for level, m in lines if level >= logging.WARNING]
