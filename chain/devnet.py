@@ -8,6 +8,8 @@ they persist on (chain_id, genesis_hash). `AnvilProcess` runs the pinned anvil b
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import platform
 import re
@@ -86,23 +88,71 @@ class LockedTesterProvider(EthereumTesterProvider):
 
     It also announces every block it mines, so nodes on the in-process chain react to a
     transaction at once instead of on their next poll (`wait_for_block`).
+
+    Reads whose answer depends only on the latest mined block are answered once per block:
+    every block wakes every node, and three miners ask for the same logs and views; py-evm
+    scans each block of a log range in Python (about 20 ms a block here) under the one lock
+    they all queue on. The latest block's hash is the key, read from py-evm itself, so a
+    revert, a time travel or a block mined by any path (the provider or the tester directly)
+    starts afresh; a request about the pending block is never kept.
     """
 
     _MINING = frozenset({"eth_sendRawTransaction", "eth_sendTransaction", "evm_mine"})
+    _BLOCK_READS = frozenset(
+        {
+            "eth_blockNumber",
+            "eth_call",
+            "eth_chainId",
+            "eth_getBalance",
+            "eth_getBlockByHash",
+            "eth_getBlockByNumber",
+            "eth_getCode",
+            "eth_getLogs",
+        }
+    )
 
     def __init__(self, tester: EthereumTester) -> None:
         super().__init__(tester)
+        self._tester = tester
         self._request_lock = threading.RLock()
         self._mined = threading.Condition()
         self.blocks_announced = 0
+        self._reads: dict[tuple[str, str], Any] = {}
+        self._reads_at: bytes = b""
+        self.reads_answered_again = 0  # the requests the block's earlier answer served
 
     def make_request(self, method: Any, params: Any) -> Any:
         with self._request_lock:
+            key = self._read_key(str(method), params)
+            if key is not None and key in self._reads:
+                self.reads_answered_again += 1
+                return self._answer_again(self._reads[key])
             response = super().make_request(method, params)
+            if key is not None and "error" not in response:
+                self._reads[key] = copy.deepcopy(response)
         if method in self._MINING:
             with self._mined:
                 self.blocks_announced += 1
                 self._mined.notify_all()
+        return response
+
+    def _read_key(self, method: str, params: Any) -> tuple[str, str] | None:
+        """The cache key of a read the latest block decides; None for anything else."""
+        if method not in self._BLOCK_READS:
+            return None
+        text = json.dumps(params, sort_keys=True, default=repr)
+        if "pending" in text:
+            return None
+        latest = self._tester.backend.chain.header.parent_hash
+        if latest != self._reads_at:
+            self._reads.clear()
+            self._reads_at = latest
+        return method, text
+
+    def _answer_again(self, kept: Any) -> Any:
+        response = copy.deepcopy(kept)
+        response["id"] = repr(self._current_request_id)
+        self._current_request_id += 1
         return response
 
     def wait_for_block(self, seen: int, timeout_s: float) -> int:
