@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -75,6 +75,9 @@ def _is_transient(exc: BaseException) -> bool:
         status = exc.response.status_code if exc.response is not None else None
         return status in _RETRY_STATUS
     return isinstance(exc, requests.RequestException | OSError | TimeoutError)
+
+
+EstimateBlock = Literal["latest", "pending"]  # the blocks a gas estimate may name
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,11 @@ class Backend(Protocol):
     @property
     def description(self) -> str: ...
 
+    @property
+    def estimate_block(self) -> EstimateBlock:
+        """The block a gas estimate runs on: the pending one where the node has it."""
+        ...
+
 
 @dataclass
 class HttpBackend:
@@ -250,6 +258,14 @@ class HttpBackend:
     def description(self) -> str:
         return public_url(self.provider.current_url)
 
+    @property
+    def estimate_block(self) -> EstimateBlock:
+        # A node estimates "latest" with the latest block's timestamp: on a quiet chain (anvil
+        # mines only on a transaction, an L2 only when busy) a deadline-gated call (reassign,
+        # timeout, refund) is refused long after its deadline, though a block mined now would
+        # take it. "pending" runs it at the time of the next block.
+        return "pending"
+
 
 @dataclass
 class EmbeddedBackend:
@@ -267,3 +283,7 @@ class EmbeddedBackend:
     @property
     def description(self) -> str:
         return "embedded in-process chain"
+
+    @property
+    def estimate_block(self) -> EstimateBlock:
+        return "latest"  # py-evm estimates on a child of the head, stamped now; no "pending"

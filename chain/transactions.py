@@ -168,7 +168,12 @@ class TxSender:
 
     def send(self, call: Any, what: str, value: int = 0) -> TxResult:
         """Estimate, sign, send and wait for a contract call (`contract.functions.f(...)`)."""
-        return self._send_built(call.estimate_gas, call.build_transaction, what, value)
+        block = self.backend.estimate_block
+
+        def estimate(tx: TxParams) -> int:
+            return int(call.estimate_gas(tx, block_identifier=block))
+
+        return self._send_built(estimate, call.build_transaction, what, value)
 
     def transfer(self, to: str, value: int) -> TxResult:
         def build(tx: TxParams) -> TxParams:
@@ -176,7 +181,7 @@ class TxSender:
             return tx
 
         def estimate(tx: TxParams) -> int:
-            return int(self.web3.eth.estimate_gas(build(tx)))
+            return int(self.web3.eth.estimate_gas(build(tx), self.backend.estimate_block))
 
         return self._send_built(estimate, build, f"transfer to {to}", value)
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from chain.client import ChainClient
-from chain.errors import ChainError
+from chain.errors import ChainError, RpcUnavailable
 from chain.wrappers import STAGE_COUNT, STAGE_PRECOMMIT
 from engine.node.chain_health import ChainHealth
 from engine.protocol import NetworkStage, TaskRole
@@ -38,13 +38,21 @@ class MinerChain:
         self._clock = clock
         self._last_ping: float | None = None
 
-    def transact(self, send: Callable[[], str], report: Report) -> str | None:
-        """Send one transaction and publish how it went; the hash, or None when it failed."""
+    def transact(
+        self, send: Callable[[], str], report: Report, again_after_outage: bool = False
+    ) -> str | None:
+        """Send one transaction and publish how it went; the hash, or None when it failed.
+
+        `again_after_outage`: an unreachable RPC is raised on (after the report), so the event
+        that called for the send is handled again once the chain answers, for a duty nothing
+        else would bring back."""
         try:
             tx_hash = send()
         except ChainError as exc:
             self._publish(report(TxStatus.FAILED, None, str(exc)))
             self._health.tx_failed(str(exc))
+            if again_after_outage and isinstance(exc, RpcUnavailable):
+                raise
             return None
         self._publish(report(TxStatus.CONFIRMED, tx_hash, ""))
         self._health.tx_confirmed()
@@ -58,7 +66,11 @@ class MinerChain:
         send: Callable[[], str],
         detail: str = "",
     ) -> str | None:
-        """A network task's transaction (create, prepare), reported as its stage."""
+        """A network task's transaction (create, prepare), reported as its stage.
+
+        One lost to an RPC outage is sent again when the event is handled again after it
+        (the state check before it skips one that did land): the journal keeps only
+        commit-reveal work, and otherwise the role is lost and the miner recorded late."""
 
         def report(status: TxStatus, tx_hash: str | None, error: str) -> Event:
             return NetworkTaskStage(
@@ -70,7 +82,7 @@ class MinerChain:
                 detail=error or detail,
             )
 
-        return self.transact(send, report)
+        return self.transact(send, report, again_after_outage=True)
 
     def set_away(self, away: bool) -> bool:
         """Out of selection and the pool on chain (paused), or back; whether it went through."""

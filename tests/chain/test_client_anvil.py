@@ -146,3 +146,50 @@ def test_missing_receipt_times_out(anvil: LocalDevnet) -> None:
             client.payment.deposit(1)
     finally:
         rpc(web3, "evm_setAutomine", True)
+
+
+# Reverts while block.timestamp < the 4 bytes after PUSH4; any calldata calls it.
+_NOT_BEFORE_RUNTIME = "63{not_before}421060" + "0b" + "57005b600080fd"
+_POKE_ABI = [
+    {
+        "type": "function",
+        "name": "poke",
+        "inputs": [],
+        "outputs": [],
+        "stateMutability": "nonpayable",
+    }
+]
+
+
+def test_a_call_due_by_the_clock_goes_through_on_a_quiet_anvil(anvil: LocalDevnet) -> None:
+    """anvil estimates "latest" at the latest block's time: a deadline-gated call (reassign,
+    timeout, refund) was refused until some other transaction mined a block."""
+    from chain.errors import ChainError
+    from chain.transactions import NonceManager, TxSender
+
+    backend = HttpBackend([anvil.rpc_url], FAST)
+    web3 = backend.web3
+    sender = new_funded_account(web3)
+    not_before = int(web3.eth.get_block("latest")["timestamp"]) + 100
+    runtime = bytes.fromhex(_NOT_BEFORE_RUNTIME.format(not_before=f"{not_before:08x}"))
+    init = bytes.fromhex(f"60{len(runtime):02x}600c60003960{len(runtime):02x}6000f3") + runtime
+    txs = TxSender(backend, sender, NonceManager(web3), anvil.chain_id)
+    tx_hash = web3.eth.send_raw_transaction(
+        sender.sign_transaction(
+            {
+                "data": init,
+                "gas": 100_000,
+                "gasPrice": 2 * web3.eth.gas_price,
+                "chainId": anvil.chain_id,
+                "nonce": web3.eth.get_transaction_count(sender.address),
+            }
+        ).raw_transaction
+    )
+    address = web3.eth.wait_for_transaction_receipt(tx_hash)["contractAddress"]
+    poke = web3.eth.contract(address=address, abi=_POKE_ABI).functions.poke()
+    with pytest.raises(ChainError):
+        txs.send(poke, "poke")  # not due yet
+    rpc(web3, "evm_increaseTime", 200)  # the clock moves on; no block is mined
+    latest = int(web3.eth.get_block("latest")["timestamp"])
+    assert latest < not_before  # what "latest" would still be judged at
+    assert txs.send(poke, "poke").tx_hash

@@ -173,3 +173,26 @@ def test_an_answer_cut_off_by_a_stop_is_logged_as_a_stop_not_a_chain_error(
         "no answer for session 15: generation cancelled",
     ) in lines
     assert not [m for level, m in lines if level >= logging.WARNING]
+
+
+def test_a_prepare_lost_to_an_outage_is_raised_so_its_event_is_handled_again() -> None:
+    """The README's devnet restart lost a preparer's duty: its send met the outage, was
+    reported failed, and the event counted as handled; the oracle had to reassign it late."""
+    from engine.node.miner_chain import MinerChain
+    from engine.protocol import NetworkStage, TaskRole
+    from engine.state.events import NetworkTaskStage, TxStatus
+
+    published: list[Event] = []
+    health = ChainHealth(FakeBackend(), published.append)
+    chain = MinerChain(SimpleNamespace(), "0x" + "11" * 20, published.append, health, lambda: 0.0)  # type: ignore[arg-type]
+
+    def unreachable() -> str:
+        raise RpcUnavailable("no RPC URL answered eth_chainId after 3 rounds")
+
+    with pytest.raises(RpcUnavailable):
+        chain.send_network(3, NetworkStage.PREPARE, TaskRole.PREPARER, unreachable)
+    stages = [e for e in published if isinstance(e, NetworkTaskStage)]
+    assert [(s.stage, s.status) for s in stages] == [(NetworkStage.PREPARE, TxStatus.FAILED)]
+    # A send with its own way back (the journal's commit-reveal) still only reports it.
+    assert chain.transact(unreachable, lambda status, tx, error: stages[0]) is None
+    assert chain.send_network(3, NetworkStage.PREPARE, TaskRole.PREPARER, lambda: "0xab") == "0xab"
