@@ -113,7 +113,6 @@ class LockedTesterProvider(EthereumTesterProvider):
 
     def __init__(self, tester: EthereumTester) -> None:
         super().__init__(tester)
-        self._tester = tester
         self._request_lock = threading.RLock()
         self._mined = threading.Condition()
         self.blocks_announced = 0
@@ -143,7 +142,8 @@ class LockedTesterProvider(EthereumTesterProvider):
         text = json.dumps(params, sort_keys=True, default=repr)
         if "pending" in text:
             return None
-        latest = self._tester.backend.chain.header.parent_hash
+        assert self.ethereum_tester is not None  # set by the base class from `tester`
+        latest = self.ethereum_tester.backend.chain.header.parent_hash
         if latest != self._reads_at:
             self._reads.clear()
             self._reads_at = latest

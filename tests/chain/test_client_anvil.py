@@ -174,18 +174,8 @@ def test_a_call_due_by_the_clock_goes_through_on_a_quiet_anvil(anvil: LocalDevne
     runtime = bytes.fromhex(_NOT_BEFORE_RUNTIME.format(not_before=f"{not_before:08x}"))
     init = bytes.fromhex(f"60{len(runtime):02x}600c60003960{len(runtime):02x}6000f3") + runtime
     txs = TxSender(backend, sender, NonceManager(web3), anvil.chain_id)
-    tx_hash = web3.eth.send_raw_transaction(
-        sender.sign_transaction(
-            {
-                "data": init,
-                "gas": 100_000,
-                "gasPrice": 2 * web3.eth.gas_price,
-                "chainId": anvil.chain_id,
-                "nonce": web3.eth.get_transaction_count(sender.address),
-            }
-        ).raw_transaction
-    )
-    address = web3.eth.wait_for_transaction_receipt(tx_hash)["contractAddress"]
+    factory = web3.eth.contract(abi=_POKE_ABI, bytecode=init)
+    address = txs.send(factory.constructor(), "deploy").receipt["contractAddress"]
     poke = web3.eth.contract(address=address, abi=_POKE_ABI).functions.poke()
     with pytest.raises(ChainError):
         txs.send(poke, "poke")  # not due yet
